@@ -1,0 +1,12 @@
+"""steepest: steepest descent under a chosen norm for PyTorch.
+
+Public API: :mod:`steepest.polar` (``msign``), :mod:`steepest.norms` (norm objects with
+``dualize``), the optimizer presets (``steepest.Muon``, ...), ``steepest.param_groups`` and
+:mod:`steepest.diagnostics`.
+"""
+
+from steepest import norms, polar
+
+__version__ = "0.1.0"
+
+__all__ = ["norms", "polar", "__version__"]

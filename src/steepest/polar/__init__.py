@@ -1,12 +1,42 @@
-"""Matrix sign / polar factor of batched matrices (seed 000_0ff94013880c6450.txt, Alg. 2)."""
+"""Matrix sign / polar factor msign(G) = U V^T of batched matrices, with exact and fast backends.
 
-import torch
+Public API:
+    msign(G, backend="polar_express", steps=5, dtype=None, coefficients=None, lower_bound=1e-3)
+    orthogonality_error(G, O)
+    polar_express_coefficients(steps, lower_bound=1e-3), optimal_odd_quintic(lower, upper)
+    newton_schulz_coefficients(coefficients, steps), JORDAN, CUBIC
+    odd_quintic_iteration(X, coefficients), polar_svd(X)
 
-__all__ = ["msign"]
+References: seeds/000_0ff94013880c6450.txt (Alg. 2, §3.3.1); arXiv 2505.16932 (Polar Express).
+"""
 
+from .iteration import odd_quintic_iteration
+from .msign import BACKENDS, NORMALIZATION_SAFETY, default_compute_dtype, msign
+from .newton_schulz import CUBIC, JORDAN, NEWTON_SCHULZ_SCHEDULES, newton_schulz_coefficients
+from .orthogonality import orthogonality_error
+from .polar_express import (
+    PAPER_CUSHION,
+    PAPER_SAFETY,
+    optimal_odd_quintic,
+    polar_express_coefficients,
+)
+from .svd import polar_svd, zero_singular_threshold
 
-def msign(G: torch.Tensor, backend: str = "svd", steps: int = 5, dtype=None, coefficients=None):
-    """Temporary exact placeholder (svd only); replaced by the full backend set."""
-    U, S, Vh = torch.linalg.svd(G.double(), full_matrices=False)
-    keep = (S > S.amax(-1, keepdim=True) * max(G.shape[-2:]) * 1e-15).to(U.dtype)
-    return ((U * keep.unsqueeze(-2)) @ Vh).to(G.dtype)
+__all__ = [
+    "BACKENDS",
+    "CUBIC",
+    "JORDAN",
+    "NEWTON_SCHULZ_SCHEDULES",
+    "NORMALIZATION_SAFETY",
+    "PAPER_CUSHION",
+    "PAPER_SAFETY",
+    "default_compute_dtype",
+    "msign",
+    "newton_schulz_coefficients",
+    "odd_quintic_iteration",
+    "optimal_odd_quintic",
+    "orthogonality_error",
+    "polar_express_coefficients",
+    "polar_svd",
+    "zero_singular_threshold",
+]

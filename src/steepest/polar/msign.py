@@ -1,0 +1,155 @@
+"""msign: the polar factor U V^T of batched matrices, with one backend chosen per call."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .iteration import odd_quintic_iteration
+from .newton_schulz import newton_schulz_coefficients
+from .polar_express import polar_express_coefficients
+from .svd import polar_svd
+
+__all__ = ["BACKENDS", "NORMALIZATION_SAFETY", "default_compute_dtype", "msign"]
+
+#: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
+BACKENDS = ("svd", "newton_schulz", "polar_express")
+
+#: The iterative backends first divide G by NORMALIZATION_SAFETY * ||G||_F (+ eps). Since
+#: ||G||_F >= ||G||_2 this puts every singular value in [0, 1 / 1.01], leaving room for round-off
+#: in low precision (arXiv 2505.16932, Algorithm 1; §4.3 for u = 1).
+NORMALIZATION_SAFETY = 1.01
+
+_COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+
+
+def default_compute_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA (speed), float32 elsewhere (the CPU has no fast bfloat16 matmul)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps) -> None:
+    if not isinstance(G, torch.Tensor):
+        raise TypeError(f"msign: G must be a torch.Tensor, got {type(G).__name__}")
+    if not G.is_floating_point():
+        raise TypeError(f"msign: G has dtype {G.dtype}; need a real floating dtype")
+    if G.ndim < 2:
+        raise ValueError(f"msign: G has shape {tuple(G.shape)}; need (..., m, n) with ndim >= 2")
+    if not (callable(backend) or backend in BACKENDS):
+        raise ValueError(
+            f"msign: backend={backend!r} is unknown; use one of {list(BACKENDS)} "
+            f"or a callable (X, steps) -> X"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"msign: steps={steps!r}; need an int >= 1")
+    if dtype is not None and dtype not in _COMPUTE_DTYPES:
+        raise ValueError(
+            f"msign: dtype={dtype!r}; use None (bfloat16 on CUDA, float32 otherwise) or one of "
+            f"{[str(d) for d in _COMPUTE_DTYPES]}"
+        )
+    if coefficients is not None and backend != "newton_schulz":
+        raise ValueError(
+            f"msign: coefficients={coefficients!r} applies only to backend='newton_schulz', "
+            f"got backend={backend!r}; pass coefficients=None"
+        )
+    if (
+        isinstance(lower_bound, bool)
+        or not isinstance(lower_bound, (int, float))
+        or not (0.0 < lower_bound <= 1.0)
+    ):
+        raise ValueError(f"msign: lower_bound={lower_bound!r}; need a float in (0, 1]")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= eps < math.inf):
+        raise ValueError(f"msign: eps={eps!r}; need a finite float >= 0")
+
+
+def _normalize(X: torch.Tensor, eps: float, compute_dtype: torch.dtype) -> torch.Tensor:
+    """X / (NORMALIZATION_SAFETY * ||X||_F + eps) per matrix, zero matrices staying zero."""
+    accumulate = torch.float64 if X.dtype == torch.float64 else torch.float32
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=accumulate)
+    scale = torch.where(norm > 0, 1.0 / (NORMALIZATION_SAFETY * norm + eps), 0.0)
+    return (X * scale.to(X.dtype)).to(compute_dtype)
+
+
+def msign(
+    G: torch.Tensor,
+    backend: str | Callable[[torch.Tensor, int], torch.Tensor] = "polar_express",
+    steps: int = 5,
+    dtype: torch.dtype | None = None,
+    coefficients=None,
+    lower_bound: float = 1e-3,
+    *,
+    eps: float = 0.0,
+) -> torch.Tensor:
+    """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
+
+    Math: for G = U diag(s) V^T, msign(G) = U V^T, the dualizer of the spectral norm; singular
+    directions with s = 0 map to zero. The iterative backends divide G by
+    1.01 * ||G||_F + eps, transpose tall matrices so the Gram product X X^T is the small one,
+    apply odd quintics p_t to the singular values (odd_quintic_iteration) and transpose back.
+    A zero matrix (also one inside a batch) gives exact zeros.
+
+    Backends and the accuracy they reach (normalized singular values s in [1e-3, 1]):
+        "svd": exact U V^T via torch.linalg.svd in float32, or float64 when G or `dtype` is
+            float64 (a bfloat16/float16 `dtype` is raised to float32); singular values
+            <= max(m, n) * eps(compute dtype) * s_max count as zero. The oracle for the others.
+        "newton_schulz": `coefficients` "jordan" (default; output singular values in about
+            [0.68, 1.13] once converged, but only about 0.47 for s = 1e-3 after 5 steps),
+            "cubic" (converges to U V^T; needs many steps for small s), one (a, b, c) triple or
+            a list of per-step triples (see newton_schulz_coefficients for the length rule).
+        "polar_express": the schedule polar_express_coefficients(steps, lower_bound); after 5
+            steps every s in [lower_bound, 1] maps into [0.85, 1.15] (worst |p(s) - 1| about
+            0.15 in exact arithmetic, against about 0.53 for jordan).
+        callable: backend(X, steps) gets the normalized (batch, rows, cols) tensor with
+            rows <= cols in the compute dtype and must return a tensor of the same shape.
+
+    Args:
+        G: a real floating tensor of shape (..., m, n); leading dimensions are a batch. Empty
+            tensors give empty outputs. Inputs are not checked for NaN/inf (that would need a
+            host sync); non-finite entries give non-finite results for their matrix.
+        backend: one of BACKENDS or a callable, default "polar_express".
+        steps: number of iterations, an int >= 1 (ignored by "svd").
+        dtype: compute dtype of the iteration; default bfloat16 on CUDA and float32 otherwise.
+        coefficients: Newton-Schulz schedule, only for backend="newton_schulz".
+        lower_bound: Polar Express's assumed lower bound on the normalized smallest singular
+            value, in (0, 1]; default 1e-3 (arXiv 2505.16932, §4.3).
+        eps: added to 1.01 * ||G||_F in the normalization, default 0.0 (scale invariant).
+
+    Returns:
+        A tensor of G's shape and dtype.
+
+    References:
+        seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
+    """
+    _validate(G, backend, steps, dtype, coefficients, lower_bound, eps)
+    if G.numel() == 0:
+        return torch.zeros_like(G)
+    m, n = G.shape[-2:]
+    X = G.reshape(-1, m, n)
+    if backend == "svd":
+        wide = torch.float64 in (G.dtype, dtype)
+        out = polar_svd(X.to(torch.float64 if wide else torch.float32))
+        return out.reshape(G.shape).to(G.dtype)
+
+    compute_dtype = dtype if dtype is not None else default_compute_dtype(G.device)
+    tall = m > n
+    X = _normalize(X, float(eps), compute_dtype)
+    if tall:
+        X = X.mT
+    if backend == "newton_schulz":
+        X = odd_quintic_iteration(X, newton_schulz_coefficients(coefficients, steps))
+    elif backend == "polar_express":
+        X = odd_quintic_iteration(X, polar_express_coefficients(steps, float(lower_bound)))
+    else:
+        shape = X.shape
+        X = backend(X, steps)
+        if not isinstance(X, torch.Tensor) or X.shape != shape:
+            got = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+            raise ValueError(
+                f"msign: backend {backend!r} returned {got}; it must return a tensor of the "
+                f"input shape {tuple(shape)}"
+            )
+    if tall:
+        X = X.mT
+    return X.reshape(G.shape).to(G.dtype)

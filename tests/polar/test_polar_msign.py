@@ -21,6 +21,7 @@ from steepest.polar import (
     JORDAN,
     default_compute_dtype,
     msign,
+    odd_quintic_iteration,
     orthogonality_error,
     polar_express_coefficients,
 )
@@ -327,3 +328,23 @@ def test_property_every_backend_matches_oracle_on_any_shape(batch, m, n, seed):
 def test_random_orthonormal_helper_is_orthonormal():
     Q = random_orthonormal(6, 4, (2,), torch.Generator().manual_seed(0))
     assert torch.allclose(Q.mT @ Q, torch.eye(4, dtype=torch.float64).expand(2, 4, 4), atol=1e-12)
+
+
+# -------------------------------------------------------------------- torch.compile
+
+
+def test_msign_and_core_iteration_compile_without_graph_breaks():
+    """fullgraph=True fails on any graph break (a .item() sync, numpy, Python loop over data)."""
+    gen = torch.Generator().manual_seed(15)
+    G = torch.randn(2, 6, 4, generator=gen)
+    compiled = torch.compile(msign, fullgraph=True, backend="eager", dynamic=False)
+    for kwargs in (
+        {},
+        {"steps": 3, "lower_bound": 1e-2},
+        {"backend": "newton_schulz", "coefficients": "cubic"},
+    ):
+        assert torch.equal(compiled(G, **kwargs), msign(G, **kwargs))
+    core = torch.compile(odd_quintic_iteration, fullgraph=True, backend="eager")
+    X = G.mT / (1.01 * torch.linalg.matrix_norm(G, keepdim=True))
+    schedule = tuple(polar_express_coefficients(5))
+    assert torch.equal(core(X, schedule), odd_quintic_iteration(X, schedule))

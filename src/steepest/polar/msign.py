@@ -64,6 +64,12 @@ def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps) -> None:
         raise ValueError(f"msign: eps={eps!r}; need a finite float >= 0")
 
 
+@torch.compiler.assume_constant_result
+def _polar_express_schedule(steps: int, lower_bound: float) -> tuple:
+    """The cached schedule, seen by torch.compile as a constant (the generator uses numpy)."""
+    return tuple(polar_express_coefficients(steps, lower_bound))
+
+
 def _normalize(X: torch.Tensor, eps: float, compute_dtype: torch.dtype) -> torch.Tensor:
     """X / (NORMALIZATION_SAFETY * ||X||_F + eps) per matrix, zero matrices staying zero."""
     accumulate = torch.float64 if X.dtype == torch.float64 else torch.float32
@@ -119,6 +125,10 @@ def msign(
     Returns:
         A tensor of G's shape and dtype.
 
+    Compilation: odd_quintic_iteration is the pure core and compiles with fullgraph=True.
+    msign itself compiles with fullgraph=True when steps stays a static int
+    (torch.compile(msign, dynamic=False)); the Polar Express schedule is a compile-time constant.
+
     References:
         seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
@@ -140,7 +150,7 @@ def msign(
     if backend == "newton_schulz":
         X = odd_quintic_iteration(X, newton_schulz_coefficients(coefficients, steps))
     elif backend == "polar_express":
-        X = odd_quintic_iteration(X, polar_express_coefficients(steps, float(lower_bound)))
+        X = odd_quintic_iteration(X, _polar_express_schedule(steps, float(lower_bound)))
     else:
         shape = X.shape
         X = backend(X, steps)

@@ -104,9 +104,10 @@ def msign(
             [0.68, 1.13] once converged, but only about 0.47 for s = 1e-3 after 5 steps),
             "cubic" (converges to U V^T; needs many steps for small s), one (a, b, c) triple or
             a list of per-step triples (see newton_schulz_coefficients for the length rule).
-        "polar_express": the schedule polar_express_coefficients(steps, lower_bound); after 5
-            steps every s in [lower_bound, 1] maps into [0.85, 1.15] (worst |p(s) - 1| about
-            0.15 in exact arithmetic, against about 0.53 for jordan).
+        "polar_express": the schedule polar_express_coefficients(steps, lower_bound); with the
+            default lower_bound=1e-3, 5 steps map every s in [1e-3, 1] into [0.85, 1.13] (worst
+            |p(s) - 1| = 0.148 in exact arithmetic, against 0.529 for jordan); 6 steps: 4.4e-3,
+            7 steps: 4e-7. Directions with s below lower_bound converge later.
         callable: backend(X, steps) gets the normalized (batch, rows, cols) tensor with
             rows <= cols in the compute dtype and must return a tensor of the same shape.
 

@@ -1,0 +1,284 @@
+"""The engine: one torch.optim.Optimizer that runs the five update stages per param group.
+
+grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 apply]
+(../shared/DESIGN.md, "One update, five stages"). Each group names its ``algorithm`` (a key of
+``ALGORITHMS``); matrix algorithms get their directions dualized in stacks of same-shape matrices
+(one batched call per stack), delegating ones (AdamW) run their own step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from .batching import map_stacked
+from .checks import check_choice
+from .registry import ALGORITHMS, Algorithm
+from .views import check_view, join_matrices, split_matrices
+
+__all__ = ["Steepest"]
+
+#: Group keys of matrix algorithms that say how a tensor is read as matrices (see views.py).
+VIEW_DEFAULTS = {"matrix_view": "auto", "blocks": None}
+#: Keys a group may carry besides its algorithm's hyperparameters (torch's names and schedulers').
+EXTRA_KEYS = {
+    "params",
+    "param_names",
+    "algorithm",
+    "initial_lr",
+    "max_lr",
+    "min_lr",
+    "base_momentum",
+    "max_momentum",
+}
+
+
+class Steepest(Optimizer):
+    """Steepest descent under a chosen norm, one algorithm per param group.
+
+    Routing: a group with an ``algorithm`` key keeps it. Plain parameters (or a group without
+    the key) are split: tensors with ndim >= 2 go to ``matrix_algorithm``, the rest to
+    ``vector_algorithm``, each group keeping the other keys given. Route embeddings and output
+    heads yourself, or use ``steepest.param_groups(model)`` which does.
+
+    State is created eagerly when a parameter is added, so ``state_dict()`` has the same keys
+    before and after the first step. ``state_dict()`` also stores ``skipped_steps``.
+
+    Args:
+        params: tensors, (name, tensor) pairs, or dicts (param groups).
+        hyperparameters: algorithm name -> its defaults for this optimizer, overriding the
+            algorithm's own; groups may override any key again.
+        matrix_algorithm: algorithm for plain tensors with ndim >= 2, default "muon".
+        vector_algorithm: algorithm for plain tensors with ndim < 2, default "adamw".
+        nonfinite: "raise" (a non-finite gradient raises FloatingPointError naming the
+            parameter, before anything is written) or "skip" (the whole step is skipped and
+            counted in ``skipped_steps``).
+        prefixes: algorithm name -> prefix of its hyperparameter names in error messages
+            (a preset's "adamw_" keyword prefix).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        matrix_algorithm: str = "muon",
+        vector_algorithm: str = "adamw",
+        nonfinite: str = "raise",
+        prefixes: Mapping[str, str] | None = None,
+    ) -> None:
+        who = type(self).__name__
+        hyperparameters = dict(hyperparameters or {})
+        for key, name in (
+            ("matrix_algorithm", matrix_algorithm),
+            ("vector_algorithm", vector_algorithm),
+        ):
+            check_choice(who, key, name, ALGORITHMS)
+        for name, hp in hyperparameters.items():
+            check_choice(who, "hyperparameters key", name, ALGORITHMS)
+            unknown = set(hp) - set(ALGORITHMS[name].defaults)
+            if unknown:
+                raise ValueError(
+                    f"{who}: unknown {name} hyperparameters {sorted(unknown)}; "
+                    f"known: {sorted(ALGORITHMS[name].defaults)}"
+                )
+        self._hyperparameters = hyperparameters
+        for name in hyperparameters:
+            prefix = (prefixes or {}).get(name, "")
+            ALGORITHMS[name].validate(who, self._defaults_for(name), prefix)
+        check_choice(who, "nonfinite", nonfinite, ("raise", "skip"))
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
+        self._routes = (matrix_algorithm, vector_algorithm)
+        # torch's defaults: schedulers read them (OneCycleLR cycles "momentum" if present).
+        super().__init__(self._route(params), self._defaults_for(matrix_algorithm))
+
+    def _defaults_for(self, name: str) -> dict[str, Any]:
+        return {**ALGORITHMS[name].defaults, **self._hyperparameters.get(name, {})}
+
+    def _route(self, params) -> list[dict]:
+        """Split plain tensors and algorithm-less groups into matrix and vector groups."""
+        if isinstance(params, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: params must be an iterable, not a Tensor")
+        items = list(params)
+        groups = items if items and isinstance(items[0], dict) else [{"params": items}]
+        routed = []
+        for group in groups:
+            if "algorithm" in group:
+                routed.append(group)
+                continue
+            members = list(group["params"])
+            is_matrix = [(m[1] if isinstance(m, tuple) else m).ndim >= 2 for m in members]
+            for name, want in zip(self._routes, (True, False), strict=True):
+                chosen = [m for m, flag in zip(members, is_matrix, strict=True) if flag == want]
+                if chosen:
+                    routed.append({**group, "params": chosen, "algorithm": name})
+        return routed
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Check a group, fill its algorithm's defaults, add it and create its state eagerly."""
+        group = dict(param_group)
+        index = len(self.param_groups)
+        members = (
+            [group["params"]] if isinstance(group["params"], torch.Tensor) else group["params"]
+        )
+        if isinstance(members, set):
+            raise TypeError(f"{type(self).__name__}: params must be a list, not a set")
+        members = list(members)
+        group["params"] = members
+        tensors = [m[1] if isinstance(m, tuple) else m for m in members]
+        names = [
+            m[0] if isinstance(m, tuple) else f"param_groups[{index}][{i}]"
+            for i, m in enumerate(members)
+        ]
+        name = group.get("algorithm")
+        if name is None:
+            kinds = {t.ndim >= 2 for t in tensors}
+            if len(kinds) != 1:
+                raise ValueError(
+                    f"{type(self).__name__}: param group {index} mixes matrices and vectors and "
+                    "names no 'algorithm'; split it or set 'algorithm'"
+                )
+            name = self._routes[0] if kinds.pop() else self._routes[1]
+            group["algorithm"] = name
+        who = f"{type(self).__name__}: param group {index}"
+        check_choice(who, "algorithm", name, ALGORITHMS)
+        algorithm = ALGORITHMS[name]
+        known = dict(self._defaults_for(name), **(VIEW_DEFAULTS if algorithm.matrix else {}))
+        unknown = set(group) - set(known) - EXTRA_KEYS
+        if unknown:
+            raise ValueError(
+                f"{who}: unknown keys {sorted(unknown)} for {name!r}; known: {sorted(known)}"
+            )
+        for key, value in known.items():
+            group.setdefault(key, value)
+        algorithm.validate(f"{who} ({name})", group)
+        for t, pname in zip(tensors, names, strict=True):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                raise TypeError(
+                    f"{who}: {pname} is {getattr(t, 'dtype', type(t).__name__)}; "
+                    "need a real floating tensor (complex parameters are not supported)"
+                )
+            if algorithm.matrix:
+                check_view(who, pname, t.shape, group["matrix_view"], group["blocks"])
+        saved, self.defaults = self.defaults, {}  # defaults were filled per algorithm above
+        try:
+            super().add_param_group(group)
+        finally:
+            self.defaults = saved
+        added = self.param_groups[-1]
+        for p in added["params"]:
+            self.state[p] = algorithm.init_state(p, added)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter with a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = self._gather()
+        if not self._gradients_finite(work):
+            self.skipped_steps += 1
+            return loss
+        for group, algorithm, params, grads, states in work:
+            if not algorithm.matrix:
+                algorithm.update(params, grads, states, group)
+                continue
+            directions = algorithm.accumulate(grads, states, group)  # 1
+            directions = algorithm.precondition(directions, states, group)  # 2
+            updates = _dualize_and_scale(algorithm, directions, group)  # 3, 4
+            _apply(params, updates, group["lr"], group["weight_decay"])  # 5
+        return loss
+
+    def _gather(self) -> list[tuple]:
+        """Per group: (group, algorithm, params, grads, states) of params with a gradient."""
+        work = []
+        for index, group in enumerate(self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None and (p.grad.is_sparse or p.grad.is_complex()):
+                    kind = "sparse" if p.grad.is_sparse else "complex"
+                    raise TypeError(
+                        f"{type(self).__name__}: {self._name(index, i)} has a {kind} gradient; "
+                        "only dense real gradients are supported (use a dense embedding)"
+                    )
+            grads = [p.grad for p in params]
+            states = [self.state[p] for p in params]
+            work.append((group, ALGORITHMS[group["algorithm"]], params, grads, states))
+        return work
+
+    def _gradients_finite(self, work) -> bool:
+        """True if every gradient is finite; raise FloatingPointError naming one if not and
+        nonfinite == "raise". One max-abs reduction per device, one host sync per device."""
+        grads = [g for _, _, _, gs, _ in work for g in gs]
+        by_device: dict[torch.device, list[int]] = {}
+        for i, g in enumerate(grads):
+            by_device.setdefault(g.device, []).append(i)
+        for members in by_device.values():
+            peaks = torch._foreach_norm([grads[i] for i in members], math.inf)
+            finite = torch.stack([x.float() for x in peaks]).isfinite()
+            if bool(finite.all()):
+                continue
+            if self.nonfinite == "skip":
+                return False
+            bad = grads[members[int((~finite).nonzero()[0])]]
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite gradient (inf or nan) in {self._find(bad)}; "
+                "nothing was updated. Pass nonfinite='skip' to skip such steps"
+            )
+        return True
+
+    def _name(self, index: int, i: int) -> str:
+        group = self.param_groups[index]
+        p = group["params"][i]
+        if "param_names" in group:
+            return f"{group['param_names'][i]!r} (shape {tuple(p.shape)})"
+        return f"param_groups[{index}]['params'][{i}] (shape {tuple(p.shape)})"
+
+    def _find(self, grad: torch.Tensor) -> str:
+        for index, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p.grad is grad:
+                    return self._name(index, i)
+        return "a parameter"
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict plus ``skipped_steps``."""
+        state = super().state_dict()
+        state["skipped_steps"] = self.skipped_steps
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load torch's state dict and ``skipped_steps`` (0 if absent)."""
+        super().load_state_dict(state_dict)
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+
+
+def _dualize_and_scale(
+    algorithm: Algorithm, directions: list[torch.Tensor], group: Mapping[str, Any]
+) -> list[torch.Tensor]:
+    """Stages 3 and 4: split each direction into its matrices, dualize every stack of
+    same-shape matrices in one call, multiply by the shape rule, reassemble."""
+    pieces = [split_matrices(d, group["matrix_view"], group["blocks"]) for d in directions]
+
+    def dualize_and_scale(X: torch.Tensor) -> torch.Tensor:
+        return algorithm.dualize(X, group).mul_(algorithm.scale(*X.shape[-2:], group))
+
+    flat = map_stacked(dualize_and_scale, [m for ms in pieces for m in ms])
+    updates, start = [], 0
+    for d, ms in zip(directions, pieces, strict=True):
+        updates.append(join_matrices(flat[start : start + len(ms)], d.shape))
+        start += len(ms)
+    return updates
+
+
+def _apply(params, updates, lr: float, weight_decay: float) -> None:
+    """Stage 5: decoupled weight decay, then p <- p - lr * u."""
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+    torch._foreach_add_(params, updates, alpha=-lr)

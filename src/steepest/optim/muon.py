@@ -1,0 +1,167 @@
+"""The "muon" algorithm: momentum, then msign of each matrix, then a shape-rule scale."""
+
+from __future__ import annotations
+
+import torch
+
+from steepest.polar import BACKENDS, msign
+
+from .checks import check_flag, check_nonnegative, check_unit_interval
+from .engine import Steepest
+from .registry import Algorithm, register
+from .scaling import check_scale, scale_factor
+
+__all__ = ["Muon", "MuonAlgorithm"]
+
+
+class MuonAlgorithm(Algorithm):
+    """Muon: EMA momentum (optionally Nesterov), msign of the matrix view, shape scale.
+
+    Math (per matrix W with gradient G, momentum beta, learning rate lr, decay wd):
+        M <- beta M + (1 - beta) G
+        D <- (1 - beta) G + beta M  if nesterov else M
+        W <- (1 - lr wd) W - lr * scale(m, n) * msign(D)
+    msign(D) = U V^T for D = U S V^T, computed by ``steepest.polar.msign`` with the group's
+    backend, steps, coefficients and polar_dtype.
+    Group keys: lr, momentum, nesterov, weight_decay, backend, coefficients, steps,
+    polar_dtype, scale (plus the view keys matrix_view and blocks read by the engine).
+
+    References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
+    Condition 1 (spectral scale); arXiv 2502.16982 (rms scale).
+    """
+
+    name = "muon"
+    defaults = {
+        "lr": 0.02,
+        "momentum": 0.95,
+        "nesterov": True,
+        "weight_decay": 0.0,
+        "backend": "polar_express",
+        "coefficients": None,
+        "steps": 5,
+        "polar_dtype": None,
+        "scale": "spectral",
+    }
+
+    def validate(self, who, hp, prefix=""):
+        check_nonnegative(who, f"{prefix}lr", hp["lr"], 0.02)
+        check_unit_interval(who, f"{prefix}momentum", hp["momentum"], 0.95)
+        check_flag(who, f"{prefix}nesterov", hp["nesterov"])
+        check_nonnegative(who, f"{prefix}weight_decay", hp["weight_decay"], 0.0)
+        backend = hp["backend"]
+        if not (callable(backend) or (isinstance(backend, str) and backend in BACKENDS)):
+            raise ValueError(
+                f"{who}: {prefix}backend={backend!r} is unknown; use one of {list(BACKENDS)} "
+                "or a callable (X, steps) -> X"
+            )
+        check_scale(who, hp["scale"])
+        if not callable(backend):  # a dry run on a zero matrix checks steps/dtype/coefficients
+            try:
+                msign(
+                    torch.zeros(1, 2, 2),
+                    backend=backend,
+                    steps=hp["steps"],
+                    dtype=hp["polar_dtype"],
+                    coefficients=hp["coefficients"],
+                )
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
+
+    def init_state(self, p, group):
+        return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def accumulate(self, grads, states, group):
+        beta = group["momentum"]
+        buffers = [s["momentum_buffer"] for s in states]
+        torch._foreach_lerp_(buffers, grads, 1.0 - beta)
+        return torch._foreach_lerp(grads, buffers, beta) if group["nesterov"] else buffers
+
+    def dualize(self, X, group):
+        return msign(
+            X,
+            backend=group["backend"],
+            steps=group["steps"],
+            dtype=group["polar_dtype"],
+            coefficients=group["coefficients"],
+        )
+
+    def scale(self, m, n, group):
+        return scale_factor(group["scale"], m, n)
+
+
+register(MuonAlgorithm())
+
+
+class Muon(Steepest):
+    """Muon for the matrices of a model and AdamW for everything else, in one optimizer.
+
+    Routing: groups from ``steepest.param_groups`` (or any group with an ``algorithm`` key)
+    keep their algorithm; plain tensors with ndim >= 2 go to "muon" and the rest to "adamw".
+    A plain parameter list sends embeddings and output heads to Muon; use
+    ``steepest.param_groups(model)`` to send them to AdamW.
+
+    To follow ``torch.optim.Muon`` (up to bf16 rounding and msign's 1.01 safety factor in the
+    normalization): ``backend="newton_schulz", coefficients="jordan",
+    polar_dtype=torch.bfloat16, scale="jordan"``.
+
+    Args:
+        params: tensors, (name, tensor) pairs or param groups.
+        lr: Muon learning rate (>= 0), default 0.02.
+        momentum: EMA factor beta in [0, 1), default 0.95.
+        nesterov: use the Nesterov direction (1 - beta) G + beta M, default True.
+        weight_decay: decoupled weight decay of the matrices (W *= 1 - lr * wd), default 0.
+        backend, coefficients, steps, polar_dtype: passed to ``steepest.polar.msign``
+            (backend "svd", "newton_schulz", "polar_express" or a callable; default
+            "polar_express" with 5 steps; polar_dtype None = bfloat16 on CUDA, float32 on CPU).
+        scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
+            (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
+        nonfinite: "raise" or "skip" (see Steepest).
+        adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_fused: AdamW
+            hyperparameters of the non-matrix groups (torch's AdamW math).
+
+    References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        backend="polar_express",
+        coefficients=None,
+        steps: int = 5,
+        polar_dtype: torch.dtype | None = None,
+        scale="spectral",
+        nonfinite: str = "raise",
+        adamw_lr: float = 3e-4,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+        adamw_fused: bool | None = None,
+    ) -> None:
+        muon = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            backend=backend,
+            coefficients=coefficients,
+            steps=steps,
+            polar_dtype=polar_dtype,
+            scale=scale,
+        )
+        adamw = dict(
+            lr=adamw_lr,
+            betas=adamw_betas,
+            eps=adamw_eps,
+            weight_decay=adamw_weight_decay,
+            fused=adamw_fused,
+        )
+        super().__init__(
+            params,
+            {"muon": muon, "adamw": adamw},
+            nonfinite=nonfinite,
+            prefixes={"adamw": "adamw_"},
+        )

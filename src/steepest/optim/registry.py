@@ -1,0 +1,70 @@
+"""The algorithms a param group can name, each a small object implementing the update stages.
+
+A matrix algorithm (``matrix = True``) supplies the per-stage methods and the engine runs them:
+
+    accumulate(grads, states, group)       -> directions        (1: momentum, EMA, Nesterov)
+    precondition(directions, states, group) -> directions       (2: identity unless overridden)
+    dualize(X, group)                      -> unit-norm X       (3: on a (K, m, n) stack)
+    scale(m, n, group)                     -> float             (4: shape rule)
+
+and the engine applies p <- (1 - lr * weight_decay) p - lr * u (5). A delegating algorithm
+(``matrix = False``, e.g. AdamW) implements ``update(params, grads, states, group)`` instead.
+Adding an optimizer is one small file that subclasses Algorithm and calls ``register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["ALGORITHMS", "Algorithm", "register"]
+
+#: name -> Algorithm instance; filled by ``register`` as the algorithm modules are imported.
+ALGORITHMS: dict[str, Algorithm] = {}
+
+
+class Algorithm:
+    """Base class: the hyperparameters an algorithm reads from its group, and its stages."""
+
+    name: str = ""
+    #: True: the engine runs the five stages on matrix views; False: ``update`` does it all.
+    matrix: bool = True
+    #: hyperparameter name -> default value; these are the group keys the algorithm reads.
+    defaults: Mapping[str, Any] = {}
+
+    def validate(self, who: str, hparams: Mapping[str, Any], prefix: str = "") -> None:
+        """Raise ValueError naming a bad hyperparameter (prefix + key) before state exists."""
+
+    def init_state(self, p: torch.Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
+        """The eager per-parameter state (created when the parameter is added)."""
+        return {}
+
+    def accumulate(self, grads, states, group) -> list[torch.Tensor]:
+        """Stage 1: the direction to dualize, one per gradient."""
+        return list(grads)
+
+    def precondition(self, directions, states, group) -> list[torch.Tensor]:
+        """Stage 2: identity by default."""
+        return directions
+
+    def dualize(self, X: torch.Tensor, group) -> torch.Tensor:
+        """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
+        raise NotImplementedError
+
+    def scale(self, m: int, n: int, group) -> float:
+        """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
+        return 1.0
+
+    def update(self, params, grads, states, group) -> None:
+        """The whole step, for algorithms with ``matrix = False``."""
+        raise NotImplementedError
+
+
+def register(algorithm: Algorithm) -> Algorithm:
+    """Add an algorithm to ALGORITHMS under its name (a name may be registered once)."""
+    if not algorithm.name or algorithm.name in ALGORITHMS:
+        raise ValueError(f"register: algorithm name {algorithm.name!r} is empty or taken")
+    ALGORITHMS[algorithm.name] = algorithm
+    return algorithm

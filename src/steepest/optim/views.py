@@ -1,0 +1,74 @@
+"""Matrix views: how a parameter tensor is read as a batch of (m, n) matrices.
+
+A group declares its view with ``matrix_view`` and optionally ``blocks``:
+
+* ``"auto"`` (default): ndim 2 is (out, in); ndim 3 is a batch of matrices (experts, m, n);
+  ndim >= 4 is a conv weight (out, in, kh, kw) read as (out, in * kh * kw).
+* ``"flatten"``: (shape[0], prod(shape[1:])), e.g. a Conv1d weight (out, in, k).
+* ``"batch"``: leading dims are a batch of (shape[-2], shape[-1]) matrices.
+* a tuple of ints: a reshape whose last two dims are the matrix, e.g. (heads, head_dim, d_in)
+  to orthogonalize each attention head on its own.
+* ``blocks``: a list of row counts that splits every matrix of the view into row blocks, e.g.
+  a fused QKV weight (3 d, d) with blocks [d, d, d] is three (d, d) matrices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["VIEWS", "check_view", "join_matrices", "matrix_shape", "split_matrices"]
+
+VIEWS = ("auto", "flatten", "batch")
+
+
+def matrix_shape(shape: tuple[int, ...], view="auto") -> tuple[int, ...]:
+    """The (..., m, n) shape under which a tensor of `shape` is read as matrices."""
+    shape = tuple(shape)
+    if isinstance(view, tuple):
+        return view
+    if view == "batch" or (view == "auto" and len(shape) == 3):
+        return shape
+    return (shape[0], math.prod(shape[1:]))
+
+
+def check_view(who: str, name: str, shape, view, blocks) -> None:
+    """Raise ValueError unless `view` and `blocks` give matrices for a tensor of `shape`."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"{who}: {name} has shape {shape}; a matrix algorithm needs ndim >= 2, "
+            "route it to 'adamw'"
+        )
+    if isinstance(view, tuple):
+        ok = len(view) >= 2 and all(isinstance(d, int) and d > 0 for d in view)
+        if not ok or math.prod(view) != math.prod(shape):
+            raise ValueError(
+                f"{who}: matrix_view={view!r} does not reshape {name} of shape {shape}; "
+                "give positive ints with the same number of elements, last two the matrix"
+            )
+    elif view not in VIEWS:
+        raise ValueError(
+            f"{who}: matrix_view={view!r} is unknown; use one of {list(VIEWS)} or a tuple"
+        )
+    if blocks is not None:
+        rows = matrix_shape(shape, view)[-2]
+        ok = all(isinstance(b, int) and b > 0 for b in blocks)
+        if not ok or sum(blocks) != rows:
+            raise ValueError(
+                f"{who}: blocks={list(blocks)!r} must be positive ints summing to the "
+                f"{rows} rows of {name}'s matrix view {matrix_shape(shape, view)}"
+            )
+
+
+def split_matrices(t: torch.Tensor, view="auto", blocks=None) -> list[torch.Tensor]:
+    """The (..., m_i, n) matrices of `t` under its view (views into t where possible)."""
+    X = t.reshape(matrix_shape(t.shape, view))
+    return [X] if blocks is None else list(X.split(list(blocks), dim=-2))
+
+
+def join_matrices(pieces: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of split_matrices: concatenate the row blocks and reshape to `shape`."""
+    X = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+    return X.reshape(shape)

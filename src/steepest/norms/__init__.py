@@ -1,0 +1,50 @@
+"""Norm objects for steepest descent: norm(X), dual_norm(G) and the dualizer dualize(G).
+
+Every norm satisfies norm(dualize(G)) == 1 and <G, dualize(G)> == dual_norm(G) for G != 0; a
+zero G dualizes to zeros. Matrix norms reduce over the last two dims (..., m, n), vector norms
+over the last dim; leading dims are a batch. Weights are (..., d_out, d_in) as in nn.Linear.
+
+| name        | class        | norm                          | dualize(G)                          |
+| ----------- | ------------ | ----------------------------- | ----------------------------------- |
+| "frobenius" | Frobenius()  | ||X||_F                       | G / ||G||_F                         |
+| "spectral"  | Spectral()   | sigma_max                     | U V^T                               |
+| "schatten"  | SchattenP(p) | (sum sigma^p)^(1/p)           | U diag(s^(q-1)) V^T / ||G||_q^(q-1) |
+| "sign"      | Sign()       | max_ij |x_ij|                 | sign(G)                             |
+| "colnorm"   | ColNorm()    | max_j ||col_j||_2 / sqrt(m)   | sqrt(m) col_j / ||col_j||_2         |
+| "rownorm"   | RowNorm()    | sqrt(n) max_i ||row_i||_2     | row_i / (sqrt(n) ||row_i||_2)       |
+| "rms"       | RMS()        | ||x||_2 / sqrt(n)  (vectors)  | sqrt(n) g / ||g||_2                 |
+
+(m = d_out, n = d_in; Spectral(rms=True) is sqrt(n/m) sigma_max with dualizer sqrt(m/n) U V^T.)
+
+Scaling: the RMS factors of the LMO table (seeds/001_69fb9a2ea907674e.txt) are part of the norm,
+not a separate step: ColNorm and RowNorm default to rms=True (the table's norms), Spectral to
+rms=False (the plain spectral norm); rms flips each to the other. In every case the object's
+norm is c * (unscaled norm) for a shape factor c, its dual is (unscaled dual) / c and its
+dualizer is (unscaled dualizer) / c, so both identities hold exactly; dualize returns the
+table's LMO direction without its minus sign (optimizers step along -dualize).
+
+References: seeds/000_0ff94013880c6450.txt (§2.3 dualizer, Prop. 4, §4.3);
+seeds/001_69fb9a2ea907674e.txt (LMO table; Scion, arXiv 2502.07529).
+"""
+
+from .base import Norm
+from .frobenius import Frobenius
+from .operator import ColNorm, RowNorm
+from .registry import available, get
+from .schatten import SchattenP, Spectral, singular_values
+from .sign import Sign
+from .vector import RMS
+
+__all__ = [
+    "RMS",
+    "ColNorm",
+    "Frobenius",
+    "Norm",
+    "RowNorm",
+    "SchattenP",
+    "Sign",
+    "Spectral",
+    "available",
+    "get",
+    "singular_values",
+]

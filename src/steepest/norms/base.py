@@ -1,0 +1,106 @@
+"""The abstract `Norm`: norm(X), dual_norm(G), dualize(G) on batched tensors, with a shape scale."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+__all__ = ["Norm", "check_bool", "check_tensor", "rms_factor"]
+
+
+def check_tensor(owner: str, name: str, X, min_ndim: int) -> torch.Tensor:
+    """Raise unless X is a non-empty real floating tensor with ndim >= min_ndim."""
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(X).__name__}")
+    if not X.is_floating_point():
+        raise TypeError(f"{owner}: {name} has dtype {X.dtype}; need a real floating dtype")
+    if X.ndim < min_ndim:
+        what = "(..., m, n) with ndim >= 2" if min_ndim == 2 else "(..., n) with ndim >= 1"
+        raise ValueError(f"{owner}: {name} has shape {tuple(X.shape)}; need {what}")
+    if any(size == 0 for size in X.shape[X.ndim - min_ndim :]):
+        raise ValueError(
+            f"{owner}: {name} has shape {tuple(X.shape)}; the reduced dimensions must be non-empty"
+        )
+    return X
+
+
+def check_bool(owner: str, name: str, value) -> bool:
+    """Raise TypeError unless value is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name}={value!r}; need True or False")
+    return value
+
+
+class Norm(ABC):
+    """A norm on the last `min_ndim` dimensions of a tensor, with its dual norm and dualizer.
+
+    Math: for a norm ||.|| with dual ||G||_* = max_{||T|| = 1} <G, T>, the dualizer is the
+    maximizer T* = dualize(G), so ||dualize(G)|| = 1 and <G, dualize(G)> = ||G||_* for G != 0
+    (<., .> is the entrywise (Frobenius) inner product over the reduced dims). A zero G (also one
+    inside a batch, or a zero column/row for the column/row norms) dualizes to zeros.
+
+    Shape scaling: a subclass defines an unscaled norm N (`_norm`, `_dual_norm`, `_dualize`) and
+    may define a positive factor c = `_scale(shape)` that depends only on the shape (e.g. the RMS
+    factors of the LMO table in seeds/001_69fb9a2ea907674e.txt). The object's norm is then c * N,
+    its dual norm N_* / c and its dualizer dualize_N / c, so both identities hold exactly for the
+    scaled norm whatever c is.
+
+    Shapes: matrix norms (min_ndim = 2) reduce over the last two dims (..., m, n) and return a
+    tensor of shape (...); vector norms (min_ndim = 1) reduce over the last dim. Leading dims
+    are a batch. dualize returns a tensor of G's shape and dtype.
+
+    References:
+        seeds/000_0ff94013880c6450.txt, §2.3 (the dualizer, eq. for dualizer_{||.||}).
+    """
+
+    #: 2 for matrix norms (reduce over (..., m, n)), 1 for vector norms (reduce over (..., n)).
+    min_ndim: int = 2
+
+    def norm(self, X: torch.Tensor) -> torch.Tensor:
+        """||X|| per matrix (or vector) of X; shape X.shape[:-min_ndim]."""
+        X = check_tensor(f"{type(self).__name__}.norm", "X", X, self.min_ndim)
+        return self._norm(X) * self._scale(X.shape)
+
+    def dual_norm(self, G: torch.Tensor) -> torch.Tensor:
+        """||G||_* = max_{||T|| = 1} <G, T> per matrix (or vector); shape G.shape[:-min_ndim]."""
+        G = check_tensor(f"{type(self).__name__}.dual_norm", "G", G, self.min_ndim)
+        return self._dual_norm(G) / self._scale(G.shape)
+
+    def dualize(self, G: torch.Tensor) -> torch.Tensor:
+        """argmax_{||T|| = 1} <G, T> per matrix (or vector); zeros where G is zero."""
+        G = check_tensor(f"{type(self).__name__}.dualize", "G", G, self.min_ndim)
+        return self._dualize(G) / self._scale(G.shape)
+
+    def inner(self, G: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        """<G, T>: the entrywise product summed over the reduced dims; shape G.shape[:-min_ndim]."""
+        dims = tuple(range(-self.min_ndim, 0))
+        return (G * T).sum(dim=dims)
+
+    # -- what a subclass defines ------------------------------------------------------------
+    @abstractmethod
+    def _norm(self, X: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _dual_norm(self, G: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _dualize(self, G: torch.Tensor) -> torch.Tensor: ...
+
+    def _scale(self, shape: torch.Size) -> float:
+        """The shape factor c > 0 (norm = c * unscaled norm); 1 unless a subclass says otherwise."""
+        return 1.0
+
+    def _params(self) -> dict:
+        """The constructor arguments shown by repr."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def rms_factor(numerator: int, denominator: int) -> float:
+    """sqrt(numerator / denominator), the RMS-style shape factor of the LMO table."""
+    return math.sqrt(numerator / denominator)

@@ -1,0 +1,32 @@
+"""The Frobenius norm: the Euclidean (Riemannian) case of steepest descent."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Norm
+
+__all__ = ["Frobenius"]
+
+
+class Frobenius(Norm):
+    """||X||_F = sqrt(sum_ij x_ij^2) over the last two dims; self-dual.
+
+    Math: dual_norm(G) = ||G||_F, dualize(G) = G / ||G||_F (zeros for G = 0): the normalized
+    gradient, i.e. SGD (SchattenP(2) gives the same).
+
+    Shapes: X, G are (..., m, n); norm and dual_norm return (...).
+
+    References:
+        seeds/000_0ff94013880c6450.txt, §4.2.1 (Recovering SGD, p = q = 2).
+    """
+
+    def _norm(self, X: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(X, dim=(-2, -1))
+
+    def _dual_norm(self, G: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(G, dim=(-2, -1))
+
+    def _dualize(self, G: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(G, dim=(-2, -1), keepdim=True)
+        return G / torch.where(norm > 0, norm, 1.0)

@@ -1,0 +1,66 @@
+"""Norms by name: steepest.norms.get(name, **kwargs) and steepest.norms.available()."""
+
+from __future__ import annotations
+
+from .base import Norm
+from .frobenius import Frobenius
+from .operator import ColNorm, RowNorm
+from .schatten import SchattenP, Spectral
+from .sign import Sign
+from .vector import RMS
+
+__all__ = ["available", "get"]
+
+_REGISTRY: dict[str, type[Norm]] = {
+    "colnorm": ColNorm,
+    "frobenius": Frobenius,
+    "rms": RMS,
+    "rownorm": RowNorm,
+    "schatten": SchattenP,
+    "sign": Sign,
+    "spectral": Spectral,
+}
+
+
+def available() -> tuple[str, ...]:
+    """The names `get` accepts, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get(name: str | Norm, **kwargs) -> Norm:
+    """Build the norm called `name` with the constructor arguments `kwargs`.
+
+    Args:
+        name: one of available() (case-insensitive), e.g. "spectral", or a Norm instance,
+            which is returned as is (then kwargs must be empty).
+        **kwargs: passed to the norm's constructor, e.g. get("schatten", p=4),
+            get("spectral", backend="polar_express", rms=True).
+
+    Returns:
+        A Norm instance.
+
+    Raises:
+        ValueError: unknown name (the message lists the allowed names) or bad constructor values.
+        TypeError: name of the wrong type, or arguments the norm's constructor does not take.
+    """
+    if isinstance(name, Norm):
+        if kwargs:
+            raise TypeError(
+                f"norms.get: got the Norm instance {name!r} and kwargs {kwargs!r}; "
+                "pass either a configured instance or a name with kwargs"
+            )
+        return name
+    if not isinstance(name, str):
+        raise TypeError(
+            f"norms.get: name={name!r} must be a str or a Norm; use one of {list(available())}"
+        )
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"norms.get: unknown norm name={name!r}; use one of {list(available())}")
+    cls = _REGISTRY[key]
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        if "argument" not in str(error):
+            raise
+        raise TypeError(f"norms.get({name!r}): {error}") from None

@@ -1,0 +1,92 @@
+"""Shared helpers for the benchmark scripts: parameter sets, timing, machine description."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+# Hidden-matrix sets named in issue 7 (shapes are (d_out, d_in) of nn.Linear weights).
+SETS: dict[str, list[tuple[int, int]]] = {
+    "gpt2-small": [(2304, 768), (768, 768), (3072, 768), (768, 3072)] * 12,
+    "1.3b": [(6144, 2048), (2048, 2048), (8192, 2048), (2048, 8192)] * 24,
+    "moe-64x2048x1408": [(2048, 1408)] * 64,
+    # A CPU-sized set so that the scripts can be smoke-tested without a GPU.
+    "tiny": [(96, 32), (32, 32), (128, 32), (32, 128)] * 2,
+}
+
+
+def quintic_flops(m: int, n: int, steps: int) -> float:
+    """FLOPs of `steps` quintic Newton-Schulz-type steps on one m x n matrix.
+
+    Per step on the short side s and long side l: A = X X^T (2 s^2 l), B = b A + c A A (2 s^3),
+    X <- a X + B X (2 s^2 l).
+    """
+    s, l = min(m, n), max(m, n)
+    return steps * (4.0 * s * s * l + 2.0 * s**3)
+
+
+def time_fn(fn, *, warmup: int = 3, repeat: int = 20) -> float:
+    """Median wall time of `fn()` in milliseconds (CUDA events on GPU, perf_counter on CPU)."""
+    cuda = torch.cuda.is_available()
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def matmul_ceiling(device: torch.device, n: int = 8192, dtype=torch.bfloat16) -> float:
+    """Measured TFLOP/s of one n x n x n matrix product (the matmul ceiling)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = time_fn(lambda: a @ b, warmup=5, repeat=30)
+    return 2.0 * n**3 / (ms * 1e-3) / 1e12
+
+
+def machine() -> dict:
+    """Device name and versions for the results files."""
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "device": "cpu",
+    }
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:
+            pass
+    return info
+
+
+def write_result(name: str, payload: dict, out_dir: str | Path = "bench/results") -> Path:
+    """Write `payload` (plus machine info) as JSON under `out_dir`, named by bench and device."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    tag = info["device"].replace(" ", "-").replace("/", "-")
+    path = out / f"{name}-{tag}.json"
+    path.write_text(json.dumps({"machine": info, **payload}, indent=2))
+    return path

@@ -6,9 +6,10 @@ Public API: :mod:`steepest.polar` (``msign``), :mod:`steepest.norms` (norm objec
 """
 
 from steepest import norms, polar
+from steepest.groups import param_groups
 from steepest.optim import Muon, Steepest
 
 __version__ = "0.1.0"
 
 __all__ = ["norms", "polar", "__version__"]
-__all__ += ["Muon", "Steepest"]
+__all__ += ["Muon", "Steepest", "param_groups"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from .base import Norm
 from .frobenius import Frobenius
 from .operator import ColNorm, RowNorm
@@ -58,9 +60,15 @@ def get(name: str | Norm, **kwargs) -> Norm:
     if key not in _REGISTRY:
         raise ValueError(f"norms.get: unknown norm name={name!r}; use one of {list(available())}")
     cls = _REGISTRY[key]
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        if "argument" not in str(error):
-            raise
-        raise TypeError(f"norms.get({name!r}): {error}") from None
+    accepted = [
+        parameter.name
+        for parameter in inspect.signature(cls).parameters.values()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    ]
+    unexpected = sorted(set(kwargs) - set(accepted))
+    if unexpected:
+        raise TypeError(
+            f"norms.get({name!r}): unexpected argument(s) {unexpected}; "
+            f"{cls.__name__} accepts {accepted}"
+        )
+    return cls(**kwargs)

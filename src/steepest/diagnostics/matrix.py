@@ -1,0 +1,214 @@
+"""Spectral statistics of batched matrices: singular values, stable / nuclear / effective rank,
+relative size under a chosen norm, and how far an update is from (scaled) orthogonal.
+
+Every function takes a real floating tensor of shape (..., m, n) and returns one value per matrix,
+of shape (...). Half-precision inputs are measured in float32. A zero matrix has every rank 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_matrix, svd_dtype
+
+__all__ = [
+    "BUILTIN_NORMS",
+    "effective_rank",
+    "matrix_norm",
+    "nuclear_rank",
+    "orthogonality_gap",
+    "relative_size",
+    "singular_values",
+    "stable_rank",
+]
+
+BUILTIN_NORMS = ("frobenius", "spectral", "nuclear")
+
+
+def singular_values(X: torch.Tensor) -> torch.Tensor:
+    """Singular values of each matrix, in descending order.
+
+    Args:
+        X: real floating tensor of shape (..., m, n).
+
+    Returns:
+        Tensor of shape (..., min(m, n)).
+    """
+    check_matrix("singular_values", "X", X)
+    return torch.linalg.svdvals(X.to(svd_dtype(X)))
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den, with 0 where den == 0 (the rank of a zero matrix)."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.zeros_like(num))
+
+
+def stable_rank(A: torch.Tensor) -> torch.Tensor:
+    """Stable rank srank(A) = ||A||_F^2 / ||A||_2^2, in [1, rank(A)] (0 for A = 0).
+
+    Args:
+        A: real floating tensor of shape (..., m, n).
+
+    Returns:
+        Tensor of shape (...).
+
+    References:
+        seeds/000_0ff94013880c6450.txt, Definition 7.
+    """
+    check_matrix("stable_rank", "A", A)
+    s = torch.linalg.svdvals(A.to(svd_dtype(A)))
+    return _ratio(s.square().sum(-1), s[..., 0].square())
+
+
+def nuclear_rank(G: torch.Tensor) -> torch.Tensor:
+    """Nuclear rank ||G||_*^2 / ||G||_F^2, in [1, rank(G)] (0 for G = 0).
+
+    For a gradient this is the ratio that decides whether Muon's rate beats gradient descent's
+    (seed 004: Muon gains when ||grad||_*^2 / ||grad||_F^2 is large against J / L).
+
+    Args:
+        G: real floating tensor of shape (..., m, n).
+
+    Returns:
+        Tensor of shape (...).
+
+    References:
+        seeds/004_67262c901d7d220a.txt, Fig. 3-4 (||grad||_*^2 and ||grad||_F^2 along training).
+    """
+    check_matrix("nuclear_rank", "G", G)
+    s = torch.linalg.svdvals(G.to(svd_dtype(G)))
+    return _ratio(s.sum(-1).square(), s.square().sum(-1))
+
+
+def effective_rank(A: torch.Tensor) -> torch.Tensor:
+    """Entropy (effective) rank exp(H(p)), p_i = sigma_i / sum_j sigma_j, H(p) = -sum p_i log p_i.
+
+    Lies in [1, rank(A)] (0 for A = 0), with 0 log 0 = 0.
+
+    Args:
+        A: real floating tensor of shape (..., m, n).
+
+    Returns:
+        Tensor of shape (...).
+
+    References:
+        O. Roy and M. Vetterli, "The effective rank: a measure of effective dimensionality",
+        EUSIPCO 2007 (cited by seeds/003_e51c56d7d69de86a.txt, ref. [67]).
+    """
+    check_matrix("effective_rank", "A", A)
+    s = torch.linalg.svdvals(A.to(svd_dtype(A)))
+    total = s.sum(-1, keepdim=True)
+    p = _ratio(s, total.expand_as(s))
+    plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), 0.0)
+    entropy_rank = torch.exp(-plogp.sum(-1))
+    return torch.where(total.squeeze(-1) > 0, entropy_rank, torch.zeros_like(entropy_rank))
+
+
+def matrix_norm(X: torch.Tensor, norm="frobenius") -> torch.Tensor:
+    """||X|| per matrix under a chosen norm.
+
+    Args:
+        X: real floating tensor of shape (..., m, n).
+        norm: "frobenius", "spectral" (largest singular value) or "nuclear" (sum of singular
+            values); any other name is looked up with `steepest.norms.get(name)` when that
+            registry exists; or an object with a `norm(X)` method (e.g. a `steepest.norms` Norm).
+
+    Returns:
+        Tensor of shape (...).
+    """
+    check_matrix("matrix_norm", "X", X)
+    return _norm_fn(norm, "matrix_norm")(X)
+
+
+def _norm_fn(norm, fn: str):
+    """Resolve `norm` (a name or an object with .norm) to a callable X -> ||X||."""
+    if isinstance(norm, str):
+        key = norm.lower()
+        if key == "frobenius":
+            return lambda X: torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord="fro")
+        if key == "spectral":
+            return lambda X: torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord=2)
+        if key == "nuclear":
+            return lambda X: torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord="nuc")
+        registry = _norm_registry()
+        if registry is not None:
+            try:
+                return registry(norm).norm
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"{fn}: unknown norm={norm!r}: {err}") from err
+        raise ValueError(
+            f"{fn}: norm={norm!r} is not known; use one of {BUILTIN_NORMS} or an object with a "
+            f"norm(X) method"
+        )
+    if callable(getattr(norm, "norm", None)):
+        return norm.norm
+    raise TypeError(
+        f"{fn}: norm must be a name in {BUILTIN_NORMS} or an object with a norm(X) method, "
+        f"got {type(norm).__name__}"
+    )
+
+
+def _norm_registry():
+    """`steepest.norms.get` if the norms package provides it, else None."""
+    try:
+        from steepest import norms
+    except ImportError:
+        return None
+    return getattr(norms, "get", None)
+
+
+def relative_size(dW: torch.Tensor, W: torch.Tensor, norm="frobenius") -> torch.Tensor:
+    """Relative size relsize(dW) = ||dW|| / ||W|| under a chosen norm (inf where W = 0 != dW).
+
+    Args:
+        dW: the update, real floating tensor of shape (..., m, n).
+        W: the parameter, same shape as dW.
+        norm: as in `matrix_norm`: "frobenius", "spectral", "nuclear", a registered name, or an
+            object with a `norm(X)` method.
+
+    Returns:
+        Tensor of shape (...).
+
+    References:
+        seeds/000_0ff94013880c6450.txt, Definition 6.
+    """
+    check_matrix("relative_size", "dW", dW)
+    check_matrix("relative_size", "W", W)
+    if dW.shape != W.shape:
+        raise ValueError(
+            f"relative_size: dW has shape {tuple(dW.shape)} but W has {tuple(W.shape)}; "
+            f"they must match"
+        )
+    fn = _norm_fn(norm, "relative_size")
+    num, den = fn(dW), fn(W)
+    zero_both = (num == 0) & (den == 0)
+    return torch.where(zero_both, torch.zeros_like(num), num / den)
+
+
+def orthogonality_gap(U: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """Orthogonality error of an update: max_i |sigma_i(U) - 1| over all min(m, n) values.
+
+    0 exactly when U has orthonormal rows or columns (U = msign(G) for a full-rank G). With
+    `normalize=True` U is first divided by its largest singular value, so lr * msign(G) also
+    scores 0 and the result is max_i (1 - sigma_i / sigma_max), the spread of the spectrum.
+    (For an approximate polar factor judged on G's own singular subspaces see
+    `steepest.polar.orthogonality_error(G, O)`.)
+
+    Args:
+        U: real floating tensor of shape (..., m, n).
+        normalize: divide by sigma_max first (a zero matrix then scores 1).
+
+    Returns:
+        Tensor of shape (...).
+
+    References:
+        seeds/000_0ff94013880c6450.txt, §3.3.1 (msign(G) = U V^T has all singular values 1).
+    """
+    check_matrix("orthogonality_gap", "U", U)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"orthogonality_gap: normalize={normalize!r}; need True or False")
+    s = torch.linalg.svdvals(U.to(svd_dtype(U)))
+    if normalize:
+        s = _ratio(s, s[..., :1].expand_as(s))
+    return (s - 1.0).abs().amax(-1)

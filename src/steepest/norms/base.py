@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
 
-__all__ = ["Norm", "check_bool", "check_tensor", "rms_factor"]
+__all__ = ["Norm", "check_bool", "check_tensor"]
 
 
 def check_tensor(owner: str, name: str, X, min_ndim: int) -> torch.Tensor:
@@ -99,8 +98,3 @@ class Norm(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
         return f"{type(self).__name__}({args})"
-
-
-def rms_factor(numerator: int, denominator: int) -> float:
-    """sqrt(numerator / denominator), the RMS-style shape factor of the LMO table."""
-    return math.sqrt(numerator / denominator)

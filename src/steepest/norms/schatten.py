@@ -68,6 +68,9 @@ class Spectral(Norm):
         lower_bound: Polar Express lower bound on normalized singular values.
         rms: use the RMS -> RMS scaling of the LMO table (default False).
 
+    The msign arguments are checked at construction by a dry run of msign on a 2 x 2 zero
+    matrix (so a callable backend is called once there), raising msign's own message.
+
     References:
         seeds/000_0ff94013880c6450.txt, eq. dualizer_{||.||_{2->2}} = U V^T and §4.2.2;
         seeds/001_69fb9a2ea907674e.txt, the LMO table, column "RMS -> RMS (Spectral)".

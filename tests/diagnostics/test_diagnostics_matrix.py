@@ -38,6 +38,11 @@ def test_ranks_match_numpy(case):
     np.testing.assert_allclose(dg.nuclear_frobenius_ratio(A).numpy(), nuc**2 / fro**2, rtol=1e-10)
     np.testing.assert_allclose(dg.effective_rank(A).numpy(), erank, rtol=1e-10)
     assert dg.stable_rank(A).shape == A.shape[:-2]
+    summary = dg.rank_summary(A)
+    np.testing.assert_allclose(summary["stable_rank"].numpy(), fro**2 / spec**2, rtol=1e-10)
+    np.testing.assert_allclose(summary["nuclear_rank"].numpy(), nuc**2 / fro**2, rtol=1e-10)
+    np.testing.assert_allclose(summary["effective_rank"].numpy(), erank, rtol=1e-10)
+    np.testing.assert_allclose(summary["spectral_norm"].numpy(), spec, rtol=1e-10)
 
 
 def test_rank_bounds_and_known_cases():

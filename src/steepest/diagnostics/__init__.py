@@ -2,7 +2,8 @@
 
 Public API:
     matrix:     singular_values, stable_rank, nuclear_rank, effective_rank, matrix_norm,
-                relative_size(dW, W, norm="frobenius"), orthogonality_gap(U, normalize=False)
+                relative_size(dW, W, norm="frobenius"), orthogonality_gap(U, normalize=False),
+                rank_summary
     updates:    snapshot(params), update_stats(params, before, grads=None), matrix_view
     curvature:  hessian_vector_product, directional_sharpness(loss_fn, params, direction,
                 normalized=False), taylor_check(loss_fn, params, direction, lr),
@@ -30,15 +31,20 @@ from .matrix import (
     matrix_norm,
     nuclear_rank,
     orthogonality_gap,
+    rank_summary,
     relative_size,
     singular_values,
     stable_rank,
 )
+from .monitor import DEFAULT_METRICS, METRICS, Monitor
 from .smoothness import muon_advantage_ratio, nuclear_frobenius_ratio, smoothness_estimates
 from .updates import matrix_view, snapshot, update_stats
 
 __all__ = [
     "BUILTIN_NORMS",
+    "DEFAULT_METRICS",
+    "METRICS",
+    "Monitor",
     "KroneckerApprox",
     "directional_sharpness",
     "effective_rank",
@@ -53,6 +59,7 @@ __all__ = [
     "nuclear_frobenius_ratio",
     "nuclear_rank",
     "orthogonality_gap",
+    "rank_summary",
     "relative_size",
     "singular_values",
     "smoothness_estimates",

@@ -17,6 +17,7 @@ __all__ = [
     "matrix_norm",
     "nuclear_rank",
     "orthogonality_gap",
+    "rank_summary",
     "relative_size",
     "singular_values",
     "stable_rank",
@@ -57,7 +58,10 @@ def stable_rank(A: torch.Tensor) -> torch.Tensor:
         seeds/000_0ff94013880c6450.txt, Definition 7.
     """
     check_matrix("stable_rank", "A", A)
-    s = torch.linalg.svdvals(A.to(svd_dtype(A)))
+    return _stable_rank(torch.linalg.svdvals(A.to(svd_dtype(A))))
+
+
+def _stable_rank(s: torch.Tensor) -> torch.Tensor:
     return _ratio(s.square().sum(-1), s[..., 0].square())
 
 
@@ -77,7 +81,10 @@ def nuclear_rank(G: torch.Tensor) -> torch.Tensor:
         seeds/004_67262c901d7d220a.txt, Fig. 3-4 (||grad||_*^2 and ||grad||_F^2 along training).
     """
     check_matrix("nuclear_rank", "G", G)
-    s = torch.linalg.svdvals(G.to(svd_dtype(G)))
+    return _nuclear_rank(torch.linalg.svdvals(G.to(svd_dtype(G))))
+
+
+def _nuclear_rank(s: torch.Tensor) -> torch.Tensor:
     return _ratio(s.sum(-1).square(), s.square().sum(-1))
 
 
@@ -97,12 +104,35 @@ def effective_rank(A: torch.Tensor) -> torch.Tensor:
         EUSIPCO 2007 (cited by seeds/003_e51c56d7d69de86a.txt, ref. [67]).
     """
     check_matrix("effective_rank", "A", A)
-    s = torch.linalg.svdvals(A.to(svd_dtype(A)))
+    return _effective_rank(torch.linalg.svdvals(A.to(svd_dtype(A))))
+
+
+def _effective_rank(s: torch.Tensor) -> torch.Tensor:
     total = s.sum(-1, keepdim=True)
     p = _ratio(s, total.expand_as(s))
     plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), 0.0)
     entropy_rank = torch.exp(-plogp.sum(-1))
     return torch.where(total.squeeze(-1) > 0, entropy_rank, torch.zeros_like(entropy_rank))
+
+
+def rank_summary(A: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Stable, nuclear and effective rank and the spectral norm of A from one SVD.
+
+    Args:
+        A: real floating tensor of shape (..., m, n).
+
+    Returns:
+        dict with `stable_rank`, `nuclear_rank`, `effective_rank`, `spectral_norm`, each of
+        shape (...), equal to the functions of the same names.
+    """
+    check_matrix("rank_summary", "A", A)
+    s = torch.linalg.svdvals(A.to(svd_dtype(A)))
+    return {
+        "stable_rank": _stable_rank(s),
+        "nuclear_rank": _nuclear_rank(s),
+        "effective_rank": _effective_rank(s),
+        "spectral_norm": s[..., 0],
+    }
 
 
 def matrix_norm(X: torch.Tensor, norm="frobenius") -> torch.Tensor:

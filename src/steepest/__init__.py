@@ -5,7 +5,7 @@ Public API: :mod:`steepest.polar` (``msign``), :mod:`steepest.norms` (norm objec
 :mod:`steepest.diagnostics`.
 """
 
-from steepest import norms, polar
+from steepest import diagnostics, norms, polar
 from steepest.groups import param_groups
 from steepest.optim import Muon, Steepest
 
@@ -13,3 +13,4 @@ __version__ = "0.1.0"
 
 __all__ = ["norms", "polar", "__version__"]
 __all__ += ["Muon", "Steepest", "param_groups"]
+__all__ += ["diagnostics"]

@@ -28,7 +28,7 @@ from .updates import matrix_view, snapshot, update_stats
 
 __all__ = ["DEFAULT_METRICS", "METRICS", "Monitor"]
 
-#: What each metric name records (keys of a JSON line are "<param name>/<stat>" or "<group>/<stat>").
+#: What each metric records; a JSON line's keys are "<param name>/<stat>" or "<group>/<stat>".
 METRICS = {
     "update": "per parameter: update_stats (update_rms, relative_size, effective_lr, "
     "grad_dual_norm, cosine, angle_deg, update_spectral)",
@@ -83,7 +83,8 @@ class Monitor:
             raise TypeError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
-                f"Monitor: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+                "Monitor: optimizer must be a torch.optim.Optimizer, got "
+                f"{type(optimizer).__name__}"
             )
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"Monitor: every={every!r}; need a positive int, e.g. 10")

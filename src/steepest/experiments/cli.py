@@ -1,0 +1,192 @@
+"""The ``steepest`` command. ``steepest`` alone runs ``steepest compare`` with its defaults.
+
+Subcommands:
+    compare   tune and compare optimizers on a task; writes a table, JSON, CSV and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import steepest
+from steepest.experiments.compare import compare
+from steepest.experiments.optimizers import OPTIMIZERS
+from steepest.experiments.report import format_table, write_csv, write_json, write_plots
+from steepest.experiments.tasks import TASKS, make_task, parse_options
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_TASK = "shakespeare-char"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive int")
+    return value
+
+
+def _lr_pairs(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        lr = float(value)
+    except ValueError:
+        lr = -1.0
+    if not sep or name not in OPTIMIZERS or not lr > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected OPTIMIZER=LR with OPTIMIZER one of {', '.join(OPTIMIZERS)} "
+            "and LR > 0"
+        )
+    return name, lr
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``steepest`` and its subcommands."""
+    parser = argparse.ArgumentParser(prog="steepest", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compare", help="compare optimizers on a task (the default command)")
+    p.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS))
+    p.add_argument(
+        "--optimizers",
+        default="adamw,muon",
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default adamw,muon)",
+    )
+    p.add_argument("--steps", type=_positive_int, help="training steps (default: the task's)")
+    p.add_argument("--seeds", type=_positive_int, default=2, help="seeds 0..K-1 (default 2)")
+    p.add_argument(
+        "--tune", action="store_true", help="tune lr and adamw_lr per optimizer on a log grid first"
+    )
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", type=Path, help="output folder (default runs/compare-<task>)")
+    p.add_argument("--eval-every", type=_positive_int, help="default: the task's")
+    p.add_argument(
+        "--lr",
+        type=_lr_pairs,
+        action="append",
+        default=[],
+        metavar="OPT=LR",
+        help="matrix learning rate of OPT (repeatable)",
+    )
+    p.add_argument(
+        "--adamw-lr",
+        type=_lr_pairs,
+        action="append",
+        default=[],
+        metavar="OPT=LR",
+        help="learning rate of OPT's AdamW groups (repeatable)",
+    )
+    p.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task option, e.g. rank=4 for quadratic (repeatable)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads for torch (default: all cores available to the process)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``steepest`` console script; returns the exit status."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    argv = given
+    if not given or given[0].startswith("-") and given[0] not in ("-h", "--help"):
+        argv = ["compare", *given]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        return _compare(parser, args, given)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as we found it
+
+
+def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    optimizers = [name.strip() for name in args.optimizers.split(",") if name.strip()]
+    bad = [n for n in optimizers if n not in OPTIMIZERS]
+    if bad or not optimizers or len(set(optimizers)) != len(optimizers):
+        parser.error(
+            f"--optimizers {args.optimizers!r}: give distinct names from {', '.join(OPTIMIZERS)}"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available; use --device cpu")
+    try:
+        task = make_task(args.task, **parse_options(args.task, args.task_option))
+    except ValueError as err:
+        parser.error(str(err))
+    lrs = {}
+    for name in optimizers:
+        lr, adamw_lr = task.default_lrs.get(name, (None, None))
+        lr = dict(args.lr).get(name, lr)
+        adamw_lr = dict(args.adamw_lr).get(name, adamw_lr)
+        if lr is None or adamw_lr is None:
+            parser.error(
+                f"task {task.name!r} has no default lr for {name!r}; pass --lr and "
+                f"--adamw-lr {name}=..."
+            )
+        lrs[name] = (lr, adamw_lr)
+    out = args.out or Path("runs") / f"compare-{task.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    device = torch.device(args.device)
+    steps = args.steps or task.steps
+    eval_every = min(args.eval_every or task.eval_every, steps)
+    seeds = list(range(args.seeds))
+
+    start = time.perf_counter()
+    result = compare(
+        task,
+        optimizers,
+        steps=steps,
+        seeds=seeds,
+        device=device,
+        eval_every=eval_every,
+        tune=args.tune,
+        lrs=lrs,
+        progress=not args.no_progress,
+    )
+    record = {
+        "task": task.name,
+        "task_options": task.options(),
+        "optimizers": optimizers,
+        "steps": steps,
+        "eval_every": eval_every,
+        "warmup": task.warmup,
+        "schedule": task.schedule,
+        "seeds": seeds,
+        "tune": args.tune,
+        "metrics": list(task.metrics),
+        **result,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads)",
+        "torch_version": torch.__version__,
+        "steepest_version": steepest.__version__,
+        "python_version": platform.python_version(),
+        "command": shlex.join(["steepest", *argv]),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    write_json(record, out / "results.json")
+    write_csv(record["runs"], out / "curves.csv")
+    write_plots(record, out)
+    print(format_table(record))
+    print(
+        f"\n{task.name}, {len(seeds)} seed(s), {steps} steps, {record['device']}, "
+        f"{record['wall_time_s']:.0f} s; written to {out}/"
+    )
+    return 0

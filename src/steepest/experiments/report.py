@@ -1,0 +1,136 @@
+"""Outputs of a comparison: the terminal table, ``results.json``, ``curves.csv`` and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+__all__ = ["format_table", "write_json", "write_csv", "write_plots"]
+
+
+def _fmt(stat: dict, spec: str = ".4f") -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:{spec}} ± {stat['std']:{spec}}"
+
+
+def format_table(record: dict) -> str:
+    """A plain-text table: one row per optimizer, mean ± std over seeds."""
+    ref = record["reference"]
+    metric_keys = [f"{m}_at_best" for m in record["metrics"]]
+    head = [
+        "optimizer",
+        "lr",
+        "adamw_lr",
+        "best val loss",
+        *metric_keys,
+        f"steps to {ref} best",
+        "step ratio",
+        "time ratio",
+        "opt step ms",
+        "step ms",
+    ]
+    rows = [head]
+    for name, s in record["summary"].items():
+        hp = record["hyperparameters"][name]
+        reached = f"{s['reached']}/{s['seeds']}"
+        rows.append(
+            [
+                name,
+                f"{hp['lr']:.3g}",
+                f"{hp['adamw_lr']:.3g}",
+                _fmt(s["best_val_loss"]),
+                *[_fmt(s[k]) for k in metric_keys],
+                f"{_fmt(s['steps_to_reference_best'], '.0f')} ({reached})",
+                _fmt(s["steps_ratio"], ".2f"),
+                _fmt(s["time_ratio"], ".2f"),
+                _fmt(s["mean_opt_step_time_ms"], ".2f"),
+                _fmt(s["mean_step_time_ms"], ".1f"),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _jsonable(value):
+    """Replace non-finite floats by ``None`` (JSON has no inf / nan) and dataclasses by dicts."""
+    if dataclasses.is_dataclass(value):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(record: dict, path: Path) -> None:
+    """Every number of the comparison, strict JSON (``None`` for never / not finite)."""
+    record = dict(
+        record,
+        runs=[dict(dataclasses.asdict(r), best_val_loss=r.best_val_loss) for r in record["runs"]],
+    )
+    path.write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n")
+
+
+def write_csv(runs: list, path: Path) -> None:
+    """The curves in long form: one row per (optimizer, seed, evaluated step)."""
+    keys = list(runs[0].curve)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["optimizer", "seed", *keys])
+        for r in runs:
+            for i in range(len(r.curve["step"])):
+                writer.writerow([r.optimizer, r.seed, *(r.curve[k][i] for k in keys)])
+
+
+def write_plots(record: dict, out: Path) -> list[Path]:
+    """``loss_vs_step.png`` and ``loss_vs_time.png``: mean val loss over seeds, min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    paths = []
+    for x_key, label, filename in (
+        ("step", "step", "loss_vs_step.png"),
+        ("time_s", "training time (s)", "loss_vs_time.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        for name in record["summary"]:
+            runs = [r for r in record["runs"] if r.optimizer == name]
+            n = min(len(r.curve["step"]) for r in runs)
+            xs = [sum(r.curve[x_key][i] for r in runs) / len(runs) for i in range(n)]
+            ys = [[r.curve["val_loss"][i] for r in runs] for i in range(n)]
+            (line,) = ax.plot(xs, [sum(y) / len(y) for y in ys], label=name)
+            ax.fill_between(
+                xs,
+                [min(y) for y in ys],
+                [max(y) for y in ys],
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
+        best = record["summary"][record["reference"]]["best_val_loss"]["mean"]
+        if best is not None:
+            ax.axhline(best, color="gray", linestyle=":", label=f"{record['reference']} best")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss")
+        ax.set_title(f"{record['task']}: {len(record['seeds'])} seed(s), {record['device']}")
+        finite = [v for r in record["runs"] for v in r.curve["val_loss"] if math.isfinite(v)]
+        if finite:  # focus on the interesting range, not the loss at initialization
+            lo, hi = min(finite), sorted(finite)[int(0.9 * (len(finite) - 1))]
+            ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo) + 1e-12)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / filename)
+        plt.close(fig)
+        paths.append(out / filename)
+    return paths

@@ -1,0 +1,59 @@
+"""The task registry: ``make_task(name, **options)``; add a task with one line in ``TASKS``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from steepest.experiments.tasks.base import Task
+from steepest.experiments.tasks.mnist_mlp import MnistMLP
+from steepest.experiments.tasks.quadratic import Quadratic
+from steepest.experiments.tasks.shakespeare_char import ShakespeareChar
+
+__all__ = ["TASKS", "Task", "make_task", "parse_options"]
+
+TASKS: dict[str, type[Task]] = {
+    ShakespeareChar.name: ShakespeareChar,
+    MnistMLP.name: MnistMLP,
+    Quadratic.name: Quadratic,
+}
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """Build the task ``name`` with the given options (its dataclass fields).
+
+    Raises:
+        ValueError: unknown task name or option, naming the allowed ones.
+    """
+    if name not in TASKS:
+        raise ValueError(f"task={name!r} is unknown; choose one of {', '.join(TASKS)}")
+    cls = TASKS[name]
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    for key in options:
+        if key not in allowed:
+            raise ValueError(
+                f"task {name!r}: option {key!r} is unknown; allowed: {', '.join(allowed) or 'none'}"
+            )
+    return cls(**options)
+
+
+def parse_options(name: str, pairs: list[str]) -> dict[str, Any]:
+    """Parse ``["key=value", ...]`` for task ``name``, converting each value to its field's type."""
+    if name not in TASKS:
+        raise ValueError(f"task={name!r} is unknown; choose one of {', '.join(TASKS)}")
+    types = {f.name: type(f.default) for f in dataclasses.fields(TASKS[name])}
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in types:
+            raise ValueError(
+                f"--task-option {pair!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(types) or 'none'} for task {name!r}"
+            )
+        try:
+            options[key] = types[key](value)
+        except ValueError:
+            raise ValueError(
+                f"--task-option {pair!r}: {value!r} is not a valid {types[key].__name__}"
+            ) from None
+    return options

@@ -1,0 +1,146 @@
+"""The real CLI entry on every task: JSON schema and values, CSV, plots, fair starts."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from experiments_helpers import tiny_args
+
+from steepest.experiments.cli import main
+from steepest.experiments.tasks import TASKS, make_task
+
+OPTIMIZERS = {
+    "shakespeare-char": "adamw,muon",
+    "mnist-mlp": "adamw,muon,sgd",
+    "quadratic": "sgd,adamw,muon",
+}
+
+
+def _run(task, tmp_path, extra=()):
+    out = tmp_path / task
+    argv = [
+        "compare",
+        "--task",
+        task,
+        "--optimizers",
+        OPTIMIZERS[task],
+        "--steps",
+        "4",
+        "--seeds",
+        "2",
+        "--eval-every",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress", "--threads", "1",
+        *tiny_args(task),
+        *extra,
+    ]
+    assert main(argv) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_compare_writes_consistent_outputs(task, tmp_path, capsys):
+    out, record = _run(task, tmp_path)
+    names = OPTIMIZERS[task].split(",")
+    assert record["task"] == task and record["optimizers"] == names
+    assert record["torch_version"] == torch.__version__
+    assert record["command"].startswith("steepest compare --task " + task)
+    assert record["reference"] == "adamw"
+    assert len(record["runs"]) == 2 * len(names)
+    for run in record["runs"]:
+        curve = run["curve"]
+        assert curve["step"] == [0, 2, 4]
+        assert all(math.isfinite(v) and v >= 0 for v in curve["val_loss"])
+        assert curve["time_s"][0] == 0 and curve["time_s"] == sorted(curve["time_s"])
+        assert run["best_val_loss"] == min(curve["val_loss"])  # recomputed from the curve
+        assert run["mean_opt_step_time_ms"] > 0 and not run["diverged"]
+        for metric in record["metrics"]:
+            assert all(0 <= v <= 1 for v in curve[metric])
+    # Same initialization and data order for every optimizer of a seed, different across seeds.
+    for key in ("init_hash", "data_hash"):
+        by_seed = {s: {r[key] for r in record["runs"] if r["seed"] == s} for s in (0, 1)}
+        assert len(by_seed[0]) == 1 and len(by_seed[1]) == 1
+        if task != "quadratic":  # the quadratic starts at W = 0 and has no batches
+            assert by_seed[0] != by_seed[1]
+    # Initial losses (all optimizers share them) against independent values.
+    initial = {r["curve"]["val_loss"][0] for r in record["runs"] if r["seed"] == 0}
+    assert len(initial) == 1
+    summary = record["summary"]
+    assert set(summary) == set(names)
+    ref = summary["adamw"]
+    assert ref["steps_ratio"]["mean"] == 1.0 and ref["reached"] == 2
+    for s in summary.values():
+        assert math.isfinite(s["best_val_loss"]["mean"]) and s["best_val_loss"]["std"] >= 0
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    assert len(rows) == 3 * len(record["runs"])
+    assert {r["optimizer"] for r in rows} == set(names)
+    first = next(r for r in rows if r["optimizer"] == names[0] and r["seed"] == "0")
+    assert float(first["val_loss"]) == pytest.approx(initial.pop())
+    for png in ("loss_vs_step.png", "loss_vs_time.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert all(name in table for name in names)
+
+
+def test_initial_losses_match_closed_forms(tmp_path):
+    """Untrained models: near-uniform predictions give ln(vocab) and ln(10); the quadratic
+    starts at W = 0, so f(W0) = tr(W*^T Q W*), recomputed here in float64."""
+    _, record = _run("shakespeare-char", tmp_path)
+    assert record["runs"][0]["curve"]["val_loss"][0] == pytest.approx(math.log(65), abs=0.05)
+    _, record = _run("mnist-mlp", tmp_path)
+    assert record["runs"][0]["curve"]["val_loss"][0] == pytest.approx(math.log(10), abs=0.05)
+    _, record = _run("quadratic", tmp_path)
+    task = make_task("quadratic", m=12, n=6, rank=3)
+    task.setup(torch.device("cpu"))
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = task.build_model()
+        q, w = model.Q.double(), model.W_star.double()
+        expected = torch.trace(w.T @ q @ w).item()
+        run = next(r for r in record["runs"] if r["seed"] == seed)
+        assert run["curve"]["val_loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--task", "nope"], "nope"),
+        (["--optimizers", "adamw,lion"], "adamw,lion"),
+        (["--optimizers", "adamw,adamw"], "distinct"),
+        (["--steps", "0"], "'0'"),
+        (["--task", "quadratic", "--task-option", "rank=99"], "rank=99"),
+        (["--task", "quadratic", "--task-option", "depth=3"], "depth"),
+        (["--lr", "muon=-1"], "muon=-1"),
+    ],
+)
+def test_bad_arguments_fail_before_writing(argv, needle, tmp_path, capsys):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as err:
+        main(["compare", *argv, "--out", str(out)])
+    assert err.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_no_subcommand_means_compare(tmp_path):
+    out = tmp_path / "default"
+    argv = [
+        "--task",
+        "quadratic",
+        "--optimizers",
+        "sgd",
+        "--steps",
+        "2",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress", "--threads", "1",
+        *tiny_args("quadratic"),
+    ]
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["command"].startswith("steepest --task")

@@ -65,6 +65,13 @@ def test_monitor_records_closed_forms(tmp_path):
             s = np.linalg.svd(G, compute_uv=False)
             assert rec["weight/grad_stable_rank"] == pytest.approx(np.sum(s**2) / s[0] ** 2)
             assert rec["weight/grad_nuclear_rank"] == pytest.approx(np.sum(s) ** 2 / np.sum(s**2))
+            p = s / s.sum()
+            assert rec["weight/grad_effective_rank"] == pytest.approx(
+                np.exp(-np.sum(p * np.log(p)))
+            )
+            su = np.linalg.svd((history[t + 1] - history[t]).numpy(), compute_uv=False)
+            assert rec["weight/update_stable_rank"] == pytest.approx(np.sum(su**2) / su[0] ** 2)
+            assert rec["weight/update_orthogonality_gap"] == pytest.approx(1 - su[-1] / su[0])
             # Taylor check of W_t -> W_{t+1}: exact on a quadratic; actual from the iterates.
             u = (history[t] - history[t + 1]).numpy()
             uHu = np.sum(u * (u @ A))
@@ -82,7 +89,7 @@ def test_monitor_records_closed_forms(tmp_path):
             assert rec["weight/frobenius_smoothness"] == pytest.approx(L, rel=1e-8)
             assert rec["weight/spectral_smoothness"] == pytest.approx(J, rel=1e-8)
             assert L <= np.linalg.eigvalsh(A)[-1] * (1 + 1e-10)
-            G = grads[t].numpy()
+            G = grads[t - 1].numpy()  # seed 004's ratio uses the gradient at W_{t-1}
             ratio = np.linalg.norm(G, "nuc") ** 2 / np.linalg.norm(G) ** 2 * L / J
             assert rec["weight/muon_advantage"] == pytest.approx(ratio, rel=1e-8)
 

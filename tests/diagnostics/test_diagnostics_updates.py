@@ -64,6 +64,11 @@ def test_spectral_step_stats():
     assert stats["update_spectral"] == pytest.approx(lr, rel=1e-10)
     dW = after["w"] - W
     assert dg.orthogonality_gap(dW, normalize=True).item() < 1e-10
+    assert stats["update_orthogonality_gap"] < 1e-10
+    assert stats["update_stable_rank"] == pytest.approx(4.0, rel=1e-10)
+    s = np.linalg.svd(G.numpy(), compute_uv=False)
+    assert stats["grad_stable_rank"] == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-10)
+    assert stats["grad_nuclear_rank"] == pytest.approx(nuc**2 / fro**2, rel=1e-10)
 
 
 def test_update_stats_errors():

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .curvature import layer_split, taylor_check
-from .matrix import orthogonality_gap, rank_summary
+from .matrix import nuclear_rank
 from .smoothness import smoothness_estimates
 from .updates import matrix_view, snapshot, update_stats
 
@@ -31,15 +31,15 @@ __all__ = ["DEFAULT_METRICS", "METRICS", "Monitor"]
 #: What each metric records; a JSON line's keys are "<param name>/<stat>" or "<group>/<stat>".
 METRICS = {
     "update": "per parameter: update_stats (update_rms, relative_size, effective_lr, "
-    "grad_dual_norm, cosine, angle_deg, update_spectral)",
-    "ranks": "per matrix parameter: grad stable/nuclear/effective rank, update stable rank and "
-    "normalized orthogonality gap",
-    "smoothness": "per matrix parameter, on the line after a recorded step: seed 004 secant L "
-    "(frobenius_smoothness), J (spectral_smoothness), ratio J/L, muon_advantage",
+    "grad_dual_norm, cosine, angle_deg; for matrices also update_spectral, update_stable_rank, "
+    "update_orthogonality_gap, grad_stable_rank, grad_nuclear_rank, grad_effective_rank)",
+    "smoothness": "per matrix parameter, on the line after a recorded step t: seed 004 secant L "
+    "(frobenius_smoothness), J (spectral_smoothness), smoothness_ratio J/L between W_t and "
+    "W_{t+1}, and muon_advantage = (||g_t||_*^2 / ||g_t||_F^2) * L / J",
     "taylor": "needs loss_fn: the one-step Taylor check of the step just taken (taylor/...)",
     "layer_split": "needs loss_fn: within-/cross-parameter split of u^T H u of that step",
 }
-DEFAULT_METRICS = ("update", "ranks", "smoothness")
+DEFAULT_METRICS = ("update", "smoothness")
 
 
 class Monitor:
@@ -150,48 +150,40 @@ class Monitor:
         if "update" in self.metrics:
             for name, stats in update_stats(self.params, self._before, grads).items():
                 out.update({f"{name}/{k}": v for k, v in stats.items()})
-        if "ranks" in self.metrics:
-            for name, p in self.params.items():
-                if name in grads and p.ndim >= 2:
-                    out.update(self._ranks(name, p))
         if "smoothness" in self.metrics:
-            now = {n: p.detach().clone() for n, p in self.params.items()}
-            prev_grads = {n: g.detach().clone() for n, g in grads.items()}
-            self._smooth_prev = (self._before, prev_grads, now)
+            matrices = [n for n, g in grads.items() if g.ndim >= 2]
+            now = {n: self.params[n].detach().clone() for n in matrices}
+            prev_grads = {n: grads[n].detach().clone() for n in matrices}
+            ratios = {
+                n: out[f"{n}/grad_nuclear_rank"]
+                if f"{n}/grad_nuclear_rank" in out
+                else nuclear_rank(matrix_view(prev_grads[n])).item()
+                for n in matrices
+            }
+            self._smooth_prev = (self._before, prev_grads, now, ratios)
         if loss_fn is not None and ("taylor" in self.metrics or "layer_split" in self.metrics):
             out.update(self._curvature(loss_fn))
         return out
 
-    def _ranks(self, name: str, p: torch.Tensor) -> dict[str, float]:
-        g = rank_summary(matrix_view(p.grad.detach()))
-        dW = matrix_view(p.detach() - self._before[name])
-        u = rank_summary(dW)
-        return {
-            f"{name}/grad_stable_rank": g["stable_rank"].item(),
-            f"{name}/grad_nuclear_rank": g["nuclear_rank"].item(),
-            f"{name}/grad_effective_rank": g["effective_rank"].item(),
-            f"{name}/update_stable_rank": u["stable_rank"].item(),
-            f"{name}/update_orthogonality_gap": orthogonality_gap(dW, normalize=True).item(),
-        }
-
     def _smoothness(self) -> dict[str, float]:
-        W_prev, g_prev, W_now = self._smooth_prev
+        W_prev, g_prev, W_now, nuclear_ratios = self._smooth_prev
         self._smooth_prev = None
         out = {}
-        for name, p in self.params.items():
-            if p.ndim < 2 or p.grad is None or name not in g_prev:
+        for name in g_prev:
+            p = self.params[name]
+            if p.grad is None:
                 continue
-            g = matrix_view(p.grad.detach())
             est = smoothness_estimates(
-                matrix_view(W_prev[name]), matrix_view(W_now[name]), matrix_view(g_prev[name]), g
+                matrix_view(W_prev[name]),
+                matrix_view(W_now[name]),
+                matrix_view(g_prev[name]),
+                matrix_view(p.grad.detach()),
             )
-            nuclear = torch.linalg.matrix_norm(g.to(est["ratio"].dtype), ord="nuc")
-            frobenius = torch.linalg.matrix_norm(g.to(est["ratio"].dtype), ord="fro")
-            advantage = (nuclear / frobenius) ** 2 / est["ratio"]
-            out[f"{name}/frobenius_smoothness"] = est["frobenius_smoothness"].item()
-            out[f"{name}/spectral_smoothness"] = est["spectral_smoothness"].item()
-            out[f"{name}/smoothness_ratio"] = est["ratio"].item()
-            out[f"{name}/muon_advantage"] = advantage.item()
+            L, J = est["frobenius_smoothness"].item(), est["spectral_smoothness"].item()
+            out[f"{name}/frobenius_smoothness"] = L
+            out[f"{name}/spectral_smoothness"] = J
+            out[f"{name}/smoothness_ratio"] = J / L if L > 0 else float("nan")
+            out[f"{name}/muon_advantage"] = nuclear_ratios[name] * L / J if J > 0 else float("nan")
         return out
 
     def _curvature(self, loss_fn) -> dict[str, float]:

@@ -15,6 +15,7 @@ import math
 import torch
 
 from ._checks import svd_dtype
+from .matrix import _effective_rank, _nuclear_rank, _stable_rank
 
 __all__ = ["matrix_view", "snapshot", "update_stats"]
 
@@ -73,8 +74,11 @@ def update_stats(params, before: dict[str, torch.Tensor], grads=None) -> dict[st
         cosine        = <-dW, g> / (||dW||_F ||g||_F),   angle_deg = degrees(arccos(cosine))
         grad_dual_norm = ||g||_* (nuclear norm of the matrix view) for ndim >= 2 (the dual of
                          the spectral norm Muon steps in), ||g||_2 for vectors
-        update_spectral = ||dW||_2 of the matrix view (matrices only)
-    A parameter without gradient gets only update_rms and relative_size.
+    and for matrices (ndim >= 2, through their matrix view (out, in*...)), from one SVD each of
+    dW and g: update_spectral = ||dW||_2, update_stable_rank, update_orthogonality_gap
+    (`orthogonality_gap(dW, normalize=True)`), grad_stable_rank, grad_nuclear_rank
+    (||g||_*^2 / ||g||_F^2, seed 004) and grad_effective_rank.
+    A parameter without gradient gets only the update statistics.
 
     Args:
         params: the parameters after the step: tensors, (name, tensor) pairs or a dict, in the
@@ -123,7 +127,11 @@ def _one_param(W: torch.Tensor, W0: torch.Tensor, g: torch.Tensor | None) -> dic
     }
     view = matrix_view(dW)
     if view is not None:
-        stats["update_spectral"] = torch.linalg.matrix_norm(view, ord=2).item()
+        s_u = torch.linalg.svdvals(view)
+        top = s_u[0].item()
+        stats["update_spectral"] = top
+        stats["update_stable_rank"] = _stable_rank(s_u).item()
+        stats["update_orthogonality_gap"] = (1.0 - s_u[-1] / top).item() if top > 0 else 1.0
     if g is None:
         return stats
     g = g.to(dtype)
@@ -132,7 +140,14 @@ def _one_param(W: torch.Tensor, W0: torch.Tensor, g: torch.Tensor | None) -> dic
     if g_norm > 0 and dW_norm > 0:
         cosine = max(-1.0, min(1.0, -(dW * g).sum().item() / (dW_norm * g_norm)))
     g_view = matrix_view(g)
-    dual = g_norm if g_view is None else torch.linalg.matrix_norm(g_view, ord="nuc").item()
+    if g_view is None:
+        dual = g_norm
+    else:
+        s_g = torch.linalg.svdvals(g_view)
+        dual = s_g.sum().item()
+        stats["grad_stable_rank"] = _stable_rank(s_g).item()
+        stats["grad_nuclear_rank"] = _nuclear_rank(s_g).item()
+        stats["grad_effective_rank"] = _effective_rank(s_g).item()
     stats.update(
         {
             "effective_lr": dW_norm / g_norm if g_norm > 0 else float("nan"),

@@ -186,6 +186,8 @@ class Steepest(Optimizer):
             self.skipped_steps += 1
             return loss
         for group, algorithm, params, grads, states in work:
+            if not params:
+                continue
             if not algorithm.matrix:
                 algorithm.update(params, grads, states, group)
                 continue

@@ -2,7 +2,7 @@
 
 The 10,000 images are split 8,000 train / 2,000 held-out (fixed seed). Hidden matrices go to
 Muon, biases and the output head to AdamW (steepest.param_groups prints where each went).
-Run: python examples/mnist_mlp.py   (about 10 s on 2 CPU cores; held-out accuracy ~97%)
+Run: python examples/mnist_mlp.py   (about 10 s on one CPU thread; held-out accuracy ~97%)
 """
 
 from __future__ import annotations

@@ -110,7 +110,8 @@ def test_map_stacked_groups_by_shape_dtype():
     assert all(torch.equal(o, 2 * m) for o, m in zip(out, mats, strict=True))
 
 
-def test_adamw_groups_match_torch_adamw_exactly():
+@pytest.mark.parametrize("fused", [None, True])
+def test_adamw_groups_match_torch_adamw_exactly(fused):
     gen = torch.Generator().manual_seed(3)
     w0 = [torch.randn(7, generator=gen), torch.randn((), generator=gen)]
     grads = [[torch.randn(w.shape, generator=gen) for w in w0] for _ in range(4)]
@@ -118,9 +119,14 @@ def test_adamw_groups_match_torch_adamw_exactly():
     ours = [torch.nn.Parameter(w.clone()) for w in w0]
     theirs = [torch.nn.Parameter(w.clone()) for w in w0]
     opt_ours = steepest.Muon(
-        ours, adamw_lr=0.01, adamw_betas=(0.8, 0.9), adamw_eps=1e-6, adamw_weight_decay=0.05
+        ours,
+        adamw_lr=0.01,
+        adamw_betas=(0.8, 0.9),
+        adamw_eps=1e-6,
+        adamw_weight_decay=0.05,
+        adamw_fused=fused,
     )
-    opt_theirs = torch.optim.AdamW(theirs, **hp)
+    opt_theirs = torch.optim.AdamW(theirs, **hp, fused=fused)
     for gs in grads:
         for o, t, g in zip(ours, theirs, gs, strict=True):
             o.grad, t.grad = g.clone(), g.clone()

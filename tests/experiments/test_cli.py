@@ -34,7 +34,9 @@ def _run(task, tmp_path, extra=()):
         "2",
         "--out",
         str(out),
-        "--no-progress", "--threads", "1",
+        "--no-progress",
+        "--threads",
+        "1",
         *tiny_args(task),
         *extra,
     ]
@@ -139,7 +141,9 @@ def test_no_subcommand_means_compare(tmp_path):
         "1",
         "--out",
         str(out),
-        "--no-progress", "--threads", "1",
+        "--no-progress",
+        "--threads",
+        "1",
         *tiny_args("quadratic"),
     ]
     assert main(argv) == 0

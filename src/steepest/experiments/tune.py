@@ -26,7 +26,7 @@ def tune_lr(
     *,
     factor: float = 2.0,
     points: int = 3,
-    max_widen: int = 8,
+    max_widen: int = 12,
 ) -> GridSearch:
     """Minimize ``score(lr)`` over ``center * factor**k``, widening the grid at the winning edge.
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from .iteration import odd_quintic_iteration
+from .kernels import KERNELS
 from .newton_schulz import newton_schulz_coefficients
 from .polar_express import polar_express_coefficients
 from .svd import polar_svd
@@ -30,7 +31,7 @@ def default_compute_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps) -> None:
+def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel) -> None:
     if not isinstance(G, torch.Tensor):
         raise TypeError(f"msign: G must be a torch.Tensor, got {type(G).__name__}")
     if not G.is_floating_point():
@@ -62,6 +63,8 @@ def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps) -> None:
         raise ValueError(f"msign: lower_bound={lower_bound!r}; need a float in (0, 1]")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= eps < math.inf):
         raise ValueError(f"msign: eps={eps!r}; need a finite float >= 0")
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise ValueError(f"msign: kernel={kernel!r} is unknown; use one of {list(KERNELS)}")
 
 
 @torch.compiler.assume_constant_result
@@ -87,6 +90,7 @@ def msign(
     lower_bound: float = 1e-3,
     *,
     eps: float = 0.0,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
 
@@ -122,6 +126,10 @@ def msign(
         lower_bound: Polar Express's assumed lower bound on the normalized smallest singular
             value, in (0, 1]; default 1e-3 (arXiv 2505.16932, §4.3).
         eps: added to 1.01 * ||G||_F in the normalization, default 0.0 (scale invariant).
+        kernel: products of the iterative backends: "auto" (default; the Triton kernels of
+            steepest.polar.kernels on CUDA bfloat16/float16 where they measured faster, torch
+            elsewhere), "torch" (cuBLAS/CPU bmm only) or "triton" (ValueError where it cannot
+            run, e.g. on CPU). Ignored by "svd" and callable backends.
 
     Returns:
         A tensor of G's shape and dtype.
@@ -133,7 +141,7 @@ def msign(
     References:
         seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
-    _validate(G, backend, steps, dtype, coefficients, lower_bound, eps)
+    _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel)
     if G.numel() == 0:
         return torch.zeros_like(G)
     m, n = G.shape[-2:]
@@ -149,9 +157,11 @@ def msign(
     if tall:
         X = X.mT
     if backend == "newton_schulz":
-        X = odd_quintic_iteration(X, newton_schulz_coefficients(coefficients, steps))
+        schedule = newton_schulz_coefficients(coefficients, steps)
+        X = odd_quintic_iteration(X, schedule, kernel=kernel)
     elif backend == "polar_express":
-        X = odd_quintic_iteration(X, _polar_express_schedule(steps, float(lower_bound)))
+        schedule = _polar_express_schedule(steps, float(lower_bound))
+        X = odd_quintic_iteration(X, schedule, kernel=kernel)
     else:
         shape = X.shape
         X = backend(X, steps)

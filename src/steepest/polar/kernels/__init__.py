@@ -1,0 +1,27 @@
+"""GPU kernels for the polar iterations, each with a pure-torch fallback chosen per call.
+
+Public API:
+    symmetric_product(X, alpha=1.0, C=None, beta=0.0, *, kernel="auto", out=None)
+    resolve_kernel(kernel, X), triton_available(), KERNELS, TRITON_DTYPES
+
+The Triton module is imported only when a Triton kernel runs, so this package imports without
+triton (CPU installs, CI).
+"""
+
+from .symmetric import (
+    AUTO_MIN_SIDE,
+    KERNELS,
+    TRITON_DTYPES,
+    resolve_kernel,
+    symmetric_product,
+    triton_available,
+)
+
+__all__ = [
+    "AUTO_MIN_SIDE",
+    "KERNELS",
+    "TRITON_DTYPES",
+    "resolve_kernel",
+    "symmetric_product",
+    "triton_available",
+]

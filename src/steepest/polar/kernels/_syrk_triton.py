@@ -1,0 +1,147 @@
+"""Triton kernel for out = alpha * X X^T + beta * C computing only the upper block-triangle.
+
+Imported lazily (it imports triton at the top); use steepest.polar.kernels.symmetric_product.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["TILE_CONFIGS", "pick_config", "syrk_triton"]
+
+#: Named tile configurations (BLOCK, BLOCK_K, num_warps, num_stages) the launcher can use.
+TILE_CONFIGS = {
+    "128x64w8s4": (128, 64, 8, 4),
+    "128x64w8s3": (128, 64, 8, 3),
+    "128x64w4s4": (128, 64, 4, 4),
+    "64x64w4s4": (64, 64, 4, 4),
+}
+
+
+@triton.jit
+def _syrk_kernel(
+    x_ptr,
+    c_ptr,
+    out_ptr,
+    S,
+    L,
+    alpha,
+    beta,
+    stride_xb,
+    stride_xr,
+    stride_xk,
+    stride_cb,
+    stride_cr,
+    stride_cc,
+    stride_ob,
+    stride_or,
+    stride_oc,
+    HAS_C: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
+):
+    # Program (t, batch) owns upper tile number t, counted row by row: row i holds the
+    # n_tiles - i tiles (i, i), (i, i + 1), ..., (i, n_tiles - 1).
+    t = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    n_tiles = tl.cdiv(S, BLOCK)
+    i = 0
+    while t >= n_tiles - i:
+        t -= n_tiles - i
+        i += 1
+    j = i + t
+
+    offs = tl.arange(0, BLOCK)
+    rows_i = i * BLOCK + offs
+    rows_j = j * BLOCK + offs
+    # Rows past S wrap onto valid rows: their products are never stored, so loads need no mask.
+    load_i = rows_i % S
+    load_j = rows_j % S
+    ks = tl.arange(0, BLOCK_K)
+    x_base = x_ptr + batch * stride_xb
+    a_ptrs = x_base + load_i[:, None] * stride_xr + ks[None, :] * stride_xk
+    b_ptrs = x_base + load_j[:, None] * stride_xr + ks[None, :] * stride_xk
+
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_ok = (k0 + ks)[None, :] < L
+            a = tl.load(a_ptrs, mask=k_ok, other=0.0)
+            b = tl.load(b_ptrs, mask=k_ok, other=0.0)
+        acc = tl.dot(a, tl.trans(b), acc)
+        a_ptrs += BLOCK_K * stride_xk
+        b_ptrs += BLOCK_K * stride_xk
+
+    result = acc * alpha
+    if HAS_C:
+        c_ptrs = (
+            c_ptr + batch * stride_cb + load_i[:, None] * stride_cr + load_j[None, :] * stride_cc
+        )
+        result += beta * tl.load(c_ptrs).to(tl.float32)
+    result = result.to(out_ptr.dtype.element_ty)
+
+    o_base = out_ptr + batch * stride_ob
+    keep = (rows_i[:, None] < S) & (rows_j[None, :] < S)
+    tl.store(o_base + rows_i[:, None] * stride_or + rows_j[None, :] * stride_oc, result, mask=keep)
+    if i != j:
+        # Mirror: tile (j, i) is the transpose of tile (i, j), from the same accumulator.
+        keep_t = (rows_j[:, None] < S) & (rows_i[None, :] < S)
+        mirror = o_base + rows_j[:, None] * stride_or + rows_i[None, :] * stride_oc
+        tl.store(mirror, tl.trans(result), mask=keep_t)
+
+
+def pick_config(s: int, l: int, batch: int) -> str:
+    """The tile config for a (batch, s, l) input: 128 tiles unless too few programs result."""
+    tiles = -(-s // 128)
+    if batch * tiles * (tiles + 1) // 2 < 64:
+        return "64x64w4s4"
+    return "128x64w8s4"
+
+
+def syrk_triton(
+    X: torch.Tensor,
+    alpha: float,
+    C: torch.Tensor | None,
+    beta: float,
+    out: torch.Tensor,
+    config: str | None = None,
+) -> torch.Tensor:
+    """Launch on 3-D X (batch, s, l), C and out (batch, s, s); the caller checks arguments."""
+    batch, s, l = X.shape
+    name = config if config is not None else pick_config(s, l, batch)
+    block, block_k, warps, stages = TILE_CONFIGS[name]
+    tiles = triton.cdiv(s, block)
+    c = C if C is not None else out
+    grid = (tiles * (tiles + 1) // 2, batch)
+    _syrk_kernel[grid](
+        X,
+        c,
+        out,
+        s,
+        l,
+        float(alpha),
+        float(beta),
+        X.stride(0),
+        X.stride(1),
+        X.stride(2),
+        c.stride(0),
+        c.stride(1),
+        c.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        HAS_C=C is not None,
+        EVEN_K=l % block_k == 0,
+        BLOCK=block,
+        BLOCK_K=block_k,
+        NUM_STAGES=stages,
+        num_warps=warps,
+    )
+    return out

@@ -1,0 +1,155 @@
+"""symmetric_product: alpha * X X^T + beta * C for batched X, through torch or a Triton kernel."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+__all__ = [
+    "AUTO_MIN_SIDE",
+    "KERNELS",
+    "TRITON_DTYPES",
+    "resolve_kernel",
+    "symmetric_product",
+    "triton_available",
+]
+
+#: The kernel choices accepted per call: "auto" picks "triton" where it is available and measured
+#: faster (see resolve_kernel), else "torch".
+KERNELS = ("auto", "torch", "triton")
+
+#: Operand dtypes the Triton kernel takes (fp32 accumulation inside).
+TRITON_DTYPES = (torch.bfloat16, torch.float16)
+
+#: "auto" uses the Triton kernel only from this short side s on. Measured on one H100
+#: (bench/results/kernels-NVIDIA-H100-80GB-HBM3.json).
+AUTO_MIN_SIDE = 1024
+
+
+@torch.compiler.assume_constant_result
+def triton_available() -> bool:
+    """Whether the triton package can be imported (checked without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_unsupported(X: torch.Tensor) -> str | None:
+    """Why the Triton kernel cannot take X, or None when it can."""
+    if not triton_available():
+        return "the triton package is not installed"
+    if X.device.type != "cuda":
+        return f"X is on {X.device}, the Triton kernel needs a CUDA tensor"
+    if X.dtype not in TRITON_DTYPES:
+        return f"X has dtype {X.dtype}, the Triton kernel takes {[str(d) for d in TRITON_DTYPES]}"
+    return None
+
+
+def resolve_kernel(kernel: str, X: torch.Tensor) -> str:
+    """Turn a per-call `kernel` choice into "torch" or "triton" for the (..., s, l) operand X.
+
+    "auto" gives "triton" when the kernel can run (CUDA, bfloat16/float16, triton installed) and
+    the short side s is at least AUTO_MIN_SIDE, where it measured faster than cuBLAS; "torch"
+    otherwise. "triton" raises ValueError when the kernel cannot run.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is unknown; use one of {list(KERNELS)}")
+    if kernel == "torch":
+        return "torch"
+    reason = _triton_unsupported(X)
+    if kernel == "triton":
+        if reason is not None:
+            raise ValueError(f"kernel='triton' cannot run: {reason}; use kernel='auto' or 'torch'")
+        return "triton"
+    if reason is None and min(X.shape[-2], X.shape[-1]) >= AUTO_MIN_SIDE:
+        return "triton"
+    return "torch"
+
+
+def _validate(X, alpha, C, beta, out) -> None:
+    if not isinstance(X, torch.Tensor) or not X.is_floating_point() or X.ndim < 2:
+        got = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+        raise ValueError(f"symmetric_product: X={got}; need a floating (..., s, l) tensor")
+    s = X.shape[-2]
+    square = (*X.shape[:-1], s)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"symmetric_product: {name}={value!r}; need a Python float")
+    if C is not None and (not isinstance(C, torch.Tensor) or tuple(C.shape) != square):
+        got = tuple(C.shape) if isinstance(C, torch.Tensor) else type(C).__name__
+        raise ValueError(f"symmetric_product: C has shape {got}; need {square} (X's Gram shape)")
+    if C is not None and (C.dtype != X.dtype or C.device != X.device):
+        raise ValueError(
+            f"symmetric_product: C is {C.dtype} on {C.device}; need X's {X.dtype} on {X.device}"
+        )
+    if out is not None and (
+        not isinstance(out, torch.Tensor)
+        or tuple(out.shape) != square
+        or out.dtype != X.dtype
+        or out.device != X.device
+        or not out.is_contiguous()
+    ):
+        got = (tuple(out.shape), out.dtype) if isinstance(out, torch.Tensor) else type(out)
+        raise ValueError(
+            f"symmetric_product: out is {got}; need a contiguous {square} tensor in X's dtype "
+            f"on X's device"
+        )
+
+
+def symmetric_product(
+    X: torch.Tensor,
+    alpha: float = 1.0,
+    C: torch.Tensor | None = None,
+    beta: float = 0.0,
+    *,
+    kernel: str = "auto",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out = alpha * X X^T + beta * C for every (..., s, l) matrix X, C symmetric (..., s, s).
+
+    Math: X X^T is symmetric, so the Triton kernel computes only the tiles (i, j) with i <= j of
+    the s x s result (about half of the 2 s^2 l flops) and writes each tile and its transpose from
+    one fp32 accumulator; the epilogue adds beta * C[i, j] before the mirror, which is right
+    because C is symmetric. With X = A symmetric the same call gives the quintic polynomial
+    b A + c A^2 = symmetric_product(A, c, A, b). The torch path is one bmm or baddbmm.
+
+    Args:
+        X: floating tensor (..., s, l); s <= l is where the saving is largest.
+        alpha: scale of X X^T.
+        C: optional symmetric tensor (..., s, s) in X's dtype; only its upper tiles are read by
+            the Triton kernel.
+        beta: scale of C (ignored when C is None).
+        kernel: "auto" (default), "torch" or "triton" (see resolve_kernel).
+        out: optional (..., s, s) tensor in X's dtype to write into (must not alias X or C).
+
+    Returns:
+        The (..., s, s) result in X's dtype (out when given). The Triton path accumulates in fp32
+        and rounds once; the torch path rounds as cuBLAS does.
+
+    References:
+        seeds/000_0ff94013880c6450.txt, Alg. 2 (A = X X^T, B = b A + c A^2); arXiv 2505.16932,
+        §4.5.
+    """
+    _validate(X, alpha, C, beta, out)
+    *lead, s, l = X.shape
+    X3 = X.reshape(-1, s, l)
+    C3 = C.reshape(-1, s, s) if C is not None else None
+    if resolve_kernel(kernel, X) == "triton" and X3.numel() > 0:
+        from ._syrk_triton import syrk_triton
+
+        if X3.stride(-1) != 1:
+            X3 = X3.contiguous()  # one cheap copy; the kernel's loads want rows along memory
+        out3 = out.view(-1, s, s) if out is not None else X.new_empty(X3.shape[0], s, s)
+        if beta == 0.0:
+            C3 = None  # as in torch.baddbmm, beta = 0 ignores C (also its NaNs)
+        syrk_triton(X3, float(alpha), C3, float(beta), out3)
+        return out3.view(*lead, s, s) if out is None else out
+    if C3 is None:
+        result = torch.bmm(X3, X3.mT)
+        if alpha != 1.0:
+            result = result * alpha
+    else:
+        result = torch.baddbmm(C3, X3, X3.mT, beta=beta, alpha=alpha)
+    result = result.view(*lead, s, s)
+    if out is None:
+        return result
+    return out.copy_(result)

@@ -1,0 +1,249 @@
+"""steepest.polar.kernels against the float64 oracle, on CPU (torch fallback) and CUDA (Triton).
+
+Oracle: alpha * X X^T + beta * C computed in float64 from the same (rounded) inputs. Tolerances:
+float32 products land near 1e-6 relative error; bfloat16 operands with fp32 accumulation and one
+bfloat16 rounding of the output near 3e-3, so bfloat16 cases assert ||out - ref|| / ||ref|| < 1e-2.
+Every output buffer is filled with NaN first, so an element the kernel never writes fails the test.
+
+The CUDA tests need a GPU with triton (run on the device machine; CI has no GPU: they skip).
+The CPU tests run everywhere and cover the torch fallback, the kernel choice and the errors.
+"""
+
+import pytest
+import torch
+
+from steepest.polar import msign, odd_quintic_iteration, polar_express_coefficients
+from steepest.polar.kernels import (
+    AUTO_MIN_SIDE,
+    KERNELS,
+    resolve_kernel,
+    symmetric_product,
+    triton_available,
+)
+
+CUDA = torch.cuda.is_available() and triton_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="Triton kernels need a CUDA GPU with triton")
+
+# (batch, s, l): not divisible by 64 or 128, batch 1 and > 1, s = l, s > l, tiny.
+SHAPES = [
+    (1, 1, 1),
+    (1, 5, 3),
+    (2, 7, 19),
+    (1, 64, 64),
+    (3, 65, 127),
+    (1, 128, 128),
+    (2, 129, 200),
+    (1, 200, 200),
+    (4, 257, 300),
+    (2, 300, 129),
+    (1, 384, 1000),
+    (3, 768, 2304),
+]
+
+
+def _relative_error(out, ref):
+    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def _oracle(X, alpha, C, beta):
+    Xd = X.double()
+    ref = alpha * (Xd @ Xd.mT)
+    return ref if C is None else ref + beta * C.double()
+
+
+def _symmetric(batch, s, dtype, device, generator):
+    C = torch.randn(batch, s, s, generator=generator, dtype=torch.float64)
+    return (C + C.mT).to(device=device, dtype=dtype)
+
+
+def _inputs(batch, s, l, dtype, device, seed, transposed=False):
+    generator = torch.Generator().manual_seed(seed)
+    if transposed:  # a column-major view, as msign passes for tall matrices
+        X = torch.randn(batch, l, s, generator=generator).mT
+    else:
+        X = torch.randn(batch, s, l, generator=generator)
+    X = X.to(device=device, dtype=dtype)
+    return X, _symmetric(batch, s, dtype, device, generator)
+
+
+# ---------------------------------------------------------------- CPU: the torch fallback
+
+
+@pytest.mark.parametrize("shape", SHAPES[:9])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("with_c", [False, True])
+def test_torch_fallback_matches_float64_on_cpu(shape, dtype, tol, with_c):
+    batch, s, l = shape
+    X, C = _inputs(batch, s, l, dtype, "cpu", seed=hash((shape, with_c)) % 2**31)
+    alpha, beta = (-0.6, 1.7) if with_c else (1.3, 0.0)
+    C = C if with_c else None
+    out = torch.full((batch, s, s), float("nan"), dtype=dtype)
+    result = symmetric_product(X, alpha, C, beta, kernel="auto", out=out)
+    assert result is out
+    assert torch.isfinite(out).all()
+    assert _relative_error(out, _oracle(X, alpha, C, beta)) < tol
+    # Without `out`, the same values in a new tensor.
+    again = symmetric_product(X, alpha, C, beta, kernel="torch")
+    assert torch.equal(again, out)
+
+
+def test_torch_fallback_keeps_leading_batch_dims_and_beta_zero_ignores_c():
+    generator = torch.Generator().manual_seed(3)
+    X = torch.randn(2, 3, 6, 9, generator=generator, dtype=torch.float64)
+    C = torch.full((2, 3, 6, 6), float("nan"), dtype=torch.float64)
+    out = symmetric_product(X, 2.0, C, 0.0, kernel="torch")
+    assert out.shape == (2, 3, 6, 6)
+    torch.testing.assert_close(out, 2.0 * X @ X.mT, rtol=1e-12, atol=1e-12)
+
+
+def test_quintic_polynomial_of_a_symmetric_matrix_on_cpu():
+    """b A + c A^2 = symmetric_product(A, c, A, b) against float64 matrix powers."""
+    generator = torch.Generator().manual_seed(4)
+    X = torch.randn(3, 40, 70, generator=generator)
+    A = X @ X.mT / 70
+    b, c = -4.7750, 2.0315
+    poly = symmetric_product(A, c, A, b, kernel="torch")
+    Ad = A.double()
+    assert _relative_error(poly, b * Ad + c * Ad @ Ad) < 1e-5
+
+
+def test_resolve_kernel_on_cpu_picks_torch_and_rejects_triton():
+    X = torch.randn(2, 8, 8)
+    assert resolve_kernel("auto", X) == "torch"
+    assert resolve_kernel("torch", X) == "torch"
+    with pytest.raises(ValueError, match="kernel='triton' cannot run"):
+        resolve_kernel("triton", X)
+    with pytest.raises(ValueError, match="kernel='cublas' is unknown"):
+        resolve_kernel("cublas", X)
+    assert set(KERNELS) == {"auto", "torch", "triton"}
+
+
+def test_resolve_kernel_auto_never_picks_triton_for_float32_or_small_sides():
+    big = torch.empty(1, AUTO_MIN_SIDE, AUTO_MIN_SIDE, device="meta")
+    assert resolve_kernel("auto", big) == "torch"  # not CUDA
+    assert resolve_kernel("auto", torch.randn(1, 4, 4, dtype=torch.bfloat16)) == "torch"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"alpha": True}, TypeError, "alpha=True"),
+        ({"beta": "1"}, TypeError, "beta='1'"),
+        ({"C": torch.zeros(2, 5, 4)}, ValueError, r"C has shape \(2, 5, 4\)"),
+        ({"C": torch.zeros(2, 5, 5, dtype=torch.float64)}, ValueError, "C is torch.float64"),
+        ({"out": torch.zeros(2, 5, 6)}, ValueError, "out is"),
+        ({"out": torch.zeros(5, 2, 5).transpose(0, 1)}, ValueError, "contiguous"),
+        ({"kernel": "fast"}, ValueError, "kernel='fast' is unknown"),
+    ],
+)
+def test_symmetric_product_rejects_bad_arguments(kwargs, error, match):
+    X = torch.randn(2, 5, 7)
+    with pytest.raises(error, match=match):
+        symmetric_product(X, **kwargs)
+
+
+def test_symmetric_product_rejects_non_matrices():
+    with pytest.raises(ValueError, match="need a floating"):
+        symmetric_product(torch.arange(6).reshape(2, 3))
+    with pytest.raises(ValueError, match="need a floating"):
+        symmetric_product(torch.randn(5))
+
+
+def test_msign_kernel_choice_on_cpu():
+    generator = torch.Generator().manual_seed(5)
+    G = torch.randn(3, 12, 7, generator=generator)
+    auto = msign(G)
+    assert torch.equal(auto, msign(G, kernel="torch"))
+    # The torch path still computes the scalar quintics: compare with an explicit fp64 iteration.
+    X = G.double().mT / (1.01 * torch.linalg.matrix_norm(G.double()).reshape(3, 1, 1))
+    for a, b, c in polar_express_coefficients(5):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    assert _relative_error(auto, X.mT) < 1e-5
+    with pytest.raises(ValueError, match="kernel='triton' cannot run"):
+        msign(G, kernel="triton")
+    with pytest.raises(ValueError, match="msign: kernel='cuda' is unknown"):
+        msign(G, kernel="cuda")
+    with pytest.raises(ValueError, match="kernel='triton' cannot run"):
+        odd_quintic_iteration(G.mT, [(1.0, 0.0, 0.0)], kernel="triton")
+
+
+# ---------------------------------------------------------------- CUDA: the Triton kernels
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_c", [False, True])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_triton_symmetric_product_matches_float64(shape, with_c, transposed):
+    batch, s, l = shape
+    seed = hash((shape, with_c, transposed)) % 2**31
+    X, C = _inputs(batch, s, l, torch.bfloat16, "cuda", seed, transposed)
+    alpha, beta = (2.03, -4.77) if with_c else (0.9, 0.0)
+    C = C if with_c else None
+    ref = _oracle(X, alpha, C, beta)
+    for _ in range(2):  # fresh NaN poison each run
+        out = torch.full((batch, s, s), float("nan"), dtype=torch.bfloat16, device="cuda")
+        symmetric_product(X, alpha, C, beta, kernel="triton", out=out)
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all(), "unwritten (NaN) output elements"
+        assert _relative_error(out, ref) < 1e-2
+        assert torch.equal(out, out.mT), "the mirrored tiles must be exact transposes"
+
+
+@needs_cuda
+@pytest.mark.parametrize("config", ["128x64w8s4", "128x64w8s3", "128x64w4s4", "64x64w4s4"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 129, 191), (1, 256, 256), (3, 300, 520)])
+def test_every_triton_tile_config_matches_float64(config, shape):
+    from steepest.polar.kernels._syrk_triton import syrk_triton
+
+    batch, s, l = shape
+    X, C = _inputs(batch, s, l, torch.bfloat16, "cuda", seed=hash((config, shape)) % 2**31)
+    for C_used, beta in ((None, 0.0), (C, 0.5)):
+        out = torch.full((batch, s, s), float("nan"), dtype=torch.bfloat16, device="cuda")
+        syrk_triton(X, -1.1, C_used, beta, out, config=config)
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all()
+        assert _relative_error(out, _oracle(X, -1.1, C_used, beta)) < 1e-2
+
+
+@needs_cuda
+def test_triton_float16_matches_float64():
+    X, C = _inputs(2, 150, 333, torch.float16, "cuda", seed=11)
+    out = torch.full((2, 150, 150), float("nan"), dtype=torch.float16, device="cuda")
+    symmetric_product(X / 8, 1.0, C, 0.25, kernel="triton", out=out)
+    assert _relative_error(out, _oracle(X / 8, 1.0, C, 0.25)) < 1e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(1, 130, 300), (4, 257, 257), (3, 640, 200), (2, 1100, 1300)])
+def test_msign_with_triton_kernels_is_as_accurate_as_torch(shape):
+    """Against the float64 iteration on the same bf16-rounded input, the Triton path's error is
+    at most that of the torch (cuBLAS) bf16 path plus a small margin."""
+    generator = torch.Generator().manual_seed(hash(shape) % 2**31)
+    G = torch.randn(*shape, generator=generator).to("cuda", torch.bfloat16)
+    ref = msign(G.double(), dtype=torch.float64, kernel="torch")
+    err_triton = _relative_error(msign(G, kernel="triton"), ref)
+    err_torch = _relative_error(msign(G, kernel="torch"), ref)
+    assert err_triton < 1.5 * err_torch + 2e-3, (err_triton, err_torch)
+    assert err_triton < 5e-2
+
+
+@needs_cuda
+def test_auto_routes_by_measured_rule():
+    small = torch.randn(2, 64, 96, device="cuda", dtype=torch.bfloat16)
+    large = torch.randn(1, AUTO_MIN_SIDE, AUTO_MIN_SIDE + 7, device="cuda", dtype=torch.bfloat16)
+    assert resolve_kernel("auto", small) == "torch"
+    assert resolve_kernel("auto", large) == "triton"
+    assert resolve_kernel("auto", large.float()) == "torch"
+
+
+@needs_cuda
+def test_odd_quintic_iteration_compiles_fullgraph_with_triton():
+    generator = torch.Generator().manual_seed(12)
+    X = (torch.randn(3, 200, 330, generator=generator) / 400).to("cuda", torch.bfloat16)
+    schedule = polar_express_coefficients(5)
+    eager = odd_quintic_iteration(X, schedule, kernel="triton")
+    compiled = torch.compile(odd_quintic_iteration, fullgraph=True, dynamic=False)
+    out = compiled(X, schedule, kernel="triton")
+    assert _relative_error(out, eager.double()) < 1e-2

@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ["format_table", "write_json", "write_csv", "write_plots"]
 
 
-def _fmt(stat: dict, spec: str = ".4f") -> str:
+def _fmt(stat: dict, spec: str = ".4g") -> str:
     if stat["mean"] is None:
         return "-"
     return f"{stat['mean']:{spec}} ± {stat['std']:{spec}}"
@@ -124,8 +124,11 @@ def write_plots(record: dict, out: Path) -> list[Path]:
         ax.set_ylabel("validation loss")
         ax.set_title(f"{record['task']}: {len(record['seeds'])} seed(s), {record['device']}")
         finite = [v for r in record["runs"] for v in r.curve["val_loss"] if math.isfinite(v)]
-        if finite:  # focus on the interesting range, not the loss at initialization
-            lo, hi = min(finite), sorted(finite)[int(0.9 * (len(finite) - 1))]
+        lo, hi = min(finite, default=0.0), max(finite, default=0.0)
+        if lo > 0 and hi > 100 * lo:  # losses that fall by decades (the quadratic): log scale
+            ax.set_yscale("log")
+        elif finite:  # focus on the interesting range, not the loss at initialization
+            hi = sorted(finite)[int(0.9 * (len(finite) - 1))]
             ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo) + 1e-12)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -4,6 +4,11 @@ The corpus (1,115,394 characters, shipped in :mod:`steepest.data`) is split 90/1
 and a validation part, in order. Training batches are random windows of the train part drawn
 by a generator seeded with the run's seed; the validation loss is the mean next-character
 cross-entropy (nats) over ``eval_windows`` fixed, evenly spaced windows of the validation part.
+
+Defaults (a 4 x 128 GPT, 64-character context, 32 sequences: 2,048 tokens per step, 300 steps,
+5% warmup then cosine) see 0.61 of an epoch of the 1.0M training characters, so the run does
+not overfit, and ``steepest compare`` (AdamW and Muon, 2 seeds) takes under two minutes on two
+CPU cores.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ class ShakespeareChar(Task):
 
     name = "shakespeare-char"
     steps = 300
-    eval_every = 25
+    eval_every = 15
     warmup = 0.05
     schedule = "cosine"
+    # Measured on 2 CPU cores, 300 steps: AdamW lr 1.5e-3 / 3e-3 / 6e-3 / 1.2e-2 -> best val loss
+    # 2.302 / 2.262 / 2.483 / 2.614; Muon (spectral scale) 0.015 / 0.03 / 0.06 / 0.12 -> 1.908 /
+    # 1.878 / 1.952 / 2.291, with AdamW 3e-3 on embeddings, head and vectors.
     default_lrs = {"adamw": (3e-3, 3e-3), "muon": (0.03, 3e-3), "sgd": (0.3, 3e-3)}
     metrics = ()
 

@@ -192,7 +192,9 @@ def test_triton_symmetric_product_matches_float64(shape, with_c, transposed):
 
 
 @needs_cuda
-@pytest.mark.parametrize("config", ["128x64w8s4", "128x64w8s3", "128x64w4s4", "64x64w4s4"])
+@pytest.mark.parametrize(
+    "config", ["128x64w8s3", "128x64w8s4", "128x128w8s3", "128x64w4s4", "64x64w4s4"]
+)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 129, 191), (1, 256, 256), (3, 300, 520)])
 def test_every_triton_tile_config_matches_float64(config, shape):
     from steepest.polar.kernels._syrk_triton import syrk_triton
@@ -236,6 +238,7 @@ def test_auto_routes_by_measured_rule():
     assert resolve_kernel("auto", small) == "torch"
     assert resolve_kernel("auto", large) == "triton"
     assert resolve_kernel("auto", large.float()) == "torch"
+    assert resolve_kernel("auto", large[:, :, : AUTO_MIN_SIDE - 1]) == "torch"
 
 
 @needs_cuda

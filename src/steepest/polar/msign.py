@@ -77,8 +77,11 @@ def _normalize(X: torch.Tensor, eps: float, compute_dtype: torch.dtype) -> torch
     """X / (NORMALIZATION_SAFETY * ||X||_F + eps) per matrix, zero matrices staying zero."""
     accumulate = torch.float64 if X.dtype == torch.float64 else torch.float32
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=accumulate)
-    scale = torch.where(norm > 0, 1.0 / (NORMALIZATION_SAFETY * norm + eps), 0.0)
-    return (X * scale.to(X.dtype)).to(compute_dtype)
+    scale = torch.where(norm > 0, 1.0 / (NORMALIZATION_SAFETY * norm + eps), 0.0).to(X.dtype)
+    if X.dtype == compute_dtype:
+        return X * scale
+    # One pass: the product is formed in X's dtype and rounded once into the compute dtype.
+    return torch.mul(X, scale, out=torch.empty_like(X, dtype=compute_dtype))
 
 
 def msign(

@@ -24,7 +24,7 @@ TRITON_DTYPES = (torch.bfloat16, torch.float16)
 
 #: "auto" uses the Triton kernel only from this short side s on. Measured on one H100
 #: (bench/results/kernels-NVIDIA-H100-80GB-HBM3.json).
-AUTO_MIN_SIDE = 1024
+AUTO_MIN_SIDE = 768
 
 
 @torch.compiler.assume_constant_result

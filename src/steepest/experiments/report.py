@@ -12,9 +12,11 @@ __all__ = ["format_table", "write_json", "write_csv", "write_plots"]
 
 
 def _fmt(stat: dict, spec: str = ".4g") -> str:
+    """``mean ± std``; the std with two significant digits unless ``spec`` fixes the decimals."""
     if stat["mean"] is None:
         return "-"
-    return f"{stat['mean']:{spec}} ± {stat['std']:{spec}}"
+    std_spec = spec if spec.endswith("f") else ".2g"
+    return f"{stat['mean']:{spec}} ± {stat['std']:{std_spec}}"
 
 
 def format_table(record: dict) -> str:

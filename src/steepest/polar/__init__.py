@@ -1,11 +1,13 @@
 """Matrix sign / polar factor msign(G) = U V^T of batched matrices, with exact and fast backends.
 
 Public API:
-    msign(G, backend="polar_express", steps=5, dtype=None, coefficients=None, lower_bound=1e-3)
+    msign(G, backend="polar_express", steps=5, dtype=None, coefficients=None, lower_bound=1e-3,
+          *, eps=0.0, kernel="auto")
     orthogonality_error(G, O)
     polar_express_coefficients(steps, lower_bound=1e-3), optimal_odd_quintic(lower, upper)
     newton_schulz_coefficients(coefficients, steps), JORDAN, CUBIC
-    odd_quintic_iteration(X, coefficients), polar_svd(X)
+    odd_quintic_iteration(X, coefficients, *, kernel="auto"), polar_svd(X)
+    steepest.polar.kernels: symmetric_product (Triton X X^T on one block-triangle, torch fallback)
 
 References: seeds/000_0ff94013880c6450.txt (Alg. 2, §3.3.1); arXiv 2505.16932 (Polar Express).
 """

@@ -88,9 +88,9 @@ def test_polar_express_with_more_steps_converges_to_svd_in_float64(shape):
 # ------------------------------------------ 5-step quintics: vectors exact, values in band
 
 
-def _predicted(G_s, U, V, schedule):
+def _predicted(G_s, U, V, schedule, safety=1.01):
     """U diag(q(normalized s)) V^T: what a polynomial backend computes in exact arithmetic."""
-    q = torch.as_tensor(compose(schedule, normalized(G_s.numpy())))
+    q = torch.as_tensor(compose(schedule, normalized(G_s.numpy(), safety)))
     return (U * q.unsqueeze(-2)) @ V.mT
 
 
@@ -107,7 +107,8 @@ def test_five_step_backends_apply_their_scalar_polynomial(shape, backend, kwargs
     gen = torch.Generator().manual_seed(4)
     G, s, U, V = _known(shape, gen, low=1e-2)
     out = msign(G, backend, steps=5, dtype=torch.float64, **kwargs)
-    assert torch.allclose(out, _predicted(s, U, V, schedule), atol=1e-10, rtol=0)
+    safety = 1.0 if backend == "newton_schulz" else 1.01  # seed 000 Alg. 2 vs arXiv 2505.16932
+    assert torch.allclose(out, _predicted(s, U, V, schedule, safety), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (12, 20), (20, 12), (3, 10, 10)])
@@ -251,10 +252,10 @@ def test_user_coefficient_list_uses_first_steps_and_repeats_last():
     G, s, U, V = _known((5, 7), gen)
     triples = [(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)]
     got = msign(G, "newton_schulz", steps=4, coefficients=triples, dtype=torch.float64)
-    expected = _predicted(s, U, V, [triples[0], triples[1], triples[1], triples[1]])
+    expected = _predicted(s, U, V, [triples[0], triples[1], triples[1], triples[1]], 1.0)
     assert torch.allclose(got, expected, atol=1e-12, rtol=0)
     got = msign(G, "newton_schulz", steps=1, coefficients=triples, dtype=torch.float64)
-    assert torch.allclose(got, _predicted(s, U, V, triples[:1]), atol=1e-12, rtol=0)
+    assert torch.allclose(got, _predicted(s, U, V, triples[:1], 1.0), atol=1e-12, rtol=0)
     single = msign(G, "newton_schulz", steps=3, coefficients=JORDAN, dtype=torch.float64)
     named = msign(G, "newton_schulz", steps=3, coefficients="jordan", dtype=torch.float64)
     assert torch.equal(single, named)

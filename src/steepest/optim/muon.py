@@ -100,8 +100,8 @@ class Muon(Steepest):
     A plain parameter list sends embeddings and output heads to Muon; use
     ``steepest.param_groups(model)`` to send them to AdamW.
 
-    To follow ``torch.optim.Muon`` (up to bf16 rounding and msign's 1.01 safety factor in the
-    normalization): ``backend="newton_schulz", coefficients="jordan",
+    To follow ``torch.optim.Muon`` (up to bf16 rounding; in float32 the two agree to 1e-5):
+    ``backend="newton_schulz", coefficients="jordan",
     polar_dtype=torch.bfloat16, scale="jordan"``.
 
     Args:

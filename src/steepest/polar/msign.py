@@ -18,9 +18,11 @@ __all__ = ["BACKENDS", "NORMALIZATION_SAFETY", "default_compute_dtype", "msign"]
 #: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
 BACKENDS = ("svd", "newton_schulz", "polar_express")
 
-#: The iterative backends first divide G by NORMALIZATION_SAFETY * ||G||_F (+ eps). Since
-#: ||G||_F >= ||G||_2 this puts every singular value in [0, 1 / 1.01], leaving room for round-off
-#: in low precision (arXiv 2505.16932, Algorithm 1; §4.3 for u = 1).
+#: Polar Express (and callable backends) first divide G by NORMALIZATION_SAFETY * ||G||_F
+#: (+ eps). Since ||G||_F >= ||G||_2 this puts every singular value in [0, 1 / 1.01], leaving
+#: room for round-off in low precision (arXiv 2505.16932, Algorithm 1; §4.3 for u = 1).
+#: Newton-Schulz divides by ||G||_F (+ eps) as seed 000 Alg. 2 states, so that its trajectory
+#: matches the reference Muon (and torch.optim.Muon) exactly.
 NORMALIZATION_SAFETY = 1.01
 
 _COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
@@ -73,11 +75,13 @@ def _polar_express_schedule(steps: int, lower_bound: float) -> tuple:
     return tuple(polar_express_coefficients(steps, lower_bound))
 
 
-def _normalize(X: torch.Tensor, eps: float, compute_dtype: torch.dtype) -> torch.Tensor:
-    """X / (NORMALIZATION_SAFETY * ||X||_F + eps) per matrix, zero matrices staying zero."""
+def _normalize(
+    X: torch.Tensor, eps: float, compute_dtype: torch.dtype, safety: float
+) -> torch.Tensor:
+    """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero."""
     accumulate = torch.float64 if X.dtype == torch.float64 else torch.float32
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=accumulate)
-    scale = torch.where(norm > 0, 1.0 / (NORMALIZATION_SAFETY * norm + eps), 0.0).to(X.dtype)
+    scale = torch.where(norm > 0, 1.0 / (safety * norm + eps), 0.0).to(X.dtype)
     if X.dtype == compute_dtype:
         return X * scale
     # One pass: the product is formed in X's dtype and rounded once into the compute dtype.
@@ -99,7 +103,7 @@ def msign(
 
     Math: for G = U diag(s) V^T, msign(G) = U V^T, the dualizer of the spectral norm; singular
     directions with s = 0 map to zero. The iterative backends divide G by
-    1.01 * ||G||_F + eps, transpose tall matrices so the Gram product X X^T is the small one,
+    1.01 * ||G||_F + eps (newton_schulz: ||G||_F + eps, seed 000 Alg. 2), transpose tall matrices so the Gram product X X^T is the small one,
     apply odd quintics p_t to the singular values (odd_quintic_iteration) and transpose back.
     A zero matrix (also one inside a batch) gives exact zeros.
 
@@ -128,7 +132,8 @@ def msign(
         coefficients: Newton-Schulz schedule, only for backend="newton_schulz".
         lower_bound: Polar Express's assumed lower bound on the normalized smallest singular
             value, in (0, 1]; default 1e-3 (arXiv 2505.16932, §4.3).
-        eps: added to 1.01 * ||G||_F in the normalization, default 0.0 (scale invariant).
+        eps: added to the Frobenius norm term of the normalization, default 0.0 (scale
+            invariant).
         kernel: products of the iterative backends: "auto" (default; the Triton kernels of
             steepest.polar.kernels on CUDA bfloat16/float16 where they measured faster, torch
             elsewhere), "torch" (cuBLAS/CPU bmm only) or "triton" (ValueError where it cannot
@@ -156,7 +161,8 @@ def msign(
 
     compute_dtype = dtype if dtype is not None else default_compute_dtype(G.device)
     tall = m > n
-    X = _normalize(X, float(eps), compute_dtype)
+    safety = 1.0 if backend == "newton_schulz" else NORMALIZATION_SAFETY
+    X = _normalize(X, float(eps), compute_dtype, safety)
     if tall:
         X = X.mT
     if backend == "newton_schulz":

@@ -103,7 +103,8 @@ def msign(
 
     Math: for G = U diag(s) V^T, msign(G) = U V^T, the dualizer of the spectral norm; singular
     directions with s = 0 map to zero. The iterative backends divide G by
-    1.01 * ||G||_F + eps (newton_schulz: ||G||_F + eps, seed 000 Alg. 2), transpose tall matrices so the Gram product X X^T is the small one,
+    1.01 * ||G||_F + eps (newton_schulz: ||G||_F + eps, seed 000 Alg. 2), transpose tall
+    matrices so the Gram product X X^T is the small one,
     apply odd quintics p_t to the singular values (odd_quintic_iteration) and transpose back.
     A zero matrix (also one inside a batch) gives exact zeros.
 

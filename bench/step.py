@@ -1,0 +1,69 @@
+"""Optimizer step time: steepest.Muon against torch.optim.Muon, fused AdamW and the floor.
+
+One run measures, side by side on one device and on the same parameters and gradients:
+the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon's step
+(polar_express and jordan newton_schulz backends), torch.optim.Muon's step and fused AdamW's
+step; prints ms, percent of the floor and ratios; writes JSON to bench/results/.
+
+Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import SETS, matmul_ceiling, quintic_flops, time_fn, write_result
+
+import steepest
+
+
+def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
+    shapes = SETS[name]
+    params = [torch.nn.Parameter(torch.randn(*s, device=device) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    floor_ms = sum(quintic_flops(m, n, 5) for m, n in shapes) / (ceiling * 1e12) * 1e3
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    optimizers = {
+        "steepest.Muon (polar_express)": steepest.Muon(params, lr=0.02),
+        "steepest.Muon (jordan NS)": steepest.Muon(
+            params, lr=0.02, backend="newton_schulz", coefficients="jordan", scale="jordan"
+        ),
+        "torch.optim.Muon": torch.optim.Muon(params, lr=0.02, momentum=0.95, nesterov=True),
+        "fused AdamW": torch.optim.AdamW(params, lr=1e-3, **fused),
+    }
+    slow = {"torch.optim.Muon"}
+    ms = {
+        k: time_fn(opt.step, warmup=3, repeat=5 if k in slow else 20)
+        for k, opt in optimizers.items()
+    }
+    return {"set": name, "matrices": len(shapes), "floor_ms": floor_ms, "ms": ms}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="gpt2-small,1.3b,moe-64x2048x1408")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_default_device(device)
+    ceiling = matmul_ceiling(device, n=8192 if device.type == "cuda" else 1024)
+    print(f"device {device}, matmul ceiling {ceiling:.1f} TFLOP/s")
+    results = []
+    for name in args.sets.split(","):
+        r = bench_set(name, device, ceiling)
+        results.append(r)
+        print(f"\n== {name}: {r['matrices']} matrices, floor {r['floor_ms']:.2f} ms")
+        torch_muon = r["ms"]["torch.optim.Muon"]
+        for k, ms in r["ms"].items():
+            print(
+                f"{k:32s} {ms:9.3f} ms  floor/this {r['floor_ms'] / ms:5.2f}  "
+                f"torch.Muon/this {torch_muon / ms:6.2f}x"
+            )
+    path = write_result("step", {"ceiling_tflops": ceiling, "sets": results}, args.out)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

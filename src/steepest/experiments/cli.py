@@ -1,12 +1,14 @@
 """The ``steepest`` command. ``steepest`` alone runs ``steepest compare`` with its defaults.
 
 Subcommands:
-    compare   tune and compare optimizers on a task; writes a table, JSON, CSV and plots.
+    compare     tune and compare optimizers on a task; writes a table, JSON, CSV and plots.
+    reproduce   a seed document's figure: ``<out>/<name>.png`` and ``<out>/<name>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import shlex
@@ -20,6 +22,7 @@ import steepest
 from steepest.experiments.compare import compare
 from steepest.experiments.optimizers import OPTIMIZERS
 from steepest.experiments.report import format_table, write_csv, write_json, write_plots
+from steepest.experiments.reproduce import TARGETS
 from steepest.experiments.tasks import TASKS, make_task, parse_options
 
 __all__ = ["main", "build_parser"]
@@ -96,7 +99,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (default: all cores available to the process)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    r = sub.add_parser("reproduce", help="reproduce a seed document's figure")
+    r.add_argument("name", choices=list(TARGETS))
+    r.add_argument("--out", type=Path, help="output folder (default runs/reproduce)")
+    r.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword option of the target, e.g. steps=50 (repeatable)",
+    )
+    r.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
+
+
+def target_options(name: str, pairs: list[str]) -> dict:
+    """Parse ``["key=value", ...]`` for reproduce target ``name`` by its keyword defaults' types."""
+    params = inspect.signature(TARGETS[name]).parameters
+    types = {k: type(p.default) for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    types.pop("progress", None)
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in types:
+            raise ValueError(
+                f"--option {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)} "
+                f"for target {name!r}"
+            )
+        try:
+            options[key] = types[key](value)
+        except ValueError:
+            raise ValueError(
+                f"--option {pair!r}: {value!r} is not a valid {types[key].__name__}"
+            ) from None
+        if isinstance(options[key], (int, float)) and not options[key] > 0 and key != "seed":
+            raise ValueError(f"--option {pair!r}: {key} must be positive")
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     try:
+        if args.command == "reproduce":
+            return _reproduce(parser, args, given)
         return _compare(parser, args, given)
     finally:
         torch.set_num_threads(threads)  # leave the process as we found it
@@ -188,5 +229,23 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     print(
         f"\n{task.name}, {len(seeds)} seed(s), {steps} steps, {record['device']}, "
         f"{record['wall_time_s']:.0f} s; written to {out}/"
+    )
+    return 0
+
+
+def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    try:
+        options = target_options(args.name, args.option)
+    except ValueError as err:
+        parser.error(str(err))
+    out = args.out or Path("runs") / "reproduce"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    start = time.perf_counter()
+    TARGETS[args.name](out, progress=not args.no_progress, **options)
+    print(
+        f"reproduce {args.name}: {time.perf_counter() - start:.0f} s; wrote "
+        f"{out / (args.name + '.png')} and {out / (args.name + '.json')} "
+        f"({shlex.join(['steepest', *argv])})"
     )
     return 0

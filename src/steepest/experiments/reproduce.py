@@ -1,0 +1,325 @@
+"""``steepest reproduce NAME``: the seed documents' figures, each a PNG plus the JSON behind it.
+
+Targets (:data:`TARGETS`), each a function ``(out, *, progress, **options) -> dict`` that writes
+``<out>/<name>.json`` and ``<out>/<name>.png`` and returns the record:
+
+* ``schatten-p``: variance and stable rank of the singular values of ``SchattenP(p).dualize(G)``
+  against p, for a few spectra of G (seeds/000_0ff94013880c6450.txt, Sec. 4.3, Prop. 5).
+* ``low-rank``: Muon against GD (step 1/L) on the quadratic task as the rank of Q falls
+  (seeds/004_67262c901d7d220a.txt, Fig. 1).
+* ``nds``: normalized directional sharpness and update norm of Muon and AdamW along the training
+  of a small char GPT (seeds/003_e51c56d7d69de86a.txt, Fig. 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from steepest.diagnostics import directional_sharpness, stable_rank
+from steepest.experiments.optimizers import build_optimizer
+from steepest.experiments.report import _jsonable
+from steepest.experiments.runner import lr_factor, train
+from steepest.experiments.tasks import make_task
+from steepest.norms import SchattenP
+
+__all__ = ["TARGETS", "dualized_singular_values", "schatten_p", "low_rank", "nds"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def _write(record: dict, out: Path, name: str) -> None:
+    (out / f"{name}.json").write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False))
+
+
+def dualized_singular_values(G: torch.Tensor, p: float) -> torch.Tensor:
+    """Singular values of ``SchattenP(p).dualize(G)``, descending, shape ``(..., min(m, n))``.
+
+    Math: sigma_i(dualize(G)) = sigma_i^(q-1) / ||sigma||_q^(q-1), 1/p + 1/q = 1
+    (seeds/000_0ff94013880c6450.txt, Prop. 4).
+    """
+    return torch.linalg.svdvals(SchattenP(p).dualize(G))
+
+
+def _spectra(m: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Gradient-like test matrices (fp64): a Gaussian matrix and two prescribed spectra."""
+    gen = torch.Generator().manual_seed(seed)
+    k = min(m, n)
+    u, _ = torch.linalg.qr(torch.randn(m, k, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    prescribed = {
+        "logspace(0,-3)": torch.logspace(0, -3, k, dtype=torch.float64),
+        "power-law i^-1": torch.arange(1, k + 1, dtype=torch.float64) ** -1.0,
+    }
+    mats = {"gaussian": torch.randn(m, n, generator=gen, dtype=torch.float64)}
+    mats.update({name: (u * s) @ v.T for name, s in prescribed.items()})
+    return mats
+
+
+def schatten_p(
+    out: Path,
+    *,
+    progress: bool = True,
+    m: int = 64,
+    n: int = 32,
+    seed: int = 0,
+) -> dict:
+    """Variance and stable rank of the dualized singular values against p (seed 000, Sec. 4.3).
+
+    For each test matrix G (m x n, fp64) and p in {1.25, 1.5, 2, 3, 4, 8, 16, 32, 64, 128, inf}:
+    the population variance of sigma_i(dualize_p(G)) and the stable rank of dualize_p(G). The
+    spectral norm (p = inf) gives U V^T: variance 0 and stable rank min(m, n). Whether each
+    variance curve is monotone in p is recorded as measured (Prop. 5 is asymptotic in p).
+
+    References:
+        seeds/000_0ff94013880c6450.txt, Sec. 4.3.1 (Prop. 5) and 4.3.2.
+    """
+    ps = [1.25, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, math.inf]
+    record: dict = {"target": "schatten-p", "m": m, "n": n, "seed": seed, "p": ps, "spectra": {}}
+    for name, G in _spectra(m, n, seed).items():
+        variance, srank = [], []
+        for p in ps:
+            sv = dualized_singular_values(G, p)
+            variance.append(sv.var(unbiased=False).item())
+            srank.append(stable_rank(SchattenP(p).dualize(G)).item())
+        finite = variance[:-1]
+        record["spectra"][name] = {
+            "variance": variance,
+            "stable_rank": srank,
+            "variance_monotone_decreasing": all(
+                b <= a + 1e-15 for a, b in zip(finite, finite[1:], strict=False)
+            ),
+        }
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    finite_p = ps[:-1]
+    for name, s in record["spectra"].items():
+        axes[0].plot(finite_p, s["variance"][:-1], marker="o", label=name)
+        axes[1].plot(finite_p, s["stable_rank"][:-1], marker="o", label=name)
+    axes[1].axhline(min(m, n), color="gray", linestyle=":", label="spectral (p = inf)")
+    axes[0].set_yscale("log")
+    for ax, ylabel in zip(
+        axes, ("variance of dualized singular values", "stable rank"), strict=True
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("Schatten p")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"seed 000 Sec. 4.3: dualize under Schatten-p, G {m} x {n}")
+    fig.tight_layout()
+    fig.savefig(out / "schatten-p.png")
+    plt.close(fig)
+    _write(record, out, "schatten-p")
+    return record
+
+
+def low_rank(
+    out: Path,
+    *,
+    progress: bool = True,
+    m: int = 64,
+    n: int = 32,
+    decay: float = 1.0,
+    steps: int = 100,
+    seeds: int = 2,
+) -> dict:
+    """Muon against GD (step 1/L) on the quadratic as the rank of Q falls (seed 004, Fig. 1).
+
+    Ranks m, m/2, m/4, ... down to 1; for each rank and optimizer (task default learning rates,
+    cosine schedule, the same W* and Q per seed) the final f(W) relative to f(W0), mean over seeds.
+
+    References:
+        seeds/004_67262c901d7d220a.txt, Fig. 1 and Sec. E.
+    """
+    ranks = []
+    r = m
+    while r >= 1:
+        ranks.append(r)
+        r //= 2
+    record: dict = {
+        "target": "low-rank",
+        "m": m,
+        "n": n,
+        "decay": decay,
+        "steps": steps,
+        "seeds": list(range(seeds)),
+        "ranks": ranks,
+        "relative_final_loss": {"sgd": [], "muon": []},
+    }
+    for rank in ranks:
+        task = make_task("quadratic", m=m, n=n, rank=rank, decay=decay)
+        task.setup(torch.device("cpu"))
+        for name in ("sgd", "muon"):
+            lr, adamw_lr = task.default_lrs[name]
+            ratios = []
+            for seed in range(seeds):
+                run = train(
+                    task,
+                    name,
+                    lr,
+                    adamw_lr,
+                    steps=steps,
+                    seed=seed,
+                    eval_every=steps,
+                    device=torch.device("cpu"),
+                    progress=progress,
+                )
+                loss = run.curve["val_loss"]
+                ratios.append(loss[-1] / loss[0])
+            record["relative_final_loss"][name].append(sum(ratios) / len(ratios))
+    record["muon_over_gd"] = [
+        a / b if b > 0 else math.nan
+        for a, b in zip(
+            record["relative_final_loss"]["muon"], record["relative_final_loss"]["sgd"], strict=True
+        )
+    ]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, label in (("sgd", "GD, step 1/L"), ("muon", "Muon")):
+        ax.plot(ranks, record["relative_final_loss"][name], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("rank of Q (Hessian)")
+    ax.set_ylabel(f"f(W_{steps}) / f(W_0)")
+    ax.set_title(f"seed 004: quadratic {m} x {n}, spectrum i^-{decay:g}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "low-rank.png")
+    plt.close(fig)
+    _write(record, out, "low-rank")
+    return record
+
+
+def _nds_run(task, name: str, steps: int, measure_every: int, seed: int) -> dict:
+    """Train with ``name``; every ``measure_every`` steps, NDS and norm of the actual update."""
+    torch.manual_seed(seed)
+    model = task.build_model()
+    lr, adamw_lr = task.default_lrs[name]
+    optimizers = build_optimizer(name, model, lr, adamw_lr, routing=task.routing())
+    base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
+    params = [p for p in model.parameters() if p.requires_grad]
+    batches = task.batches(seed)
+    curve: dict[str, list[float]] = {"step": [], "train_loss": [], "nds": [], "update_norm": []}
+    for step in range(steps):
+        factor = lr_factor(step, steps, task.warmup, task.schedule)
+        for opt, lrs in zip(optimizers, base, strict=True):
+            for group, b in zip(opt.param_groups, lrs, strict=True):
+                group["lr"] = b * factor
+        batch = next(batches)
+        loss = task.loss(model, batch)
+        loss.backward()
+        measure = step % measure_every == 0 or step == steps - 1
+        before = [p.detach().clone() for p in params] if measure else None
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if measure:
+            after = [p.detach().clone() for p in params]
+            direction = [a - b for a, b in zip(after, before, strict=True)]
+            with torch.no_grad():
+                for p, b in zip(params, before, strict=True):
+                    p.copy_(b)
+            nds = directional_sharpness(
+                lambda batch=batch: task.loss(model, batch), params, direction, normalized=True
+            )
+            with torch.no_grad():
+                for p, a in zip(params, after, strict=True):
+                    p.copy_(a)
+            for p in params:
+                p.grad = None
+            curve["step"].append(step)
+            curve["train_loss"].append(loss.item())
+            curve["nds"].append(nds)
+            curve["update_norm"].append(math.sqrt(sum(d.square().sum().item() for d in direction)))
+    return curve
+
+
+def nds(
+    out: Path,
+    *,
+    progress: bool = True,
+    steps: int = 120,
+    measure_every: int = 10,
+    seed: int = 0,
+    layers: int = 2,
+    width: int = 64,
+    heads: int = 4,
+    context: int = 32,
+    batch_size: int = 16,
+) -> dict:
+    """NDS = u^T H u / ||u||^2 and ||u||_F of the update u of Muon and AdamW along training.
+
+    A small char GPT on tiny-shakespeare (task ``shakespeare-char`` with the given sizes and its
+    default learning rates); u is the actual parameter change of a step (all parameters), H the
+    Hessian of that step's training batch loss at the parameters before it (exact
+    Hessian-vector product, :func:`steepest.diagnostics.directional_sharpness`).
+
+    References:
+        seeds/003_e51c56d7d69de86a.txt, Fig. 2 (NDS and update norms of Muon and Adam).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    task = make_task(
+        "shakespeare-char",
+        layers=layers,
+        width=width,
+        heads=heads,
+        context=context,
+        batch_size=batch_size,
+        eval_windows=8,
+    )
+    task.setup(torch.device("cpu"))
+    record: dict = {
+        "target": "nds",
+        "task": task.name,
+        "task_options": task.options(),
+        "steps": steps,
+        "measure_every": measure_every,
+        "seed": seed,
+        "lrs": {k: task.default_lrs[k] for k in ("adamw", "muon")},
+        "curves": {},
+    }
+    with sdpa_kernel(SDPBackend.MATH):  # double backward (Hessian-vector products)
+        for name in ("adamw", "muon"):
+            record["curves"][name] = _nds_run(task, name, steps, measure_every, seed)
+    a, m = record["curves"]["adamw"]["nds"], record["curves"]["muon"]["nds"]
+    record["mean_nds"] = {"adamw": sum(a) / len(a), "muon": sum(m) / len(m)}
+    record["adamw_over_muon_nds"] = [
+        x / y if y != 0 else math.nan for x, y in zip(a, m, strict=True)
+    ]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for name, curve in record["curves"].items():
+        axes[0].plot(curve["step"], curve["nds"], marker="o", label=name)
+        axes[1].plot(curve["step"], curve["update_norm"], marker="o", label=name)
+    for ax, ylabel in zip(axes, ("NDS  u^T H u / ||u||^2", "update norm ||u||_F"), strict=True):
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"seed 003 Fig. 2: {layers} x {width} char GPT, seed {seed}")
+    fig.tight_layout()
+    fig.savefig(out / "nds.png")
+    plt.close(fig)
+    _write(record, out, "nds")
+    return record
+
+
+TARGETS: dict[str, Callable[..., dict]] = {
+    "schatten-p": schatten_p,
+    "low-rank": low_rank,
+    "nds": nds,
+}

@@ -5,24 +5,25 @@ import math
 
 import pytest
 import torch
+from experiments_helpers import TINY_OPTIONS, write_tiny_shards
 
 import steepest
 from steepest.experiments.compare import reach, summarize
 from steepest.experiments.optimizers import build_optimizer, split_parameters
 from steepest.experiments.runner import RunResult, lr_factor, parameter_hash, train
-from steepest.experiments.tasks import TASKS, make_task
+from steepest.experiments.tasks import TASKS, make_task, parse_options
 
-TINY = {
-    "shakespeare-char": dict(layers=1, width=16, heads=2, context=16, batch_size=4, eval_windows=8),
-    "mnist-mlp": dict(train_size=512, batch_size=32),
-    "quadratic": dict(m=12, n=6, rank=3),
-}
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def tasks():
-    built = {name: make_task(name, **TINY[name]) for name in TASKS}
+def tasks(tmp_path_factory):
+    train_files, val_files = write_tiny_shards(tmp_path_factory.mktemp("shards"))
+    extra = {"tokens-bin": [f"train_files={train_files}", f"val_files={val_files}"]}
+    built = {
+        name: make_task(name, **parse_options(name, TINY_OPTIONS[name] + extra.get(name, [])))
+        for name in TASKS
+    }
     for task in built.values():
         task.setup(CPU)
     return built
@@ -48,7 +49,9 @@ def test_initialization_is_bit_identical_for_every_optimizer(name, tasks):
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])
 
 
-@pytest.mark.parametrize("name", ["shakespeare-char", "mnist-mlp"])
+@pytest.mark.parametrize(
+    "name", ["shakespeare-char", "mnist-mlp", "modular-addition", "imbalanced-gmm", "tokens-bin"]
+)
 def test_data_order_depends_on_the_seed_only(name, tasks):
     task = tasks[name]
     first = _concat(itertools.islice(task.batches(5), 3))

@@ -212,6 +212,10 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         "tune": args.tune,
         "metrics": list(task.metrics),
         **result,
+        "run_summaries": [
+            {"optimizer": r.optimizer, "seed": r.seed, **task.run_summary(r.curve)}
+            for r in result["runs"]
+        ],
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, "

@@ -6,9 +6,13 @@ import dataclasses
 from typing import Any
 
 from steepest.experiments.tasks.base import Task
+from steepest.experiments.tasks.imbalanced_gmm import ImbalancedGMM
+from steepest.experiments.tasks.implicit_bias import ImplicitBias
 from steepest.experiments.tasks.mnist_mlp import MnistMLP
+from steepest.experiments.tasks.modular_addition import ModularAddition
 from steepest.experiments.tasks.quadratic import Quadratic
 from steepest.experiments.tasks.shakespeare_char import ShakespeareChar
+from steepest.experiments.tasks.tokens_bin import TokensBin
 
 __all__ = ["TASKS", "Task", "make_task", "parse_options"]
 
@@ -16,6 +20,10 @@ TASKS: dict[str, type[Task]] = {
     ShakespeareChar.name: ShakespeareChar,
     MnistMLP.name: MnistMLP,
     Quadratic.name: Quadratic,
+    ModularAddition.name: ModularAddition,
+    ImbalancedGMM.name: ImbalancedGMM,
+    ImplicitBias.name: ImplicitBias,
+    TokensBin.name: TokensBin,
 }
 
 

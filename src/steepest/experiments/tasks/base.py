@@ -29,6 +29,7 @@ class Task:
         schedule: default decay after warmup, ``"cosine"``, ``"linear"`` or ``"constant"``.
         default_lrs: per optimizer, ``(lr, adamw_lr)``: the matrix rule's and the AdamW groups'.
         metrics: names of the values :meth:`evaluate` returns besides ``"val_loss"``.
+        metric_ranges: per metric, the closed interval its values lie in (default ``(0, 1)``).
     """
 
     name: ClassVar[str] = "task"
@@ -38,6 +39,7 @@ class Task:
     schedule: ClassVar[str] = "cosine"
     default_lrs: ClassVar[dict[str, tuple[float, float]]] = {}
     metrics: ClassVar[tuple[str, ...]] = ()
+    metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def _check_positive(self, *names: str) -> None:
         """Raise ``ValueError`` unless each named option is a positive number."""
@@ -68,6 +70,10 @@ class Task:
 
     def routing(self) -> dict[str, Any]:
         """Keyword arguments of ``steepest.param_groups`` for this task's model (default none)."""
+        return {}
+
+    def run_summary(self, curve: dict[str, list[float]]) -> dict[str, Any]:
+        """Task-specific numbers of one run computed from its curve (default none)."""
         return {}
 
     def options(self) -> dict[str, Any]:

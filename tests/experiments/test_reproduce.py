@@ -107,3 +107,43 @@ def test_bad_reproduce_arguments_fail_before_writing(argv, needle, tmp_path, cap
     assert err.value.code == 2
     assert needle in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_imbalance_accuracies(tmp_path):
+    record = _reproduce(
+        "imbalance",
+        tmp_path,
+        "steps=3",
+        "seeds=1",
+        "classes=3",
+        "dim=4",
+        "train_size=60",
+        "hidden=8",
+    )
+    assert record["ratios"] == [1.0, 4.0, 16.0, 64.0, 256.0]
+    for name in ("adamw", "muon"):
+        balanced = record["balanced_accuracy"][name]
+        minority = record["minority_accuracy"][name]
+        assert len(balanced) == len(minority) == 5
+        assert all(0 <= b <= 1 and 0 <= m <= 1 for b, m in zip(balanced, minority, strict=True))
+        # the balanced accuracy is the mean of 3 class accuracies, one of them the minority's
+        assert all(b >= m / 3 - 1e-9 for b, m in zip(balanced, minority, strict=True))
+
+
+def test_implicit_bias_margins_obey_norm_inequalities(tmp_path):
+    record = _reproduce(
+        "implicit-bias", tmp_path, "steps=300", "eval_every=100", "n=20", "dim=4", "classes=3"
+    )
+    assert set(record["curves"]) == {"sgd", "adamw", "muon"}
+    for curve in record["curves"].values():
+        assert curve["step"] == [0, 100, 200, 300]
+        assert [curve[k][0] for k in ("l2_margin", "spectral_margin", "max_norm_margin")] == [0] * 3
+        # ||W||_max <= ||W||_2 <= ||W||_F: for a positive margin, l2 <= spectral <= max-norm
+        for l2, sp, mx in zip(
+            curve["l2_margin"], curve["spectral_margin"], curve["max_norm_margin"], strict=True
+        ):
+            if l2 > 0:
+                assert l2 <= sp + 1e-9 and sp <= mx + 1e-9
+            else:
+                assert l2 >= sp - 1e-9 and sp >= mx - 1e-9
+    assert record["final"]["muon"]["l2_margin"] == record["curves"]["muon"]["l2_margin"][-1]

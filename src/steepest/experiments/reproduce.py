@@ -9,6 +9,10 @@ Targets (:data:`TARGETS`), each a function ``(out, *, progress, **options) -> di
   (seeds/004_67262c901d7d220a.txt, Fig. 1).
 * ``nds``: normalized directional sharpness and update norm of Muon and AdamW along the training
   of a small char GPT (seeds/003_e51c56d7d69de86a.txt, Fig. 2).
+* ``imbalance``: balanced and minority-class accuracy of Muon and AdamW on the imbalanced
+  Gaussian mixture against the imbalance ratio (Vasudeva et al., arXiv 2510.22980).
+* ``implicit-bias``: l2, spectral and max-norm margins of GD, AdamW and Muon along training on
+  separable multiclass data (Fan et al., arXiv 2502.04664).
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from steepest.experiments.runner import lr_factor, train
 from steepest.experiments.tasks import make_task
 from steepest.norms import SchattenP
 
-__all__ = ["TARGETS", "dualized_singular_values", "schatten_p", "low_rank", "nds"]
+__all__ = [
+    "TARGETS",
+    "dualized_singular_values",
+    "schatten_p",
+    "low_rank",
+    "nds",
+    "imbalance",
+    "implicit_bias",
+]
 
 
 def _pyplot():
@@ -318,8 +330,160 @@ def nds(
     return record
 
 
+def imbalance(
+    out: Path,
+    *,
+    progress: bool = True,
+    steps: int = 200,
+    seeds: int = 2,
+    classes: int = 4,
+    dim: int = 32,
+    train_size: int = 2000,
+    hidden: int = 64,
+) -> dict:
+    """Balanced and minority-class accuracy against the imbalance ratio, Muon and AdamW.
+
+    For each ratio in {1, 4, 16, 64, 256}: the ``imbalanced-gmm`` task (task default
+    learning rates and schedule), accuracies at the end of training, mean over seeds.
+
+    References:
+        Vasudeva et al., arXiv 2510.22980; seeds/003_e51c56d7d69de86a.txt (imbalance).
+    """
+    ratios = [1.0, 4.0, 16.0, 64.0, 256.0]
+    minority = f"class_{classes - 1}_accuracy"
+    record: dict = {
+        "target": "imbalance",
+        "steps": steps,
+        "seeds": list(range(seeds)),
+        "ratios": ratios,
+        "balanced_accuracy": {"adamw": [], "muon": []},
+        "minority_accuracy": {"adamw": [], "muon": []},
+    }
+    for ratio in ratios:
+        task = make_task(
+            "imbalanced-gmm",
+            classes=classes,
+            dim=dim,
+            train_size=train_size,
+            hidden=hidden,
+            imbalance=ratio,
+        )
+        task.setup(torch.device("cpu"))
+        record["task_options"] = task.options()
+        for name in ("adamw", "muon"):
+            runs = [
+                train(
+                    task,
+                    name,
+                    *task.default_lrs[name],
+                    steps=steps,
+                    seed=seed,
+                    eval_every=steps,
+                    device=torch.device("cpu"),
+                    progress=progress,
+                )
+                for seed in range(seeds)
+            ]
+            for key, metric in (
+                ("balanced_accuracy", "balanced_accuracy"),
+                ("minority_accuracy", minority),
+            ):
+                values = [r.curve[metric][-1] for r in runs]
+                record[key][name].append(sum(values) / len(values))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name in ("adamw", "muon"):
+        (line,) = ax.plot(
+            ratios, record["balanced_accuracy"][name], marker="o", label=f"{name} balanced"
+        )
+        ax.plot(
+            ratios,
+            record["minority_accuracy"][name],
+            marker="s",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{name} minority class",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("imbalance ratio (majority / minority class size)")
+    ax.set_ylabel("held-out accuracy (balanced set)")
+    ax.set_title(f"imbalanced GMM, {classes} classes, {steps} steps, {seeds} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "imbalance.png")
+    plt.close(fig)
+    _write(record, out, "imbalance")
+    return record
+
+
+def implicit_bias(
+    out: Path,
+    *,
+    progress: bool = True,
+    steps: int = 3000,
+    eval_every: int = 50,
+    seed: int = 0,
+    n: int = 200,
+    dim: int = 20,
+    classes: int = 5,
+) -> dict:
+    """The l2, spectral and max-norm margins of GD, AdamW and Muon along training.
+
+    The ``implicit-bias`` task (separable data, W0 = 0, constant learning rates: task defaults).
+    Fan et al. predict that each method's margin in its own geometry grows toward the maximum:
+    GD the l2 one, Muon (spectral descent) the spectral one, Adam / sign descent the max-norm one.
+
+    References:
+        Fan et al., arXiv 2502.04664.
+    """
+    task = make_task("implicit-bias", n=n, dim=dim, classes=classes)
+    task.setup(torch.device("cpu"))
+    keys = ("l2_margin", "spectral_margin", "max_norm_margin")
+    record: dict = {
+        "target": "implicit-bias",
+        "task_options": task.options(),
+        "steps": steps,
+        "seed": seed,
+        "curves": {},
+    }
+    for name in ("sgd", "adamw", "muon"):
+        run = train(
+            task,
+            name,
+            *task.default_lrs[name],
+            steps=steps,
+            seed=seed,
+            eval_every=eval_every,
+            device=torch.device("cpu"),
+            progress=progress,
+        )
+        record["curves"][name] = {
+            k: run.curve[k] for k in ("step", "val_loss", "train_accuracy", *keys)
+        }
+    record["final"] = {name: {k: c[k][-1] for k in keys} for name, c in record["curves"].items()}
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=120)
+    labels = {"sgd": "GD", "adamw": "AdamW", "muon": "Muon"}
+    for ax, key in zip(axes, keys, strict=True):
+        for name, curve in record["curves"].items():
+            ax.plot(curve["step"], curve[key], label=labels[name])
+        ax.set_xlabel("step")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"implicit bias: {n} separable points, R^{dim}, {classes} classes")
+    fig.tight_layout()
+    fig.savefig(out / "implicit-bias.png")
+    plt.close(fig)
+    _write(record, out, "implicit-bias")
+    return record
+
+
 TARGETS: dict[str, Callable[..., dict]] = {
     "schatten-p": schatten_p,
     "low-rank": low_rank,
     "nds": nds,
+    "imbalance": imbalance,
+    "implicit-bias": implicit_bias,
 }

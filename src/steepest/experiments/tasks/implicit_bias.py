@@ -72,8 +72,8 @@ class ImplicitBias(Task):
     classes: int = 5
 
     name = "implicit-bias"
-    steps = 500
-    eval_every = 10
+    steps = 3000
+    eval_every = 50
     warmup = 0.0
     schedule = "constant"
     default_lrs = {"adamw": (0.01, 0.01), "muon": (0.05, 0.05), "sgd": (1.0, 1.0)}

@@ -1,0 +1,23 @@
+"""Sharded dualization over torch.distributed: DDP-replicated and FSDP2 (DTensor) parameters.
+
+A steepest optimizer detects DTensor parameters and an initialized process group by itself and
+then computes exactly the update one process would, each rank dualizing its share of every
+stack (see sharded.py). Nothing extra is called per step.
+
+Public API:
+    configure(optimizer, *, block_period=None, comm_dtype=None, check_replicas=False,
+              share_replicated=True, process_group=None) -> ShardedDualizer
+    ShardedDualizer(...)        the options above; ``optimizer.stacks.distributed``
+    shard_rows(rows, world)     rows per rank under torch.chunk (FSDP2) sharding
+    COMM_DTYPES
+
+Counters: ``optimizer.stacks.orthogonalizations`` (whole matrices dualized on this rank) and
+``optimizer.stacks.block_orthogonalizations`` (MuonBP block steps).
+
+Checkpoints: ``torch.distributed.checkpoint.save({"optim": optimizer.state_dict(), ...})``;
+the state is eager, so its keys are the same on every rank and before the first step.
+"""
+
+from .sharded import COMM_DTYPES, ShardedDualizer, configure, shard_rows
+
+__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows"]

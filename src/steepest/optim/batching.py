@@ -1,13 +1,22 @@
-"""Run a batched matrix function once per stack of same-shape matrices."""
+"""Run a batched matrix function once per stack of same-shape matrices.
+
+``map_stacked`` is the one place where matrices are stacked; ``map_matrices`` reads whole
+tensors as matrices first (views.py); ``Stacks`` is the optimizer's hook around both: it counts
+the matrices dualized and, when torch.distributed is in use, hands the work to
+``steepest.distributed`` (the only package with collectives).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-__all__ = ["map_stacked"]
+from .views import join_matrices, split_matrices
+
+__all__ = ["Stacks", "map_matrices", "map_stacked"]
 
 
 def map_stacked(
@@ -37,3 +46,113 @@ def map_stacked(
         for i, part in zip(members, Y.split([f.shape[0] for f in flat]), strict=True):
             out[i] = part.reshape(matrices[i].shape)
     return out
+
+
+def map_matrices(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    tensors: list[torch.Tensor],
+    view="auto",
+    blocks=None,
+) -> list[torch.Tensor]:
+    """Split each tensor into its matrices (views.py), run fn per stack, reassemble.
+
+    Args:
+        fn: maps a (K, m, n) stack to a tensor of the same shape.
+        tensors: plain tensors, each read as matrices under ``view`` and ``blocks``.
+        view, blocks: the group's ``matrix_view`` and ``blocks`` (see views.py).
+
+    Returns:
+        one tensor per input, of the input's shape.
+    """
+    pieces = [split_matrices(t, view, blocks) for t in tensors]
+    flat = map_stacked(fn, [m for ms in pieces for m in ms])
+    out, start = [], 0
+    for t, ms in zip(tensors, pieces, strict=True):
+        out.append(join_matrices(flat[start : start + len(ms)], t.shape))
+        start += len(ms)
+    return out
+
+
+class Stacks:
+    """How one optimizer dualizes its stacks; counts the matrices dualized on this process.
+
+    Local by default. When torch.distributed is in use (a direction is a DTensor, or the
+    default process group has more than one rank) the work goes to
+    ``steepest.distributed.ShardedDualizer`` (created with default options on first use, or
+    set by ``steepest.distributed.configure``).
+
+    Attributes:
+        orthogonalizations: whole matrices dualized by this process since construction (for
+            Muon: orthogonalized). Summed over the ranks of one shard group it equals the
+            number of matrices updated.
+        block_orthogonalizations: local-shard matrices dualized on block steps (MuonBP mode).
+        steps: optimizer steps taken with this hook (saved in the optimizer's state_dict).
+        distributed: None (local, or auto-detect) or a ShardedDualizer.
+    """
+
+    def __init__(self) -> None:
+        self.orthogonalizations = 0
+        self.block_orthogonalizations = 0
+        self.steps = 0
+        self.distributed: Any = None
+
+    def start_step(self) -> None:
+        """Called by the optimizer once per step that updates parameters."""
+        self.steps += 1
+
+    def counted(self, fn: Callable[[torch.Tensor], torch.Tensor], *, block: bool = False):
+        """fn on a (K, m, n) stack, adding K to the counter (block steps to their own)."""
+
+        def run(X: torch.Tensor) -> torch.Tensor:
+            if block:
+                self.block_orthogonalizations += X.shape[0]
+            else:
+                self.orthogonalizations += X.shape[0]
+            return fn(X)
+
+        return run
+
+    def map(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        tensors: list[torch.Tensor],
+        view="auto",
+        blocks=None,
+    ) -> list[torch.Tensor]:
+        """fn on every stack of the tensors' matrices, locally or shared across ranks.
+
+        Args:
+            fn: maps a (K, m, n) stack to a tensor of the same shape, matrix by matrix.
+            tensors: the directions (plain tensors or DTensors), each read under view/blocks.
+            view, blocks: the group's matrix view (see views.py).
+
+        Returns:
+            one update per tensor, of its shape (a DTensor with its placements for a DTensor).
+        """
+        if self.distributed is None and _uses_distributed(tensors):
+            from steepest.distributed import ShardedDualizer
+
+            self.distributed = ShardedDualizer()
+        if self.distributed is not None:
+            return self.distributed.map(self, fn, tensors, view, blocks)
+        return map_matrices(self.counted(fn), tensors, view, blocks)
+
+    def state_dict(self) -> dict[str, int]:
+        """The step count (the same on every rank; the counters are per process, not saved)."""
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the step count (0 if absent)."""
+        self.steps = int(state.get("steps", 0))
+
+
+def _uses_distributed(tensors: list[torch.Tensor]) -> bool:
+    """True if a tensor is a DTensor or the default process group has more than one rank."""
+    dist = torch.distributed
+    if not dist.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(t, DTensor) for t in tensors):
+        return True
+    return dist.is_initialized() and dist.get_world_size() > 1

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .batching import map_stacked
+from .batching import Stacks
 from .checks import check_choice
 from .registry import ALGORITHMS, Algorithm
-from .views import check_view, join_matrices, split_matrices
+from .views import check_view
 
 __all__ = ["Steepest"]
 
@@ -93,6 +93,8 @@ class Steepest(Optimizer):
         check_choice(who, "nonfinite", nonfinite, ("raise", "skip"))
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
+        self.stacks = Stacks()
         self._routes = (matrix_algorithm, vector_algorithm)
         # torch's defaults: schedulers read them (OneCycleLR cycles "momentum" if present).
         super().__init__(self._route(params), self._defaults_for(matrix_algorithm))
@@ -185,6 +187,7 @@ class Steepest(Optimizer):
         if not self._gradients_finite(work):
             self.skipped_steps += 1
             return loss
+        self.stacks.start_step()
         for group, algorithm, params, grads, states in work:
             if not params:
                 continue
@@ -193,7 +196,7 @@ class Steepest(Optimizer):
                 continue
             directions = algorithm.accumulate(grads, states, group)  # 1
             directions = algorithm.precondition(directions, states, group)  # 2
-            updates = _dualize_and_scale(algorithm, directions, group)  # 3, 4
+            updates = _dualize_and_scale(algorithm, directions, group, self.stacks)  # 3, 4
             _apply(params, updates, group["lr"], group["weight_decay"])  # 5
         return loss
 
@@ -253,30 +256,27 @@ class Steepest(Optimizer):
         """torch's state dict plus ``skipped_steps``."""
         state = super().state_dict()
         state["skipped_steps"] = self.skipped_steps
+        state["stacks"] = self.stacks.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load torch's state dict and ``skipped_steps`` (0 if absent)."""
         super().load_state_dict(state_dict)
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+        self.stacks.load_state_dict(state_dict.get("stacks", {}))
 
 
 def _dualize_and_scale(
-    algorithm: Algorithm, directions: list[torch.Tensor], group: Mapping[str, Any]
+    algorithm: Algorithm, directions: list[torch.Tensor], group: Mapping[str, Any], stacks: Stacks
 ) -> list[torch.Tensor]:
     """Stages 3 and 4: split each direction into its matrices, dualize every stack of
-    same-shape matrices in one call, multiply by the shape rule, reassemble."""
-    pieces = [split_matrices(d, group["matrix_view"], group["blocks"]) for d in directions]
+    same-shape matrices in one call (shared across ranks under torch.distributed), multiply
+    by the shape rule, reassemble."""
 
     def dualize_and_scale(X: torch.Tensor) -> torch.Tensor:
         return algorithm.dualize(X, group).mul_(algorithm.scale(*X.shape[-2:], group))
 
-    flat = map_stacked(dualize_and_scale, [m for ms in pieces for m in ms])
-    updates, start = [], 0
-    for d, ms in zip(directions, pieces, strict=True):
-        updates.append(join_matrices(flat[start : start + len(ms)], d.shape))
-        start += len(ms)
-    return updates
+    return stacks.map(dualize_and_scale, directions, group["matrix_view"], group["blocks"])
 
 
 def _apply(params, updates, lr: float, weight_decay: float) -> None:

@@ -1,0 +1,386 @@
+"""Sharded dualization: each rank dualizes its share of every stack; the step's only collectives.
+
+Two layouts, detected per tensor:
+
+* replicated (DDP: plain tensors under an initialized process group; or DTensors placed
+  ``Replicate()`` on a 1-D mesh): every rank holds the whole direction. Each stack of K
+  same-shape matrices is padded to a multiple of the world size W; rank r dualizes matrices
+  [r c, (r + 1) c) with c = ceil(K / W), and an all-gather gives every rank all K results.
+* sharded (FSDP2: DTensors placed ``(Shard(0),)`` on a 1-D mesh; HSDP: ``(Replicate(),
+  Shard(0))`` on a 2-D mesh, exchanged within the shard sub-mesh): the K same-shape tensors of a
+  stack are owned c = ceil(K / W) per rank; a first all-to-all sends every row shard to its
+  tensor's owner, the owner dualizes whole tensors (matrix views and row blocks as in the
+  single-process engine), and a second all-to-all returns each rank its rows. Rows split as
+  ``torch.chunk`` splits them, so uneven shards (and empty ones) work.
+
+Every stack's first exchange is started before any is computed, and each stack's return
+exchange runs while the next stack is dualized (async collectives).
+
+References: the megabatched orthogonalization of microsoft/dion (``megabatch_base.py``);
+MuonBP, arXiv 2510.16981 (block-periodic mode).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Replicate, Shard
+
+from steepest.optim.batching import map_matrices
+
+__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows"]
+
+#: Dtypes that a ShardedDualizer may send (None keeps each tensor's own dtype).
+COMM_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def shard_rows(rows: int, world: int) -> list[int]:
+    """Rows per rank when `rows` are split over `world` ranks as torch.chunk (FSDP2, DTensor)
+    does: ceil(rows / world) each, the last ranks short or empty."""
+    chunk = -(-rows // world)
+    return [max(0, min(chunk, rows - j * chunk)) for j in range(world)]
+
+
+class ShardedDualizer:
+    """Dualizes stacks shared across ranks; set on an optimizer by ``configure``.
+
+    Args:
+        block_period: None (default: every step dualizes whole matrices, exactly as one process
+            would) or P >= 1: MuonBP block-periodic mode, where steps 1, P + 1, 2P + 1, ...
+            dualize whole matrices and the other steps dualize each rank's local row shard on
+            its own (no communication; the shape rule then reads the shard's shape). Applies to
+            sharded (FSDP2) tensors; replicated ones are always whole.
+        comm_dtype: None (send each tensor's dtype, exact) or a dtype to send in, e.g.
+            torch.bfloat16 (half the bytes; the result is rounded to it).
+        check_replicas: debug: before and after dualizing, check that every rank agrees on the
+            stack plan and that replicas hold the same directions and updates (RuntimeError
+            otherwise). Costs two all-reduces of every replicated tensor.
+        share_replicated: True (default) splits plain tensors' stacks across the ranks of
+            ``process_group`` (DDP); False dualizes them on every rank alone (for runs where
+            ranks do not hold the same replicated parameters).
+        process_group: the group of replicated plain tensors; None is the default group.
+
+    References: arXiv 2510.16981 (MuonBP); microsoft/dion ``megabatch_base.py``.
+    """
+
+    def __init__(
+        self,
+        *,
+        block_period: int | None = None,
+        comm_dtype: torch.dtype | None = None,
+        check_replicas: bool = False,
+        share_replicated: bool = True,
+        process_group: Any = None,
+    ) -> None:
+        who = type(self).__name__
+        if block_period is not None and (
+            isinstance(block_period, bool) or not isinstance(block_period, int) or block_period < 1
+        ):
+            raise ValueError(
+                f"{who}: block_period={block_period!r}; need None (always whole matrices) "
+                "or an int >= 1, e.g. 4"
+            )
+        if comm_dtype is not None and comm_dtype not in COMM_DTYPES:
+            raise ValueError(
+                f"{who}: comm_dtype={comm_dtype!r}; use None (exact) or one of "
+                f"{[str(d) for d in COMM_DTYPES]}"
+            )
+        for key, flag in (
+            ("check_replicas", check_replicas),
+            ("share_replicated", share_replicated),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{who}: {key}={flag!r}; need True or False")
+        self.block_period = block_period
+        self.comm_dtype = comm_dtype
+        self.check_replicas = check_replicas
+        self.share_replicated = share_replicated
+        self.process_group = process_group
+
+    def is_block_step(self, step: int) -> bool:
+        """True if step (1-based) dualizes local shards only (MuonBP mode)."""
+        return self.block_period is not None and (step - 1) % self.block_period != 0
+
+    def map(self, stacks, fn, tensors, view, blocks) -> list[torch.Tensor]:
+        """The Stacks.map of the distributed case: one update per tensor, same type/placement.
+
+        Args:
+            stacks: the optimizer's ``steepest.optim.batching.Stacks`` (counters, step).
+            fn: maps a (K, m, n) stack to its dualized, scaled stack.
+            tensors: directions, plain tensors or DTensors.
+            view, blocks: the group's matrix view (views.py).
+        """
+        out: list[torch.Tensor | None] = [None] * len(tensors)
+        whole = stacks.counted(fn)
+        layouts = [_layout(t) for t in tensors]
+        if self.check_replicas:
+            _check_plan(tensors, layouts)
+        replicated: dict[Any, list[int]] = {}
+        sharded: dict[tuple, list[int]] = {}
+        for i, (t, (kind, group, _)) in enumerate(zip(tensors, layouts, strict=True)):
+            if kind == "plain":
+                use = (self.process_group or dist.group.WORLD) if self.share_replicated else "local"
+                replicated.setdefault(use, []).append(i)
+            elif kind == "replicate":
+                replicated.setdefault(group if group is not None else "local", []).append(i)
+            else:
+                sharded.setdefault((id(group), tuple(t.shape), t.dtype), []).append(i)
+        for group, members in replicated.items():
+            local = [_local(tensors[i]) for i in members]
+            if group == "local" or _world(group) == 1:
+                results = map_matrices(whole, local, view, blocks)
+            else:
+                shared = _share_stack(whole, group, self.comm_dtype)
+                results = map_matrices(shared, local, view, blocks)
+            if self.check_replicas:
+                check_group = None if group == "local" else group
+                _check_same(local, check_group, "directions of replicated parameters")
+                _check_same(results, check_group, "updates of replicated parameters")
+            for i, r in zip(members, results, strict=True):
+                out[i] = _like(tensors[i], r)
+        if sharded:
+            keys = list(sharded)
+            lists = [[tensors[i] for i in sharded[k]] for k in keys]
+            if self.is_block_step(stacks.steps):
+                block = stacks.counted(fn, block=True)
+                results = [[_block_update(block, t, view, blocks) for t in ts] for ts in lists]
+            else:
+                results = _exchange_and_dualize(
+                    lambda ts: map_matrices(whole, ts, view, blocks),
+                    lists,
+                    [layouts[sharded[k][0]][1] for k in keys],
+                    self.comm_dtype,
+                )
+            for k, ts, rs in zip(keys, lists, results, strict=True):
+                replica_group = layouts[sharded[k][0]][2]
+                if self.check_replicas and replica_group is not None:
+                    _check_same(rs, replica_group, "updates of HSDP replicas")
+                for i, t, r in zip(sharded[k], ts, rs, strict=True):
+                    out[i] = _like(t, r)
+        return out
+
+
+def configure(optimizer, **options) -> ShardedDualizer:
+    """Set a ShardedDualizer with these options on a steepest optimizer (once, before
+    stepping); returns it. Without this call the optimizer shares work with default options
+    as soon as it sees DTensors or an initialized process group.
+
+    Args:
+        optimizer: a ``steepest.Steepest`` (or preset such as ``steepest.Muon``).
+        **options: ShardedDualizer's keyword arguments.
+    """
+    stacks = getattr(optimizer, "stacks", None)
+    if stacks is None or not hasattr(stacks, "distributed"):
+        raise TypeError(
+            f"configure: optimizer is a {type(optimizer).__name__}; need a steepest optimizer "
+            "(steepest.Steepest or a preset such as steepest.Muon)"
+        )
+    stacks.distributed = ShardedDualizer(**options)
+    return stacks.distributed
+
+
+def _layout(t: torch.Tensor) -> tuple[str, Any, Any]:
+    """(kind, exchange group, replica group) of a direction: "plain", "replicate" or "shard"."""
+    if not isinstance(t, DTensor):
+        return "plain", None, None
+    mesh, placements = t.device_mesh, tuple(t.placements)
+    if all(isinstance(p, Replicate) for p in placements):
+        return "replicate", (mesh.get_group(0) if mesh.ndim == 1 else None), None
+    if placements[-1] == Shard(0) and all(isinstance(p, Replicate) for p in placements[:-1]):
+        if mesh.ndim == 1:
+            return "shard", mesh.get_group(0), None
+        if mesh.ndim == 2:
+            return "shard", mesh.get_group(1), mesh.get_group(0)
+    raise ValueError(
+        f"ShardedDualizer: a DTensor of shape {tuple(t.shape)} has placements {placements} on "
+        f"a {mesh.ndim}-D mesh; supported: (Shard(0),) (FSDP2), (Replicate(), Shard(0)) "
+        "(HSDP) and Replicate() placements"
+    )
+
+
+def _world(group) -> int:
+    return dist.get_world_size(group)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """`local` as a tensor of t's kind: a DTensor with t's mesh, placements, shape, stride."""
+    if not isinstance(t, DTensor):
+        return local
+    return DTensor.from_local(
+        local, t.device_mesh, t.placements, shape=t.shape, stride=t.stride(), run_check=False
+    )
+
+
+def _share_stack(
+    fn: Callable[[torch.Tensor], torch.Tensor], group, comm_dtype
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fn on a replicated (K, m, n) stack: this rank's ceil(K / W) matrices, then all-gather."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+
+    def shared(X: torch.Tensor) -> torch.Tensor:
+        share = -(-X.shape[0] // world)
+        mine = X[rank * share : (rank + 1) * share]
+        send = X.new_zeros((share, *X.shape[1:]), dtype=comm_dtype or X.dtype)
+        if mine.shape[0]:
+            send[: mine.shape[0]] = fn(mine)
+        parts = [torch.empty_like(send) for _ in range(world)]
+        dist.all_gather(parts, send, group=group)
+        return torch.cat(parts)[: X.shape[0]].to(X.dtype)
+
+    return shared
+
+
+def _exchange_and_dualize(fn_tensors, stacks, groups, comm_dtype) -> list[list[torch.Tensor]]:
+    """Per stack of same-shape Shard(0) DTensors: all-to-all whole tensors to their owners,
+    fn_tensors on the owned ones, all-to-all the rows back. Returns local update shards."""
+    plans = [_Exchange(ts, group, comm_dtype) for ts, group in zip(stacks, groups, strict=True)]
+    for plan in plans:
+        plan.send_shards()
+    for plan in plans:
+        plan.dualize_and_return(fn_tensors)
+    return [plan.receive_updates() for plan in plans]
+
+
+class _Exchange:
+    """The two all-to-alls of one stack of K same-shape row-sharded tensors.
+
+    Owner of tensor k: k // c with c = ceil(K / W) (the stack padded to a multiple of W).
+    """
+
+    def __init__(self, tensors: list[DTensor], group, comm_dtype) -> None:
+        self.group, self.comm_dtype = group, comm_dtype
+        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        self.shape, self.dtype = tuple(tensors[0].shape), tensors[0].dtype
+        self.locals = [t.to_local() for t in tensors]
+        self.sizes = shard_rows(self.shape[0], self.world)
+        self.offsets = [sum(self.sizes[:j]) for j in range(self.world)]
+        self.rest = math.prod(self.shape[1:])
+        share = -(-len(tensors) // self.world)
+        self.owned = [
+            range(j * share, min(len(tensors), (j + 1) * share)) for j in range(self.world)
+        ]
+        for t in self.locals:
+            if t.shape[0] != self.sizes[self.rank]:
+                raise ValueError(
+                    f"ShardedDualizer: rank {self.rank} holds {t.shape[0]} rows of a tensor of "
+                    f"shape {self.shape}; expected {self.sizes[self.rank]} (torch.chunk "
+                    "split of dim 0 as FSDP2 does)"
+                )
+
+    def _all_to_all(self, send: torch.Tensor, out_splits, in_splits):
+        recv = send.new_empty(sum(out_splits))
+        work = dist.all_to_all_single(
+            recv, send, out_splits, in_splits, group=self.group, async_op=True
+        )
+        return recv, work
+
+    def _flat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        dtype = self.comm_dtype or self.dtype
+        if not parts:
+            return torch.empty(0, dtype=dtype, device=self.locals[0].device)
+        return torch.cat([p.reshape(-1) for p in parts]).to(dtype)
+
+    def send_shards(self) -> None:
+        """Start all-to-all 1: my rows of every tensor go to that tensor's owner."""
+        r, n = self.rank, [len(o) for o in self.owned]
+        send = self._flat([self.locals[k] for o in self.owned for k in o])
+        in_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
+        out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
+        self.recv, self.work = self._all_to_all(send, out_splits, in_splits)
+        self.out_splits = out_splits
+
+    def dualize_and_return(self, fn_tensors) -> None:
+        """Wait for my whole tensors, dualize them, start all-to-all 2 (rows to their ranks)."""
+        self.work.wait()
+        r, n = self.rank, [len(o) for o in self.owned]
+        pieces = self.recv.split(self.out_splits)
+        whole = torch.cat(
+            [p.view(n[r], self.sizes[j], *self.shape[1:]) for j, p in enumerate(pieces)], dim=1
+        ).to(self.dtype)
+        updates = torch.stack(fn_tensors(list(whole.unbind(0)))) if n[r] else whole
+        send = self._flat(
+            [
+                updates[:, self.offsets[j] : self.offsets[j] + self.sizes[j]]
+                for j in range(self.world)
+            ]
+        )
+        in_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
+        out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
+        self.recv, self.work = self._all_to_all(send, out_splits, in_splits)
+        self.out_splits = out_splits
+
+    def receive_updates(self) -> list[torch.Tensor]:
+        """Wait for all-to-all 2; my row shard of every tensor's update, in stack order."""
+        self.work.wait()
+        local_shape = (self.sizes[self.rank], *self.shape[1:])
+        out = []
+        for j, piece in enumerate(self.recv.split(self.out_splits)):
+            out.extend(piece.view(len(self.owned[j]), *local_shape).to(self.dtype).unbind(0))
+        return out
+
+
+def _block_update(fn, t: DTensor, view, blocks) -> torch.Tensor:
+    """MuonBP block step: fn on this rank's row shard read as its own matrices."""
+    local = t.to_local()
+    if local.numel() == 0:
+        return torch.zeros_like(local)
+    if isinstance(view, tuple):
+        raise ValueError(
+            f"ShardedDualizer: block_period does not support matrix_view={view!r} (a reshape "
+            "of the whole tensor); use 'auto', 'flatten' or 'batch'"
+        )
+    local_blocks = None
+    if blocks is not None:
+        _, group, _ = _layout(t)
+        sizes = shard_rows(t.shape[0], dist.get_world_size(group))
+        start = sum(sizes[: dist.get_rank(group)])
+        stop, edge = start + local.shape[0], 0
+        local_blocks = []
+        for b in blocks:
+            overlap = min(edge + b, stop) - max(edge, start)
+            if overlap > 0:
+                local_blocks.append(overlap)
+            edge += b
+    return map_matrices(fn, [local], view, local_blocks)[0]
+
+
+def _check_plan(tensors, layouts) -> None:
+    """Raise unless every rank of the default group dualizes the same list of tensors."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    plan = [
+        (kind, tuple(t.shape), str(t.dtype))
+        for t, (kind, _, _) in zip(tensors, layouts, strict=True)
+    ]
+    plans: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(plans, plan)
+    for rank, other in enumerate(plans):
+        if other != plan:
+            raise RuntimeError(
+                f"ShardedDualizer: rank {rank} dualizes {other} but rank {dist.get_rank()} "
+                f"dualizes {plan}; every rank must step the same parameters"
+            )
+
+
+def _check_same(tensors: list[torch.Tensor], group, what: str) -> None:
+    """Raise RuntimeError unless the tensors are bitwise equal on every rank of group."""
+    if group is None or not tensors or dist.get_world_size(group) == 1:
+        return
+    flat = torch.cat([t.reshape(-1).double() for t in tensors])
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, dist.ReduceOp.MAX, group=group)
+    dist.all_reduce(low, dist.ReduceOp.MIN, group=group)
+    if not torch.equal(high, low):
+        gap = float((high - low).abs().max())
+        raise RuntimeError(
+            f"ShardedDualizer: {what} differ across ranks by up to {gap:.3g}; are gradients "
+            "synchronized (DDP / FSDP2) and the same parameters stepped on every rank?"
+        )

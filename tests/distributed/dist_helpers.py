@@ -1,0 +1,254 @@
+"""A tiny mixed-shape model, its data, and the scenarios each spawned rank runs.
+
+`spawn(world, outdir)` starts `world` gloo processes once; every rank runs all scenarios and
+rank 0 saves their results to outdir/results.pt for the tests to compare with a single-process
+run (computed in the pytest process, which never initializes torch.distributed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import steepest
+from steepest.distributed import configure
+
+LR = 0.05
+BATCH = 16
+#: matrices per step: qkv (two row blocks) + inp + 3 mid + 3 experts + out
+MATRICES_PER_STEP = 2 + 1 + 3 + 3 + 1
+
+
+class Net(nn.Module):
+    """Mixed shapes: (6, 5) (empty shard on 4 ranks), (6, 6) with row blocks [3, 3], three
+    (6, 6), experts (3, 6, 7), (7, 7) with uneven rows; one bias for AdamW. Widths never
+    shrink toward the output, so every gradient has full rank (msign is then well posed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Linear(5, 6)
+        self.qkv = nn.Linear(6, 6, bias=False)
+        self.mid = nn.ModuleList([nn.Linear(6, 6, bias=False) for _ in range(3)])
+        self.experts = nn.Parameter(torch.randn(3, 6, 7) / 3)
+        self.out = nn.Linear(7, 7, bias=False)
+        for p in self.parameters():  # orthogonal init keeps the gradients well conditioned
+            if p.ndim == 2:
+                nn.init.orthogonal_(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.qkv(torch.tanh(self.inp(x))))
+        for layer in self.mid:
+            h = torch.tanh(layer(h))
+        h = torch.tanh(torch.einsum("bi,eio->bo", h, self.experts))
+        return self.out(h)
+
+
+def param_groups(net: Net) -> list[dict]:
+    matrices = [net.inp.weight, *(m.weight for m in net.mid), net.experts, net.out.weight]
+    return [
+        {"params": [net.qkv.weight], "algorithm": "muon", "blocks": [3, 3]},
+        {"params": matrices, "algorithm": "muon"},
+        {"params": [net.inp.bias], "algorithm": "adamw"},
+    ]
+
+
+def make_optimizer(net: Net, **muon) -> steepest.Steepest:
+    hp = {"lr": LR, "backend": "svd", **muon}
+    return steepest.Steepest(param_groups(net), {"muon": hp, "adamw": {"lr": 1e-2}})
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(BATCH, 5, generator=g), torch.randn(BATCH, 7, generator=g)
+
+
+def loss_fn(model, x, y) -> torch.Tensor:
+    return ((model(x) - y) ** 2).mean()
+
+
+def train(model, opt, steps, *, start=0, rank=0, world=1, micro=1) -> None:
+    """`steps` optimizer steps; each rank takes its slice of the batch in `micro` pieces."""
+    for step in range(start, start + steps):
+        x, y = batch(step)
+        share = BATCH // world
+        x, y = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+        for xs, ys in zip(x.chunk(micro), y.chunk(micro), strict=True):
+            (loss_fn(model, xs, ys) / micro).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def single_process(steps: int, **muon) -> dict[str, torch.Tensor]:
+    """The oracle: one process, the full batch."""
+    net = Net()
+    opt = make_optimizer(net, **muon)
+    train(net, opt, steps)
+    return {n: p.detach().clone() for n, p in net.named_parameters()}, opt
+
+
+# --------------------------------------------------------------------------- spawned ranks
+
+
+def spawn(world: int, outdir: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(world, port, outdir), nprocs=world, join=True)
+
+
+def _worker(rank: int, world: int, port: int, outdir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    try:
+        results = {name: scenario(rank, world, outdir) for name, scenario in SCENARIOS.items()}
+        if rank == 0:
+            torch.save(results, os.path.join(outdir, "results.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _count(opt) -> dict[str, int]:
+    counts = torch.tensor(
+        [opt.stacks.orthogonalizations, opt.stacks.block_orthogonalizations], dtype=torch.int64
+    )
+    dist.all_reduce(counts)
+    return {"full": int(counts[0]), "block": int(counts[1])}
+
+
+def _full(model) -> dict[str, torch.Tensor]:
+    out = {}
+    for n, p in model.named_parameters():
+        out[n] = (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+    return out
+
+
+def _fsdp(net: Net) -> Net:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    for layer in (net.inp, net.qkv, *net.mid, net.out):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(net, mesh=mesh)
+    return net
+
+
+def ddp(rank, world, outdir):
+    model = nn.parallel.DistributedDataParallel(Net())
+    opt = make_optimizer(model.module)
+    dualizer = configure(opt, check_replicas=True)
+    train(model, opt, 3, rank=rank, world=world)
+    return {"params": _full(model.module), "count": _count(opt), "kind": type(dualizer).__name__}
+
+
+def fsdp(rank, world, outdir):
+    net = _fsdp(Net())
+    opt = make_optimizer(net)  # no configure: DTensors are detected
+    placements = sorted({str(p.placements) for p in net.parameters()})
+    train(net, opt, 3, rank=rank, world=world)
+    return {"params": _full(net), "count": _count(opt), "placements": placements}
+
+
+def fsdp_polar_express(rank, world, outdir):
+    net = _fsdp(Net())
+    opt = make_optimizer(net, backend="polar_express")
+    train(net, opt, 2, rank=rank, world=world)
+    return {"params": _full(net)}
+
+
+def fsdp_accumulate(rank, world, outdir):
+    net = _fsdp(Net())
+    opt = make_optimizer(net)
+    train(net, opt, 3, rank=rank, world=world, micro=2)
+    return {"params": _full(net), "count": _count(opt)}
+
+
+def fsdp_checkpoint(rank, world, outdir):
+    import torch.distributed.checkpoint as dcp
+
+    path = os.path.join(outdir, "dcp")
+    first = _fsdp(Net())
+    opt = make_optimizer(first)
+    configure(opt, block_period=3)
+    train(first, opt, 2, rank=rank, world=world)
+    keys = sorted(opt.state_dict()["state"][0])
+    dcp.save({"model": first.state_dict(), "optim": opt.state_dict()}, checkpoint_id=path)
+    resumed = _fsdp(Net())  # fresh weights, fresh state, before any step
+    opt = make_optimizer(resumed)
+    configure(opt, block_period=3)
+    state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
+    dcp.load(state, checkpoint_id=path)
+    resumed.load_state_dict(state["model"])
+    opt.load_state_dict(state["optim"])
+    steps_after_load = opt.stacks.steps
+    train(resumed, opt, 3, start=2, rank=rank, world=world)
+    straight = _fsdp(Net())
+    opt = make_optimizer(straight)
+    configure(opt, block_period=3)
+    train(straight, opt, 5, rank=rank, world=world)
+    all_keys = [None] * world
+    dist.all_gather_object(all_keys, keys)
+    return {
+        "resumed": _full(resumed),
+        "straight": _full(straight),
+        "steps_after_load": steps_after_load,
+        "state_keys": all_keys,
+    }
+
+
+def fsdp_block(rank, world, outdir):
+    """Block period 2, momentum 0: step 2 dualizes local shards; record its grads and update."""
+    net = _fsdp(Net())
+    opt = make_optimizer(net, momentum=0.0, nesterov=False)
+    configure(opt, block_period=2)
+    train(net, opt, 1, rank=rank, world=world)
+    before = _full(net)
+    x, y = batch(1)
+    share = BATCH // world
+    loss_fn(
+        net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+    ).backward()
+    grads = {n: p.grad.full_tensor().clone() for n, p in net.named_parameters()}
+    opt.step()
+    return {"before": before, "after": _full(net), "grads": grads, "count": _count(opt)}
+
+
+def fsdp_bf16(rank, world, outdir):
+    net = _fsdp(Net())
+    opt = make_optimizer(net)
+    configure(opt, comm_dtype=torch.bfloat16, check_replicas=True)
+    train(net, opt, 1, rank=rank, world=world)
+    return {"params": _full(net)}
+
+
+def unsynced_check(rank, world, outdir):
+    """No DDP: ranks hold different gradients; check_replicas must catch it."""
+    net = Net()
+    opt = make_optimizer(net)
+    configure(opt, check_replicas=True)
+    loss_fn(net, *batch(rank)).backward()
+    try:
+        opt.step()
+    except RuntimeError as err:
+        return {"error": str(err)}
+    return {"error": None}
+
+
+SCENARIOS = {
+    "ddp": ddp,
+    "fsdp": fsdp,
+    "fsdp_polar_express": fsdp_polar_express,
+    "fsdp_accumulate": fsdp_accumulate,
+    "fsdp_checkpoint": fsdp_checkpoint,
+    "fsdp_block": fsdp_block,
+    "fsdp_bf16": fsdp_bf16,
+    "unsynced_check": unsynced_check,
+}

@@ -19,6 +19,7 @@ OPTIMIZERS = {
     "imbalanced-gmm": "adamw,muon",
     "implicit-bias": "adamw,muon,sgd",
     "tokens-bin": "adamw,muon",
+    "zipf-pcfg": "adamw,muon",
 }
 # Tasks whose default lrs barely move the loss in 4 steps get larger ones here.
 EXTRA = {

@@ -50,7 +50,15 @@ def test_initialization_is_bit_identical_for_every_optimizer(name, tasks):
 
 
 @pytest.mark.parametrize(
-    "name", ["shakespeare-char", "mnist-mlp", "modular-addition", "imbalanced-gmm", "tokens-bin"]
+    "name",
+    [
+        "shakespeare-char",
+        "mnist-mlp",
+        "modular-addition",
+        "imbalanced-gmm",
+        "tokens-bin",
+        "zipf-pcfg",
+    ],
 )
 def test_data_order_depends_on_the_seed_only(name, tasks):
     task = tasks[name]

@@ -233,3 +233,45 @@ def test_implicit_bias_data_are_separable_and_margins_grow(tmp_path):
         for l2, sp in zip(curve["l2_margin"], curve["spectral_margin"], strict=True):
             assert (sp >= l2) if l2 > 0 else (sp <= l2)
         assert curve["val_loss"][-1] < curve["val_loss"][0]
+
+
+# --- zipf-pcfg --------------------------------------------------------------------------------
+
+
+def test_zipf_rule_probabilities_follow_the_law():
+    from steepest.experiments.tasks.zipf_pcfg import random_grammar
+
+    g = random_grammar(5, 10, 4, exponent=1.5, seed=0)
+    for rules, probs in zip(g.rules, g.probs, strict=True):
+        assert sum(probs) == pytest.approx(1.0)
+        assert probs[0] / probs[3] == pytest.approx(4**1.5)
+        assert rules[-1][0] == "t"  # every nonterminal can end
+    assert random_grammar(5, 10, 4, exponent=0.0, seed=0).probs[0] == (0.25,) * 4
+
+
+def test_zipf_sentences_at_depth_one_match_the_terminal_rules():
+    """With max_depth=1 a sentence is one terminal drawn from the start symbol's terminal
+    rules, renormalized: compare empirical frequencies with those probabilities."""
+    from steepest.experiments.tasks.zipf_pcfg import random_grammar, sample_stream
+
+    g = random_grammar(3, 6, 5, exponent=1.0, seed=2)
+    stream = sample_stream(g, 20000, max_depth=1, seed=0)
+    assert stream[1::2] == [6] * 10000  # every sentence is one token and the end token
+    expected = np.zeros(6)
+    for rule, p in zip(g.rules[0], g.probs[0], strict=True):
+        if rule[0] == "t":
+            expected[rule[1]] += p
+    expected /= expected.sum()
+    counts = np.bincount(stream[0::2], minlength=6) / 10000
+    assert np.abs(counts - expected).max() < 0.02  # ~4 standard errors at n = 10000
+
+
+def test_zipf_sentence_lengths_are_bounded_by_depth():
+    from steepest.experiments.tasks.zipf_pcfg import random_grammar, sample_stream
+
+    g = random_grammar(6, 9, 4, exponent=0.5, seed=1)
+    stream = sample_stream(g, 5000, max_depth=3, seed=0)
+    ends = [i for i, t in enumerate(stream) if t == 9]
+    lengths = np.diff([-1, *ends]) - 1
+    assert lengths.min() >= 1 and lengths.max() <= 2 ** (3 - 1)
+    assert max(stream) == 9 and min(stream) >= 0

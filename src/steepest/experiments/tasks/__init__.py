@@ -13,6 +13,7 @@ from steepest.experiments.tasks.modular_addition import ModularAddition
 from steepest.experiments.tasks.quadratic import Quadratic
 from steepest.experiments.tasks.shakespeare_char import ShakespeareChar
 from steepest.experiments.tasks.tokens_bin import TokensBin
+from steepest.experiments.tasks.zipf_pcfg import ZipfPCFG
 
 __all__ = ["TASKS", "Task", "make_task", "parse_options"]
 
@@ -24,6 +25,7 @@ TASKS: dict[str, type[Task]] = {
     ImbalancedGMM.name: ImbalancedGMM,
     ImplicitBias.name: ImplicitBias,
     TokensBin.name: TokensBin,
+    ZipfPCFG.name: ZipfPCFG,
 }
 
 

@@ -1,0 +1,62 @@
+"""Scale invariance of the matrix step: msign(c G) = msign(G) for every c > 0, and Muon's
+momentum is linear in G, so from fresh state the first step must not depend on the gradient's
+magnitude. Oracle: the same optimizer stepped on the unscaled gradient (magnitude ~1).
+
+Known bug, pinned by the strict xfail below: the default backends ("polar_express",
+"newton_schulz") normalize by ||G||_F computed in the gradient's float32, which underflows to 0
+for |G| <~ 1e-20 and overflows to inf for |G| >~ 1e19; the step then is (nearly) zero instead
+of lr * scale * U V^T. The SVD backend is exact at every magnitude.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fuzz_helpers import counted, make_optimizer, optimizer_names
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def first_step(name: str, init: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, str]:
+    p = torch.nn.Parameter(init.clone())
+    opt = make_optimizer(name, [p], 0.0)
+    (group,) = [g for g in opt.param_groups if any(q is p for q in g["params"])]
+    p.grad = grad
+    opt.step()
+    return p.detach(), group.get("algorithm", "")
+
+
+@pytest.mark.parametrize("name", optimizer_names())
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    m=st.integers(1, 24),
+    n=st.integers(1, 24),
+    exponent=st.integers(-15, 15),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_matrix_step_is_invariant_to_gradient_scale(name, m, n, exponent, seed):
+    gen = torch.Generator().manual_seed(seed)
+    init = torch.randn(m, n, generator=gen)
+    grad = torch.randn(m, n, generator=gen)
+    reference, algorithm = first_step(name, init, grad)
+    if algorithm != "muon":
+        return  # the property is about the matrix (msign) algorithms
+    with counted(f"scale-invariant-step[{name}]"):
+        scaled, _ = first_step(name, init, grad * 10.0**exponent)
+        torch.testing.assert_close(scaled, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known bug: polar_express/newton_schulz normalize by a float32 ||G||_F that "
+    "underflows (|G| ~ 1e-30) or overflows (|G| ~ 1e30); divide by max|G| first",
+)
+@pytest.mark.parametrize("exponent", [-30, 30])
+def test_muon_step_at_extreme_gradient_magnitude(exponent):
+    gen = torch.Generator().manual_seed(0)
+    init, grad = torch.randn(8, 5, generator=gen), torch.randn(8, 5, generator=gen)
+    reference, _ = first_step("Muon", init, grad)
+    assert not torch.equal(reference, init)  # the unscaled step moves the weights
+    scaled, _ = first_step("Muon", init, grad * 10.0**exponent)
+    torch.testing.assert_close(scaled, reference, atol=1e-5, rtol=1e-5)

@@ -59,9 +59,10 @@ def param_groups(net: Net) -> list[dict]:
     ]
 
 
-def make_optimizer(net: Net, **muon) -> steepest.Steepest:
+def make_optimizer(net: Net, nonfinite: str = "raise", **muon) -> steepest.Steepest:
     hp = {"lr": LR, "backend": "svd", **muon}
-    return steepest.Steepest(param_groups(net), {"muon": hp, "adamw": {"lr": 1e-2}})
+    groups = param_groups(net)
+    return steepest.Steepest(groups, {"muon": hp, "adamw": {"lr": 1e-2}}, nonfinite=nonfinite)
 
 
 def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +243,26 @@ def unsynced_check(rank, world, outdir):
     return {"error": None}
 
 
+def fsdp_nonfinite(rank, world, outdir):
+    """An inf in rank 0's shard only: every rank must skip the step (no hang, no update)."""
+    net = _fsdp(Net())
+    opt = make_optimizer(net, nonfinite="skip")
+    before = _full(net)
+    x, y = batch(0)
+    share = BATCH // world
+    loss_fn(
+        net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+    ).backward()
+    if rank == 0:
+        net.out.weight.grad.to_local()[0, 0] = float("inf")
+    opt.step()
+    skipped = torch.tensor([opt.skipped_steps])
+    dist.all_reduce(skipped)
+    return {"before": before, "after": _full(net), "skipped_sum": int(skipped)}
+
+
 SCENARIOS = {
+    "fsdp_nonfinite": fsdp_nonfinite,
     "ddp": ddp,
     "fsdp": fsdp,
     "fsdp_polar_express": fsdp_polar_express,

@@ -105,6 +105,19 @@ class ShardedDualizer:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
         return self.block_period is not None and (step - 1) % self.block_period != 0
 
+    def agree_on_index(self, index: int | None, count: int, tensors) -> int | None:
+        """The smallest of the ranks' indices (None = none), so that every rank decides alike.
+
+        Only when ranks step together: some tensor is a DTensor or ``share_replicated``.
+        """
+        shared = self.share_replicated or any(isinstance(t, DTensor) for t in tensors)
+        if not shared or not dist.is_initialized() or dist.get_world_size() == 1:
+            return index
+        device = tensors[0].device if tensors else None
+        value = torch.tensor([count if index is None else index], dtype=torch.int64, device=device)
+        dist.all_reduce(value, dist.ReduceOp.MIN)
+        return None if int(value) == count else int(value)
+
     def map(self, stacks, fn, tensors, view, blocks) -> list[torch.Tensor]:
         """The Stacks.map of the distributed case: one update per tensor, same type/placement.
 

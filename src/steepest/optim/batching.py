@@ -8,6 +8,7 @@ the matrices dualized and, when torch.distributed is in use, hands the work to
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -137,6 +138,33 @@ class Stacks:
             return self.distributed.map(self, fn, tensors, view, blocks)
         return map_matrices(self.counted(fn), tensors, view, blocks)
 
+    def first_nonfinite(self, grads: list[torch.Tensor]) -> int | None:
+        """Index of the first gradient holding inf or nan, or None; the same on every rank.
+
+        One max-abs reduction and one host sync per device, on local shards (empty shards of
+        uneven FSDP2 splits skipped); under torch.distributed the ranks then agree on the
+        smallest bad index, so that all of them skip (or raise) together.
+        """
+        local = [_local(g) for g in grads]
+        by_device: dict[torch.device, list[int]] = defaultdict(list)
+        for i, g in enumerate(local):
+            if g.numel():
+                by_device[g.device].append(i)
+        bad = None
+        for members in by_device.values():
+            peaks = torch._foreach_norm([local[i] for i in members], math.inf)
+            finite = torch.stack([x.float() for x in peaks]).isfinite()
+            if not bool(finite.all()):
+                first = members[int((~finite).nonzero()[0])]
+                bad = first if bad is None else min(bad, first)
+        if self.distributed is None and _uses_distributed(grads):
+            from steepest.distributed import ShardedDualizer
+
+            self.distributed = ShardedDualizer()
+        if self.distributed is not None:
+            bad = self.distributed.agree_on_index(bad, len(grads), grads)
+        return bad
+
     def state_dict(self) -> dict[str, int]:
         """The step count (the same on every rank; the counters are per process, not saved)."""
         return {"steps": self.steps}
@@ -144,6 +172,12 @@ class Stacks:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore the step count (0 if absent)."""
         self.steps = int(state.get("steps", 0))
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard; a plain tensor itself."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
 
 
 def _uses_distributed(tensors: list[torch.Tensor]) -> bool:

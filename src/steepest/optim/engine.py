@@ -8,7 +8,6 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -219,24 +218,18 @@ class Steepest(Optimizer):
 
     def _gradients_finite(self, work) -> bool:
         """True if every gradient is finite; raise FloatingPointError naming one if not and
-        nonfinite == "raise". One max-abs reduction per device, one host sync per device."""
+        nonfinite == "raise". Under torch.distributed every rank reaches the same verdict."""
         grads = [g for _, _, _, gs, _ in work for g in gs]
-        by_device: dict[torch.device, list[int]] = {}
-        for i, g in enumerate(grads):
-            by_device.setdefault(g.device, []).append(i)
-        for members in by_device.values():
-            peaks = torch._foreach_norm([grads[i] for i in members], math.inf)
-            finite = torch.stack([x.float() for x in peaks]).isfinite()
-            if bool(finite.all()):
-                continue
-            if self.nonfinite == "skip":
-                return False
-            bad = grads[members[int((~finite).nonzero()[0])]]
-            raise FloatingPointError(
-                f"{type(self).__name__}: non-finite gradient (inf or nan) in {self._find(bad)}; "
-                "nothing was updated. Pass nonfinite='skip' to skip such steps"
-            )
-        return True
+        bad = self.stacks.first_nonfinite(grads)
+        if bad is None:
+            return True
+        if self.nonfinite == "skip":
+            return False
+        raise FloatingPointError(
+            f"{type(self).__name__}: non-finite gradient (inf or nan) in "
+            f"{self._find(grads[bad])}; nothing was updated. Pass nonfinite='skip' to skip "
+            "such steps"
+        )
 
     def _name(self, index: int, i: int) -> str:
         group = self.param_groups[index]

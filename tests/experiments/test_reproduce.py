@@ -80,6 +80,18 @@ def test_nds_curves_and_hessian_oracle(tmp_path):
         assert curve["train_loss"][0] == pytest.approx(math.log(65), abs=0.05)
 
 
+def test_nds_on_zipf_pcfg(tmp_path):
+    record = _reproduce(
+        "nds", tmp_path, "task=zipf-pcfg", "exponent=0", "steps=2", "measure_every=1",
+        "layers=1", "width=8", "heads=2", "context=8", "batch_size=2",
+    )  # fmt: skip
+    assert record["task"] == "zipf-pcfg" and record["task_options"]["exponent"] == 0
+    for curve in record["curves"].values():
+        assert curve["step"] == [0, 1] and all(math.isfinite(v) for v in curve["nds"])
+        # untrained GPT: near-uniform predictions over 64 terminals + the end token
+        assert curve["train_loss"][0] == pytest.approx(math.log(65), abs=0.05)
+
+
 def test_nds_of_quadratic_is_rayleigh_quotient():
     """On f(x) = x^T A x / 2 the NDS along u is u^T A u / u^T u (the oracle the target uses)."""
     from steepest.diagnostics import directional_sharpness
@@ -98,6 +110,7 @@ def test_nds_of_quadratic_is_rayleigh_quotient():
         (["reproduce", "low-rank", "--option", "depth=2"], "depth"),
         (["reproduce", "low-rank", "--option", "steps=x"], "steps=x"),
         (["reproduce", "low-rank", "--option", "steps=0"], "steps=0"),
+        (["reproduce", "nds", "--option", "task=mnist-mlp"], "task=mnist-mlp"),
     ],
 )
 def test_bad_reproduce_arguments_fail_before_writing(argv, needle, tmp_path, capsys):

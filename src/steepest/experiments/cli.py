@@ -22,7 +22,7 @@ import steepest
 from steepest.experiments.compare import compare
 from steepest.experiments.optimizers import OPTIMIZERS
 from steepest.experiments.report import format_table, write_csv, write_json, write_plots
-from steepest.experiments.reproduce import TARGETS
+from steepest.experiments.reproduce import TARGET_CHOICES, TARGETS
 from steepest.experiments.tasks import TASKS, make_task, parse_options
 
 __all__ = ["main", "build_parser"]
@@ -133,7 +133,11 @@ def target_options(name: str, pairs: list[str]) -> dict:
             raise ValueError(
                 f"--option {pair!r}: {value!r} is not a valid {types[key].__name__}"
             ) from None
-        if isinstance(options[key], (int, float)) and not options[key] > 0 and key != "seed":
+        choices = TARGET_CHOICES.get(name, {}).get(key)
+        if choices is not None and options[key] not in choices:
+            raise ValueError(f"--option {pair!r}: {key} must be one of {', '.join(choices)}")
+        number = isinstance(options[key], (int, float))
+        if number and not options[key] > 0 and key not in ("seed", "exponent"):
             raise ValueError(f"--option {pair!r}: {key} must be positive")
     return options
 

@@ -33,6 +33,7 @@ from steepest.norms import SchattenP
 
 __all__ = [
     "TARGETS",
+    "TARGET_CHOICES",
     "dualized_singular_values",
     "schatten_p",
     "low_rank",
@@ -271,21 +272,25 @@ def nds(
     heads: int = 4,
     context: int = 32,
     batch_size: int = 16,
+    task: str = "shakespeare-char",
+    exponent: float = 1.0,
 ) -> dict:
     """NDS = u^T H u / ||u||^2 and ||u||_F of the update u of Muon and AdamW along training.
 
-    A small char GPT on tiny-shakespeare (task ``shakespeare-char`` with the given sizes and its
-    default learning rates); u is the actual parameter change of a step (all parameters), H the
-    Hessian of that step's training batch loss at the parameters before it (exact
-    Hessian-vector product, :func:`steepest.diagnostics.directional_sharpness`).
+    A small GPT on ``task``: ``shakespeare-char`` (default) or ``zipf-pcfg`` (seed 003's data,
+    Zipf ``exponent``), with the given sizes and the task's default learning rates. u is the
+    actual parameter change of a step (all parameters), H the Hessian of that step's training
+    batch loss at the parameters before it (exact Hessian-vector product,
+    :func:`steepest.diagnostics.directional_sharpness`).
 
     References:
         seeds/003_e51c56d7d69de86a.txt, Fig. 2 (NDS and update norms of Muon and Adam).
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    task = make_task(
-        "shakespeare-char",
+    if task not in TARGET_CHOICES["nds"]["task"]:
+        raise ValueError(f"nds: task={task!r}; choose one of {TARGET_CHOICES['nds']['task']}")
+    sizes = dict(
         layers=layers,
         width=width,
         heads=heads,
@@ -293,6 +298,9 @@ def nds(
         batch_size=batch_size,
         eval_windows=8,
     )
+    if task == "zipf-pcfg":
+        sizes["exponent"] = exponent
+    task = make_task(task, **sizes)
     task.setup(torch.device("cpu"))
     record: dict = {
         "target": "nds",
@@ -322,7 +330,7 @@ def nds(
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"seed 003 Fig. 2: {layers} x {width} char GPT, seed {seed}")
+    fig.suptitle(f"seed 003 Fig. 2: {layers} x {width} GPT on {task.name}, seed {seed}")
     fig.tight_layout()
     fig.savefig(out / "nds.png")
     plt.close(fig)
@@ -479,6 +487,11 @@ def implicit_bias(
     _write(record, out, "implicit-bias")
     return record
 
+
+# Allowed values of the targets' string options.
+TARGET_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "nds": {"task": ("shakespeare-char", "zipf-pcfg")},
+}
 
 TARGETS: dict[str, Callable[..., dict]] = {
     "schatten-p": schatten_p,

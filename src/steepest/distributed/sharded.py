@@ -100,6 +100,9 @@ class ShardedDualizer:
         self.check_replicas = check_replicas
         self.share_replicated = share_replicated
         self.process_group = process_group
+        #: stacks started so far (matrices or tensors); rotates which rank owns a stack's first
+        #: share, so single-tensor stacks spread over the ranks. Same on every rank.
+        self.cursor = 0
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -147,7 +150,7 @@ class ShardedDualizer:
             if group == "local" or _world(group) == 1:
                 results = map_matrices(whole, local, view, blocks)
             else:
-                shared = _share_stack(whole, group, self.comm_dtype)
+                shared = _share_stack(whole, group, self.comm_dtype, self)
                 results = map_matrices(shared, local, view, blocks)
             if self.check_replicas:
                 check_group = None if group == "local" else group
@@ -166,7 +169,7 @@ class ShardedDualizer:
                     lambda ts: map_matrices(whole, ts, view, blocks),
                     lists,
                     [layouts[sharded[k][0]][1] for k in keys],
-                    self.comm_dtype,
+                    self,
                 )
             for k, ts, rs in zip(keys, lists, results, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -233,28 +236,37 @@ def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
 
 
 def _share_stack(
-    fn: Callable[[torch.Tensor], torch.Tensor], group, comm_dtype
+    fn: Callable[[torch.Tensor], torch.Tensor], group, comm_dtype, dualizer
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """fn on a replicated (K, m, n) stack: this rank's ceil(K / W) matrices, then all-gather."""
+    """fn on a replicated (K, m, n) stack: this rank's ceil(K / W) matrices, then all-gather.
+    Share c goes to rank (c + first) % W, first rotating with the dualizer's cursor."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
 
     def shared(X: torch.Tensor) -> torch.Tensor:
+        first = dualizer.cursor % world
+        dualizer.cursor += X.shape[0]
         share = -(-X.shape[0] // world)
-        mine = X[rank * share : (rank + 1) * share]
+        chunk = (rank - first) % world
+        mine = X[chunk * share : (chunk + 1) * share]
         send = X.new_zeros((share, *X.shape[1:]), dtype=comm_dtype or X.dtype)
         if mine.shape[0]:
             send[: mine.shape[0]] = fn(mine)
         parts = [torch.empty_like(send) for _ in range(world)]
         dist.all_gather(parts, send, group=group)
-        return torch.cat(parts)[: X.shape[0]].to(X.dtype)
+        order = [parts[(c + first) % world] for c in range(world)]
+        return torch.cat(order)[: X.shape[0]].to(X.dtype)
 
     return shared
 
 
-def _exchange_and_dualize(fn_tensors, stacks, groups, comm_dtype) -> list[list[torch.Tensor]]:
+def _exchange_and_dualize(fn_tensors, stacks, groups, dualizer) -> list[list[torch.Tensor]]:
     """Per stack of same-shape Shard(0) DTensors: all-to-all whole tensors to their owners,
     fn_tensors on the owned ones, all-to-all the rows back. Returns local update shards."""
-    plans = [_Exchange(ts, group, comm_dtype) for ts, group in zip(stacks, groups, strict=True)]
+    plans = []
+    for ts, group in zip(stacks, groups, strict=True):
+        first = dualizer.cursor % dist.get_world_size(group)
+        dualizer.cursor += len(ts)
+        plans.append(_Exchange(ts, group, dualizer.comm_dtype, first))
     for plan in plans:
         plan.send_shards()
     for plan in plans:
@@ -265,10 +277,11 @@ def _exchange_and_dualize(fn_tensors, stacks, groups, comm_dtype) -> list[list[t
 class _Exchange:
     """The two all-to-alls of one stack of K same-shape row-sharded tensors.
 
-    Owner of tensor k: k // c with c = ceil(K / W) (the stack padded to a multiple of W).
+    Share j = tensors [j c, (j + 1) c) with c = ceil(K / W) (the stack padded to a multiple of
+    W) is owned by rank (j + first) % W.
     """
 
-    def __init__(self, tensors: list[DTensor], group, comm_dtype) -> None:
+    def __init__(self, tensors: list[DTensor], group, comm_dtype, first: int = 0) -> None:
         self.group, self.comm_dtype = group, comm_dtype
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.shape, self.dtype = tuple(tensors[0].shape), tensors[0].dtype
@@ -277,9 +290,10 @@ class _Exchange:
         self.offsets = [sum(self.sizes[:j]) for j in range(self.world)]
         self.rest = math.prod(self.shape[1:])
         share = -(-len(tensors) // self.world)
-        self.owned = [
-            range(j * share, min(len(tensors), (j + 1) * share)) for j in range(self.world)
-        ]
+        self.owned = [range(0)] * self.world
+        for j in range(self.world):
+            stop = min(len(tensors), (j + 1) * share)
+            self.owned[(j + first) % self.world] = range(min(j * share, stop), stop)
         for t in self.locals:
             if t.shape[0] != self.sizes[self.rank]:
                 raise ValueError(
@@ -334,9 +348,11 @@ class _Exchange:
         """Wait for all-to-all 2; my row shard of every tensor's update, in stack order."""
         self.work.wait()
         local_shape = (self.sizes[self.rank], *self.shape[1:])
-        out = []
+        out: list[torch.Tensor] = [None] * len(self.locals)
         for j, piece in enumerate(self.recv.split(self.out_splits)):
-            out.extend(piece.view(len(self.owned[j]), *local_shape).to(self.dtype).unbind(0))
+            rows = piece.view(len(self.owned[j]), *local_shape).to(self.dtype).unbind(0)
+            for k, update in zip(self.owned[j], rows, strict=True):
+                out[k] = update
         return out
 
 

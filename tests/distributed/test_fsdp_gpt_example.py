@@ -1,0 +1,21 @@
+"""examples/fsdp_gpt.py under torchrun (2 gloo ranks): it trains, and the ranks together
+orthogonalize each matrix once per step (1 layer: qkv as 3 blocks + proj + fc + out = 6)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fsdp_gpt.py"
+
+
+def test_fsdp_gpt_example_runs_and_shares_the_matrices():
+    args = ["--steps", "3", "--layers", "1", "--width", "32", "--context", "16", "--check"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*cmd, str(EXAMPLE), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = re.findall(r"step (\d+): loss ([\d.]+), \d+ ms, orthogonalized (\d+)", done.stdout)
+    assert [int(s) for s, _, _ in steps] == [1, 2, 3]
+    assert [int(c) for _, _, c in steps] == [6, 12, 18]  # cumulative, 6 per step
+    losses = [float(v) for _, v, _ in steps]
+    assert losses[-1] < losses[0]

@@ -200,10 +200,12 @@ class Steepest(Optimizer):
         return loss
 
     def _gather(self) -> list[tuple]:
-        """Per group: (group, algorithm, params, grads, states) of params with a gradient."""
+        """Per group: (group, algorithm, params, grads, states) of params with a gradient.
+
+        Parameters with no elements are left out: their update is empty."""
         work = []
         for index, group in enumerate(self.param_groups):
-            params = [p for p in group["params"] if p.grad is not None]
+            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
             for i, p in enumerate(group["params"]):
                 if p.grad is not None and (p.grad.is_sparse or p.grad.is_complex()):
                     kind = "sparse" if p.grad.is_sparse else "complex"

@@ -78,13 +78,15 @@ def _polar_express_schedule(steps: int, lower_bound: float) -> tuple:
 def _normalize(
     X: torch.Tensor, eps: float, compute_dtype: torch.dtype, safety: float
 ) -> torch.Tensor:
-    """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero."""
-    accumulate = torch.float64 if X.dtype == torch.float64 else torch.float32
-    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=accumulate)
-    scale = torch.where(norm > 0, 1.0 / (safety * norm + eps), 0.0).to(X.dtype)
-    if X.dtype == compute_dtype:
-        return X * scale
-    # One pass: the product is formed in X's dtype and rounded once into the compute dtype.
+    """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero.
+
+    ||X||_F is accumulated in float64, so gradients of any float32 magnitude (1e-30 to 1e30)
+    neither underflow to a zero norm nor overflow to inf; the scale is applied in float32
+    (float64 for float64 input) and rounded once into the compute dtype.
+    """
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+    scale = torch.where(norm > 0, 1.0 / (safety * norm + eps), 0.0)
+    scale = scale.to(torch.float64 if X.dtype == torch.float64 else torch.float32)
     return torch.mul(X, scale, out=torch.empty_like(X, dtype=compute_dtype))
 
 

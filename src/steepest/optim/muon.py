@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from steepest.polar import BACKENDS, msign
-
-from .checks import check_flag, check_nonnegative, check_unit_interval
 from .engine import Steepest
-from .registry import Algorithm, register
+from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from .polar_step import POLAR_DEFAULTS, check_polar, polar
+from .registry import register
 from .scaling import check_scale, scale_factor
 
 __all__ = ["Muon", "MuonAlgorithm"]
 
 
-class MuonAlgorithm(Algorithm):
+class MuonAlgorithm(MomentumAlgorithm):
     """Muon: EMA momentum (optionally Nesterov), msign of the matrix view, shape scale.
 
     Math (per matrix W with gradient G, momentum beta, learning rate lr, decay wd):
@@ -22,68 +21,26 @@ class MuonAlgorithm(Algorithm):
         D <- (1 - beta) G + beta M  if nesterov else M
         W <- (1 - lr wd) W - lr * scale(m, n) * msign(D)
     msign(D) = U V^T for D = U S V^T, computed by ``steepest.polar.msign`` with the group's
-    backend, steps, coefficients and polar_dtype.
-    Group keys: lr, momentum, nesterov, weight_decay, backend, coefficients, steps,
-    polar_dtype, scale (plus the view keys matrix_view and blocks read by the engine).
+    backend, steps, coefficients and polar_dtype (or, for backend "randomized_svd", the
+    rank-``rank`` factor of ``steepest.polar.randomized_polar``).
+    Group keys: lr, momentum, nesterov, weight_decay, cautious_weight_decay, momentum_8bit,
+    backend, coefficients, steps, polar_dtype, rank, scale (plus the view keys matrix_view
+    and blocks read by the engine).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
     Condition 1 (spectral scale); arXiv 2502.16982 (rms scale).
     """
 
     name = "muon"
-    defaults = {
-        "lr": 0.02,
-        "momentum": 0.95,
-        "nesterov": True,
-        "weight_decay": 0.0,
-        "backend": "polar_express",
-        "coefficients": None,
-        "steps": 5,
-        "polar_dtype": None,
-        "scale": "spectral",
-    }
+    defaults = {**MOMENTUM_DEFAULTS, **POLAR_DEFAULTS, "scale": "spectral"}
 
     def validate(self, who, hp, prefix=""):
-        check_nonnegative(who, f"{prefix}lr", hp["lr"], 0.02)
-        check_unit_interval(who, f"{prefix}momentum", hp["momentum"], 0.95)
-        check_flag(who, f"{prefix}nesterov", hp["nesterov"])
-        check_nonnegative(who, f"{prefix}weight_decay", hp["weight_decay"], 0.0)
-        backend = hp["backend"]
-        if not (callable(backend) or (isinstance(backend, str) and backend in BACKENDS)):
-            raise ValueError(
-                f"{who}: {prefix}backend={backend!r} is unknown; use one of {list(BACKENDS)} "
-                "or a callable (X, steps) -> X"
-            )
+        super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
-        if not callable(backend):  # a dry run on a zero matrix checks steps/dtype/coefficients
-            try:
-                msign(
-                    torch.zeros(1, 2, 2),
-                    backend=backend,
-                    steps=hp["steps"],
-                    dtype=hp["polar_dtype"],
-                    coefficients=hp["coefficients"],
-                )
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
-
-    def init_state(self, p, group):
-        return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
-
-    def accumulate(self, grads, states, group):
-        beta = group["momentum"]
-        buffers = [s["momentum_buffer"] for s in states]
-        torch._foreach_lerp_(buffers, grads, 1.0 - beta)
-        return torch._foreach_lerp(grads, buffers, beta) if group["nesterov"] else buffers
+        check_polar(who, hp, prefix)
 
     def dualize(self, X, group):
-        return msign(
-            X,
-            backend=group["backend"],
-            steps=group["steps"],
-            dtype=group["polar_dtype"],
-            coefficients=group["coefficients"],
-        )
+        return polar(X, group)
 
     def scale(self, m, n, group):
         return scale_factor(group["scale"], m, n)
@@ -110,6 +67,10 @@ class Muon(Steepest):
         momentum: EMA factor beta in [0, 1), default 0.95.
         nesterov: use the Nesterov direction (1 - beta) G + beta M, default True.
         weight_decay: decoupled weight decay of the matrices (W *= 1 - lr * wd), default 0.
+        cautious_weight_decay: decay only where update and weight agree in sign
+            (arXiv 2510.12402), default False.
+        momentum_8bit: keep the momentum in block-wise int8 (arXiv 2509.23106), default False.
+        rank: rank of backend="randomized_svd" (low-rank updates, arXiv 2509.14562).
         backend, coefficients, steps, polar_dtype: passed to ``steepest.polar.msign``
             (backend "svd", "newton_schulz", "polar_express" or a callable; default
             "polar_express" with 5 steps; polar_dtype None = bfloat16 on CUDA, float32 on CPU).
@@ -134,6 +95,9 @@ class Muon(Steepest):
         steps: int = 5,
         polar_dtype: torch.dtype | None = None,
         scale="spectral",
+        cautious_weight_decay: bool = False,
+        momentum_8bit: bool = False,
+        rank: int | None = None,
         nonfinite: str = "raise",
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
@@ -151,6 +115,9 @@ class Muon(Steepest):
             steps=steps,
             polar_dtype=polar_dtype,
             scale=scale,
+            cautious_weight_decay=cautious_weight_decay,
+            momentum_8bit=momentum_8bit,
+            rank=rank,
         )
         adamw = dict(
             lr=adamw_lr,

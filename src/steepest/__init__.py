@@ -7,10 +7,35 @@ Public API: :mod:`steepest.polar` (``msign``), :mod:`steepest.norms` (norm objec
 
 from steepest import diagnostics, norms, polar
 from steepest.groups import param_groups
-from steepest.optim import Muon, Steepest
+from steepest.optim import (  # the family: one engine, one preset per member
+    CASPR,
+    NSGD,
+    SOAP,
+    AdamW,
+    ClippedSGD,
+    Lion,
+    Muon,
+    NorMuon,
+    PolarGrad,
+    Schatten,
+    Scion,
+    Shampoo,
+    SignSGD,
+    Signum,
+    SpecGD,
+    Steepest,
+    UScion,
+    available,
+    optimizer,
+    scion_groups,
+)
 
 __version__ = "0.1.0"
 
 __all__ = ["norms", "polar", "__version__"]
 __all__ += ["Muon", "Steepest", "param_groups"]
 __all__ += ["diagnostics"]
+__all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGrad", "SOAP"]
+__all__ += ["Shampoo"]
+__all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
+__all__ += ["available", "optimizer", "scion_groups"]

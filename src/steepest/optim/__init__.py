@@ -3,24 +3,59 @@
 Public API:
     Steepest(params, hyperparameters=None, *, matrix_algorithm="muon",
              vector_algorithm="adamw", nonfinite="raise")
-    Muon(params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, ...)
+    optimizer(name, params, **hyperparameters), available()
+    presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
+             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad; scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
+
+The table of members and their stages: docs/algorithms.md.
 """
 
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
+from .adamw_preset import AdamW
 from .batching import map_stacked
 from .engine import Steepest
+from .lion import Lion
 from .muon import Muon, MuonAlgorithm
+from .normuon import NorMuon
+from .nsgd import NSGD, ClippedSGD
+from .polargrad import PolarGrad
+from .presets import PRESETS, available, optimizer
 from .registry import ALGORITHMS, Algorithm, register
 from .scaling import SCALES
+from .schatten import Schatten
+from .scion import Scion, UScion, scion_groups
+from .shampoo import CASPR, Shampoo
+from .sign import SignSGD, Signum
+from .soap import SOAP
+from .specgd import SpecGD
 
 __all__ = [
     "ALGORITHMS",
+    "CASPR",
+    "NSGD",
+    "PRESETS",
     "SCALES",
+    "SOAP",
+    "Shampoo",
+    "AdamW",
     "Algorithm",
+    "ClippedSGD",
+    "Lion",
     "Muon",
     "MuonAlgorithm",
+    "NorMuon",
+    "PolarGrad",
+    "Schatten",
+    "Scion",
+    "SignSGD",
+    "Signum",
+    "SpecGD",
     "Steepest",
+    "UScion",
+    "available",
     "map_stacked",
+    "optimizer",
     "register",
+    "scion_groups",
 ]

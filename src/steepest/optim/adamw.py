@@ -8,10 +8,10 @@ from torch.optim.adamw import adamw
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .registry import Algorithm, register
 
-__all__ = ["AdamW"]
+__all__ = ["AdamWAlgorithm"]
 
 
-class AdamW(Algorithm):
+class AdamWAlgorithm(Algorithm):
     """Delegates to ``torch.optim.adamw.adamw`` (foreach or fused as torch chooses).
 
     Math: decoupled AdamW, identical to ``torch.optim.AdamW`` with the same hyperparameters.
@@ -86,4 +86,4 @@ class AdamW(Algorithm):
         )
 
 
-register(AdamW())
+register(AdamWAlgorithm())

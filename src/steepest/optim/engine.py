@@ -164,7 +164,7 @@ class Steepest(Optimizer):
                     f"{who}: {pname} is {getattr(t, 'dtype', type(t).__name__)}; "
                     "need a real floating tensor (complex parameters are not supported)"
                 )
-            if algorithm.matrix:
+            if algorithm.matrix and (t.ndim >= 2 or not algorithm.vectors):
                 check_view(who, pname, t.shape, group["matrix_view"], group["blocks"])
         saved, self.defaults = self.defaults, {}  # defaults were filled per algorithm above
         try:
@@ -196,7 +196,8 @@ class Steepest(Optimizer):
             directions = algorithm.accumulate(grads, states, group)  # 1
             directions = algorithm.precondition(directions, states, group)  # 2
             updates = _dualize_and_scale(algorithm, directions, group, self.stacks)  # 3, 4
-            _apply(params, updates, group["lr"], group["weight_decay"])  # 5
+            updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+            algorithm.apply(params, updates, group)  # 5
         return loss
 
     def _gather(self) -> list[tuple]:
@@ -255,10 +256,25 @@ class Steepest(Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load torch's state dict and ``skipped_steps`` (0 if absent)."""
+        """Load torch's state dict and ``skipped_steps`` (0 if absent).
+
+        torch casts every floating-point parameter's state to the parameter's dtype; state an
+        algorithm keeps in another dtype (int8 quantized momentum, float64 preconditioners) is
+        cast back to the dtype of a freshly created state, so a resume is bit-identical."""
         super().load_state_dict(state_dict)
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self.stacks.load_state_dict(state_dict.get("stacks", {}))
+        for group in self.param_groups:
+            algorithm = ALGORITHMS[group["algorithm"]]
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                fresh = algorithm.init_state(p, group)
+                for key, value in state.items():
+                    like = fresh.get(key)
+                    if isinstance(value, torch.Tensor) and isinstance(like, torch.Tensor):
+                        state[key] = value.to(dtype=like.dtype)
 
 
 def _dualize_and_scale(
@@ -272,10 +288,3 @@ def _dualize_and_scale(
         return algorithm.dualize(X, group).mul_(algorithm.scale(*X.shape[-2:], group))
 
     return stacks.map(dualize_and_scale, directions, group["matrix_view"], group["blocks"])
-
-
-def _apply(params, updates, lr: float, weight_decay: float) -> None:
-    """Stage 5: decoupled weight decay, then p <- p - lr * u."""
-    if weight_decay != 0:
-        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
-    torch._foreach_add_(params, updates, alpha=-lr)

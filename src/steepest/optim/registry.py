@@ -6,8 +6,14 @@ A matrix algorithm (``matrix = True``) supplies the per-stage methods and the en
     precondition(directions, states, group) -> directions       (2: identity unless overridden)
     dualize(X, group)                      -> unit-norm X       (3: on a (K, m, n) stack)
     scale(m, n, group)                     -> float             (4: shape rule)
+    rescale(updates, states, group)        -> updates           (4: state-dependent, identity
+                                                                 unless overridden: NorMuon)
+    apply(params, updates, group)                               (5: decoupled or cautious
+                                                                 weight decay, p -= lr * u)
 
-and the engine applies p <- (1 - lr * weight_decay) p - lr * u (5). A delegating algorithm
+``vectors = True`` lets a matrix algorithm also take tensors with ndim < 2, read as one
+(1, numel) row (elementwise rules such as sign descent, and the RMS norm of Scion).
+A delegating algorithm
 (``matrix = False``, e.g. AdamW) implements ``update(params, grads, states, group)`` instead.
 Adding an optimizer is one small file that subclasses Algorithm and calls ``register``.
 """
@@ -31,6 +37,8 @@ class Algorithm:
     name: str = ""
     #: True: the engine runs the five stages on matrix views; False: ``update`` does it all.
     matrix: bool = True
+    #: True: tensors with ndim < 2 are accepted too, each read as a (1, numel) matrix.
+    vectors: bool = False
     #: hyperparameter name -> default value; these are the group keys the algorithm reads.
     defaults: Mapping[str, Any] = {}
 
@@ -56,6 +64,26 @@ class Algorithm:
     def scale(self, m: int, n: int, group) -> float:
         """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
         return 1.0
+
+    def rescale(self, updates, states, group) -> list[torch.Tensor]:
+        """Stage 4, the part that needs per-parameter state; identity by default."""
+        return updates
+
+    def apply(self, params, updates, group) -> None:
+        """Stage 5: weight decay, then p <- p - lr * u.
+
+        Decoupled (default): p <- (1 - lr wd) p - lr u (arXiv 1711.05101). Cautious
+        (group key ``cautious_weight_decay=True``): the decay acts only where u * p >= 0,
+        p <- p - lr (u + wd 1[u * p >= 0] p) (arXiv 2510.12402, Alg. 1).
+        """
+        lr, wd = group["lr"], group["weight_decay"]
+        if wd != 0 and group.get("cautious_weight_decay", False):
+            for p, u in zip(params, updates, strict=True):
+                mask = (u * p >= 0).to(p.dtype)
+                p.addcmul_(mask, p, value=-lr * wd)
+        elif wd != 0:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
+        torch._foreach_add_(params, updates, alpha=-lr)
 
     def update(self, params, grads, states, group) -> None:
         """The whole step, for algorithms with ``matrix = False``."""

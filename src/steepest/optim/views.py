@@ -8,6 +8,7 @@ A group declares its view with ``matrix_view`` and optionally ``blocks``:
 * ``"batch"``: leading dims are a batch of (shape[-2], shape[-1]) matrices.
 * a tuple of ints: a reshape whose last two dims are the matrix, e.g. (heads, head_dim, d_in)
   to orthogonalize each attention head on its own.
+* a tensor with ndim < 2 (only for algorithms that accept vectors) is one (1, numel) row.
 * ``blocks``: a list of row counts that splits every matrix of the view into row blocks, e.g.
   a fused QKV weight (3 d, d) with blocks [d, d, d] is three (d, d) matrices.
 """
@@ -28,6 +29,8 @@ def matrix_shape(shape: tuple[int, ...], view="auto") -> tuple[int, ...]:
     shape = tuple(shape)
     if isinstance(view, tuple):
         return view
+    if len(shape) < 2:  # a vector or scalar (algorithms with vectors = True): one row
+        return (1, math.prod(shape))
     if view == "batch" or (view == "auto" and len(shape) == 3):
         return shape
     return (shape[0], math.prod(shape[1:]))

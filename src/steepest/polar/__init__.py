@@ -22,6 +22,7 @@ from .polar_express import (
     optimal_odd_quintic,
     polar_express_coefficients,
 )
+from .randomized import randomized_polar
 from .svd import polar_svd, zero_singular_threshold
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "orthogonality_error",
     "polar_express_coefficients",
     "polar_svd",
+    "randomized_polar",
     "zero_singular_threshold",
 ]

@@ -1,0 +1,81 @@
+"""The "normuon" member: Muon followed by a per-neuron second-moment normalization."""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_nonnegative, check_unit_interval
+from .muon import MuonAlgorithm
+from .presets import Preset, preset
+from .registry import register
+from .scaling import scale_factor
+from .views import matrix_shape
+
+__all__ = ["NorMuon", "NorMuonAlgorithm"]
+
+
+class NorMuonAlgorithm(MuonAlgorithm):
+    """NorMuon: O = msign(M), then each row (neuron) divided by its root second moment.
+
+    Math, per matrix view (m, n), O = msign(D) (stage 3), then (stage 4, with state):
+        v <- beta2 v + (1 - beta2) mean_cols(O * O)          (v in R^m)
+        O^ = O / (sqrt(v) + eps)  (row-wise)
+        u  = scale(m, n) * (||O||_F / ||O^||_F) O^
+    The last line restores Muon's update norm, so the shape rule means what it means for Muon;
+    with the default scale "rms" (0.2 sqrt(max(m, n))) and full-rank O this is the paper's
+    ||u||_F = 0.2 sqrt(m n). Row blocks are not supported.
+
+    References: arXiv 2510.05491 (Li et al., NorMuon: Making Muon more efficient and
+    scalable), Algorithm 1.
+    """
+
+    name = "normuon"
+    defaults = {
+        **MuonAlgorithm.defaults,
+        "lr": 0.01,
+        "nesterov": False,
+        "beta2": 0.95,
+        "eps": 1e-8,
+        "scale": "rms",
+    }
+
+    def validate(self, who, hp, prefix=""):
+        super().validate(who, hp, prefix)
+        check_unit_interval(who, f"{prefix}beta2", hp["beta2"], 0.95)
+        check_nonnegative(who, f"{prefix}eps", hp["eps"], 1e-8)
+        if hp.get("blocks") is not None:
+            raise ValueError(f"{who}: blocks={hp['blocks']!r}; normuon needs blocks=None")
+
+    def init_state(self, p, group):
+        state = super().init_state(p, group)
+        rows = matrix_shape(p.shape, group["matrix_view"])[:-1]
+        state["neuron_second_moment"] = torch.zeros(rows, dtype=p.dtype, device=p.device)
+        return state
+
+    def scale(self, m, n, group):
+        return 1.0  # applied in rescale, after the per-neuron normalization
+
+    def rescale(self, updates, states, group):
+        out = []
+        for u, state in zip(updates, states, strict=True):
+            v = state["neuron_second_moment"]
+            O = u.reshape(*v.shape, -1)
+            v.lerp_(O.square().mean(dim=-1), 1 - group["beta2"])
+            normalized = O / (v.sqrt() + group["eps"]).unsqueeze(-1)
+            before = torch.linalg.vector_norm(O, dim=(-2, -1), keepdim=True)
+            after = torch.linalg.vector_norm(normalized, dim=(-2, -1), keepdim=True)
+            ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
+            m, n = O.shape[-2:]
+            normalized.mul_(ratio * scale_factor(group["scale"], m, n))
+            out.append(normalized.reshape(u.shape))
+        return out
+
+
+register(NorMuonAlgorithm())
+
+
+@preset("normuon")
+class NorMuon(Preset):
+    """NorMuon on the matrices, AdamW on the rest."""
+
+    algorithm = "normuon"

@@ -1,0 +1,88 @@
+"""The "nsgd" and "clipped_sgd" members: normalized and clipped SGD with momentum, per matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_nonnegative
+from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from .presets import Preset, preset
+from .registry import register
+from .scaling import check_scale, scale_factor
+
+__all__ = ["ClippedSGD", "NSGD", "NSGDAlgorithm"]
+
+
+def _frobenius(X: torch.Tensor) -> torch.Tensor:
+    """||X||_F of every matrix of a (K, m, n) stack, shape (K, 1, 1), accumulated in float64."""
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+    return norm.to(X.dtype)
+
+
+class NSGDAlgorithm(MomentumAlgorithm):
+    """M-NSGD: W <- W - lr * scale * M / ||M||_F, per matrix view (a vector: its l2 norm).
+
+    Steepest descent under the Frobenius norm (its dualizer is G / ||G||_F); a zero M gives
+    a zero step. Elementwise-shaped, so vectors are updated too.
+
+    References: seeds/001_69fb9a2ea907674e.txt (M-NSGD baseline);
+    seeds/000_0ff94013880c6450.txt, §4.2.1 (Schatten p = 2 recovers normalized SGD).
+    """
+
+    name = "nsgd"
+    vectors = True
+    defaults = {**MOMENTUM_DEFAULTS, "lr": 0.1, "momentum": 0.9, "nesterov": False, "scale": 1.0}
+
+    def validate(self, who, hp, prefix=""):
+        super().validate(who, hp, prefix)
+        check_scale(who, hp["scale"])
+
+    def dualize(self, X, group):
+        norm = _frobenius(X)
+        return torch.where(norm > 0, X / torch.where(norm > 0, norm, 1.0), 0.0)
+
+    def scale(self, m, n, group):
+        return scale_factor(group["scale"], m, n)
+
+
+class ClippedSGDAlgorithm(NSGDAlgorithm):
+    """M-ClippedSGD: W <- W - lr * scale * min(1, clip / ||M||_F) M, per matrix view.
+
+    The momentum projected onto the Frobenius ball of radius ``clip`` (not a unit-norm
+    direction: small M passes unchanged). Group keys: the momentum keys, clip, scale.
+
+    References: seeds/001_69fb9a2ea907674e.txt (clip(g, lambda) and the M-ClippedSGD
+    baseline).
+    """
+
+    name = "clipped_sgd"
+    defaults = {**NSGDAlgorithm.defaults, "lr": 0.05, "clip": 1.0}
+
+    def validate(self, who, hp, prefix=""):
+        super().validate(who, hp, prefix)
+        check_nonnegative(who, f"{prefix}clip", hp["clip"], 1.0)
+
+    def dualize(self, X, group):
+        norm = _frobenius(X)
+        factor = torch.clamp(group["clip"] / torch.where(norm > 0, norm, 1.0), max=1.0)
+        return X * factor
+
+
+register(NSGDAlgorithm())
+register(ClippedSGDAlgorithm())
+
+
+@preset("nsgd")
+class NSGD(Preset):
+    """Normalized SGD with momentum on every parameter (one norm per matrix / vector)."""
+
+    algorithm = "nsgd"
+    vector_algorithm = "nsgd"
+
+
+@preset("clipped_sgd")
+class ClippedSGD(Preset):
+    """Clipped SGD with momentum on every parameter (one clip per matrix / vector)."""
+
+    algorithm = "clipped_sgd"
+    vector_algorithm = "clipped_sgd"

@@ -1,0 +1,74 @@
+"""Stage 3 for the spectral members: the polar factor of a stack under the group's backend.
+
+Backends: those of ``steepest.polar.msign`` ("svd", "newton_schulz", "polar_express" or a
+callable) and "randomized_svd" (a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``,
+for low-rank updates; arXiv 2509.14562).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from steepest.polar import BACKENDS, msign, randomized_polar
+
+__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "polar"]
+
+POLAR_BACKENDS = (*BACKENDS, "randomized_svd")
+
+#: The group keys read by ``polar``.
+POLAR_DEFAULTS = {
+    "backend": "polar_express",
+    "coefficients": None,
+    "steps": 5,
+    "polar_dtype": None,
+    "rank": None,
+}
+
+
+def check_polar(who: str, hp, prefix: str = "") -> None:
+    """Raise ValueError naming a bad backend, rank, steps, coefficients or polar_dtype."""
+    backend = hp["backend"]
+    if not (callable(backend) or (isinstance(backend, str) and backend in POLAR_BACKENDS)):
+        raise ValueError(
+            f"{who}: {prefix}backend={backend!r} is unknown; use one of {list(POLAR_BACKENDS)} "
+            "or a callable (X, steps) -> X"
+        )
+    rank = hp.get("rank")
+    if backend == "randomized_svd":
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(
+                f"{who}: {prefix}rank={rank!r}; backend='randomized_svd' needs an int rank >= 1"
+            )
+        return
+    if rank is not None:
+        raise ValueError(
+            f"{who}: {prefix}rank={rank!r} applies only to backend='randomized_svd'; pass rank=None"
+        )
+    if callable(backend):
+        return
+    try:  # a dry run on a zero matrix checks steps / dtype / coefficients
+        msign(
+            torch.zeros(1, 2, 2),
+            backend=backend,
+            steps=hp["steps"],
+            dtype=hp["polar_dtype"],
+            coefficients=hp["coefficients"],
+        )
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
+
+
+def polar(X: torch.Tensor, group) -> torch.Tensor:
+    """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor).
+
+    References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.
+    """
+    if group["backend"] == "randomized_svd":
+        return randomized_polar(X, group["rank"])
+    return msign(
+        X,
+        backend=group["backend"],
+        steps=group["steps"],
+        dtype=group["polar_dtype"],
+        coefficients=group["coefficients"],
+    )

@@ -1,0 +1,47 @@
+"""The "polargrad" member: the polar factor scaled by the nuclear norm."""
+
+from __future__ import annotations
+
+from .muon import MuonAlgorithm
+from .polar_step import polar
+from .presets import Preset, preset
+from .registry import register
+
+__all__ = ["PolarGrad", "PolarGradAlgorithm"]
+
+
+class PolarGradAlgorithm(MuonAlgorithm):
+    """PolarGrad: W <- (1 - lr wd) W - lr * scale * ||M||_nuc * U V^T, M = U H (polar).
+
+    Stage 3 returns ||D||_nuc msign(D), with the nuclear norm computed as <D, msign(D)> =
+    tr(H) (exact for the svd backend, the backend's approximation otherwise). This is the
+    unnormalized steepest descent step under the spectral norm, ||G||_* dualize(G).
+    Default scale 1 and lr 1e-3 (the step's spectral norm is lr ||M||_nuc).
+
+    References: arXiv 2505.21799 (Lau, Long & Su, PolarGrad), the momentum-first variant;
+    seeds/000_0ff94013880c6450.txt, §2.3 (dual norm of the spectral norm is nuclear).
+    """
+
+    name = "polargrad"
+    defaults = {
+        **MuonAlgorithm.defaults,
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "nesterov": False,
+        "scale": 1.0,
+    }
+
+    def dualize(self, X, group):
+        O = polar(X, group)
+        nuclear = (X * O).sum(dim=(-2, -1), keepdim=True)
+        return O.mul_(nuclear)
+
+
+register(PolarGradAlgorithm())
+
+
+@preset("polargrad")
+class PolarGrad(Preset):
+    """PolarGrad on the matrices, AdamW on the rest."""
+
+    algorithm = "polargrad"

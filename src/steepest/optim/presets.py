@@ -1,0 +1,104 @@
+"""Presets by name: ``optimizer(name, params, **hyperparameters)`` and ``available()``.
+
+A preset is a ``Steepest`` whose matrix groups run one algorithm of ``ALGORITHMS``; tensors
+with ndim < 2 go to AdamW, except for the elementwise members (sign descent, Lion, NSGD,
+clipped SGD), which update them with the same rule, and Scion, which uses the RMS norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .engine import Steepest
+from .muon import Muon
+
+__all__ = ["PRESETS", "Preset", "available", "optimizer", "preset"]
+
+#: name -> preset class; filled by ``preset`` as the member modules are imported.
+PRESETS: dict[str, type[Steepest]] = {"muon": Muon}
+
+_ADAMW_KEYS = {"adamw_lr", "adamw_betas", "adamw_eps", "adamw_weight_decay", "adamw_fused"}
+
+
+class Preset(Steepest):
+    """One algorithm of the family on the matrices (and possibly vectors) of a model.
+
+    Args:
+        params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
+            is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
+        nonfinite: "raise" or "skip" (see Steepest).
+        **hyperparameters: the algorithm's keys (see ``ALGORITHMS[name].defaults``), and,
+            where vectors go to AdamW, adamw_lr, adamw_betas, adamw_eps,
+            adamw_weight_decay, adamw_fused. Unknown keys raise ValueError listing the known.
+    """
+
+    #: the algorithm of the matrix groups
+    algorithm: str = "muon"
+    #: the algorithm of plain tensors with ndim < 2
+    vector_algorithm: str = "adamw"
+
+    def __init__(self, params: Iterable, nonfinite: str = "raise", **hyperparameters: Any):
+        split = self.vector_algorithm == "adamw" and self.algorithm != "adamw"
+        table = {self.algorithm: hyperparameters}
+        if split:
+            table["adamw"] = {
+                key.removeprefix("adamw_"): hyperparameters.pop(key)
+                for key in list(hyperparameters)
+                if key in _ADAMW_KEYS
+            }
+        super().__init__(
+            self._rename(params),
+            table,
+            matrix_algorithm=self.algorithm,
+            vector_algorithm=self.vector_algorithm,
+            nonfinite=nonfinite,
+            prefixes={"adamw": "adamw_"} if self.algorithm != "adamw" else None,
+        )
+
+    def _rename(self, params):
+        if isinstance(params, dict) or not isinstance(params, Iterable):
+            return params
+        items = list(params)
+        if items and isinstance(items[0], dict):
+            return [
+                {**g, "algorithm": self.algorithm} if g.get("algorithm") == "muon" else g
+                for g in items
+            ]
+        return items
+
+
+def preset(name: str):
+    """Class decorator: register a Preset subclass under ``name`` in PRESETS."""
+
+    def add(cls):
+        if name in PRESETS:
+            raise ValueError(f"preset: name {name!r} is taken")
+        PRESETS[name] = cls
+        return cls
+
+    return add
+
+
+def available() -> tuple[str, ...]:
+    """The names ``optimizer`` accepts, sorted."""
+    return tuple(sorted(PRESETS))
+
+
+def optimizer(name: str, params: Iterable, **hyperparameters: Any) -> Steepest:
+    """Build the preset called ``name`` on ``params``.
+
+    Args:
+        name: one of ``available()``.
+        params: tensors, (name, tensor) pairs or param groups.
+        **hyperparameters: the preset's keyword arguments (e.g. lr, momentum, scale).
+
+    Returns:
+        A ``Steepest`` optimizer.
+
+    Raises:
+        ValueError: unknown name (listing the allowed ones) or a bad hyperparameter.
+    """
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"optimizer: name={name!r} is unknown; use one of {list(available())}")
+    return PRESETS[name](params, **hyperparameters)

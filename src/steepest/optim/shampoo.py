@@ -1,0 +1,148 @@
+"""The "shampoo" and "caspr" members: Kronecker-factored preconditioners L and R.
+
+Both reduce to Muon when L and R are not accumulated (seed 000, §3.3.2-3.3.3).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_flag, check_nonnegative
+from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from .presets import Preset, preset
+from .registry import register
+from .scaling import check_scale, scale_factor
+from .views import matrix_shape
+
+__all__ = ["CASPR", "CASPRAlgorithm", "Shampoo", "ShampooAlgorithm", "inverse_root"]
+
+
+def inverse_root(A: torch.Tensor, root: int, epsilon: float) -> torch.Tensor:
+    """(A + epsilon I)^(-1/root) of symmetric PSD matrices (..., k, k) by eigendecomposition.
+
+    Eigenvalues are clamped at 0; those <= k * eps(dtype) * lambda_max (round-off of an exactly
+    singular A) get weight 0 (a pseudo-inverse root), so directions that A does not see are
+    left out instead of being amplified by epsilon^(-1/root).
+
+    References: seeds/000_0ff94013880c6450.txt, §3.3.2 (L^(-1/4), R^(-1/4)).
+    """
+    lam, Q = torch.linalg.eigh(A)
+    lam = lam.clamp_min(0)
+    top = lam[..., -1:]
+    keep = lam > top * (A.shape[-1] * torch.finfo(A.dtype).eps)
+    weights = torch.where(keep, (lam + epsilon) ** (-1.0 / root), 0.0)
+    return (Q * weights.unsqueeze(-2)) @ Q.mT
+
+
+class ShampooAlgorithm(MomentumAlgorithm):
+    """Shampoo: Delta = L^(-1/4) D R^(-1/4) with L = sum D D^T + eps I, R = sum D^T D + eps I.
+
+    Stages: 1 momentum (none by default), 2 the statistics of the stage-1 direction D (the
+    gradient when momentum = 0, as in the seed) are accumulated (``accumulate=True``) or
+    replaced (``accumulate=False``); every ``precondition_every`` steps the inverse fourth
+    roots are recomputed by eigendecomposition, and Delta = L^(-1/4) D R^(-1/4);
+    3 none; 4 shape rule (default spectral, like Muon); 5 decay.
+    With accumulate=False and epsilon -> 0, L = D D^T, R = D^T D and Delta = U V^T: Muon.
+    Each matrix view (..., m, n) keeps L (..., m, m) and R (..., n, n) and their roots; row
+    blocks are not supported.
+
+    References: seeds/000_0ff94013880c6450.txt, §3.3.2; Gupta et al. 2018 (arXiv 1802.09568).
+    """
+
+    name = "shampoo"
+    defaults = {
+        **MOMENTUM_DEFAULTS,
+        "lr": 0.02,
+        "momentum": 0.0,
+        "nesterov": False,
+        "accumulate": True,
+        "epsilon": 1e-12,
+        "precondition_every": 1,
+        "scale": "spectral",
+    }
+
+    def validate(self, who, hp, prefix=""):
+        super().validate(who, hp, prefix)
+        check_flag(who, f"{prefix}accumulate", hp["accumulate"])
+        check_nonnegative(who, f"{prefix}epsilon", hp["epsilon"], 1e-12)
+        every = hp["precondition_every"]
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"{who}: {prefix}precondition_every={every!r}; need an int >= 1")
+        check_scale(who, hp["scale"])
+        if hp.get("blocks") is not None:
+            raise ValueError(f"{who}: blocks={hp['blocks']!r}; {self.name} needs blocks=None")
+
+    def init_state(self, p, group):
+        state = super().init_state(p, group)
+        *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
+        for key, k in (("left", m), ("right", n)):
+            state[key] = torch.zeros(*batch, k, k, dtype=p.dtype, device=p.device)
+            state[f"{key}_root"] = torch.zeros(*batch, k, k, dtype=p.dtype, device=p.device)
+        state["step"] = torch.zeros((), dtype=torch.int64)
+        return state
+
+    def precondition(self, directions, states, group):
+        out = []
+        for D, state in zip(directions, states, strict=True):
+            X = D.reshape(matrix_shape(D.shape, group["matrix_view"]))
+            for key, stat in (("left", X @ X.mT), ("right", X.mT @ X)):
+                if group["accumulate"]:
+                    state[key].add_(stat)
+                else:
+                    state[key].copy_(stat)
+            if int(state["step"]) % group["precondition_every"] == 0:
+                self.refresh_roots(state, group)
+            state["step"] += 1
+            out.append(self.combine(X, state).reshape(D.shape))
+        return out
+
+    def refresh_roots(self, state, group) -> None:
+        """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon)."""
+        for key in ("left", "right"):
+            state[f"{key}_root"].copy_(inverse_root(state[key], 4, group["epsilon"]))
+
+    def combine(self, X, state) -> torch.Tensor:
+        """The preconditioned direction from the roots."""
+        return state["left_root"] @ X @ state["right_root"]
+
+    def dualize(self, X, group):
+        return X  # the preconditioned direction is new memory; stage 4 scales it in place
+
+    def scale(self, m, n, group):
+        return scale_factor(group["scale"], m, n)
+
+
+class CASPRAlgorithm(ShampooAlgorithm):
+    """CASPR: Delta = (L~^(-1/2) D + 2 L~^(-1/4) D R~^(-1/4) + D R~^(-1/2)) / 4.
+
+    L~ = L + eps I, R~ = R + eps I with L, R accumulated as in Shampoo. Without accumulation
+    Delta = U diag(s / sqrt(s^2 + eps)) V^T -> U V^T (Muon) as eps -> 0. Default epsilon
+    1e-8 (relative to gradients of size ~1e-2..1 this keeps Delta within 1e-4 of U V^T).
+
+    References: seeds/000_0ff94013880c6450.txt, §3.3.3; Surya et al. 2024 (CASPR).
+    """
+
+    name = "caspr"
+    defaults = {**ShampooAlgorithm.defaults, "epsilon": 1e-8}
+
+    def combine(self, X, state):
+        left, right = state["left_root"], state["right_root"]
+        return (left @ (left @ X) + 2 * left @ X @ right + (X @ right) @ right) / 4
+
+
+register(ShampooAlgorithm())
+register(CASPRAlgorithm())
+
+
+@preset("shampoo")
+class Shampoo(Preset):
+    """Shampoo on the matrices, AdamW on the rest."""
+
+    algorithm = "shampoo"
+
+
+@preset("caspr")
+class CASPR(Preset):
+    """CASPR on the matrices, AdamW on the rest."""
+
+    algorithm = "caspr"

@@ -1,0 +1,118 @@
+"""The "soap" member: Adam in the eigenbasis of Shampoo's preconditioners (Vyas et al. 2024)."""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_flag, check_nonnegative, check_unit_interval
+from .presets import Preset, preset
+from .registry import Algorithm, register
+from .scaling import check_scale, scale_factor
+from .views import matrix_shape
+
+__all__ = ["SOAP", "SOAPAlgorithm"]
+
+
+class SOAPAlgorithm(Algorithm):
+    """SOAP: Adam's update computed in the rotated basis Q_L^T G Q_R.
+
+    Math, per matrix view G (betas (b1, b2), step t):
+        L <- b2 L + (1 - b2) G G^T,  R <- b2 R + (1 - b2) G^T G
+        Q_L, Q_R <- eigenvectors of L, R        (every ``precondition_every`` steps)
+        M <- b1 M + (1 - b1) G                  (in the original basis)
+        V <- b2 V + (1 - b2) (Q_L^T G Q_R)^2    (in the rotated basis)
+        N = Q_L [ (Q_L^T M Q_R / (1 - b1^t)) / (sqrt(V / (1 - b2^t)) + eps) ] Q_R^T
+        W <- (1 - lr wd) W - lr * scale * N
+    Stages: 1 the moments, L, R and the basis; 2 the rotated Adam step; 3 none; 4 scale
+    (default 1); 5 decay. V is kept when the basis is refreshed (as in the paper's
+    implementation). Row blocks are not supported.
+
+    References: arXiv 2409.11321 (Vyas et al., SOAP: Improving and Stabilizing Shampoo
+    using Adam), Algorithm 3; seeds/001_69fb9a2ea907674e.txt (Shampoo, SOAP as RMS -> RMS).
+    """
+
+    name = "soap"
+    defaults = {
+        "lr": 3e-3,
+        "betas": (0.95, 0.95),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "cautious_weight_decay": False,
+        "precondition_every": 10,
+        "scale": 1.0,
+    }
+
+    def validate(self, who, hp, prefix=""):
+        check_nonnegative(who, f"{prefix}lr", hp["lr"], 3e-3)
+        betas = hp["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{who}: {prefix}betas={betas!r} must be a pair; try (0.95, 0.95)")
+        check_unit_interval(who, f"{prefix}betas[0]", betas[0], 0.95)
+        check_unit_interval(who, f"{prefix}betas[1]", betas[1], 0.95)
+        check_nonnegative(who, f"{prefix}eps", hp["eps"], 1e-8)
+        check_nonnegative(who, f"{prefix}weight_decay", hp["weight_decay"], 0.0)
+        check_flag(who, f"{prefix}cautious_weight_decay", hp["cautious_weight_decay"])
+        every = hp["precondition_every"]
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"{who}: {prefix}precondition_every={every!r}; need an int >= 1")
+        check_scale(who, hp["scale"])
+        if hp.get("blocks") is not None:
+            raise ValueError(f"{who}: blocks={hp['blocks']!r}; soap needs blocks=None")
+
+    def init_state(self, p, group):
+        *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
+        zeros = dict(dtype=p.dtype, device=p.device)
+        return {
+            "exp_avg": torch.zeros_like(p, memory_format=torch.contiguous_format),
+            "exp_avg_sq": torch.zeros(*batch, m, n, **zeros),
+            "left": torch.zeros(*batch, m, m, **zeros),
+            "right": torch.zeros(*batch, n, n, **zeros),
+            "left_basis": torch.zeros(*batch, m, m, **zeros),
+            "right_basis": torch.zeros(*batch, n, n, **zeros),
+            "step": torch.zeros((), dtype=torch.int64),
+        }
+
+    def accumulate(self, grads, states, group):
+        beta1, beta2 = group["betas"]
+        out = []
+        for g, state in zip(grads, states, strict=True):
+            G = g.reshape(state["exp_avg_sq"].shape)
+            state["left"].lerp_(G @ G.mT, 1 - beta2)
+            state["right"].lerp_(G.mT @ G, 1 - beta2)
+            if int(state["step"]) % group["precondition_every"] == 0:
+                state["left_basis"].copy_(torch.linalg.eigh(state["left"]).eigenvectors)
+                state["right_basis"].copy_(torch.linalg.eigh(state["right"]).eigenvectors)
+            state["step"] += 1
+            state["exp_avg"].lerp_(g, 1 - beta1)
+            rotated = state["left_basis"].mT @ G @ state["right_basis"]
+            state["exp_avg_sq"].lerp_(rotated.square(), 1 - beta2)
+            out.append(state["exp_avg"])
+        return out
+
+    def precondition(self, directions, states, group):
+        beta1, beta2 = group["betas"]
+        out = []
+        for M, state in zip(directions, states, strict=True):
+            t = int(state["step"])
+            QL, QR = state["left_basis"], state["right_basis"]
+            rotated = (QL.mT @ M.reshape(state["exp_avg_sq"].shape) @ QR) / (1 - beta1**t)
+            denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"])
+            N = QL @ (rotated / denom) @ QR.mT
+            out.append(N.reshape(M.shape))
+        return out
+
+    def dualize(self, X, group):
+        return X  # the rotated Adam step is new memory; stage 4 scales it in place
+
+    def scale(self, m, n, group):
+        return scale_factor(group["scale"], m, n)
+
+
+register(SOAPAlgorithm())
+
+
+@preset("soap")
+class SOAP(Preset):
+    """SOAP on the matrices, AdamW on the rest."""
+
+    algorithm = "soap"

@@ -1,0 +1,33 @@
+"""The "specgd" member: exact spectral descent, the SVD polar factor of each matrix."""
+
+from __future__ import annotations
+
+from .muon import MuonAlgorithm
+from .presets import Preset, preset
+from .registry import register
+
+__all__ = ["SpecGD", "SpecGDAlgorithm"]
+
+
+class SpecGDAlgorithm(MuonAlgorithm):
+    """Spectral descent: W <- W - lr * scale(m, n) * U V^T for D = U S V^T (exact SVD).
+
+    Stages: 1 momentum (none by default), 2 none, 3 U V^T by torch.linalg.svd, 4 shape rule,
+    5 decoupled (or cautious) decay. Muon with backend="svd" and momentum 0.
+
+    References: seeds/000_0ff94013880c6450.txt, §3.1 (dualizer of the spectral norm is U V^T)
+    and §4.2.2; Carlson et al. 2015 (stochastic spectral descent).
+    """
+
+    name = "specgd"
+    defaults = {**MuonAlgorithm.defaults, "momentum": 0.0, "nesterov": False, "backend": "svd"}
+
+
+register(SpecGDAlgorithm())
+
+
+@preset("specgd")
+class SpecGD(Preset):
+    """Exact spectral descent on the matrices, AdamW on the rest (see SpecGDAlgorithm)."""
+
+    algorithm = "specgd"

@@ -12,6 +12,7 @@ from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .presets import Preset, preset
 from .registry import register
 from .scaling import check_scale, scale_factor
+from .precision import work_dtype
 from .views import matrix_shape
 
 __all__ = ["CASPR", "CASPRAlgorithm", "Shampoo", "ShampooAlgorithm", "inverse_root"]
@@ -26,12 +27,14 @@ def inverse_root(A: torch.Tensor, root: int, epsilon: float) -> torch.Tensor:
 
     References: seeds/000_0ff94013880c6450.txt, §3.3.2 (L^(-1/4), R^(-1/4)).
     """
-    lam, Q = torch.linalg.eigh(A)
+    low = A.dtype in (torch.float16, torch.bfloat16)  # eigh has no half kernels: use float32
+    work = A.float() if low else A
+    lam, Q = torch.linalg.eigh(work)
     lam = lam.clamp_min(0)
     top = lam[..., -1:]
-    keep = lam > top * (A.shape[-1] * torch.finfo(A.dtype).eps)
+    keep = lam > top * (A.shape[-1] * torch.finfo(work.dtype).eps)
     weights = torch.where(keep, (lam + epsilon) ** (-1.0 / root), 0.0)
-    return (Q * weights.unsqueeze(-2)) @ Q.mT
+    return ((Q * weights.unsqueeze(-2)) @ Q.mT).to(A.dtype)
 
 
 class ShampooAlgorithm(MomentumAlgorithm):
@@ -43,8 +46,8 @@ class ShampooAlgorithm(MomentumAlgorithm):
     roots are recomputed by eigendecomposition, and Delta = L^(-1/4) D R^(-1/4);
     3 none; 4 shape rule (default spectral, like Muon); 5 decay.
     With accumulate=False and epsilon -> 0, L = D D^T, R = D^T D and Delta = U V^T: Muon.
-    Each matrix view (..., m, n) keeps L (..., m, m) and R (..., n, n) and their roots; row
-    blocks are not supported.
+    Each matrix view (..., m, n) keeps L (..., m, m) and R (..., n, n) and their roots (in
+    float32 for 16-bit parameters); row blocks are not supported.
 
     References: seeds/000_0ff94013880c6450.txt, §3.3.2; Gupta et al. 2018 (arXiv 1802.09568).
     """
@@ -75,16 +78,17 @@ class ShampooAlgorithm(MomentumAlgorithm):
     def init_state(self, p, group):
         state = super().init_state(p, group)
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
+        zeros = dict(dtype=work_dtype(p.dtype), device=p.device)
         for key, k in (("left", m), ("right", n)):
-            state[key] = torch.zeros(*batch, k, k, dtype=p.dtype, device=p.device)
-            state[f"{key}_root"] = torch.zeros(*batch, k, k, dtype=p.dtype, device=p.device)
+            state[key] = torch.zeros(*batch, k, k, **zeros)
+            state[f"{key}_root"] = torch.zeros(*batch, k, k, **zeros)
         state["step"] = torch.zeros((), dtype=torch.int64)
         return state
 
     def precondition(self, directions, states, group):
         out = []
         for D, state in zip(directions, states, strict=True):
-            X = D.reshape(matrix_shape(D.shape, group["matrix_view"]))
+            X = D.reshape(matrix_shape(D.shape, group["matrix_view"])).to(state["left"].dtype)
             for key, stat in (("left", X @ X.mT), ("right", X.mT @ X)):
                 if group["accumulate"]:
                     state[key].add_(stat)
@@ -93,7 +97,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
             if int(state["step"]) % group["precondition_every"] == 0:
                 self.refresh_roots(state, group)
             state["step"] += 1
-            out.append(self.combine(X, state).reshape(D.shape))
+            out.append(self.combine(X, state).reshape(D.shape).to(D.dtype))
         return out
 
     def refresh_roots(self, state, group) -> None:

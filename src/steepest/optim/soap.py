@@ -8,6 +8,7 @@ from .checks import check_flag, check_nonnegative, check_unit_interval
 from .presets import Preset, preset
 from .registry import Algorithm, register
 from .scaling import check_scale, scale_factor
+from .precision import work_dtype
 from .views import matrix_shape
 
 __all__ = ["SOAP", "SOAPAlgorithm"]
@@ -61,9 +62,9 @@ class SOAPAlgorithm(Algorithm):
 
     def init_state(self, p, group):
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
-        zeros = dict(dtype=p.dtype, device=p.device)
+        zeros = dict(dtype=work_dtype(p.dtype), device=p.device)
         return {
-            "exp_avg": torch.zeros_like(p, memory_format=torch.contiguous_format),
+            "exp_avg": torch.zeros(p.shape, **zeros),
             "exp_avg_sq": torch.zeros(*batch, m, n, **zeros),
             "left": torch.zeros(*batch, m, m, **zeros),
             "right": torch.zeros(*batch, n, n, **zeros),
@@ -76,12 +77,16 @@ class SOAPAlgorithm(Algorithm):
         beta1, beta2 = group["betas"]
         out = []
         for g, state in zip(grads, states, strict=True):
+            g = g.to(state["exp_avg"].dtype)
             G = g.reshape(state["exp_avg_sq"].shape)
             state["left"].lerp_(G @ G.mT, 1 - beta2)
             state["right"].lerp_(G.mT @ G, 1 - beta2)
             if int(state["step"]) % group["precondition_every"] == 0:
-                state["left_basis"].copy_(torch.linalg.eigh(state["left"]).eigenvectors)
-                state["right_basis"].copy_(torch.linalg.eigh(state["right"]).eigenvectors)
+                # eigh in float32 at least (it has no half-precision kernels)
+                left, right = state["left"], state["right"]
+                wide = torch.promote_types(left.dtype, torch.float32)
+                state["left_basis"].copy_(torch.linalg.eigh(left.to(wide)).eigenvectors)
+                state["right_basis"].copy_(torch.linalg.eigh(right.to(wide)).eigenvectors)
             state["step"] += 1
             state["exp_avg"].lerp_(g, 1 - beta1)
             rotated = state["left_basis"].mT @ G @ state["right_basis"]
@@ -98,7 +103,7 @@ class SOAPAlgorithm(Algorithm):
             rotated = (QL.mT @ M.reshape(state["exp_avg_sq"].shape) @ QR) / (1 - beta1**t)
             denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"])
             N = QL @ (rotated / denom) @ QR.mT
-            out.append(N.reshape(M.shape))
+            out.append(N.reshape(M.shape).to(group_dtype(M, states)))
         return out
 
     def dualize(self, X, group):

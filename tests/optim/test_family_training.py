@@ -65,7 +65,7 @@ def train(model, opt, steps, start=0):
 
 
 def build(name, model):
-    hp = {"weight_decay": 0.01} if name not in ("scion",) else {}
+    hp = {} if name == "scion" else {"weight_decay": 0.01}  # scion's decay 1 is its constraint
     return steepest.optimizer(name, model.parameters(), **hp)
 
 
@@ -222,8 +222,8 @@ def test_bad_names_and_values_raise_before_anything_is_written():
         steepest.Muon(params, backend="randomized_svd")
     with pytest.raises(ValueError, match=r"rank=3 applies only to backend='randomized_svd'"):
         steepest.Muon(params, rank=3)
-    with pytest.raises(ValueError, match=r"weight_decay=0.1.*use 'uscion'"):
-        steepest.Scion(params, weight_decay=0.1)
+    with pytest.raises(ValueError, match=r"lr \* weight_decay = 1.5 must be <= 1"):
+        steepest.Scion(params, lr=1.5)
     with pytest.raises(ValueError, match=r"norm='l2' is unknown.*spectral"):
         steepest.UScion(params, norm="l2")
     with pytest.raises(ValueError, match=r"precondition_every=0"):

@@ -6,6 +6,7 @@ import torch
 
 from .checks import check_nonnegative, check_unit_interval
 from .muon import MuonAlgorithm
+from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import register
 from .scaling import scale_factor
@@ -49,7 +50,8 @@ class NorMuonAlgorithm(MuonAlgorithm):
     def init_state(self, p, group):
         state = super().init_state(p, group)
         rows = matrix_shape(p.shape, group["matrix_view"])[:-1]
-        state["neuron_second_moment"] = torch.zeros(rows, dtype=p.dtype, device=p.device)
+        dtype = work_dtype(p.dtype)
+        state["neuron_second_moment"] = torch.zeros(rows, dtype=dtype, device=p.device)
         return state
 
     def scale(self, m, n, group):
@@ -59,7 +61,7 @@ class NorMuonAlgorithm(MuonAlgorithm):
         out = []
         for u, state in zip(updates, states, strict=True):
             v = state["neuron_second_moment"]
-            O = u.reshape(*v.shape, -1)
+            O = u.reshape(*v.shape, -1).to(v.dtype)
             v.lerp_(O.square().mean(dim=-1), 1 - group["beta2"])
             normalized = O / (v.sqrt() + group["eps"]).unsqueeze(-1)
             before = torch.linalg.vector_norm(O, dim=(-2, -1), keepdim=True)
@@ -67,7 +69,7 @@ class NorMuonAlgorithm(MuonAlgorithm):
             ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
             m, n = O.shape[-2:]
             normalized.mul_(ratio * scale_factor(group["scale"], m, n))
-            out.append(normalized.reshape(u.shape))
+            out.append(normalized.reshape(u.shape).to(u.dtype))
         return out
 
 

@@ -30,9 +30,12 @@ class ScionAlgorithm(MomentumAlgorithm):
     Math, with D the momentum direction (EMA, beta = fraction kept), rho the group's radius
     and lmo(D) = argmin_{||T|| <= 1} <D, T> = -dualize(D):
         scion  (constrained):   W <- (1 - lr) W + lr * rho * lmo(D)
-        uscion (unconstrained): W <- W + lr * rho * lmo(D)   (+ optional decoupled decay)
+        uscion (unconstrained): W <- W + lr * rho * lmo(D)
     i.e. stage 3 is the norm's dualizer, stage 4 the radius, and the constrained form is
-    decoupled weight decay with coefficient 1. Norms (seed 001's LMO table, in RMS units):
+    decoupled weight decay with coefficient 1: "scion" defaults to weight_decay=1.0 (then the
+    iterates stay in the ball ||W|| <= rho; with weight_decay=w, in ||W|| <= rho / w),
+    "uscion" to 0.0. cautious_weight_decay applies to either. Norms (seed 001's LMO table,
+    in RMS units):
     "spectral" sqrt(d_out/d_in) U V^T (the group's polar backend), "colnorm", "rownorm",
     "sign", "rms" (vectors), "frobenius", or a Norm instance (its own dualize).
     ``transpose=True`` dualizes X^T (an embedding table (vocab, d) is the map W = E^T).
@@ -59,13 +62,11 @@ class ScionAlgorithm(MomentumAlgorithm):
 
     def validate(self, who, hp, prefix=""):
         super().validate(who, hp, prefix)
-        if self.constrained and hp["weight_decay"] != 1.0:
+        if hp["lr"] * hp["weight_decay"] > 1:
             raise ValueError(
-                f"{who}: {prefix}weight_decay={hp['weight_decay']!r}; the constrained form "
-                "is W <- (1 - lr) W + lr rho lmo, decay 1.0; use 'uscion' for another decay"
+                f"{who}: {prefix}lr * weight_decay = {hp['lr'] * hp['weight_decay']!r} must be "
+                "<= 1 (the constrained step is a convex combination); lower lr"
             )
-        if hp["lr"] > 1 and self.constrained:
-            raise ValueError(f"{who}: {prefix}lr={hp['lr']!r} must be <= 1 for 'scion'")
         norm = hp["norm"]
         if not isinstance(norm, Norm) and norm not in SCION_NORMS:
             raise ValueError(
@@ -93,7 +94,7 @@ class ScionAlgorithm(MomentumAlgorithm):
 
 
 class UScionAlgorithm(ScionAlgorithm):
-    """Unconstrained Scion (uSCG): W <- W - lr * rho * dualize(D), decay optional (0)."""
+    """Unconstrained Scion (uSCG): W <- W - lr * rho * dualize(D)."""
 
     name = "uscion"
     constrained = False

@@ -9,10 +9,10 @@ import torch
 
 from .checks import check_flag, check_nonnegative
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import register
 from .scaling import check_scale, scale_factor
-from .precision import work_dtype
 from .views import matrix_shape
 
 __all__ = ["CASPR", "CASPRAlgorithm", "Shampoo", "ShampooAlgorithm", "inverse_root"]

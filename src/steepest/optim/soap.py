@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from .checks import check_flag, check_nonnegative, check_unit_interval
+from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import Algorithm, register
 from .scaling import check_scale, scale_factor
-from .precision import work_dtype
 from .views import matrix_shape
 
 __all__ = ["SOAP", "SOAPAlgorithm"]
@@ -24,9 +24,10 @@ class SOAPAlgorithm(Algorithm):
         V <- b2 V + (1 - b2) (Q_L^T G Q_R)^2    (in the rotated basis)
         N = Q_L [ (Q_L^T M Q_R / (1 - b1^t)) / (sqrt(V / (1 - b2^t)) + eps) ] Q_R^T
         W <- (1 - lr wd) W - lr * scale * N
-    Stages: 1 the moments, L, R and the basis; 2 the rotated Adam step; 3 none; 4 scale
-    (default 1); 5 decay. V is kept when the basis is refreshed (as in the paper's
-    implementation). Row blocks are not supported.
+    Stages: 1 none (the gradient); 2 the moments, L, R, the basis and the rotated Adam step;
+    3 none; 4 scale (default 1); 5 decay. State is float32 for 16-bit parameters. V is kept
+    when the basis is refreshed (as in the paper's implementation). Row blocks are not
+    supported.
 
     References: arXiv 2409.11321 (Vyas et al., SOAP: Improving and Stabilizing Shampoo
     using Adam), Algorithm 3; seeds/001_69fb9a2ea907674e.txt (Shampoo, SOAP as RMS -> RMS).
@@ -73,37 +74,27 @@ class SOAPAlgorithm(Algorithm):
             "step": torch.zeros((), dtype=torch.int64),
         }
 
-    def accumulate(self, grads, states, group):
+    def precondition(self, directions, states, group):
         beta1, beta2 = group["betas"]
         out = []
-        for g, state in zip(grads, states, strict=True):
-            g = g.to(state["exp_avg"].dtype)
+        for grad, state in zip(directions, states, strict=True):
+            g = grad.to(state["exp_avg"].dtype)
             G = g.reshape(state["exp_avg_sq"].shape)
             state["left"].lerp_(G @ G.mT, 1 - beta2)
             state["right"].lerp_(G.mT @ G, 1 - beta2)
             if int(state["step"]) % group["precondition_every"] == 0:
-                # eigh in float32 at least (it has no half-precision kernels)
-                left, right = state["left"], state["right"]
-                wide = torch.promote_types(left.dtype, torch.float32)
-                state["left_basis"].copy_(torch.linalg.eigh(left.to(wide)).eigenvectors)
-                state["right_basis"].copy_(torch.linalg.eigh(right.to(wide)).eigenvectors)
+                state["left_basis"].copy_(torch.linalg.eigh(state["left"]).eigenvectors)
+                state["right_basis"].copy_(torch.linalg.eigh(state["right"]).eigenvectors)
             state["step"] += 1
-            state["exp_avg"].lerp_(g, 1 - beta1)
-            rotated = state["left_basis"].mT @ G @ state["right_basis"]
-            state["exp_avg_sq"].lerp_(rotated.square(), 1 - beta2)
-            out.append(state["exp_avg"])
-        return out
-
-    def precondition(self, directions, states, group):
-        beta1, beta2 = group["betas"]
-        out = []
-        for M, state in zip(directions, states, strict=True):
             t = int(state["step"])
             QL, QR = state["left_basis"], state["right_basis"]
-            rotated = (QL.mT @ M.reshape(state["exp_avg_sq"].shape) @ QR) / (1 - beta1**t)
+            state["exp_avg"].lerp_(g, 1 - beta1)
+            state["exp_avg_sq"].lerp_((QL.mT @ G @ QR).square(), 1 - beta2)
+            M = state["exp_avg"].reshape(G.shape)
+            rotated = (QL.mT @ M @ QR) / (1 - beta1**t)
             denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"])
             N = QL @ (rotated / denom) @ QR.mT
-            out.append(N.reshape(M.shape).to(group_dtype(M, states)))
+            out.append(N.reshape(grad.shape).to(grad.dtype))
         return out
 
     def dualize(self, X, group):

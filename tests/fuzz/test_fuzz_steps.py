@@ -69,14 +69,6 @@ def finite_gradient(shape, dtype, exponent: int, seed: int) -> torch.Tensor:
     return g.to(dtype)
 
 
-HALF = (torch.float16, torch.bfloat16)
-#: Known bugs, counted as exclusions in the fuzz summary: these presets produce non-finite
-#: parameters or fail (eigh without half kernels, second moments underflowing) on float16 /
-#: bfloat16 parameters; they need float32 preconditioner state for low-precision parameters.
-HALF_UNSUPPORTED = {"shampoo", "caspr", "soap", "normuon"}
-#: Constrained Scion is a Frank-Wolfe step, p <- (1 - lr) p - lr * radius * lmo(g): with a zero
-#: gradient it still shrinks p by (1 - lr) by design, so the zero-gradient property does not hold.
-SHRINK_WITHOUT_GRADIENT = {"scion"}
 #: Known bug, counted as exclusions: Shampoo-type statistics G G^T overflow (or underflow) in
 #: the parameter's dtype for gradients beyond about 1e15 (1e-15); eigh then fails or returns inf.
 GRAM_OVERFLOW = {"shampoo", "caspr", "soap"}
@@ -98,9 +90,6 @@ def test_finite_parameters_from_finite_input(name, shape, dtype, exponent, seed,
     (group,) = [g for g in opt.param_groups if any(q is p for q in g["params"])]
     if dtype == torch.float16 and group.get("algorithm") == "adamw":
         EXCLUDED[prop] += 1  # known limitation, see test_adamw_float16_small_gradient below
-        return
-    if dtype in HALF and name in HALF_UNSUPPORTED:
-        EXCLUDED[prop] += 1  # known: no half-precision support yet (see HALF_UNSUPPORTED)
         return
     if name in GRAM_OVERFLOW and abs(exponent) > 15:
         EXCLUDED[prop] += 1  # known: G G^T over/underflows (see GRAM_OVERFLOW)
@@ -136,9 +125,6 @@ def test_zero_gradient_moves_only_by_weight_decay(name, shape, dtype, seed, weig
     (group,) = [g for g in opt.param_groups if any(q is p for q in g["params"])]
     if dtype == torch.float16 and group.get("algorithm") == "adamw":
         EXCLUDED[prop] += 1  # 0 / (sqrt(0) + eps->0) = nan, see the xfail test below
-        return
-    if (dtype in HALF and name in HALF_UNSUPPORTED) or name in SHRINK_WITHOUT_GRADIENT:
-        EXCLUDED[prop] += 1  # see HALF_UNSUPPORTED and SHRINK_WITHOUT_GRADIENT
         return
     with counted(prop):
         p.grad = torch.zeros_like(p)

@@ -14,20 +14,17 @@ CPU cores.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import torch
-from torch.nn import functional as F
 
 from steepest.data import load_shakespeare
-from steepest.experiments.gpt import GPT, GPTConfig
-from steepest.experiments.tasks.base import Task
+from steepest.experiments.tasks.lm import GPTTask
 
 __all__ = ["ShakespeareChar"]
 
 
 @dataclasses.dataclass
-class ShakespeareChar(Task):
+class ShakespeareChar(GPTTask):
     """Char GPT on tiny-shakespeare (``layers`` x ``width``, ``context`` characters)."""
 
     layers: int = 4
@@ -57,37 +54,4 @@ class ShakespeareChar(Task):
         lookup = {c: i for i, c in enumerate(chars)}
         data = torch.tensor([lookup[c] for c in text], dtype=torch.long)
         cut = int(0.9 * len(data))
-        self.vocab_size = len(chars)
-        self.train_data = data[:cut].to(device)
-        val = data[cut:]
-        span = self.context + 1
-        starts = torch.linspace(0, len(val) - span, self.eval_windows).long()
-        self.val_windows = torch.stack([val[s : s + span] for s in starts]).to(device)
-        self.device = device
-
-    def build_model(self):
-        cfg = GPTConfig(self.vocab_size, self.context, self.layers, self.heads, self.width)
-        return GPT(cfg).to(self.device)
-
-    def routing(self):
-        """Q, K and V of the fused ``qkv`` weight are three matrices for the matrix rule."""
-        return {"blocks": {"*.qkv.weight": [self.width] * 3}}
-
-    def batches(self, seed) -> Iterator[torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed)
-        span = self.context + 1
-        offsets = torch.arange(span)
-        while True:
-            starts = torch.randint(len(self.train_data) - span, (self.batch_size,), generator=gen)
-            yield self.train_data[(starts[:, None] + offsets).to(self.device)]
-
-    def loss(self, model, batch):
-        logits = model(batch[:, :-1])
-        return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-
-    @torch.no_grad()
-    def evaluate(self, model):
-        losses = [self.loss(model, w) for w in self.val_windows.split(64)]
-        sizes = [len(w) for w in self.val_windows.split(64)]
-        val = sum(loss.item() * n for loss, n in zip(losses, sizes, strict=True)) / sum(sizes)
-        return {"val_loss": val}
+        self.set_streams(data[:cut], data[cut:], len(chars), device)

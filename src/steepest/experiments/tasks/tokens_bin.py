@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from steepest.experiments.gpt import GPT, GPTConfig
-from steepest.experiments.tasks.base import Task
+from steepest.experiments.tasks.lm import GPTTask
 
 __all__ = ["TokensBin", "read_shard", "write_shard", "MAGIC_DTYPES", "HEADER_INTS"]
 
@@ -88,7 +85,7 @@ def _load(pattern: str, option: str) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class TokensBin(Task):
+class TokensBin(GPTTask):
     """GPT (``layers`` x ``width``) on ``.bin`` token shards matched by glob patterns."""
 
     train_files: str = ""
@@ -135,34 +132,4 @@ class TokensBin(Task):
                     f"tokens-bin: {option} hold token {tokens.max()} >= vocab_size="
                     f"{self.vocab_size}; raise the vocab_size option"
                 )
-        self.train_data = torch.from_numpy(train).to(device)
-        val = torch.from_numpy(val)
-        starts = torch.linspace(0, len(val) - span, self.eval_windows).long()
-        self.val_windows = torch.stack([val[s : s + span] for s in starts]).to(device)
-        self.device = device
-
-    def build_model(self):
-        cfg = GPTConfig(self.vocab_size, self.context, self.layers, self.heads, self.width)
-        return GPT(cfg).to(self.device)
-
-    def routing(self):
-        """Q, K and V of the fused ``qkv`` weight are three matrices for the matrix rule."""
-        return {"blocks": {"*.qkv.weight": [self.width] * 3}}
-
-    def batches(self, seed) -> Iterator[torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed)
-        span = self.context + 1
-        offsets = torch.arange(span)
-        while True:
-            starts = torch.randint(len(self.train_data) - span, (self.batch_size,), generator=gen)
-            yield self.train_data[(starts[:, None] + offsets).to(self.device)]
-
-    def loss(self, model, batch):
-        logits = model(batch[:, :-1])
-        return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-
-    @torch.no_grad()
-    def evaluate(self, model):
-        chunks = self.val_windows.split(64)
-        total = sum(self.loss(model, w).item() * len(w) for w in chunks)
-        return {"val_loss": total / len(self.val_windows)}
+        self.set_streams(torch.from_numpy(train), torch.from_numpy(val), self.vocab_size, device)

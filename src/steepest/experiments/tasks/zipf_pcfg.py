@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterator
 
 import torch
-from torch.nn import functional as F
 
-from steepest.experiments.gpt import GPT, GPTConfig
-from steepest.experiments.tasks.base import Task
+from steepest.experiments.tasks.lm import GPTTask
 
 __all__ = ["ZipfPCFG", "Grammar", "random_grammar", "sample_stream"]
 
@@ -88,7 +85,7 @@ def sample_stream(grammar: Grammar, tokens: int, max_depth: int, seed: int) -> l
 
 
 @dataclasses.dataclass
-class ZipfPCFG(Task):
+class ZipfPCFG(GPTTask):
     """GPT on a Zipf-PCFG language (rule probabilities ~ rank^-``exponent``)."""
 
     exponent: float = 1.0
@@ -134,35 +131,4 @@ class ZipfPCFG(Task):
         )
         train = sample_stream(self.grammar, self.train_tokens, self.max_depth, seed=1)
         val = torch.tensor(sample_stream(self.grammar, self.val_tokens, self.max_depth, seed=2))
-        self.vocab_size = self.terminals + 1
-        self.train_data = torch.tensor(train).to(device)
-        span = self.context + 1
-        starts = torch.linspace(0, len(val) - span, self.eval_windows).long()
-        self.val_windows = torch.stack([val[s : s + span] for s in starts]).to(device)
-        self.device = device
-
-    def build_model(self):
-        cfg = GPTConfig(self.vocab_size, self.context, self.layers, self.heads, self.width)
-        return GPT(cfg).to(self.device)
-
-    def routing(self):
-        """Q, K and V of the fused ``qkv`` weight are three matrices for the matrix rule."""
-        return {"blocks": {"*.qkv.weight": [self.width] * 3}}
-
-    def batches(self, seed) -> Iterator[torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed)
-        span = self.context + 1
-        offsets = torch.arange(span)
-        while True:
-            starts = torch.randint(len(self.train_data) - span, (self.batch_size,), generator=gen)
-            yield self.train_data[(starts[:, None] + offsets).to(self.device)]
-
-    def loss(self, model, batch):
-        logits = model(batch[:, :-1])
-        return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-
-    @torch.no_grad()
-    def evaluate(self, model):
-        chunks = self.val_windows.split(64)
-        total = sum(self.loss(model, w).item() * len(w) for w in chunks)
-        return {"val_loss": total / len(self.val_windows)}
+        self.set_streams(torch.tensor(train), val, self.terminals + 1, device)

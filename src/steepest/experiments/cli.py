@@ -23,7 +23,7 @@ from steepest.experiments.compare import compare
 from steepest.experiments.optimizers import OPTIMIZERS
 from steepest.experiments.report import format_table, write_csv, write_json, write_plots
 from steepest.experiments.reproduce import TARGET_CHOICES, TARGETS
-from steepest.experiments.tasks import TASKS, make_task, parse_options
+from steepest.experiments.tasks import TASKS, make_task, parse_key_values, parse_options
 
 __all__ = ["main", "build_parser"]
 
@@ -119,20 +119,9 @@ def target_options(name: str, pairs: list[str]) -> dict:
     params = inspect.signature(TARGETS[name]).parameters
     types = {k: type(p.default) for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
     types.pop("progress", None)
-    options = {}
+    options = parse_key_values(pairs, types, "--option", f"target {name!r}")
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in types:
-            raise ValueError(
-                f"--option {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)} "
-                f"for target {name!r}"
-            )
-        try:
-            options[key] = types[key](value)
-        except ValueError:
-            raise ValueError(
-                f"--option {pair!r}: {value!r} is not a valid {types[key].__name__}"
-            ) from None
+        key = pair.partition("=")[0]
         choices = TARGET_CHOICES.get(name, {}).get(key)
         if choices is not None and options[key] not in choices:
             raise ValueError(f"--option {pair!r}: {key} must be one of {', '.join(choices)}")

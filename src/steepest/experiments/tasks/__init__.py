@@ -47,23 +47,29 @@ def make_task(name: str, **options: Any) -> Task:
     return cls(**options)
 
 
-def parse_options(name: str, pairs: list[str]) -> dict[str, Any]:
-    """Parse ``["key=value", ...]`` for task ``name``, converting each value to its field's type."""
-    if name not in TASKS:
-        raise ValueError(f"task={name!r} is unknown; choose one of {', '.join(TASKS)}")
-    types = {f.name: type(f.default) for f in dataclasses.fields(TASKS[name])}
+def parse_key_values(pairs: list[str], types: dict[str, type], flag: str, owner: str) -> dict:
+    """Parse ``["key=value", ...]``, converting each value with ``types[key]``; errors name
+    the command-line ``flag`` and the ``owner`` (task or target) the keys belong to."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in types:
             raise ValueError(
-                f"--task-option {pair!r}: expected KEY=VALUE with KEY one of "
-                f"{', '.join(types) or 'none'} for task {name!r}"
+                f"{flag} {pair!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(types) or 'none'} for {owner}"
             )
         try:
             options[key] = types[key](value)
         except ValueError:
             raise ValueError(
-                f"--task-option {pair!r}: {value!r} is not a valid {types[key].__name__}"
+                f"{flag} {pair!r}: {value!r} is not a valid {types[key].__name__}"
             ) from None
     return options
+
+
+def parse_options(name: str, pairs: list[str]) -> dict[str, Any]:
+    """Parse ``["key=value", ...]`` for task ``name``, converting each value to its field's type."""
+    if name not in TASKS:
+        raise ValueError(f"task={name!r} is unknown; choose one of {', '.join(TASKS)}")
+    types = {f.name: type(f.default) for f in dataclasses.fields(TASKS[name])}
+    return parse_key_values(pairs, types, "--task-option", f"task {name!r}")

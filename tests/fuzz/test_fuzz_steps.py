@@ -6,11 +6,10 @@ Properties (each optimizer of fuzz_helpers.optimizer_names()):
 * zero gradients from fresh state move nothing but weight decay: p_new == p * (1 - lr * wd)
   bit for bit (the same multiply done on a copy), and p_new == p exactly when wd == 0.
 
-Known limitation, excluded from the first property and pinned by a strict xfail below: a
-float16 parameter on the "adamw" algorithm (torch's AdamW math, state in float16) goes to inf
-when g**2 * (1 - beta2) underflows to 0 in float16 and eps=1e-8 rounds to 0 too
-(exp_avg / (sqrt(0) + 0)); torch.optim.AdamW does the same. The exclusions are counted in the
-session summary.
+A float16 parameter on torch's own AdamW goes to inf when g**2 * (1 - beta2) underflows to 0
+in float16 and eps=1e-8 rounds to 0 too (exp_avg / (sqrt(0) + 0)); steepest's "adamw" keeps
+the moments of 16-bit parameters in float32 and steps on a float32 copy, which the tests at the
+end check against torch.optim.AdamW run in float32 with the parameter rounded after each step.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ import torch
 from fuzz_helpers import EXCLUDED, counted, make_optimizer, optimizer_names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import steepest
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 SETTINGS = settings(
@@ -87,10 +88,6 @@ def test_finite_parameters_from_finite_input(name, shape, dtype, exponent, seed,
     prop = f"finite-in-finite-out[{name}]"
     p = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64).to(dtype))
     opt = make_optimizer(name, [p], weight_decay)
-    (group,) = [g for g in opt.param_groups if any(q is p for q in g["params"])]
-    if dtype == torch.float16 and group.get("algorithm") == "adamw":
-        EXCLUDED[prop] += 1  # known limitation, see test_adamw_float16_small_gradient below
-        return
     if name in GRAM_OVERFLOW and abs(exponent) > 15:
         EXCLUDED[prop] += 1  # known: G G^T over/underflows (see GRAM_OVERFLOW)
         return
@@ -123,9 +120,6 @@ def test_zero_gradient_moves_only_by_weight_decay(name, shape, dtype, seed, weig
     before = p.detach().clone()
     opt = make_optimizer(name, [p], weight_decay)
     (group,) = [g for g in opt.param_groups if any(q is p for q in g["params"])]
-    if dtype == torch.float16 and group.get("algorithm") == "adamw":
-        EXCLUDED[prop] += 1  # 0 / (sqrt(0) + eps->0) = nan, see the xfail test below
-        return
     with counted(prop):
         p.grad = torch.zeros_like(p)
         opt.step()
@@ -150,34 +144,74 @@ def test_zero_gradient_moves_only_by_weight_decay(name, shape, dtype, seed, weig
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: float16 AdamW (torch's math, float16 state) divides by sqrt(0) + 0 when "
-    "g**2 underflows; fix by keeping AdamW state/eps in float32 for low-precision params",
-)
-def test_adamw_float16_small_gradient_stays_finite():
-    """A float16 (1, 1) parameter with gradient 7e-4: v = 0.05 g**2 underflows to 0 in
-    float16, eps=1e-8 is 0 in float16, so the update is exp_avg / 0 = inf. torch.optim.AdamW
-    (the oracle for the "adamw" algorithm) gives the same inf, checked here first."""
-    grad = torch.full((1, 1), 7e-4, dtype=torch.float16)
+def adamw_rounded_each_step(
+    init: torch.Tensor, grads: list[torch.Tensor], **hyperparameters: float
+) -> torch.Tensor:
+    """Oracle for 16-bit "adamw": torch.optim.AdamW on a float32 parameter (float32 state)
+    whose value is rounded to init's dtype after every step, as a 16-bit parameter holds it."""
+    master = torch.nn.Parameter(init.float())
+    reference = torch.optim.AdamW([master], **hyperparameters)
+    for grad in grads:
+        master.grad = grad.float()
+        reference.step()
+        with torch.no_grad():
+            master.copy_(master.to(init.dtype))
+    return master.detach().to(init.dtype)
+
+
+def test_torch_adamw_float16_small_gradient_is_not_finite():
+    """Why the float32 state exists: torch's AdamW in float16 with gradient 7e-4 computes
+    v = 0.05 g**2 -> 0 and eps=1e-8 -> 0 in float16, so the update is exp_avg / 0 = inf."""
     reference = torch.nn.Parameter(torch.ones(1, 1, dtype=torch.float16))
-    reference.grad = grad.clone()
+    reference.grad = torch.full((1, 1), 7e-4, dtype=torch.float16)
     torch.optim.AdamW([reference], lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0).step()
-    assert not reference.isfinite().all()  # torch itself overflows: the limitation is inherited
-    p = torch.nn.Parameter(torch.ones(1, 1, dtype=torch.float16))
-    p.grad = grad.clone()
-    make_optimizer("Steepest[adamw]", [p], 0.0).step()
+    assert not reference.isfinite().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [0.0, 7e-4, 1.0, 100.0])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamw_16bit_matches_float32_torch_adamw(dtype, scale, weight_decay):
+    """Three steps of steepest's "adamw" on a 16-bit parameter equal torch.optim.AdamW run in
+    float32 with the parameter rounded to the 16-bit dtype after each step (bit for bit), stay
+    finite, and keep the moments in float32. A zero gradient (scale 0) leaves the parameter
+    as it is when weight_decay is 0 (torch's float16 AdamW gives 0 / 0 = nan there)."""
+    gen = torch.Generator().manual_seed(3)
+    init = torch.randn(4, 3, generator=gen).to(dtype)
+    grads = [(torch.randn(4, 3, generator=gen) * scale).to(dtype) for _ in range(3)]
+    hyperparameters = {"lr": 0.1, "betas": (0.9, 0.95), "eps": 1e-8}
+    p = torch.nn.Parameter(init.clone())
+    opt = steepest.Steepest(
+        [p], {"adamw": dict(hyperparameters, weight_decay=weight_decay)}, matrix_algorithm="adamw"
+    )
+    for grad in grads:
+        p.grad = grad.clone()
+        opt.step()
+    expected = adamw_rounded_each_step(init, grads, weight_decay=weight_decay, **hyperparameters)
+    assert p.dtype == dtype and opt.state[p]["exp_avg_sq"].dtype == torch.float32
     assert p.isfinite().all()
+    assert torch.equal(p.detach(), expected)
+    if scale == 0.0 and weight_decay == 0.0:
+        assert torch.equal(p.detach(), init)
+    else:
+        assert not torch.equal(p.detach(), init)
 
 
-@pytest.mark.xfail(strict=True, reason="known: float16 AdamW with a zero gradient gives 0 / 0")
-def test_adamw_float16_zero_gradient_leaves_parameter():
-    """Zero gradient, fresh state: exp_avg = 0 and sqrt(exp_avg_sq) + eps = 0 + 0 in float16,
-    so the update is 0 / 0 = nan; the parameter should stay as it is (wd = 0)."""
-    p = torch.nn.Parameter(torch.ones(2, dtype=torch.float16))
-    p.grad = torch.zeros_like(p)
-    make_optimizer("Steepest[adamw]", [p], 0.0).step()
-    assert torch.equal(p.detach(), torch.ones(2, dtype=torch.float16))
+def test_adamw_float32_is_torch_adamw_bit_for_bit():
+    """float32 parameters keep torch's math exactly: the same three steps as torch.optim.AdamW,
+    with float32 state stepped in place (no copy)."""
+    gen = torch.Generator().manual_seed(4)
+    init = torch.randn(5, generator=gen)
+    grads = [torch.randn(5, generator=gen) for _ in range(3)]
+    p, q = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    opt = steepest.Steepest([p], {"adamw": {"lr": 1e-2, "weight_decay": 0.1}})
+    reference = torch.optim.AdamW([q], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for grad in grads:
+        p.grad, q.grad = grad.clone(), grad.clone()
+        opt.step()
+        reference.step()
+    assert torch.equal(p.detach(), q.detach())
+    assert torch.equal(opt.state[p]["exp_avg_sq"], reference.state[q]["exp_avg_sq"])
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (3, 0), (2, 0, 3), (0, 3, 3, 3)])

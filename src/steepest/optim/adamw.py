@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch.optim.adamw import adamw
 
 from .checks import check_flag, check_nonnegative, check_unit_interval
+from .precision import work_dtype
 from .registry import Algorithm, register
 
 __all__ = ["AdamWAlgorithm"]
@@ -14,7 +18,11 @@ __all__ = ["AdamWAlgorithm"]
 class AdamWAlgorithm(Algorithm):
     """Delegates to ``torch.optim.adamw.adamw`` (foreach or fused as torch chooses).
 
-    Math: decoupled AdamW, identical to ``torch.optim.AdamW`` with the same hyperparameters.
+    Math: decoupled AdamW, identical to ``torch.optim.AdamW`` with the same hyperparameters
+    for float32 and float64 parameters. For float16 and bfloat16 parameters the moments are
+    kept in float32 and the step runs on a float32 copy of the parameter and gradient, cast
+    back once at the end: in float16, (1 - beta2) g**2 underflows to 0 and eps=1e-8 rounds to
+    0, so torch's float16 AdamW divides by zero (inf, or nan for a zero gradient).
     Group keys: lr, betas, eps, weight_decay, amsgrad, foreach, fused.
 
     References: arXiv 1711.05101 (Loshchilov & Hutter, Decoupled Weight Decay Regularization).
@@ -32,7 +40,7 @@ class AdamWAlgorithm(Algorithm):
         "fused": None,
     }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Mapping[str, Any], prefix: str = "") -> None:
         check_nonnegative(who, f"{prefix}lr", hp["lr"], 3e-4)
         betas = hp["betas"]
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -48,7 +56,8 @@ class AdamWAlgorithm(Algorithm):
             if hp[key] is not None:
                 check_flag(who, f"{prefix}{key}", hp[key])
 
-    def init_state(self, p, group):
+    def init_state(self, p: torch.Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
+        """step, exp_avg, exp_avg_sq (and max_exp_avg_sq), moments in ``work_dtype(p.dtype)``."""
         if group["fused"]:
             step = torch.zeros((), dtype=torch.float32, device=p.device)
         else:
@@ -56,34 +65,68 @@ class AdamWAlgorithm(Algorithm):
             step = torch.tensor(
                 0.0, dtype=torch.float64 if default == torch.float64 else torch.float32
             )
+        dtype = work_dtype(p.dtype)
         state = {
             "step": step,
-            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format),
         }
         if group["amsgrad"]:
-            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["max_exp_avg_sq"] = torch.zeros_like(
+                p, dtype=dtype, memory_format=torch.preserve_format
+            )
         return state
 
-    def update(self, params, grads, states, group):
-        beta1, beta2 = group["betas"]
-        adamw(
-            params,
-            grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
-            [s["step"] for s in states],
-            foreach=group["foreach"],
-            fused=group["fused"],
-            amsgrad=group["amsgrad"],
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+    def update(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        group: Mapping[str, Any],
+    ) -> None:
+        """One AdamW step; 16-bit parameters step on float32 copies, cast back once."""
+        same = [i for i, s in enumerate(states) if s["exp_avg"].dtype == params[i].dtype]
+        widened = [i for i, s in enumerate(states) if s["exp_avg"].dtype != params[i].dtype]
+        if same:
+            _adamw(
+                [params[i] for i in same],
+                [grads[i] for i in same],
+                [states[i] for i in same],
+                group,
+            )
+        if widened:
+            targets = [params[i] for i in widened]
+            copies = [params[i].to(states[i]["exp_avg"].dtype) for i in widened]
+            wide_grads = [grads[i].to(states[i]["exp_avg"].dtype) for i in widened]
+            _adamw(copies, wide_grads, [states[i] for i in widened], group)
+            torch._foreach_copy_(targets, copies)
+
+
+def _adamw(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    states: list[dict[str, Any]],
+    group: Mapping[str, Any],
+) -> None:
+    """torch's functional AdamW on tensors whose state has their dtype."""
+    beta1, beta2 = group["betas"]
+    adamw(
+        params,
+        grads,
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+        [s["step"] for s in states],
+        foreach=group["foreach"],
+        fused=group["fused"],
+        amsgrad=group["amsgrad"],
+        beta1=beta1,
+        beta2=beta2,
+        lr=group["lr"],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+    )
 
 
 register(AdamWAlgorithm())

@@ -17,7 +17,7 @@ import torch
 
 from .views import join_matrices, split_matrices
 
-__all__ = ["Stacks", "map_matrices", "map_stacked"]
+__all__ = ["Stacks", "map_matrices", "map_stacked", "uses_distributed"]
 
 
 def map_stacked(
@@ -130,7 +130,7 @@ class Stacks:
         Returns:
             one update per tensor, of its shape (a DTensor with its placements for a DTensor).
         """
-        if self.distributed is None and _uses_distributed(tensors):
+        if self.distributed is None and uses_distributed(tensors):
             from steepest.distributed import ShardedDualizer
 
             self.distributed = ShardedDualizer()
@@ -157,7 +157,7 @@ class Stacks:
             if not bool(finite.all()):
                 first = members[int((~finite).nonzero()[0])]
                 bad = first if bad is None else min(bad, first)
-        if self.distributed is None and _uses_distributed(grads):
+        if self.distributed is None and uses_distributed(grads):
             from steepest.distributed import ShardedDualizer
 
             self.distributed = ShardedDualizer()
@@ -180,7 +180,7 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return to_local() if callable(to_local) else t
 
 
-def _uses_distributed(tensors: list[torch.Tensor]) -> bool:
+def uses_distributed(tensors: list[torch.Tensor]) -> bool:
     """True if a tensor is a DTensor or the default process group has more than one rank."""
     dist = torch.distributed
     if not dist.is_available():

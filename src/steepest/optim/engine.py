@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .batching import Stacks
-from .checks import check_choice
+from .batching import Stacks, uses_distributed
+from .checks import check_choice, check_flag
+from .graphs import GroupGraph, cuda_capture
 from .registry import ALGORITHMS, Algorithm
 from .views import check_view
 
@@ -58,6 +59,18 @@ class Steepest(Optimizer):
             counted in ``skipped_steps``).
         prefixes: algorithm name -> prefix of its hyperparameter names in error messages
             (a preset's "adamw_" keyword prefix).
+        compile: torch.compile each stack's dualize-and-scale (fullgraph, static shapes) with
+            the inductor backend (True), a named backend (a str), or not at all (False,
+            default). One compilation per stack shape; the first steps are slow.
+        cuda_graph: record stages 1-4 of each matrix group on its first steps and replay the
+            recording afterwards (graphs.py), default False. Applies to CUDA parameters of
+            capturable groups (the Muon members with an iterative polar backend) in a single
+            process; other groups, CPU tensors and distributed runs stay eager. Learning rate
+            and weight decay stay live; any other hyperparameter change re-records.
+
+    Attributes:
+        graph_capture: the recorder used by ``cuda_graph`` (``graphs.cuda_capture``; the CPU
+            tests put ``graphs.closure_capture`` here, which also records CPU tensors).
     """
 
     def __init__(
@@ -69,6 +82,8 @@ class Steepest(Optimizer):
         vector_algorithm: str = "adamw",
         nonfinite: str = "raise",
         prefixes: Mapping[str, str] | None = None,
+        compile: bool | str = False,
+        cuda_graph: bool = False,
     ) -> None:
         who = type(self).__name__
         hyperparameters = dict(hyperparameters or {})
@@ -91,6 +106,16 @@ class Steepest(Optimizer):
             ALGORITHMS[name].validate(who, self._defaults_for(name), prefix)
         check_choice(who, "nonfinite", nonfinite, ("raise", "skip"))
         self.nonfinite = nonfinite
+        if not isinstance(compile, (bool, str)) or compile == "":
+            raise ValueError(
+                f"{who}: compile={compile!r} must be True, False or a torch.compile backend name"
+            )
+        check_flag(who, "cuda_graph", cuda_graph)
+        self.compile = compile
+        self.cuda_graph = cuda_graph
+        self.graph_capture = cuda_capture
+        #: param group index -> its recording (cuda_graph=True)
+        self.graphs: dict[int, GroupGraph] = {}
         self.skipped_steps = 0
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
@@ -187,18 +212,47 @@ class Steepest(Optimizer):
             self.skipped_steps += 1
             return loss
         self.stacks.start_step()
-        for group, algorithm, params, grads, states in work:
+        for index, (group, algorithm, params, grads, states) in enumerate(work):
             if not params:
                 continue
             if not algorithm.matrix:
                 algorithm.update(params, grads, states, group)
                 continue
-            directions = algorithm.accumulate(grads, states, group)  # 1
-            directions = algorithm.precondition(directions, states, group)  # 2
-            updates = _dualize_and_scale(algorithm, directions, group, self.stacks)  # 3, 4
-            updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+
+            def stages(grads, algorithm=algorithm, states=states, group=group):
+                directions = algorithm.accumulate(grads, states, group)  # 1
+                directions = algorithm.precondition(directions, states, group)  # 2
+                updates = self._dualize_and_scale(algorithm, directions, group)  # 3, 4
+                return algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+
+            if self._recordable(algorithm, group, params):
+                graph = self.graphs.setdefault(index, GroupGraph(self.graph_capture))
+                updates = graph.run(stages, params, grads, states, group, self.stacks)
+            else:
+                updates = stages(grads)
             algorithm.apply(params, updates, group)  # 5
         return loss
+
+    def _recordable(self, algorithm: Algorithm, group: Mapping[str, Any], params) -> bool:
+        """True if this group's stages 1-4 run from a recording (cuda_graph=True)."""
+        if not self.cuda_graph or not _capturable(algorithm, group):
+            return False
+        if self.stacks.distributed is not None or uses_distributed(params):
+            return False
+        return self.graph_capture is not cuda_capture or all(p.is_cuda for p in params)
+
+    def _dualize_and_scale(
+        self, algorithm: Algorithm, directions: list[torch.Tensor], group: Mapping[str, Any]
+    ) -> list[torch.Tensor]:
+        """Stages 3 and 4: split each direction into its matrices, dualize every stack of
+        same-shape matrices in one call (shared across ranks under torch.distributed),
+        multiply by the shape rule, reassemble."""
+        fn = _compiled(self.compile) if self.compile else dualize_and_scale
+
+        def run(X: torch.Tensor) -> torch.Tensor:
+            return fn(algorithm, X, group)
+
+        return self.stacks.map(run, directions, group["matrix_view"], group["blocks"])
 
     def _gather(self) -> list[tuple]:
         """Per group: (group, algorithm, params, grads, states) of params with a gradient.
@@ -262,6 +316,7 @@ class Steepest(Optimizer):
         algorithm keeps in another dtype (int8 quantized momentum, float64 preconditioners) is
         cast back to the dtype of a freshly created state, so a resume is bit-identical."""
         super().load_state_dict(state_dict)
+        self.graphs.clear()  # new state tensors: record again
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self.stacks.load_state_dict(state_dict.get("stacks", {}))
         for group in self.param_groups:
@@ -277,14 +332,26 @@ class Steepest(Optimizer):
                         state[key] = value.to(dtype=like.dtype)
 
 
-def _dualize_and_scale(
-    algorithm: Algorithm, directions: list[torch.Tensor], group: Mapping[str, Any], stacks: Stacks
-) -> list[torch.Tensor]:
-    """Stages 3 and 4: split each direction into its matrices, dualize every stack of
-    same-shape matrices in one call (shared across ranks under torch.distributed), multiply
-    by the shape rule, reassemble."""
+def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Mapping[str, Any]):
+    """Stages 3 and 4 on one (K, m, n) stack: the algorithm's dualizer times its shape rule."""
+    return algorithm.dualize(X, group).mul_(algorithm.scale(*X.shape[-2:], group))
 
-    def dualize_and_scale(X: torch.Tensor) -> torch.Tensor:
-        return algorithm.dualize(X, group).mul_(algorithm.scale(*X.shape[-2:], group))
 
-    return stacks.map(dualize_and_scale, directions, group["matrix_view"], group["blocks"])
+def _capturable(algorithm: Algorithm, group: Mapping[str, Any]) -> bool:
+    """The algorithm's ``capturable(group)`` (False for algorithms that define none): True when
+    stages 1-4 are free of host synchronisation and Python-side state."""
+    capturable = getattr(algorithm, "capturable", None)
+    return bool(capturable(group)) if callable(capturable) else False
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled(backend: bool | str):
+    """dualize_and_scale under torch.compile (fullgraph, static shapes), one per backend."""
+    name = "inductor" if backend is True else str(backend)
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(
+            dualize_and_scale, backend=name, fullgraph=True, dynamic=False
+        )
+    return _COMPILED[name]

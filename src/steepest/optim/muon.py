@@ -42,6 +42,11 @@ class MuonAlgorithm(MomentumAlgorithm):
     def dualize(self, X, group):
         return polar(X, group)
 
+    def capturable(self, group) -> bool:
+        """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float
+        momentum (no host sync, no Python-side state)."""
+        return group["backend"] in ("newton_schulz", "polar_express") and not group["momentum_8bit"]
+
     def scale(self, m, n, group):
         return scale_factor(group["scale"], m, n)
 
@@ -79,6 +84,9 @@ class Muon(Steepest):
         nonfinite: "raise" or "skip" (see Steepest).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_fused: AdamW
             hyperparameters of the non-matrix groups (torch's AdamW math).
+        compile, cuda_graph: the GPU fast paths of Steepest (compiled stacks, recorded
+            stages 1-4); off by default. For the fastest step on a GPU pass both and
+            ``adamw_fused=True`` (bench/step.py).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
     """
@@ -104,6 +112,8 @@ class Muon(Steepest):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
         adamw_fused: bool | None = None,
+        compile: bool | str = False,
+        cuda_graph: bool = False,
     ) -> None:
         muon = dict(
             lr=lr,
@@ -131,4 +141,6 @@ class Muon(Steepest):
             {"muon": muon, "adamw": adamw},
             nonfinite=nonfinite,
             prefixes={"adamw": "adamw_"},
+            compile=compile,
+            cuda_graph=cuda_graph,
         )

@@ -1,0 +1,142 @@
+"""The GPU fast paths on CPU: recorded stages 1-4 (cuda_graph) and compiled stacks (compile).
+
+Oracle: the eager optimizer on a copy of the same parameters and gradients. The recording is
+replayed with ``graphs.closure_capture``, which re-runs the recorded closure on the recorded
+tensors, so a recording that read stale gradients, stale hyperparameters or stale state would
+diverge from the eager run, as a CUDA graph would.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import steepest
+from steepest.optim.graphs import closure_capture
+
+SHAPES = [(8, 4), (4, 4), (8, 4), (4, 8), (2, 3, 5), (6,)]
+
+
+def make_pair(recorded_kwargs=None, **kwargs):
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in SHAPES]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    recorded = steepest.Muon(ps, **kwargs, **(recorded_kwargs or {"cuda_graph": True}))
+    recorded.graph_capture = closure_capture
+    eager = steepest.Muon(qs, **kwargs)
+    return ps, qs, recorded, eager
+
+
+def feed(ps, qs, *, fresh: bool, seed: int):
+    """The same random gradients for both; new tensors (fresh) or written in place."""
+    gen = torch.Generator().manual_seed(seed)
+    for p, q in zip(ps, qs, strict=True):
+        g = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+        if fresh or p.grad is None:
+            p.grad, q.grad = g.clone(), g.clone()
+        else:
+            p.grad.copy_(g)
+            q.grad.copy_(g)
+
+
+def assert_same(ps, qs):
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["new-grad-tensors", "in-place-grads"])
+def test_recorded_steps_equal_eager_under_a_schedule(fresh):
+    ps, qs, rec, eager = make_pair(lr=0.05, weight_decay=0.1, polar_dtype=torch.float64)
+    schedules = [torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.8) for o in (rec, eager)]
+    for t in range(7):
+        feed(ps, qs, fresh=fresh, seed=t)
+        rec.step()
+        eager.step()
+        for s in schedules:
+            s.step()
+        assert_same(ps, qs)
+    assert [g.recordings for g in rec.graphs.values()] == [1]  # recorded once, then replayed
+    assert (
+        rec.stacks.orthogonalizations == eager.stacks.orthogonalizations == 7 * 6
+    )  # 6 matrices per step
+
+
+def test_a_changed_hyperparameter_records_again():
+    ps, qs, rec, eager = make_pair(lr=0.05, polar_dtype=torch.float64)
+    for t in range(8):
+        if t == 5:  # a momentum schedule: baked into the recording, so it must re-record
+            for o in (rec, eager):
+                o.param_groups[0]["momentum"] = 0.5
+        feed(ps, qs, fresh=True, seed=t)
+        rec.step()
+        eager.step()
+        assert_same(ps, qs)
+    assert rec.graphs[0].recordings == 2
+
+
+def test_load_state_dict_records_again_and_resumes_exactly():
+    ps, qs, rec, eager = make_pair(lr=0.05, polar_dtype=torch.float64)
+    for t in range(4):
+        feed(ps, qs, fresh=True, seed=t)
+        rec.step()
+        eager.step()
+    rec.load_state_dict(copy.deepcopy(eager.state_dict()))  # new state tensors
+    assert rec.graphs == {}
+    for t in range(4, 9):
+        feed(ps, qs, fresh=True, seed=t)
+        rec.step()
+        eager.step()
+        assert_same(ps, qs)
+
+
+def test_uncapturable_groups_and_cpu_tensors_stay_eager():
+    _, _, svd, _ = make_pair(backend="svd")
+    ps, qs, cpu, eager = make_pair(lr=0.05, polar_dtype=torch.float64)
+    cpu.graph_capture = steepest.optim.graphs.cuda_capture  # the real recorder: CUDA only
+    for t in range(4):
+        feed(ps, qs, fresh=True, seed=t)
+        cpu.step()
+        eager.step()
+    assert_same(ps, qs)
+    assert cpu.graphs == {}
+    assert not cpu._recordable(steepest.optim.ALGORITHMS["muon"], svd.param_groups[0], ps)
+
+
+def test_compiled_stacks_match_eager_and_do_not_recompile():
+    torch._dynamo.reset()
+    counters.clear()
+    ps, qs, comp, eager = make_pair(
+        {"compile": "eager"}, lr=0.05, weight_decay=0.1, polar_dtype=torch.float64
+    )
+    schedules = [torch.optim.lr_scheduler.StepLR(o, 1, gamma=0.8) for o in (comp, eager)]
+    graphs = None
+    for t in range(6):
+        feed(ps, qs, fresh=True, seed=t)
+        comp.step()
+        eager.step()
+        for s in schedules:
+            s.step()
+        if t == 1:
+            graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 4  # one per stack shape: (8,4), (4,4), (4,8), (3,5)
+    assert counters["stats"]["unique_graphs"] == graphs, "recompiled after warm-up"
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"compile": 3}, "compile=3"),
+        ({"compile": ""}, "compile=''"),
+        ({"cuda_graph": 1}, "cuda_graph=1"),
+    ],
+)
+def test_bad_fast_path_options_raise(kwargs, match):
+    p = torch.nn.Parameter(torch.randn(4, 4))
+    with pytest.raises(ValueError, match=match):
+        steepest.Muon([p], **kwargs)

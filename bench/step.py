@@ -2,8 +2,10 @@
 
 One run measures, side by side on one device and on the same parameters and gradients:
 the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon's step
-(polar_express and jordan newton_schulz backends), torch.optim.Muon's step and fused AdamW's
-step; prints ms, percent of the floor and ratios; writes JSON to bench/results/.
+(eager; with ``cuda_graph=True``; with ``compile=True, cuda_graph=True``, with the Triton
+symmetric kernels where "auto" picks them and with cuBLAS only; jordan newton_schulz),
+torch.optim.Muon's step and fused AdamW's step; prints ms, percent of the floor and ratios;
+writes JSON to bench/results/.
 
 Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408]
 """
@@ -11,11 +13,32 @@ Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408]
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import torch
 from common import SETS, matmul_ceiling, quintic_flops, time_fn, write_result
 
 import steepest
+from steepest.polar.kernels import symmetric
+
+
+@contextlib.contextmanager
+def cublas_only():
+    """kernel="auto" resolves to cuBLAS for every shape while active."""
+    saved = symmetric.AUTO_MIN_SIDE
+    symmetric.AUTO_MIN_SIDE = 1 << 30
+    try:
+        yield
+    finally:
+        symmetric.AUTO_MIN_SIDE = saved
+
+
+def time_step(opt, cublas: bool) -> float:
+    """Warm up (eager steps, compilation, recording) under the kernel choice, then time."""
+    with cublas_only() if cublas else contextlib.nullcontext():
+        for _ in range(4):
+            opt.step()
+        return time_fn(opt.step, warmup=1, repeat=20)
 
 
 def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
@@ -25,19 +48,35 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
         p.grad = torch.randn_like(p)
     floor_ms = sum(quintic_flops(m, n, 5) for m, n in shapes) / (ceiling * 1e12) * 1e3
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    optimizers = {
-        "steepest.Muon (polar_express)": steepest.Muon(params, lr=0.02),
-        "steepest.Muon (jordan NS)": steepest.Muon(
-            params, lr=0.02, backend="newton_schulz", coefficients="jordan", scale="jordan"
+    fast = {"compile": True, "cuda_graph": True}
+    ours = {  # name -> (optimizer, cuBLAS only)
+        "steepest.Muon eager": (steepest.Muon(params, lr=0.02), False),
+        "steepest.Muon cuda_graph": (steepest.Muon(params, lr=0.02, cuda_graph=True), False),
+        "steepest.Muon compile+graph": (steepest.Muon(params, lr=0.02, **fast), False),
+        "steepest.Muon compile+graph cuBLAS": (steepest.Muon(params, lr=0.02, **fast), True),
+        "steepest.Muon jordan NS compile+graph": (
+            steepest.Muon(
+                params,
+                lr=0.02,
+                backend="newton_schulz",
+                coefficients="jordan",
+                scale="jordan",
+                **fast,
+            ),
+            False,
         ),
-        "torch.optim.Muon": torch.optim.Muon(params, lr=0.02, momentum=0.95, nesterov=True),
-        "fused AdamW": torch.optim.AdamW(params, lr=1e-3, **fused),
     }
-    slow = {"torch.optim.Muon"}
-    ms = {
-        k: time_fn(opt.step, warmup=3, repeat=5 if k in slow else 20)
-        for k, opt in optimizers.items()
-    }
+    ms = {}
+    for k, (opt, cublas) in ours.items():
+        ms[k] = time_step(opt, cublas)
+        del opt  # free its state before the next one
+    ours.clear()
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    muon = torch.optim.Muon(params, lr=0.02, momentum=0.95, nesterov=True)
+    ms["torch.optim.Muon"] = time_fn(muon.step, warmup=3, repeat=5)
+    del muon
+    adamw = torch.optim.AdamW(params, lr=1e-3, **fused)
+    ms["fused AdamW"] = time_fn(adamw.step, warmup=3, repeat=20)
     return {"set": name, "matrices": len(shapes), "floor_ms": floor_ms, "ms": ms}
 
 
@@ -56,10 +95,11 @@ def main(argv=None) -> None:
         results.append(r)
         print(f"\n== {name}: {r['matrices']} matrices, floor {r['floor_ms']:.2f} ms")
         torch_muon = r["ms"]["torch.optim.Muon"]
+        adamw = r["ms"]["fused AdamW"]
         for k, ms in r["ms"].items():
             print(
-                f"{k:32s} {ms:9.3f} ms  floor/this {r['floor_ms'] / ms:5.2f}  "
-                f"torch.Muon/this {torch_muon / ms:6.2f}x"
+                f"{k:38s} {ms:9.3f} ms  floor/this {r['floor_ms'] / ms:5.2f}  "
+                f"torch.Muon/this {torch_muon / ms:6.2f}x  this/AdamW {ms / adamw:6.2f}x"
             )
     path = write_result("step", {"ceiling_tflops": ceiling, "sets": results}, args.out)
     print(f"\nwrote {path}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .checks import check_flag, check_nonnegative
+from .gram import normalize_gram
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .precision import work_dtype
 from .presets import Preset, preset
@@ -18,8 +19,15 @@ from .views import matrix_shape
 __all__ = ["CASPR", "CASPRAlgorithm", "Shampoo", "ShampooAlgorithm", "inverse_root"]
 
 
-def inverse_root(A: torch.Tensor, root: int, epsilon: float) -> torch.Tensor:
-    """(A + epsilon I)^(-1/root) of symmetric PSD matrices (..., k, k) by eigendecomposition.
+def inverse_root(
+    A: torch.Tensor, root: int, epsilon: float, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(s^2 A + epsilon I)^(-1/root) of symmetric PSD matrices (..., k, k) by eigendecomposition.
+
+    ``A`` may hold a statistic divided by s^2 (``scale`` s of shape (..., 1, 1), see gram.py);
+    then (s^2 A + eps I)^(-1/r) = s^(-2/r) (A + eps / s^2 I)^(-1/r), with the per-eigenvalue
+    weights computed in float64 so that neither s^2 nor eps / s^2 over- or underflows.
+    Without ``scale``, s = 1.
 
     Eigenvalues are clamped at 0; those <= k * eps(dtype) * lambda_max (round-off of an exactly
     singular A) get weight 0 (a pseudo-inverse root), so directions that A does not see are
@@ -33,7 +41,12 @@ def inverse_root(A: torch.Tensor, root: int, epsilon: float) -> torch.Tensor:
     lam = lam.clamp_min(0)
     top = lam[..., -1:]
     keep = lam > top * (A.shape[-1] * torch.finfo(work.dtype).eps)
-    weights = torch.where(keep, (lam + epsilon) ** (-1.0 / root), 0.0)
+    if scale is None:
+        weights = torch.where(keep, (lam + epsilon) ** (-1.0 / root), 0.0)
+    else:
+        s = scale.squeeze(-1).double().clamp_min(torch.finfo(torch.float64).tiny)
+        scaled = (lam.double() + epsilon / s.square()) ** (-1.0 / root) * s ** (-2.0 / root)
+        weights = torch.where(keep, scaled, 0.0).to(work.dtype)
     return ((Q * weights.unsqueeze(-2)) @ Q.mT).to(A.dtype)
 
 
@@ -47,7 +60,9 @@ class ShampooAlgorithm(MomentumAlgorithm):
     3 none; 4 shape rule (default spectral, like Muon); 5 decay.
     With accumulate=False and epsilon -> 0, L = D D^T, R = D^T D and Delta = U V^T: Muon.
     Each matrix view (..., m, n) keeps L (..., m, m) and R (..., n, n) and their roots (in
-    float32 for 16-bit parameters); row blocks are not supported.
+    float32 for 16-bit parameters); L and R are stored divided by s^2, s the largest |D| seen
+    (gram.py), so gradients of any finite size neither overflow nor underflow them. Row
+    blocks are not supported.
 
     References: seeds/000_0ff94013880c6450.txt, §3.3.2; Gupta et al. 2018 (arXiv 1802.09568).
     """
@@ -82,6 +97,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
         for key, k in (("left", m), ("right", n)):
             state[key] = torch.zeros(*batch, k, k, **zeros)
             state[f"{key}_root"] = torch.zeros(*batch, k, k, **zeros)
+        state["stat_scale"] = torch.zeros(*batch, 1, 1, **zeros)
         state["step"] = torch.zeros((), dtype=torch.int64)
         return state
 
@@ -89,8 +105,11 @@ class ShampooAlgorithm(MomentumAlgorithm):
         out = []
         for D, state in zip(directions, states, strict=True):
             X = D.reshape(matrix_shape(D.shape, group["matrix_view"])).to(state["left"].dtype)
-            for key, stat in (("left", X @ X.mT), ("right", X.mT @ X)):
-                if group["accumulate"]:
+            running = group["accumulate"]
+            statistics = [state["left"], state["right"]]
+            Xn = normalize_gram(X, state["stat_scale"], statistics, running)
+            for key, stat in (("left", Xn @ Xn.mT), ("right", Xn.mT @ Xn)):
+                if running:
                     state[key].add_(stat)
                 else:
                     state[key].copy_(stat)
@@ -101,9 +120,10 @@ class ShampooAlgorithm(MomentumAlgorithm):
         return out
 
     def refresh_roots(self, state, group) -> None:
-        """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon)."""
+        """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon), L and R unscaled."""
         for key in ("left", "right"):
-            state[f"{key}_root"].copy_(inverse_root(state[key], 4, group["epsilon"]))
+            root = inverse_root(state[key], 4, group["epsilon"], state["stat_scale"])
+            state[f"{key}_root"].copy_(root)
 
     def combine(self, X, state) -> torch.Tensor:
         """The preconditioned direction from the roots."""

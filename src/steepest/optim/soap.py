@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .checks import check_flag, check_nonnegative, check_unit_interval
+from .gram import normalize_gram
 from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import Algorithm, register
@@ -25,9 +26,12 @@ class SOAPAlgorithm(Algorithm):
         N = Q_L [ (Q_L^T M Q_R / (1 - b1^t)) / (sqrt(V / (1 - b2^t)) + eps) ] Q_R^T
         W <- (1 - lr wd) W - lr * scale * N
     Stages: 1 none (the gradient); 2 the moments, L, R, the basis and the rotated Adam step;
-    3 none; 4 scale (default 1); 5 decay. State is float32 for 16-bit parameters. V is kept
-    when the basis is refreshed (as in the paper's implementation). Row blocks are not
-    supported.
+    3 none; 4 scale (default 1); 5 decay. State is float32 for 16-bit parameters. L, R and V
+    are stored divided by s^2, s the largest |G| seen (gram.py), and the step is computed in
+    units of s: N = Q_L [(Q_L^T (M / s) Q_R / (1 - b1^t)) / (sqrt(V / s^2 / (1 - b2^t)) +
+    eps / s)] Q_R^T, the same N, so gradients of any finite size neither overflow nor
+    underflow the squares. V is kept when the basis is refreshed (as in the paper's
+    implementation). Row blocks are not supported.
 
     References: arXiv 2409.11321 (Vyas et al., SOAP: Improving and Stabilizing Shampoo
     using Adam), Algorithm 3; seeds/001_69fb9a2ea907674e.txt (Shampoo, SOAP as RMS -> RMS).
@@ -71,6 +75,7 @@ class SOAPAlgorithm(Algorithm):
             "right": torch.zeros(*batch, n, n, **zeros),
             "left_basis": torch.zeros(*batch, m, m, **zeros),
             "right_basis": torch.zeros(*batch, n, n, **zeros),
+            "stat_scale": torch.zeros(*batch, 1, 1, **zeros),
             "step": torch.zeros((), dtype=torch.int64),
         }
 
@@ -80,8 +85,11 @@ class SOAPAlgorithm(Algorithm):
         for grad, state in zip(directions, states, strict=True):
             g = grad.to(state["exp_avg"].dtype)
             G = g.reshape(state["exp_avg_sq"].shape)
-            state["left"].lerp_(G @ G.mT, 1 - beta2)
-            state["right"].lerp_(G.mT @ G, 1 - beta2)
+            scale = state["stat_scale"]
+            statistics = [state["left"], state["right"], state["exp_avg_sq"]]
+            Gn = normalize_gram(G, scale, statistics, running=True)
+            state["left"].lerp_(Gn @ Gn.mT, 1 - beta2)
+            state["right"].lerp_(Gn.mT @ Gn, 1 - beta2)
             if int(state["step"]) % group["precondition_every"] == 0:
                 state["left_basis"].copy_(torch.linalg.eigh(state["left"]).eigenvectors)
                 state["right_basis"].copy_(torch.linalg.eigh(state["right"]).eigenvectors)
@@ -89,10 +97,10 @@ class SOAPAlgorithm(Algorithm):
             t = int(state["step"])
             QL, QR = state["left_basis"], state["right_basis"]
             state["exp_avg"].lerp_(g, 1 - beta1)
-            state["exp_avg_sq"].lerp_((QL.mT @ G @ QR).square(), 1 - beta2)
-            M = state["exp_avg"].reshape(G.shape)
+            state["exp_avg_sq"].lerp_((QL.mT @ Gn @ QR).square(), 1 - beta2)
+            M = state["exp_avg"].reshape(G.shape) / scale  # |M| <= s: no overflow
             rotated = (QL.mT @ M @ QR) / (1 - beta1**t)
-            denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"])
+            denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"] / scale)
             N = QL @ (rotated / denom) @ QR.mT
             out.append(N.reshape(grad.shape).to(grad.dtype))
         return out

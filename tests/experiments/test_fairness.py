@@ -134,12 +134,14 @@ def test_factory_routes_hidden_matrices_and_shares_adamw(tasks):
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)].split(".")[-2] for p in matrices) == ["fc", "out", "proj", "qkv"]
     assert {names[id(p)] for p in rest} >= {"tok_emb.weight", "pos_emb.weight", "lm_head.weight"}
-    (muon,) = build_optimizer("muon", model, 0.03, 0.004, routing=task.routing())
-    assert isinstance(muon, steepest.Muon)
+    muon, rest_adamw = build_optimizer("muon", model, 0.03, 0.004, routing=task.routing())
+    assert isinstance(muon, steepest.Muon) and isinstance(rest_adamw, torch.optim.AdamW)
+    assert {id(p) for g in muon.param_groups for p in g["params"]} == {id(p) for p in matrices}
+    assert [g["lr"] for g in rest_adamw.param_groups] == [0.004]
     (adamw,) = build_optimizer("adamw", model, 0.002, 0.004, routing=task.routing())
     lrs = {id(p): g["lr"] for g in adamw.param_groups for p in g["params"]}
     assert {lrs[id(p)] for p in matrices} == {0.002} and {lrs[id(p)] for p in rest} == {0.004}
-    with pytest.raises(ValueError, match="optimizer='lion'"):
-        build_optimizer("lion", model, 0.1, 0.1)
+    with pytest.raises(ValueError, match="optimizer='adafactor'"):
+        build_optimizer("adafactor", model, 0.1, 0.1)
     with pytest.raises(ValueError, match="adamw_lr=0"):
         build_optimizer("adamw", model, 0.1, 0)

@@ -20,7 +20,7 @@ import torch
 
 import steepest
 from steepest.experiments.compare import compare
-from steepest.experiments.optimizers import OPTIMIZERS
+from steepest.experiments.optimizers import OPTIMIZERS, default_lrs
 from steepest.experiments.report import format_table, write_csv, write_json, write_plots
 from steepest.experiments.reproduce import TARGET_CHOICES, TARGETS
 from steepest.experiments.tasks import TASKS, make_task, parse_key_values, parse_options
@@ -163,15 +163,8 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         parser.error(str(err))
     lrs = {}
     for name in optimizers:
-        lr, adamw_lr = task.default_lrs.get(name, (None, None))
-        lr = dict(args.lr).get(name, lr)
-        adamw_lr = dict(args.adamw_lr).get(name, adamw_lr)
-        if lr is None or adamw_lr is None:
-            parser.error(
-                f"task {task.name!r} has no default lr for {name!r}; pass --lr and "
-                f"--adamw-lr {name}=..."
-            )
-        lrs[name] = (lr, adamw_lr)
+        lr, adamw_lr = default_lrs(name, task.default_lrs)
+        lrs[name] = (dict(args.lr).get(name, lr), dict(args.adamw_lr).get(name, adamw_lr))
     out = args.out or Path("runs") / f"compare-{task.name}"
     out.mkdir(parents=True, exist_ok=True)
     if args.device == "cpu":

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from steepest.experiments.optimizers import OPTIMIZERS, split_parameters
+from steepest.experiments.optimizers import OPTIMIZERS, default_lrs, split_parameters
 from steepest.experiments.runner import RunResult, train
 from steepest.experiments.tasks.base import Task
 from steepest.experiments.tune import GridSearch, tune_lr
@@ -42,7 +42,8 @@ def compare(
             reference is ``"adamw"`` if present, else the first.
         steps, seeds, device, eval_every: of every run.
         tune: tune ``lr`` then ``adamw_lr`` of each optimizer first (see :func:`tune_lr`).
-        lrs: per optimizer ``(lr, adamw_lr)`` overriding the task's defaults (and the grid centre).
+        lrs: per optimizer ``(lr, adamw_lr)`` overriding the defaults (and the grid centre);
+            the defaults are :func:`~steepest.experiments.optimizers.default_lrs` of the task's.
         progress: show tqdm bars.
 
     Returns:
@@ -53,10 +54,10 @@ def compare(
             raise ValueError(
                 f"optimizer={name!r} is unknown; choose one of {', '.join(OPTIMIZERS)}"
             )
-        if name not in task.default_lrs and name not in (lrs or {}):
-            raise ValueError(f"task {task.name!r} has no default learning rates for {name!r}")
     task.setup(device)
-    chosen = {name: (lrs or {}).get(name, task.default_lrs.get(name)) for name in optimizers}
+    chosen = {
+        name: (lrs or {}).get(name) or default_lrs(name, task.default_lrs) for name in optimizers
+    }
     tuning: dict[str, dict[str, GridSearch]] = {}
     if tune:
         tune_seed = max(seeds) + 1

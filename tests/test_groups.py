@@ -133,3 +133,47 @@ def test_groups_train_through_muon():
     opt.step()
     moved = [not torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True)]
     assert all(moved)
+
+
+class Conv1D(nn.Module):
+    """Stand-in for transformers' Conv1D (same class name and attributes): y = x W + b with
+    W stored (d_in, d_out)."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+def test_conv1d_weights_use_the_transposed_view_and_blocks_split_its_rows():
+    """A Conv1D (class name + nf, transformers not imported) weight (d_in, d_out) is routed to
+    Muon with matrix_view "transposed": its matrix is (d_out, d_in), the spectral lr
+    multiplier is sqrt(d_out / d_in), and blocks split d_out (fused QKV: 3 x (d, d))."""
+    model = nn.Sequential(nn.Embedding(10, 4), Conv1D(12, 4), Conv1D(4, 12), nn.Linear(4, 10))
+    groups, report = param_groups(model, blocks={"1.weight": [4, 4, 4]})
+    views = {n: (g.get("matrix_view"), g.get("blocks")) for g in groups for n in g["param_names"]}
+    assert views["1.weight"] == ("transposed", [4, 4, 4])
+    assert views["2.weight"] == ("transposed", None)
+    routes = {r.name: r for r in report}
+    assert routes["1.weight"].matrices == ((4, 4),) * 3
+    assert routes["2.weight"].matrices == ((4, 12),)
+    assert routes["2.weight"].lr_multiplier == pytest.approx(math.sqrt(4 / 12))
+    assert routes["1.bias"].algorithm == "adamw" and routes["3.weight"].reason == "output head"
+
+
+def test_transposed_view_reads_and_writes_the_transpose():
+    """views.py: the matrices of a (d_in, d_out) tensor under "transposed" are W^T (a view,
+    no copy), split into row blocks of W^T, and join_matrices gives W back."""
+    from steepest.optim.views import join_matrices, matrix_shape, split_matrices
+
+    W = torch.randn(2, 5, 3)  # a batch of two (5, 3) stored matrices
+    assert matrix_shape(W.shape, "transposed") == (2, 3, 5)
+    (X,) = split_matrices(W, "transposed")
+    assert torch.equal(X, W.mT) and X.data_ptr() == W.data_ptr()
+    pieces = split_matrices(W, "transposed", [1, 2])
+    assert torch.equal(torch.cat(pieces, dim=-2), W.mT)
+    assert torch.equal(join_matrices([p.clone() for p in pieces], W.shape, "transposed"), W)

@@ -8,7 +8,10 @@ Rules, in order (the first that applies wins):
 4. the output head: an nn.Linear whose out_features equals ``num_outputs`` (default: the
    largest embedding's num_embeddings, i.e. the vocabulary), or else the last nn.Linear
    registered in the model: adamw ("head").
-5. conv weights (out, in, *k): muon, read as (out, in * prod(k)).
+5. conv weights (out, in, *k): muon, read as (out, in * prod(k)). A Hugging Face
+   ``Conv1D`` (GPT-2; a module of that class name with an ``nf`` attribute, found without
+   importing transformers) stores a linear weight as (d_in, d_out): muon, read through the
+   "transposed" view as the (d_out, d_in) matrix.
 6. 3D weights outside convs: muon, a batch of matrices (stacked experts).
 7. every other weight with ndim >= 2: muon (Linear (out, in); ndim >= 4 flattened).
 
@@ -178,10 +181,18 @@ def _find_heads(model: nn.Module, num_outputs: int | None) -> set[int]:
     return found
 
 
+def _is_transposed_linear(p_name: str, module: nn.Module) -> bool:
+    """True for the weight of a Hugging Face Conv1D: (d_in, d_out), y = x W + b."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and p_name == "weight"
+
+
 def _classify(name, p, owners, heads_found, overrides):
     """(algorithm, reason, matrix_view) of one parameter."""
     module_types = [type(m) for _, m in owners]
-    if any(isinstance(m, _CONVS) for _, m in owners):
+    transposed = p.ndim == 2 and any(_is_transposed_linear(n, m) for n, m in owners)
+    if transposed:
+        view = "transposed"
+    elif any(isinstance(m, _CONVS) for _, m in owners):
         view = "flatten"
     elif p.ndim == 3:
         view = "batch"
@@ -197,6 +208,8 @@ def _classify(name, p, owners, heads_found, overrides):
         return "adamw", "embedding (tied to head)" if tied else "embedding", view
     if id(p) in heads_found:
         return "adamw", "output head", view
+    if transposed:
+        return "muon", "hidden matrix (Conv1D, stored (d_in, d_out))", view
     if view == "flatten":
         return "muon", "conv", view
     if view == "batch":

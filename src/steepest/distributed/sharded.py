@@ -366,6 +366,12 @@ def _block_update(fn, t: DTensor, view, blocks) -> torch.Tensor:
             f"ShardedDualizer: block_period does not support matrix_view={view!r} (a reshape "
             "of the whole tensor); use 'auto', 'flatten' or 'batch'"
         )
+    if view == "transposed" and blocks is not None:
+        raise ValueError(
+            f"ShardedDualizer: block_period does not support blocks={list(blocks)!r} with "
+            "matrix_view='transposed' (the blocks split columns of the stored, row-sharded "
+            "tensor); drop blocks or block_period"
+        )
     local_blocks = None
     if blocks is not None:
         _, group, _ = _layout(t)

@@ -10,7 +10,7 @@ from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import register
 from .scaling import scale_factor
-from .views import matrix_shape
+from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["NorMuon", "NorMuonAlgorithm"]
 
@@ -61,7 +61,7 @@ class NorMuonAlgorithm(MuonAlgorithm):
         out = []
         for u, state in zip(updates, states, strict=True):
             v = state["neuron_second_moment"]
-            O = u.reshape(*v.shape, -1).to(v.dtype)
+            O = as_matrices(u, group["matrix_view"]).to(v.dtype)
             v.lerp_(O.square().mean(dim=-1), 1 - group["beta2"])
             normalized = O / (v.sqrt() + group["eps"]).unsqueeze(-1)
             before = torch.linalg.vector_norm(O, dim=(-2, -1), keepdim=True)
@@ -69,7 +69,7 @@ class NorMuonAlgorithm(MuonAlgorithm):
             ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
             m, n = O.shape[-2:]
             normalized.mul_(ratio * scale_factor(group["scale"], m, n))
-            out.append(normalized.reshape(u.shape).to(u.dtype))
+            out.append(from_matrices(normalized, u.shape, group["matrix_view"]).to(u.dtype))
         return out
 
 

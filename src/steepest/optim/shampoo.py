@@ -14,7 +14,7 @@ from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import register
 from .scaling import check_scale, scale_factor
-from .views import matrix_shape
+from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["CASPR", "CASPRAlgorithm", "Shampoo", "ShampooAlgorithm", "inverse_root"]
 
@@ -104,7 +104,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
     def precondition(self, directions, states, group):
         out = []
         for D, state in zip(directions, states, strict=True):
-            X = D.reshape(matrix_shape(D.shape, group["matrix_view"])).to(state["left"].dtype)
+            X = as_matrices(D, group["matrix_view"]).to(state["left"].dtype)
             running = group["accumulate"]
             statistics = [state["left"], state["right"]]
             Xn = normalize_gram(X, state["stat_scale"], statistics, running)
@@ -116,7 +116,8 @@ class ShampooAlgorithm(MomentumAlgorithm):
             if int(state["step"]) % group["precondition_every"] == 0:
                 self.refresh_roots(state, group)
             state["step"] += 1
-            out.append(self.combine(X, state).reshape(D.shape).to(D.dtype))
+            update = self.combine(X, state)
+            out.append(from_matrices(update, D.shape, group["matrix_view"]).to(D.dtype))
         return out
 
     def refresh_roots(self, state, group) -> None:

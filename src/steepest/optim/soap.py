@@ -10,7 +10,7 @@ from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import Algorithm, register
 from .scaling import check_scale, scale_factor
-from .views import matrix_shape
+from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["SOAP", "SOAPAlgorithm"]
 
@@ -83,8 +83,9 @@ class SOAPAlgorithm(Algorithm):
         beta1, beta2 = group["betas"]
         out = []
         for grad, state in zip(directions, states, strict=True):
+            view = group["matrix_view"]
             g = grad.to(state["exp_avg"].dtype)
-            G = g.reshape(state["exp_avg_sq"].shape)
+            G = as_matrices(g, view)
             scale = state["stat_scale"]
             statistics = [state["left"], state["right"], state["exp_avg_sq"]]
             Gn = normalize_gram(G, scale, statistics, running=True)
@@ -98,11 +99,11 @@ class SOAPAlgorithm(Algorithm):
             QL, QR = state["left_basis"], state["right_basis"]
             state["exp_avg"].lerp_(g, 1 - beta1)
             state["exp_avg_sq"].lerp_((QL.mT @ Gn @ QR).square(), 1 - beta2)
-            M = state["exp_avg"].reshape(G.shape) / scale  # |M| <= s: no overflow
+            M = as_matrices(state["exp_avg"], view) / scale  # |M| <= s: no overflow
             rotated = (QL.mT @ M @ QR) / (1 - beta1**t)
             denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"] / scale)
             N = QL @ (rotated / denom) @ QR.mT
-            out.append(N.reshape(grad.shape).to(grad.dtype))
+            out.append(from_matrices(N, grad.shape, view).to(grad.dtype))
         return out
 
     def dualize(self, X, group):

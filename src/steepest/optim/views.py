@@ -6,6 +6,10 @@ A group declares its view with ``matrix_view`` and optionally ``blocks``:
   ndim >= 4 is a conv weight (out, in, kh, kw) read as (out, in * kh * kw).
 * ``"flatten"``: (shape[0], prod(shape[1:])), e.g. a Conv1d weight (out, in, k).
 * ``"batch"``: leading dims are a batch of (shape[-2], shape[-1]) matrices.
+* ``"transposed"``: the last two dims swapped, leading dims a batch: a weight stored as
+  (d_in, d_out), e.g. Hugging Face's GPT-2 ``Conv1D``, is read as the (d_out, d_in) matrix
+  that the shape rules and row-wise norms expect. The matrices are transposed views of the
+  tensor; ``as_matrices`` / ``from_matrices`` read and write them.
 * a tuple of ints: a reshape whose last two dims are the matrix, e.g. (heads, head_dim, d_in)
   to orthogonalize each attention head on its own.
 * a tensor with ndim < 2 (only for algorithms that accept vectors) is one (1, numel) row.
@@ -16,27 +20,58 @@ A group declares its view with ``matrix_view`` and optionally ``blocks``:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["VIEWS", "check_view", "join_matrices", "matrix_shape", "split_matrices"]
+__all__ = [
+    "VIEWS",
+    "View",
+    "as_matrices",
+    "check_view",
+    "from_matrices",
+    "join_matrices",
+    "matrix_shape",
+    "split_matrices",
+]
 
-VIEWS = ("auto", "flatten", "batch")
+VIEWS = ("auto", "flatten", "batch", "transposed")
+
+#: A group's ``matrix_view``: one of VIEWS or a reshape (tuple of ints, last two the matrix).
+View = str | tuple[int, ...]
 
 
-def matrix_shape(shape: tuple[int, ...], view="auto") -> tuple[int, ...]:
+def matrix_shape(shape: Sequence[int], view: View = "auto") -> tuple[int, ...]:
     """The (..., m, n) shape under which a tensor of `shape` is read as matrices."""
     shape = tuple(shape)
     if isinstance(view, tuple):
         return view
     if len(shape) < 2:  # a vector or scalar (algorithms with vectors = True): one row
         return (1, math.prod(shape))
+    if view == "transposed":
+        return (*shape[:-2], shape[-1], shape[-2])
     if view == "batch" or (view == "auto" and len(shape) == 3):
         return shape
     return (shape[0], math.prod(shape[1:]))
 
 
-def check_view(who: str, name: str, shape, view, blocks) -> None:
+def as_matrices(t: torch.Tensor, view: View = "auto") -> torch.Tensor:
+    """`t` read as its (..., m, n) matrices under `view` (a view of t where torch can)."""
+    if view == "transposed" and t.ndim >= 2:
+        return t.mT
+    return t.reshape(matrix_shape(t.shape, view))
+
+
+def from_matrices(X: torch.Tensor, shape: Sequence[int], view: View = "auto") -> torch.Tensor:
+    """Inverse of as_matrices: the (..., m, n) matrices X back as a tensor of `shape`."""
+    if view == "transposed" and len(shape) >= 2:
+        return X.mT.reshape(tuple(shape))
+    return X.reshape(tuple(shape))
+
+
+def check_view(
+    who: str, name: str, shape: Sequence[int], view: View, blocks: Sequence[int] | None
+) -> None:
     """Raise ValueError unless `view` and `blocks` give matrices for a tensor of `shape`."""
     shape = tuple(shape)
     if len(shape) < 2:
@@ -65,13 +100,18 @@ def check_view(who: str, name: str, shape, view, blocks) -> None:
             )
 
 
-def split_matrices(t: torch.Tensor, view="auto", blocks=None) -> list[torch.Tensor]:
+def split_matrices(
+    t: torch.Tensor, view: View = "auto", blocks: Sequence[int] | None = None
+) -> list[torch.Tensor]:
     """The (..., m_i, n) matrices of `t` under its view (views into t where possible)."""
-    X = t.reshape(matrix_shape(t.shape, view))
+    X = as_matrices(t, view)
     return [X] if blocks is None else list(X.split(list(blocks), dim=-2))
 
 
-def join_matrices(pieces: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of split_matrices: concatenate the row blocks and reshape to `shape`."""
+def join_matrices(
+    pieces: list[torch.Tensor], shape: Sequence[int], view: View = "auto"
+) -> torch.Tensor:
+    """Inverse of split_matrices: concatenate the row blocks and bring them back to `shape`
+    (pass the same `view`: a "transposed" view is transposed back)."""
     X = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
-    return X.reshape(shape)
+    return from_matrices(X, shape, view)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 
 import torch
 from common import SETS, matmul_ceiling, quintic_flops, time_fn, write_result
@@ -49,29 +50,22 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
     floor_ms = sum(quintic_flops(m, n, 5) for m, n in shapes) / (ceiling * 1e12) * 1e3
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     fast = {"compile": True, "cuda_graph": True}
-    ours = {  # name -> (optimizer, cuBLAS only)
-        "steepest.Muon eager": (steepest.Muon(params, lr=0.02), False),
-        "steepest.Muon cuda_graph": (steepest.Muon(params, lr=0.02, cuda_graph=True), False),
-        "steepest.Muon compile+graph": (steepest.Muon(params, lr=0.02, **fast), False),
-        "steepest.Muon compile+graph cuBLAS": (steepest.Muon(params, lr=0.02, **fast), True),
-        "steepest.Muon jordan NS compile+graph": (
-            steepest.Muon(
-                params,
-                lr=0.02,
-                backend="newton_schulz",
-                coefficients="jordan",
-                scale="jordan",
-                **fast,
-            ),
-            False,
-        ),
+    jordan = {"backend": "newton_schulz", "coefficients": "jordan", "scale": "jordan"}
+    ours = {  # name -> (keyword arguments, cuBLAS only); built one at a time (memory)
+        "steepest.Muon eager": ({}, False),
+        "steepest.Muon cuda_graph": ({"cuda_graph": True}, False),
+        "steepest.Muon compile+graph": (fast, False),
+        "steepest.Muon compile+graph cuBLAS": (fast, True),
+        "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, False),
     }
     ms = {}
-    for k, (opt, cublas) in ours.items():
+    for k, (kwargs, cublas) in ours.items():
+        opt = steepest.Muon(params, lr=0.02, **kwargs)
         ms[k] = time_step(opt, cublas)
-        del opt  # free its state before the next one
-    ours.clear()
-    torch.cuda.empty_cache() if device.type == "cuda" else None
+        del opt  # free its state and recording before the next one
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     muon = torch.optim.Muon(params, lr=0.02, momentum=0.95, nesterov=True)
     ms["torch.optim.Muon"] = time_fn(muon.step, warmup=3, repeat=5)
     del muon

@@ -345,13 +345,23 @@ def _capturable(algorithm: Algorithm, group: Mapping[str, Any]) -> bool:
 
 
 _COMPILED: dict[str, Any] = {}
+#: Compilations of dualize_and_scale allowed per process (stack shapes x polar settings).
+RECOMPILE_LIMIT = 256
 
 
 def _compiled(backend: bool | str):
-    """dualize_and_scale under torch.compile (fullgraph, static shapes), one per backend."""
+    """dualize_and_scale under torch.compile (fullgraph, static shapes), one per backend.
+
+    Each stack shape (and polar setting) is its own compilation; the calls raise Dynamo's
+    per-function recompile limit to RECOMPILE_LIMIT so that a model with many shapes, or
+    several optimizers in one process, keeps every stack compiled."""
     name = "inductor" if backend is True else str(backend)
     if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(
-            dualize_and_scale, backend=name, fullgraph=True, dynamic=False
-        )
+        compiled = torch.compile(dualize_and_scale, backend=name, fullgraph=True, dynamic=False)
+
+        def call(algorithm: Algorithm, X: torch.Tensor, group: Mapping[str, Any]):
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return compiled(algorithm, X, group)
+
+        _COMPILED[name] = call
     return _COMPILED[name]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .momentum import MomentumAlgorithm
 from .presets import Preset, preset
 from .quantize import dequantize
-from .registry import register
+from .registry import Group, State, register
 
 __all__ = ["Lion", "LionAlgorithm"]
 
@@ -25,7 +28,7 @@ class LionAlgorithm(MomentumAlgorithm):
 
     name = "lion"
     vectors = True
-    defaults = {
+    defaults: Mapping[str, Any] = {
         "lr": 1e-4,
         "betas": (0.9, 0.99),
         "weight_decay": 0.0,
@@ -33,7 +36,7 @@ class LionAlgorithm(MomentumAlgorithm):
         "momentum_8bit": False,
     }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         check_nonnegative(who, f"{prefix}lr", hp["lr"], 1e-4)
         betas = hp["betas"]
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -44,10 +47,12 @@ class LionAlgorithm(MomentumAlgorithm):
         for key in ("cautious_weight_decay", "momentum_8bit"):
             check_flag(who, f"{prefix}{key}", hp[key])
 
-    def init_state(self, p, group):
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
         return self.momentum_state(p, group)
 
-    def accumulate(self, grads, states, group):
+    def accumulate(
+        self, grads: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         beta1, beta2 = group["betas"]
         if group["momentum_8bit"]:
             olds = [
@@ -56,11 +61,11 @@ class LionAlgorithm(MomentumAlgorithm):
             ]
         else:
             olds = [s["momentum_buffer"] for s in states]
-        directions = torch._foreach_lerp(grads, olds, beta1)
+        directions = list(torch._foreach_lerp(grads, olds, beta1))
         self.update_momentum(grads, states, group, beta2)
         return directions
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return torch.sign(X)
 
 

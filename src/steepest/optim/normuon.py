@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .checks import check_nonnegative, check_unit_interval
 from .muon import MuonAlgorithm
 from .precision import work_dtype
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, State, register
 from .scaling import scale_factor
 from .views import as_matrices, from_matrices, matrix_shape
 
@@ -31,7 +34,7 @@ class NorMuonAlgorithm(MuonAlgorithm):
     """
 
     name = "normuon"
-    defaults = {
+    defaults: Mapping[str, Any] = {
         **MuonAlgorithm.defaults,
         "lr": 0.01,
         "nesterov": False,
@@ -40,24 +43,26 @@ class NorMuonAlgorithm(MuonAlgorithm):
         "scale": "rms",
     }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_unit_interval(who, f"{prefix}beta2", hp["beta2"], 0.95)
         check_nonnegative(who, f"{prefix}eps", hp["eps"], 1e-8)
         if hp.get("blocks") is not None:
             raise ValueError(f"{who}: blocks={hp['blocks']!r}; normuon needs blocks=None")
 
-    def init_state(self, p, group):
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)
         rows = matrix_shape(p.shape, group["matrix_view"])[:-1]
         dtype = work_dtype(p.dtype)
         state["neuron_second_moment"] = torch.zeros(rows, dtype=dtype, device=p.device)
         return state
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return 1.0  # applied in rescale, after the per-neuron normalization
 
-    def rescale(self, updates, states, group):
+    def rescale(
+        self, updates: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         out = []
         for u, state in zip(updates, states, strict=True):
             v = state["neuron_second_moment"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .checks import check_nonnegative
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, register
 from .scaling import check_scale, scale_factor
 
 __all__ = ["ClippedSGD", "NSGD", "NSGDAlgorithm"]
@@ -31,17 +34,23 @@ class NSGDAlgorithm(MomentumAlgorithm):
 
     name = "nsgd"
     vectors = True
-    defaults = {**MOMENTUM_DEFAULTS, "lr": 0.1, "momentum": 0.9, "nesterov": False, "scale": 1.0}
+    defaults: Mapping[str, Any] = {
+        **MOMENTUM_DEFAULTS,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": False,
+        "scale": 1.0,
+    }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         norm = _frobenius(X)
         return torch.where(norm > 0, X / torch.where(norm > 0, norm, 1.0), 0.0)
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
 
 
@@ -56,13 +65,13 @@ class ClippedSGDAlgorithm(NSGDAlgorithm):
     """
 
     name = "clipped_sgd"
-    defaults = {**NSGDAlgorithm.defaults, "lr": 0.05, "clip": 1.0}
+    defaults: Mapping[str, Any] = {**NSGDAlgorithm.defaults, "lr": 0.05, "clip": 1.0}
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_nonnegative(who, f"{prefix}clip", hp["clip"], 1.0)
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         norm = _frobenius(X)
         factor = torch.clamp(group["clip"] / torch.where(norm > 0, norm, 1.0), max=1.0)
         return X * factor

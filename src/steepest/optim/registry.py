@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["ALGORITHMS", "Algorithm", "register"]
+__all__ = ["ALGORITHMS", "Algorithm", "Group", "State", "register"]
+
+#: A param group as the algorithms read it (hyperparameters by name, "params", ...).
+Group = Mapping[str, Any]
+#: One parameter's optimizer state.
+State = dict[str, Any]
 
 #: name -> Algorithm instance; filled by ``register`` as the algorithm modules are imported.
 ALGORITHMS: dict[str, Algorithm] = {}
@@ -42,34 +47,40 @@ class Algorithm:
     #: hyperparameter name -> default value; these are the group keys the algorithm reads.
     defaults: Mapping[str, Any] = {}
 
-    def validate(self, who: str, hparams: Mapping[str, Any], prefix: str = "") -> None:
+    def validate(self, who: str, hparams: Group, prefix: str = "") -> None:
         """Raise ValueError naming a bad hyperparameter (prefix + key) before state exists."""
 
-    def init_state(self, p: torch.Tensor, group: Mapping[str, Any]) -> dict[str, Any]:
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
         """The eager per-parameter state (created when the parameter is added)."""
         return {}
 
-    def accumulate(self, grads, states, group) -> list[torch.Tensor]:
+    def accumulate(
+        self, grads: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         """Stage 1: the direction to dualize, one per gradient."""
         return list(grads)
 
-    def precondition(self, directions, states, group) -> list[torch.Tensor]:
+    def precondition(
+        self, directions: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         """Stage 2: identity by default."""
         return directions
 
-    def dualize(self, X: torch.Tensor, group) -> torch.Tensor:
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
         raise NotImplementedError
 
-    def scale(self, m: int, n: int, group) -> float:
+    def scale(self, m: int, n: int, group: Group) -> float:
         """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
         return 1.0
 
-    def rescale(self, updates, states, group) -> list[torch.Tensor]:
+    def rescale(
+        self, updates: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         """Stage 4, the part that needs per-parameter state; identity by default."""
         return updates
 
-    def apply(self, params, updates, group) -> None:
+    def apply(self, params: list[torch.Tensor], updates: list[torch.Tensor], group: Group) -> None:
         """Stage 5: weight decay, then p <- p - lr * u.
 
         Decoupled (default): p <- (1 - lr wd) p - lr u (arXiv 1711.05101). Cautious
@@ -85,7 +96,13 @@ class Algorithm:
             torch._foreach_mul_(params, 1.0 - lr * wd)
         torch._foreach_add_(params, updates, alpha=-lr)
 
-    def update(self, params, grads, states, group) -> None:
+    def update(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[State],
+        group: Group,
+    ) -> None:
         """The whole step, for algorithms with ``matrix = False``."""
         raise NotImplementedError
 

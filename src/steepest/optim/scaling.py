@@ -36,16 +36,20 @@ def scale_rms(m: int, n: int) -> float:
 SCALES = {"spectral": scale_spectral, "jordan": scale_jordan, "rms": scale_rms}
 
 
-def check_scale(who: str, scale) -> None:
+def check_scale(who: str, scale: object) -> None:
     """Raise ValueError unless scale is a name in SCALES or a finite float > 0."""
     if isinstance(scale, str) and scale in SCALES:
         return
-    if isinstance(scale, Real) and not isinstance(scale, bool) and 0 < scale < math.inf:
+    if (
+        isinstance(scale, (int, float, Real))
+        and not isinstance(scale, bool)
+        and 0 < float(scale) < math.inf
+    ):
         return
     raise ValueError(f"{who}: scale={scale!r} is unknown; use one of {list(SCALES)} or a float > 0")
 
 
-def scale_factor(scale, m: int, n: int) -> float:
+def scale_factor(scale: str | float, m: int, n: int) -> float:
     """The multiplier of a unit-norm update of an (m, n) matrix under the rule ``scale``."""
     if isinstance(scale, str):
         return SCALES[scale](m, n)

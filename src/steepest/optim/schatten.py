@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 
 from steepest.norms import SchattenP
 
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, register
 from .scaling import check_scale, scale_factor
 
 __all__ = ["Schatten", "SchattenAlgorithm"]
@@ -25,9 +29,9 @@ class SchattenAlgorithm(MomentumAlgorithm):
     """
 
     name = "schatten"
-    defaults = {**MOMENTUM_DEFAULTS, "p": math.inf, "scale": "spectral"}
+    defaults: Mapping[str, Any] = {**MOMENTUM_DEFAULTS, "p": math.inf, "scale": "spectral"}
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         p = hp["p"]
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p <= math.inf:
@@ -37,10 +41,10 @@ class SchattenAlgorithm(MomentumAlgorithm):
             )
         check_scale(who, hp["scale"])
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return SchattenP(group["p"]).dualize(X)
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
 
 

@@ -6,6 +6,8 @@ Also ``scion_groups(model, kind)``: the layer norms recommended for image and on
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from .checks import check_flag, check_nonnegative
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .polar_step import POLAR_DEFAULTS, check_polar, polar
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, register
 
 __all__ = ["SCION_NORMS", "Scion", "ScionAlgorithm", "UScion", "scion_groups"]
 
@@ -48,7 +50,7 @@ class ScionAlgorithm(MomentumAlgorithm):
     name = "scion"
     vectors = True
     constrained = True
-    defaults = {
+    defaults: Mapping[str, Any] = {
         **MOMENTUM_DEFAULTS,
         "lr": 0.02,
         "momentum": 0.9,
@@ -60,7 +62,7 @@ class ScionAlgorithm(MomentumAlgorithm):
         **POLAR_DEFAULTS,
     }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         if hp["lr"] * hp["weight_decay"] > 1:
             raise ValueError(
@@ -77,7 +79,7 @@ class ScionAlgorithm(MomentumAlgorithm):
         check_flag(who, f"{prefix}transpose", hp["transpose"])
         check_polar(who, hp, prefix)
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         if group["transpose"]:
             return self._dualize(X.mT, group).mT
         return self._dualize(X, group)
@@ -89,7 +91,7 @@ class ScionAlgorithm(MomentumAlgorithm):
             return polar(X, group).mul_(math.sqrt(m / n))
         return (norm if isinstance(norm, Norm) else get(norm)).dualize(X)
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return float(group["radius"])
 
 
@@ -98,7 +100,7 @@ class UScionAlgorithm(ScionAlgorithm):
 
     name = "uscion"
     constrained = False
-    defaults = {**ScionAlgorithm.defaults, "weight_decay": 0.0}
+    defaults: Mapping[str, Any] = {**ScionAlgorithm.defaults, "weight_decay": 0.0}
 
 
 register(ScionAlgorithm())

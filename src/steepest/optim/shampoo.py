@@ -5,6 +5,9 @@ Both reduce to Muon when L and R are not accumulated (seed 000, §3.3.2-3.3.3).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .checks import check_flag, check_nonnegative
@@ -12,7 +15,7 @@ from .gram import normalize_gram
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .precision import work_dtype
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, State, register
 from .scaling import check_scale, scale_factor
 from .views import as_matrices, from_matrices, matrix_shape
 
@@ -68,7 +71,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
     """
 
     name = "shampoo"
-    defaults = {
+    defaults: Mapping[str, Any] = {
         **MOMENTUM_DEFAULTS,
         "lr": 0.02,
         "momentum": 0.0,
@@ -79,7 +82,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
         "scale": "spectral",
     }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_flag(who, f"{prefix}accumulate", hp["accumulate"])
         check_nonnegative(who, f"{prefix}epsilon", hp["epsilon"], 1e-12)
@@ -90,10 +93,10 @@ class ShampooAlgorithm(MomentumAlgorithm):
         if hp.get("blocks") is not None:
             raise ValueError(f"{who}: blocks={hp['blocks']!r}; {self.name} needs blocks=None")
 
-    def init_state(self, p, group):
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
-        zeros = dict(dtype=work_dtype(p.dtype), device=p.device)
+        zeros: dict[str, Any] = dict(dtype=work_dtype(p.dtype), device=p.device)
         for key, k in (("left", m), ("right", n)):
             state[key] = torch.zeros(*batch, k, k, **zeros)
             state[f"{key}_root"] = torch.zeros(*batch, k, k, **zeros)
@@ -101,7 +104,9 @@ class ShampooAlgorithm(MomentumAlgorithm):
         state["step"] = torch.zeros((), dtype=torch.int64)
         return state
 
-    def precondition(self, directions, states, group):
+    def precondition(
+        self, directions: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         out = []
         for D, state in zip(directions, states, strict=True):
             X = as_matrices(D, group["matrix_view"]).to(state["left"].dtype)
@@ -130,10 +135,10 @@ class ShampooAlgorithm(MomentumAlgorithm):
         """The preconditioned direction from the roots."""
         return state["left_root"] @ X @ state["right_root"]
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return X  # the preconditioned direction is new memory; stage 4 scales it in place
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
 
 
@@ -148,7 +153,7 @@ class CASPRAlgorithm(ShampooAlgorithm):
     """
 
     name = "caspr"
-    defaults = {**ShampooAlgorithm.defaults, "epsilon": 1e-8}
+    defaults: Mapping[str, Any] = {**ShampooAlgorithm.defaults, "epsilon": 1e-8}
 
     def combine(self, X, state):
         left, right = state["left_root"], state["right_root"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, register
 from .scaling import check_scale, scale_factor
 
 __all__ = ["SignSGD", "Signum", "SignumAlgorithm"]
@@ -24,16 +27,22 @@ class SignumAlgorithm(MomentumAlgorithm):
 
     name = "signum"
     vectors = True
-    defaults = {**MOMENTUM_DEFAULTS, "lr": 1e-3, "momentum": 0.9, "nesterov": False, "scale": 1.0}
+    defaults: Mapping[str, Any] = {
+        **MOMENTUM_DEFAULTS,
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "nesterov": False,
+        "scale": 1.0,
+    }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return torch.sign(X)
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
 
 
@@ -41,7 +50,7 @@ class SignSGDAlgorithm(SignumAlgorithm):
     """signSGD: W <- W - lr * scale * sign(G) (Signum with momentum 0)."""
 
     name = "signsgd"
-    defaults = {**SignumAlgorithm.defaults, "momentum": 0.0}
+    defaults: Mapping[str, Any] = {**SignumAlgorithm.defaults, "momentum": 0.0}
 
 
 register(SignumAlgorithm())

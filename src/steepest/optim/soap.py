@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .gram import normalize_gram
 from .precision import work_dtype
 from .presets import Preset, preset
-from .registry import Algorithm, register
+from .registry import Algorithm, Group, State, register
 from .scaling import check_scale, scale_factor
 from .views import as_matrices, from_matrices, matrix_shape
 
@@ -38,7 +41,7 @@ class SOAPAlgorithm(Algorithm):
     """
 
     name = "soap"
-    defaults = {
+    defaults: Mapping[str, Any] = {
         "lr": 3e-3,
         "betas": (0.95, 0.95),
         "eps": 1e-8,
@@ -48,7 +51,7 @@ class SOAPAlgorithm(Algorithm):
         "scale": 1.0,
     }
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         check_nonnegative(who, f"{prefix}lr", hp["lr"], 3e-3)
         betas = hp["betas"]
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -65,9 +68,9 @@ class SOAPAlgorithm(Algorithm):
         if hp.get("blocks") is not None:
             raise ValueError(f"{who}: blocks={hp['blocks']!r}; soap needs blocks=None")
 
-    def init_state(self, p, group):
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
-        zeros = dict(dtype=work_dtype(p.dtype), device=p.device)
+        zeros: dict[str, Any] = dict(dtype=work_dtype(p.dtype), device=p.device)
         return {
             "exp_avg": torch.zeros(p.shape, **zeros),
             "exp_avg_sq": torch.zeros(*batch, m, n, **zeros),
@@ -79,7 +82,9 @@ class SOAPAlgorithm(Algorithm):
             "step": torch.zeros((), dtype=torch.int64),
         }
 
-    def precondition(self, directions, states, group):
+    def precondition(
+        self, directions: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         beta1, beta2 = group["betas"]
         out = []
         for grad, state in zip(directions, states, strict=True):
@@ -106,10 +111,10 @@ class SOAPAlgorithm(Algorithm):
             out.append(from_matrices(N, grad.shape, view).to(grad.dtype))
         return out
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return X  # the rotated Adam step is new memory; stage 4 scales it in place
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
 
 

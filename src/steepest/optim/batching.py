@@ -69,7 +69,7 @@ def map_matrices(
     flat = map_stacked(fn, [m for ms in pieces for m in ms])
     out, start = [], 0
     for t, ms in zip(tensors, pieces, strict=True):
-        out.append(join_matrices(flat[start : start + len(ms)], t.shape))
+        out.append(join_matrices(flat[start : start + len(ms)], t.shape, view))
         start += len(ms)
     return out
 

@@ -1,18 +1,23 @@
 """Monitor overhead: training-step time with steepest.diagnostics.Monitor attached vs without.
 
-A tiny GPT (2 layers, width 64, 4 heads, context 64, vocabulary 65) trains on random tokens with
-AdamW on CPU. Blocks of steps without and with a Monitor (every=10) alternate, so machine noise
-hits both alike; the medians of per-block mean step times give the overhead ratio. A second,
-less noise-prone estimate times the Monitor's own calls: sum of monitor.step() time / sum of
-training-step time. The target is < 10% with the default metrics at k = 10. The curvature
-metrics ("taylor", "layer_split": double backward per record) are measured as a second case.
+A tiny GPT (2 layers, width 64, 4 heads, context 64, vocabulary 65; 11 weight matrices) trains
+on random tokens with AdamW on CPU, with the intra-op threads training would use (torch's
+default unless --threads). Blocks of `--steps` steps without (A) and with (B) a fresh Monitor
+(every=k) are interleaved, A B, B A, A B, ... for `--repeats` pairs, so machine noise and drift
+hit both alike. A block's per-step time is its wall time / steps (a median over single steps would
+skip the 1-in-k recorded steps, where the cost is); the overhead is the median monitored per-step
+time over the median plain one, minus 1. Also reported: the median of the per-pair ratios and
+the share of time spent inside monitor.step(). Cases: the default metrics with the Monitor's
+default threads=1 (the target: < 10% at k = 10), the same with threads=None (torch's setting), and
+the curvature metrics ("taylor", "layer_split": double backward per record) unless --no-curvature.
 
-Usage: python bench/monitor_overhead.py [--blocks 5] [--steps-per-block 40] [--every 10]
+Usage: python bench/monitor_overhead.py [--repeats 8] [--steps 20] [--every 10] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -69,13 +74,18 @@ class TinyGPT(nn.Module):
         return self.head(self.ln(x))
 
 
-def run_block(model, opt, batches, monitor):
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def run_block(
+    model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], monitor: Monitor | None
+) -> tuple[float, float]:
     """Train on `batches`; return (total wall time, time inside monitor.step)."""
     in_monitor = 0.0
     start = time.perf_counter()
     for x, y in batches:
 
-        def loss_fn(x=x, y=y):
+        def loss_fn(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
             logits = model(x)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
@@ -89,68 +99,114 @@ def run_block(model, opt, batches, monitor):
     return time.perf_counter() - start, in_monitor
 
 
-def measure(metrics, args, out_dir: Path) -> dict:
+def measure(
+    metrics: tuple[str, ...], threads: int | None, repeats: int, args: argparse.Namespace, tmp: Path
+) -> dict:
+    """Interleaved plain / monitored blocks of one case; medians, ratios and the raw times."""
     torch.manual_seed(0)
     model = TinyGPT()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
 
-    def batches():
-        tok = torch.randint(0, 65, (args.steps_per_block, args.batch, 65), generator=gen)
+    def batches() -> list[Batch]:
+        tok = torch.randint(0, 65, (args.steps, args.batch, 65), generator=gen)
         return [(t[:, :-1], t[:, 1:]) for t in tok]
 
-    run_block(model, opt, batches()[:5], None)  # warm-up
-    plain, monitored, share = [], [], []
-    for i in range(args.blocks):
-        dt, _ = run_block(model, opt, batches(), None)
-        plain.append(dt / args.steps_per_block)
-        path = out_dir / f"{'-'.join(metrics)}-{i}.jsonl"
-        monitor = Monitor(model, opt, every=args.every, metrics=metrics, path=path)
-        dt, in_monitor = run_block(model, opt, batches(), monitor)
+    def monitored_block(i: int) -> tuple[float, float]:
+        path = tmp / f"{'-'.join(metrics)}-{threads}-{i}.jsonl"
+        monitor = Monitor(model, opt, every=args.every, metrics=metrics, path=path, threads=threads)
+        dt, inside = run_block(model, opt, batches(), monitor)
         monitor.close()
-        monitored.append(dt / args.steps_per_block)
-        share.append(in_monitor / (dt - in_monitor))
+        return dt, inside
+
+    run_block(model, opt, batches()[:5], None)  # warm-up, both kinds
+    monitored_block(-1)
+    plain, monitored, share = [], [], []
+    for i in range(repeats):
+        for kind in "AB" if i % 2 == 0 else "BA":
+            if kind == "A":
+                plain.append(run_block(model, opt, batches(), None)[0] / args.steps)
+            else:
+                dt, inside = monitored_block(i)
+                monitored.append(dt / args.steps)
+                share.append(inside / (dt - inside))
     base, with_monitor = statistics.median(plain), statistics.median(monitored)
     return {
         "metrics": list(metrics),
+        "monitor_threads": threads,
         "every": args.every,
+        "steps_per_block": args.steps,
+        "repeats": repeats,
         "step_ms": 1e3 * base,
         "step_ms_with_monitor": 1e3 * with_monitor,
-        "overhead_wall": with_monitor / base - 1.0,
+        "overhead": with_monitor / base - 1.0,
+        "overhead_paired_median": statistics.median(
+            m / p - 1.0 for p, m in zip(plain, monitored, strict=True)
+        ),
         "overhead_monitor_calls": statistics.median(share),
+        "plain_step_ms": [1e3 * t for t in plain],
+        "monitored_step_ms": [1e3 * t for t in monitored],
     }
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=5)
-    parser.add_argument("--steps-per-block", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=8, help="A/B pairs per case")
+    parser.add_argument("--steps", type=int, default=20, help="steps per block (a multiple of k)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's setting")
+    parser.add_argument("--no-curvature", action="store_true", help="skip the taylor case")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    cases = [tuple(DEFAULT_METRICS), (*DEFAULT_METRICS, "taylor", "layer_split")]
+    if args.every < 1 or args.steps % args.every or args.repeats < 1:
+        parser.error(
+            f"--steps={args.steps} must be a multiple of --every={args.every} >= 1 and "
+            f"--repeats={args.repeats} >= 1"
+        )
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = {"layers": 2, "width": 64, "heads": 4, "context": 64, "vocab": 65}
+    n_params = sum(p.numel() for p in TinyGPT().parameters())
+    print(
+        f"TinyGPT {model} ({n_params} parameters), batch {args.batch}, AdamW; k = {args.every}, "
+        f"{args.steps} steps per block, {args.repeats} A/B pairs; training threads "
+        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}"
+    )
+    cases = [
+        (tuple(DEFAULT_METRICS), 1, args.repeats),
+        (tuple(DEFAULT_METRICS), None, args.repeats),
+    ]
+    if not args.no_curvature:
+        cases.append(((*DEFAULT_METRICS, "taylor", "layer_split"), 1, max(2, args.repeats // 4)))
     results = []
+    start = time.perf_counter()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        for metrics in cases:
-            r = measure(metrics, args, Path(tmp))
+        for metrics, threads, repeats in cases:
+            r = measure(metrics, threads, repeats, args, Path(tmp))
             results.append(r)
             print(
-                f"metrics={'+'.join(r['metrics'])} every={r['every']}: step {r['step_ms']:.2f} ms, "
-                f"with monitor {r['step_ms_with_monitor']:.2f} ms, wall overhead "
-                f"{100 * r['overhead_wall']:.1f}%, monitor calls / step time "
-                f"{100 * r['overhead_monitor_calls']:.1f}%"
+                f"metrics={'+'.join(r['metrics'])} every={r['every']} monitor threads={threads}: "
+                f"step {r['step_ms']:.2f} ms, with monitor {r['step_ms_with_monitor']:.2f} ms, "
+                f"overhead {100 * r['overhead']:.1f}% (paired median "
+                f"{100 * r['overhead_paired_median']:.1f}%, inside monitor.step "
+                f"{100 * r['overhead_monitor_calls']:.1f}%)"
             )
-    model = {"layers": 2, "width": 64, "heads": 4, "context": 64, "vocab": 65}
+    elapsed = time.perf_counter() - start
+    print(f"took {elapsed:.0f} s")
     payload = {
         "bench": "monitor_overhead",
-        "model": model,
+        "model": {**model, "parameters": n_params},
         "batch": args.batch,
         "optimizer": "AdamW",
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_before_after": [load_before, os.getloadavg()],
+        "seconds": elapsed,
         "cases": results,
     }
-    path = write_result("monitor_overhead", payload, out_dir=Path(__file__).parent / "results")
+    path = write_result("monitor_overhead", payload, out_dir=args.out)
     print(f"wrote {path}")
 
 

@@ -7,12 +7,16 @@ of shape (...). Half-precision inputs are measured in float32. A zero matrix has
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
 import torch
 
 from ._checks import check_matrix, svd_dtype
 
 __all__ = [
     "BUILTIN_NORMS",
+    "batched_singular_values",
     "effective_rank",
     "matrix_norm",
     "nuclear_rank",
@@ -26,6 +30,18 @@ __all__ = [
 BUILTIN_NORMS = ("frobenius", "spectral", "nuclear")
 
 
+class NormLike(Protocol):
+    """Anything with a `norm(X)` method returning one value per matrix (e.g. a steepest Norm)."""
+
+    def norm(self, X: torch.Tensor) -> torch.Tensor: ...
+
+
+def _svdvals(X: torch.Tensor) -> torch.Tensor:
+    """torch.linalg.svdvals, typed (its stub returns Any)."""
+    s: torch.Tensor = torch.linalg.svdvals(X)
+    return s
+
+
 def singular_values(X: torch.Tensor) -> torch.Tensor:
     """Singular values of each matrix, in descending order.
 
@@ -36,7 +52,91 @@ def singular_values(X: torch.Tensor) -> torch.Tensor:
         Tensor of shape (..., min(m, n)).
     """
     check_matrix("singular_values", "X", X)
-    return torch.linalg.svdvals(X.to(svd_dtype(X)))
+    return _svdvals(X.to(svd_dtype(X)))
+
+
+def batched_singular_values(matrices: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Singular values of many matrices, with one `svdvals` call per group of equal shape.
+
+    A wide matrix is transposed first (same singular values), so (m, n) and (n, m) share a
+    group; each group is stacked and decomposed at once. Half precision runs in float32.
+
+    Args:
+        matrices: real floating tensors, each of shape (..., m, n); shapes may differ.
+
+    Returns:
+        list of tensors of shape (..., min(m, n)), descending, in the order given; each equals
+        `singular_values` of its matrix.
+    """
+    if isinstance(matrices, torch.Tensor) or not isinstance(matrices, Sequence):
+        raise TypeError(
+            "batched_singular_values: matrices must be a list of tensors, got "
+            f"{type(matrices).__name__}"
+        )
+    for i, X in enumerate(matrices):
+        check_matrix("batched_singular_values", f"matrices[{i}]", X)
+    out: list[torch.Tensor | None] = [None] * len(matrices)
+    for indices, s in _grouped_svdvals(matrices):
+        for i, row in zip(indices, s.unbind(0), strict=True):
+            out[i] = row
+    return [s for s in out if s is not None]
+
+
+def _tall(X: torch.Tensor) -> torch.Tensor:
+    """X, or its transpose when it is wide, in the dtype its SVD runs in."""
+    X = X.to(svd_dtype(X))
+    return X.mT if X.shape[-2] < X.shape[-1] else X
+
+
+def _grouped_svdvals(matrices: Sequence[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+    """Group the (tall) matrices by shape, dtype and device; one svdvals per group.
+
+    Returns:
+        list of (indices into `matrices`, singular values stacked along a new leading dim).
+    """
+    groups: dict[tuple[tuple[int, ...], torch.dtype, torch.device], list[int]] = {}
+    tall = [_tall(X) for X in matrices]
+    for i, X in enumerate(tall):
+        groups.setdefault((tuple(X.shape), X.dtype, X.device), []).append(i)
+    return [
+        (indices, _svdvals(torch.stack([tall[i] for i in indices]))) for indices in groups.values()
+    ]
+
+
+def _padded_singular_values(
+    matrices: Sequence[torch.Tensor], dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values of 2-D matrices as rows of one zero-padded tensor (one svdvals per shape).
+
+    Zero padding leaves every statistic built from sums of s, s^2 or s log s unchanged, so the
+    ranks of all matrices come from a handful of tensor operations on the result.
+
+    Args:
+        matrices: non-empty list of real floating 2-D tensors with min(m, n) >= 1, all on one
+            device.
+        dtype: dtype of the result (float64 keeps the statistics of float32 inputs exact).
+
+    Returns:
+        (S, lengths): S of shape (len(matrices), max min(m, n)) on the first matrix's device,
+        descending in each row and zero beyond `lengths[i] = min(m_i, n_i)`.
+    """
+    if not matrices or any(X.ndim != 2 or min(X.shape) < 1 for X in matrices):
+        raise ValueError(
+            "_padded_singular_values: need a non-empty list of 2-D matrices with both sides >= 1, "
+            f"got shapes {[tuple(X.shape) for X in matrices]}"
+        )
+    width = max(min(X.shape) for X in matrices)
+    rows, order = [], []
+    for indices, s in _grouped_svdvals(matrices):
+        s = s.to(device=matrices[0].device, dtype=dtype)
+        rows.append(torch.nn.functional.pad(s, (0, width - s.shape[-1])))
+        order.extend(indices)
+    S = torch.cat(rows) if len(rows) > 1 else rows[0]
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    S = S.index_select(0, position.to(S.device))
+    lengths = torch.tensor([min(X.shape) for X in matrices], device=S.device)
+    return S, lengths
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -58,7 +158,7 @@ def stable_rank(A: torch.Tensor) -> torch.Tensor:
         seeds/000_0ff94013880c6450.txt, Definition 7.
     """
     check_matrix("stable_rank", "A", A)
-    return _stable_rank(torch.linalg.svdvals(A.to(svd_dtype(A))))
+    return _stable_rank(_svdvals(A.to(svd_dtype(A))))
 
 
 def _stable_rank(s: torch.Tensor) -> torch.Tensor:
@@ -81,7 +181,7 @@ def nuclear_rank(G: torch.Tensor) -> torch.Tensor:
         seeds/004_67262c901d7d220a.txt, Fig. 3-4 (||grad||_*^2 and ||grad||_F^2 along training).
     """
     check_matrix("nuclear_rank", "G", G)
-    return _nuclear_rank(torch.linalg.svdvals(G.to(svd_dtype(G))))
+    return _nuclear_rank(_svdvals(G.to(svd_dtype(G))))
 
 
 def _nuclear_rank(s: torch.Tensor) -> torch.Tensor:
@@ -104,7 +204,7 @@ def effective_rank(A: torch.Tensor) -> torch.Tensor:
         EUSIPCO 2007 (cited by seeds/003_e51c56d7d69de86a.txt, ref. [67]).
     """
     check_matrix("effective_rank", "A", A)
-    return _effective_rank(torch.linalg.svdvals(A.to(svd_dtype(A))))
+    return _effective_rank(_svdvals(A.to(svd_dtype(A))))
 
 
 def _effective_rank(s: torch.Tensor) -> torch.Tensor:
@@ -126,7 +226,7 @@ def rank_summary(A: torch.Tensor) -> dict[str, torch.Tensor]:
         shape (...), equal to the functions of the same names.
     """
     check_matrix("rank_summary", "A", A)
-    s = torch.linalg.svdvals(A.to(svd_dtype(A)))
+    s = _svdvals(A.to(svd_dtype(A)))
     return {
         "stable_rank": _stable_rank(s),
         "nuclear_rank": _nuclear_rank(s),
@@ -135,7 +235,7 @@ def rank_summary(A: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def matrix_norm(X: torch.Tensor, norm="frobenius") -> torch.Tensor:
+def matrix_norm(X: torch.Tensor, norm: str | NormLike = "frobenius") -> torch.Tensor:
     """||X|| per matrix under a chosen norm.
 
     Args:
@@ -151,16 +251,16 @@ def matrix_norm(X: torch.Tensor, norm="frobenius") -> torch.Tensor:
     return _norm_fn(norm, "matrix_norm")(X)
 
 
-def _norm_fn(norm, fn: str):
+def _norm_fn(norm: str | NormLike, fn: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """Resolve `norm` (a name or an object with .norm) to a callable X -> ||X||."""
     if isinstance(norm, str):
         key = norm.lower()
         if key == "frobenius":
-            return lambda X: torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord="fro")
+            return lambda X: _matrix_norm(X, "fro")
         if key == "spectral":
-            return lambda X: torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord=2)
+            return lambda X: _matrix_norm(X, 2)
         if key == "nuclear":
-            return lambda X: torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord="nuc")
+            return lambda X: _matrix_norm(X, "nuc")
         registry = _norm_registry()
         if registry is not None:
             try:
@@ -171,24 +271,40 @@ def _norm_fn(norm, fn: str):
             f"{fn}: norm={norm!r} is not known; use one of {BUILTIN_NORMS} or an object with a "
             f"norm(X) method"
         )
-    if callable(getattr(norm, "norm", None)):
-        return norm.norm
+    norm_method = getattr(norm, "norm", None)
+    if callable(norm_method):
+        return lambda X: _as_tensor(norm_method(X))
     raise TypeError(
         f"{fn}: norm must be a name in {BUILTIN_NORMS} or an object with a norm(X) method, "
         f"got {type(norm).__name__}"
     )
 
 
-def _norm_registry():
+def _matrix_norm(X: torch.Tensor, ord: str | int) -> torch.Tensor:
+    """torch.linalg.matrix_norm of X in its SVD dtype, typed (its stub returns Any)."""
+    value: torch.Tensor = torch.linalg.matrix_norm(X.to(svd_dtype(X)), ord=ord)
+    return value
+
+
+def _as_tensor(value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"norm(X) returned {type(value).__name__}; need a torch.Tensor")
+    return value
+
+
+def _norm_registry() -> Callable[[str], NormLike] | None:
     """`steepest.norms.get` if the norms package provides it, else None."""
     try:
         from steepest import norms
     except ImportError:
         return None
-    return getattr(norms, "get", None)
+    get: Callable[[str], NormLike] | None = getattr(norms, "get", None)
+    return get
 
 
-def relative_size(dW: torch.Tensor, W: torch.Tensor, norm="frobenius") -> torch.Tensor:
+def relative_size(
+    dW: torch.Tensor, W: torch.Tensor, norm: str | NormLike = "frobenius"
+) -> torch.Tensor:
     """Relative size relsize(dW) = ||dW|| / ||W|| under a chosen norm (inf where W = 0 != dW).
 
     Args:
@@ -238,7 +354,7 @@ def orthogonality_gap(U: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     check_matrix("orthogonality_gap", "U", U)
     if not isinstance(normalize, bool):
         raise TypeError(f"orthogonality_gap: normalize={normalize!r}; need True or False")
-    s = torch.linalg.svdvals(U.to(svd_dtype(U)))
+    s = _svdvals(U.to(svd_dtype(U)))
     if normalize:
         s = _ratio(s, s[..., :1].expand_as(s))
     return (s - 1.0).abs().amax(-1)

@@ -17,14 +17,25 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
+from ._checks import svd_dtype
 from .curvature import layer_split, taylor_check
-from .matrix import nuclear_rank
-from .smoothness import smoothness_estimates
-from .updates import matrix_view, snapshot, update_stats
+from .matrix import _padded_singular_values
+from .updates import (
+    UPDATE_STATS,
+    _stack_norms,
+    matrix_view,
+    snapshot,
+    table_to_floats,
+    update_table,
+)
 
 __all__ = ["DEFAULT_METRICS", "METRICS", "Monitor"]
 
@@ -42,6 +53,25 @@ METRICS = {
 DEFAULT_METRICS = ("update", "smoothness")
 
 
+class _ScalarWriter(Protocol):
+    """The part of torch.utils.tensorboard.SummaryWriter the Monitor uses."""
+
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _SmoothnessState:
+    """What the smoothness line after a recorded step t needs from step t, per matrix."""
+
+    names: list[str]
+    grads: list[torch.Tensor]  # g_t, copies
+    update_frobenius: torch.Tensor  # ||W_{t+1} - W_t||_F
+    update_spectral: torch.Tensor  # ||W_{t+1} - W_t||_2
+    nuclear_rank: torch.Tensor  # ||g_t||_*^2 / ||g_t||_F^2
+
+
 class Monitor:
     """Record a chosen set of diagnostics every `every` optimizer steps, as JSON lines.
 
@@ -55,6 +85,11 @@ class Monitor:
     lr = 1), by temporarily loading W_t back into the model; they cost a double backward and are
     only computed when `step` is given `loss_fn`. Non-finite values are written as null.
 
+    Cost of a record: the singular values of each matrix's update and gradient (one svdvals
+    call per group of equal shape, shared by all statistics), of the gradient change on the
+    following step for "smoothness" (the update's norms are reused), and one host copy per
+    line.
+
     Args:
         model: the torch.nn.Module being trained (gives parameter names).
         optimizer: its torch.optim.Optimizer; the tracked parameters are those in its groups.
@@ -63,6 +98,11 @@ class Monitor:
         path: JSON lines file, opened for writing (overwritten) at construction.
         tensorboard_dir: also write scalars there with torch.utils.tensorboard if tensorboard is
             installed (a warning otherwise); None for JSON lines only.
+        threads: CPU intra-op threads while the "update" and "smoothness" statistics are
+            computed (restored afterwards). 1, the default, suits the small per-layer SVDs: with
+            more threads, MKL/OpenMP synchronization costs more than the work, worst on a busy
+            machine. None keeps torch's setting (e.g. for large matrices on a many-core CPU).
+            No effect on GPU tensors.
 
     References:
         seeds/003_e51c56d7d69de86a.txt (Taylor check, NDS, layer split);
@@ -75,10 +115,11 @@ class Monitor:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         every: int = 10,
-        metrics=DEFAULT_METRICS,
-        path="monitor.jsonl",
-        tensorboard_dir=None,
-    ):
+        metrics: Iterable[str] = DEFAULT_METRICS,
+        path: str | Path = "monitor.jsonl",
+        tensorboard_dir: str | Path | None = None,
+        threads: int | None = 1,
+    ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -92,27 +133,34 @@ class Monitor:
             raise TypeError(
                 f"Monitor: metrics={metrics!r}; need a tuple of names, e.g. ('update',)"
             )
-        metrics = tuple(metrics)
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown or not metrics:
+        chosen = tuple(metrics)
+        unknown = [m for m in chosen if m not in METRICS]
+        if unknown or not chosen:
             raise ValueError(
-                f"Monitor: metrics={metrics!r}; each must be one of {tuple(METRICS)} (at least one)"
+                f"Monitor: metrics={chosen!r}; each must be one of {tuple(METRICS)} (at least one)"
             )
         if not isinstance(path, (str, Path)):
             raise TypeError(f"Monitor: path={path!r}; need a str or pathlib.Path")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"Monitor: threads={threads!r}; need a positive int or None")
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self.params = {n: p for n, p in model.named_parameters() if id(p) in in_optimizer}
         if not self.params:
             raise ValueError("Monitor: none of model's parameters are in optimizer's param_groups")
-        self.model, self.optimizer, self.every, self.metrics = model, optimizer, every, metrics
+        self.model, self.optimizer, self.every, self.metrics = model, optimizer, every, chosen
+        self.threads = threads
         self.steps = 0
-        self._before = snapshot(self.params)  # W_0, for the record at step 0
-        self._smooth_prev = None  # (W_t, g_t, W_{t+1}) after a recorded step
+        self._before = snapshot(self.params)  # W_t of the next recorded step, refreshed in place
+        self._smooth_prev: _SmoothnessState | None = None
         self._writer = _tensorboard_writer(tensorboard_dir)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "w")  # noqa: SIM115 (closed in close())
 
-    def step(self, loss_fn=None) -> dict | None:
+    def step(
+        self, loss_fn: Callable[[], torch.Tensor] | None = None
+    ) -> dict[str, float | None] | None:
         """Account for one optimizer step; on a recorded step compute, write and return the record.
 
         Args:
@@ -120,78 +168,117 @@ class Monitor:
                 batch as the step); needed for "taylor" and "layer_split".
 
         Returns:
-            The dict written for this step, or None when nothing was written.
+            The dict written for this step ("step" and the metrics), or None when nothing was
+            written.
         """
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError("Monitor.step: loss_fn must be callable or None")
         t = self.steps
-        record = {}
+        record: dict[str, float] = {}
         if self._smooth_prev is not None:
-            record.update(self._smoothness())
+            with _intra_op_threads(self.threads):
+                record.update(self._smoothness(self._smooth_prev))
+            self._smooth_prev = None
         if t % self.every == 0:
             record.update(self._record(loss_fn))
         self.steps += 1
         if self.steps % self.every == 0:
-            self._before = snapshot(self.params)
+            with torch.no_grad():
+                names = list(self.params)
+                torch._foreach_copy_(
+                    [self._before[n] for n in names], [self.params[n].detach() for n in names]
+                )
         if not record:
             return None
-        record = {"step": t, **{k: _finite_or_none(v) for k, v in record.items()}}
-        self._file.write(json.dumps(record) + "\n")
+        line: dict[str, float | None] = {"step": t}
+        line.update({k: _finite_or_none(v) for k, v in record.items()})
+        self._file.write(json.dumps(line) + "\n")
         self._file.flush()
         if self._writer is not None:
-            for key, value in record.items():
+            for key, value in line.items():
                 if key != "step" and value is not None:
                     self._writer.add_scalar(key, value, t)
-        return record
+        return line
 
-    def _record(self, loss_fn) -> dict[str, float]:
+    def _record(self, loss_fn: Callable[[], torch.Tensor] | None) -> dict[str, float]:
         out = {f"lr/{i}": float(g["lr"]) for i, g in enumerate(self.optimizer.param_groups)}
-        grads = {n: p.grad for n, p in self.params.items() if p.grad is not None}
-        if "update" in self.metrics:
-            for name, stats in update_stats(self.params, self._before, grads).items():
-                out.update({f"{name}/{k}": v for k, v in stats.items()})
-        if "smoothness" in self.metrics:
-            matrices = [n for n, g in grads.items() if g.ndim >= 2]
-            now = {n: self.params[n].detach().clone() for n in matrices}
-            prev_grads = {n: grads[n].detach().clone() for n in matrices}
-            ratios = {
-                n: out[f"{n}/grad_nuclear_rank"]
-                if f"{n}/grad_nuclear_rank" in out
-                else nuclear_rank(matrix_view(prev_grads[n])).item()
-                for n in matrices
-            }
-            self._smooth_prev = (self._before, prev_grads, now, ratios)
+        if "update" in self.metrics or "smoothness" in self.metrics:
+            with _intra_op_threads(self.threads):
+                out.update(self._update_and_smoothness_state())
         if loss_fn is not None and ("taylor" in self.metrics or "layer_split" in self.metrics):
             out.update(self._curvature(loss_fn))
         return out
 
-    def _smoothness(self) -> dict[str, float]:
-        W_prev, g_prev, W_now, nuclear_ratios = self._smooth_prev
-        self._smooth_prev = None
-        out = {}
-        for name in g_prev:
-            p = self.params[name]
-            if p.grad is None:
-                continue
-            est = smoothness_estimates(
-                matrix_view(W_prev[name]),
-                matrix_view(W_now[name]),
-                matrix_view(g_prev[name]),
-                matrix_view(p.grad.detach()),
-            )
-            L, J = est["frobenius_smoothness"].item(), est["spectral_smoothness"].item()
-            out[f"{name}/frobenius_smoothness"] = L
-            out[f"{name}/spectral_smoothness"] = J
-            out[f"{name}/smoothness_ratio"] = J / L if L > 0 else float("nan")
-            out[f"{name}/muon_advantage"] = nuclear_ratios[name] * L / J if J > 0 else float("nan")
+    def _update_and_smoothness_state(self) -> dict[str, float]:
+        """The "update" statistics (one host copy); keeps what "smoothness" needs next step."""
+        grads = {n: p.grad for n, p in self.params.items()}
+        table = update_table(self.params, self._before, grads)
+        out: dict[str, float] = {}
+        if "update" in self.metrics:
+            names = list(self.params)
+            for name, stats in table_to_floats(table, names, keep=UPDATE_STATS).items():
+                out.update({f"{name}/{k}": v for k, v in stats.items()})
+        if "smoothness" in self.metrics and "grad_nuclear_rank" in table:
+            names, nuclear_rank = table["grad_nuclear_rank"]
+            spectral_names, spectral = table["update_spectral"]
+            all_names, frobenius = table["update_frobenius"]
+            device = frobenius.device
+            where = {n: i for i, n in enumerate(spectral_names)}
+            spectral = spectral[torch.tensor([where[n] for n in names], device=device)]
+            where = {n: i for i, n in enumerate(all_names)}
+            frobenius = frobenius[torch.tensor([where[n] for n in names], device=device)]
+            copies = []
+            for n in names:
+                grad = grads[n]
+                assert grad is not None
+                copies.append(grad.detach().clone())
+            self._smooth_prev = _SmoothnessState(names, copies, frobenius, spectral, nuclear_rank)
         return out
 
-    def _curvature(self, loss_fn) -> dict[str, float]:
+    def _smoothness(self, prev: _SmoothnessState) -> dict[str, float]:
+        """Seed 004's secant L and J between W_t and W_{t+1}, from g_t and g_{t+1}.
+
+        L = ||dG||_F / ||dW||_F, J = ||dG||_* / ||dW||_2 (as `smoothness_estimates`), with the
+        norms of dW = W_{t+1} - W_t taken from the update statistics of step t.
+        """
+        keep = [i for i, n in enumerate(prev.names) if self.params[n].grad is not None]
+        if not keep:
+            return {}
+        names, dG = [], []
+        for i in keep:
+            name, g_prev = prev.names[i], prev.grads[i]
+            grad = self.params[name].grad
+            assert grad is not None
+            dtype = svd_dtype(g_prev)
+            names.append(name)
+            dG.append(grad.detach().to(dtype) - g_prev.to(dtype))
+        views = [matrix_view(x) for x in dG]
+        S, _ = _padded_singular_values([v for v in views if v is not None])
+        device = prev.update_frobenius.device
+        index = torch.tensor(keep, device=device)
+        dW_fro, dW_spec = prev.update_frobenius[index], prev.update_spectral[index]
+        nan = torch.full_like(dW_fro, math.nan)
+        moved = dW_fro > 0
+        L = torch.where(moved, _stack_norms(dG, device) / dW_fro, nan)
+        J = torch.where(moved, S.sum(-1).to(device) / dW_spec, nan)
+        ratio = torch.where(L > 0, J / L, nan)
+        advantage = torch.where(J > 0, prev.nuclear_rank[index] * L / J, nan)
+        values = torch.stack([L, J, ratio, advantage]).tolist()
+        out: dict[str, float] = {}
+        for stat, row in zip(
+            ("frobenius_smoothness", "spectral_smoothness", "smoothness_ratio", "muon_advantage"),
+            values,
+            strict=True,
+        ):
+            out.update({f"{name}/{stat}": v for name, v in zip(names, row, strict=True)})
+        return out
+
+    def _curvature(self, loss_fn: Callable[[], torch.Tensor]) -> dict[str, float]:
         names = list(self.params)
         params = [self.params[n] for n in names]
         after = [p.detach().clone() for p in params]
         direction = [self._before[n] - a for n, a in zip(names, after, strict=True)]
-        out = {}
+        out: dict[str, float] = {}
         try:
             with torch.no_grad():
                 for p, n in zip(params, names, strict=True):
@@ -218,7 +305,7 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -226,7 +313,21 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _tensorboard_writer(log_dir):
+@contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with `threads` CPU intra-op threads (None: unchanged), then restore."""
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _tensorboard_writer(log_dir: str | Path | None) -> _ScalarWriter | None:
     """A SummaryWriter for log_dir, or None (log_dir None, or tensorboard not installed)."""
     if log_dir is None:
         return None
@@ -239,4 +340,5 @@ def _tensorboard_writer(log_dir):
             stacklevel=3,
         )
         return None
-    return SummaryWriter(log_dir=str(log_dir))
+    writer: _ScalarWriter = SummaryWriter(log_dir=str(log_dir))
+    return writer

@@ -333,8 +333,12 @@ class Steepest(Optimizer):
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Mapping[str, Any]):
-    """Stages 3 and 4 on one (K, m, n) stack: the algorithm's dualizer times its shape rule."""
-    return algorithm.dualize(X, group).mul_(algorithm.scale(*X.shape[-2:], group))
+    """Stages 3 and 4 on one (K, m, n) stack: the algorithm's dualizer times its shape rule,
+    written in one pass into a contiguous tensor (so that stage 5's foreach ops take their
+    fast path on the split pieces)."""
+    D = algorithm.dualize(X, group)
+    out = torch.empty_like(D, memory_format=torch.contiguous_format)
+    return torch.mul(D, algorithm.scale(*X.shape[-2:], group), out=out)
 
 
 def _capturable(algorithm: Algorithm, group: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .batching import uses_distributed
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .quantize import dequantize, quantize, quantized_zeros
 from .registry import Algorithm
@@ -88,6 +89,8 @@ class MomentumAlgorithm(Algorithm):
         buffers = self.update_momentum(grads, states, group, beta)
         if not group["nesterov"]:
             return buffers
+        if not uses_distributed(grads):  # one pass: lerp(G, M, beta)
+            return list(torch._foreach_lerp(grads, buffers, beta))
         # (1 - beta) G + beta M as mul + add: DTensor has no rule for out-of-place foreach lerp
         directions = torch._foreach_mul(grads, 1.0 - beta)
         torch._foreach_add_(directions, buffers, alpha=beta)

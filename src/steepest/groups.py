@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -59,7 +60,7 @@ class Route:
     lr_multiplier: float = 1.0
 
 
-class RoutingReport(list):
+class RoutingReport(list[Route]):
     """A list of Route; ``str(report)`` is a table, ``report.algorithm_of(name)`` looks one up."""
 
     def algorithm_of(self, name: str) -> str:
@@ -95,8 +96,8 @@ def param_groups(
     overrides: dict[str, str] | None = None,
     blocks: dict[str, list[int]] | None = None,
     heads: dict[str, int] | None = None,
-    scale=None,
-) -> tuple[list[dict], RoutingReport]:
+    scale: str | float | None = None,
+) -> tuple[list[dict[str, Any]], RoutingReport]:
     """Route a model's parameters into "muon" and "adamw" param groups.
 
     Args:
@@ -135,13 +136,14 @@ def param_groups(
             named.setdefault(id(p), (full, p))
     heads_found = _find_heads(model, num_outputs)
 
-    routes, grouped = RoutingReport(), {}
+    routes = RoutingReport()
+    grouped: dict[tuple[str, str, tuple[int, ...] | None], list[tuple[str, nn.Parameter]]] = {}
     for key, (name, p) in named.items():
         if not p.requires_grad:
             continue
         algorithm, reason, view = _classify(name, p, owners[key], heads_found, overrides)
         row_blocks = _row_blocks(name, p, view, blocks, heads) if algorithm == "muon" else None
-        matrices: tuple = ()
+        matrices: tuple[tuple[int, ...], ...] = ()
         multiplier = 1.0
         if algorithm == "muon":
             check_view("param_groups", name, p.shape, view, row_blocks)
@@ -155,12 +157,15 @@ def param_groups(
         group_key = (algorithm, view, tuple(row_blocks) if row_blocks else None)
         grouped.setdefault(group_key, []).append((name, p))
 
-    groups = []
-    for (algorithm, view, row_blocks), members in grouped.items():
-        group = {"params": [p for _, p in members], "param_names": [n for n, _ in members]}
+    groups: list[dict[str, Any]] = []
+    for (algorithm, view, block_sizes), members in grouped.items():
+        group: dict[str, Any] = {
+            "params": [p for _, p in members],
+            "param_names": [n for n, _ in members],
+        }
         group["algorithm"] = algorithm
         if algorithm == "muon":
-            group.update(matrix_view=view, blocks=list(row_blocks) if row_blocks else None)
+            group.update(matrix_view=view, blocks=list(block_sizes) if block_sizes else None)
             if scale is not None:
                 group["scale"] = scale
         groups.append(group)
@@ -186,7 +191,13 @@ def _is_transposed_linear(p_name: str, module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and p_name == "weight"
 
 
-def _classify(name, p, owners, heads_found, overrides):
+def _classify(
+    name: str,
+    p: nn.Parameter,
+    owners: list[tuple[str, nn.Module]],
+    heads_found: set[int],
+    overrides: dict[str, str],
+) -> tuple[str, str, str]:
     """(algorithm, reason, matrix_view) of one parameter."""
     module_types = [type(m) for _, m in owners]
     transposed = p.ndim == 2 and any(_is_transposed_linear(n, m) for n, m in owners)
@@ -217,10 +228,16 @@ def _classify(name, p, owners, heads_found, overrides):
     return "muon", "hidden matrix", view
 
 
-def _row_blocks(name, p, view, blocks, heads) -> list[int] | None:
+def _row_blocks(
+    name: str,
+    p: nn.Parameter,
+    view: str,
+    blocks: dict[str, list[int]],
+    heads: dict[str, int],
+) -> list[int] | None:
     """Row sizes of the matrix blocks requested for this parameter by `blocks` and `heads`."""
     rows = matrix_shape(p.shape, view)[-2]
-    sizes = None
+    sizes: list[int] | None = None
     for pattern, given in blocks.items():
         if fnmatch.fnmatchcase(name, pattern):
             sizes = list(given)

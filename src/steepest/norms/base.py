@@ -9,7 +9,7 @@ import torch
 __all__ = ["Norm", "check_bool", "check_tensor"]
 
 
-def check_tensor(owner: str, name: str, X, min_ndim: int) -> torch.Tensor:
+def check_tensor(owner: str, name: str, X: object, min_ndim: int) -> torch.Tensor:
     """Raise unless X is a non-empty real floating tensor with ndim >= min_ndim."""
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(X).__name__}")
@@ -25,7 +25,7 @@ def check_tensor(owner: str, name: str, X, min_ndim: int) -> torch.Tensor:
     return X
 
 
-def check_bool(owner: str, name: str, value) -> bool:
+def check_bool(owner: str, name: str, value: object) -> bool:
     """Raise TypeError unless value is a bool."""
     if not isinstance(value, bool):
         raise TypeError(f"{owner}: {name}={value!r}; need True or False")
@@ -91,7 +91,7 @@ class Norm(ABC):
         """The shape factor c > 0 (norm = c * unscaled norm); 1 unless a subclass says otherwise."""
         return 1.0
 
-    def _params(self) -> dict:
+    def _params(self) -> dict[str, object]:
         """The constructor arguments shown by repr."""
         return {}
 

@@ -22,10 +22,10 @@ class Frobenius(Norm):
     """
 
     def _norm(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(X, dim=(-2, -1))
+        return torch.linalg.vector_norm(X, dim=(-2, -1))  # type: ignore[no-any-return]
 
     def _dual_norm(self, G: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(G, dim=(-2, -1))
+        return torch.linalg.vector_norm(G, dim=(-2, -1))  # type: ignore[no-any-return]
 
     def _dualize(self, G: torch.Tensor) -> torch.Tensor:
         norm = torch.linalg.vector_norm(G, dim=(-2, -1), keepdim=True)

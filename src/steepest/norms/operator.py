@@ -44,17 +44,17 @@ class ColNorm(Norm):
     def __init__(self, rms: bool = True):
         self.rms = check_bool("ColNorm", "rms", rms)
 
-    def _params(self) -> dict:
+    def _params(self) -> dict[str, object]:
         return {"rms": self.rms}
 
     def _scale(self, shape: torch.Size) -> float:
         return 1.0 / math.sqrt(shape[-2]) if self.rms else 1.0
 
     def _norm(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(X, dim=-2).amax(dim=-1)
+        return torch.linalg.vector_norm(X, dim=-2).amax(dim=-1)  # type: ignore[no-any-return]
 
     def _dual_norm(self, G: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(G, dim=-2).sum(dim=-1)
+        return torch.linalg.vector_norm(G, dim=-2).sum(dim=-1)  # type: ignore[no-any-return]
 
     def _dualize(self, G: torch.Tensor) -> torch.Tensor:
         return _normalize_along(G, dim=-2)
@@ -82,17 +82,17 @@ class RowNorm(Norm):
     def __init__(self, rms: bool = True):
         self.rms = check_bool("RowNorm", "rms", rms)
 
-    def _params(self) -> dict:
+    def _params(self) -> dict[str, object]:
         return {"rms": self.rms}
 
     def _scale(self, shape: torch.Size) -> float:
         return math.sqrt(shape[-1]) if self.rms else 1.0
 
     def _norm(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(X, dim=-1).amax(dim=-1)
+        return torch.linalg.vector_norm(X, dim=-1).amax(dim=-1)  # type: ignore[no-any-return]
 
     def _dual_norm(self, G: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(G, dim=-1).sum(dim=-1)
+        return torch.linalg.vector_norm(G, dim=-1).sum(dim=-1)  # type: ignore[no-any-return]
 
     def _dualize(self, G: torch.Tensor) -> torch.Tensor:
         return _normalize_along(G, dim=-1)

@@ -29,7 +29,7 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def get(name: str | Norm, **kwargs) -> Norm:
+def get(name: str | Norm, **kwargs: object) -> Norm:
     """Build the norm called `name` with the constructor arguments `kwargs`.
 
     Args:

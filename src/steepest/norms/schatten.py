@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,7 +23,7 @@ def _svd_dtype(X: torch.Tensor) -> torch.dtype:
 
 def singular_values(X: torch.Tensor) -> torch.Tensor:
     """Singular values (descending) of each (..., m, n) matrix, in the SVD dtype."""
-    return torch.linalg.svdvals(X.to(_svd_dtype(X)))
+    return torch.linalg.svdvals(X.to(_svd_dtype(X)))  # type: ignore[no-any-return]
 
 
 def _relative_tolerance(shape: torch.Size, dtype: torch.dtype) -> float:
@@ -78,13 +79,13 @@ class Spectral(Norm):
 
     def __init__(
         self,
-        backend="svd",
+        backend: str | Callable[[torch.Tensor, int], torch.Tensor] = "svd",
         steps: int = 5,
         dtype: torch.dtype | None = None,
-        coefficients=None,
+        coefficients: str | Sequence[float] | Sequence[Sequence[float]] | None = None,
         lower_bound: float = 1e-3,
         rms: bool = False,
-    ):
+    ) -> None:
         self.rms = check_bool("Spectral", "rms", rms)
         self.backend = backend
         self.steps = steps
@@ -108,8 +109,8 @@ class Spectral(Norm):
             lower_bound=self.lower_bound,
         )
 
-    def _params(self) -> dict:
-        params = {"backend": self.backend, "steps": self.steps}
+    def _params(self) -> dict[str, object]:
+        params: dict[str, object] = {"backend": self.backend, "steps": self.steps}
         if self.dtype is not None:
             params["dtype"] = self.dtype
         if self.coefficients is not None:
@@ -132,7 +133,7 @@ class Spectral(Norm):
         return self._msign(G)
 
 
-def _check_p(p) -> float:
+def _check_p(p: object) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p):
         raise TypeError(f"SchattenP: p={p!r}; need a real number in [1, inf]")
     if not 1.0 <= p <= math.inf:
@@ -177,7 +178,7 @@ class SchattenP(Norm):
         else:
             self.q = self.p / (self.p - 1.0)
 
-    def _params(self) -> dict:
+    def _params(self) -> dict[str, object]:
         return {"p": self.p}
 
     def _norm(self, X: torch.Tensor) -> torch.Tensor:
@@ -202,4 +203,4 @@ class SchattenP(Norm):
             # ||r||_q^(q-1) = (sum r^q)^((q-1)/q); r_1 = 1 keeps it >= 1 unless G = 0.
             denominator = ratio.pow(self.q).sum(dim=-1, keepdim=True).pow((self.q - 1.0) / self.q)
             weights = powered / torch.where(top > 0, denominator, 1.0)
-        return ((U * weights.unsqueeze(-2)) @ Vh).to(G.dtype)
+        return ((U * weights.unsqueeze(-2)) @ Vh).to(G.dtype)  # type: ignore[no-any-return]

@@ -31,10 +31,10 @@ class RMS(Norm):
         return 1.0 / math.sqrt(shape[-1])
 
     def _norm(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(X, dim=-1)
+        return torch.linalg.vector_norm(X, dim=-1)  # type: ignore[no-any-return]
 
     def _dual_norm(self, G: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(G, dim=-1)
+        return torch.linalg.vector_norm(G, dim=-1)  # type: ignore[no-any-return]
 
     def _dualize(self, G: torch.Tensor) -> torch.Tensor:
         norm = torch.linalg.vector_norm(G, dim=-1, keepdim=True)

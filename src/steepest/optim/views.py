@@ -105,7 +105,7 @@ def split_matrices(
 ) -> list[torch.Tensor]:
     """The (..., m_i, n) matrices of `t` under its view (views into t where possible)."""
     X = as_matrices(t, view)
-    return [X] if blocks is None else list(X.split(list(blocks), dim=-2))
+    return [X] if blocks is None else list(X.split(list(blocks), dim=-2))  # type: ignore[no-untyped-call]
 
 
 def join_matrices(

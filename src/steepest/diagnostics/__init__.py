@@ -1,9 +1,9 @@
 """Diagnostics that tell when and why spectral updates beat Adam, each one call.
 
 Public API:
-    matrix:     singular_values, stable_rank, nuclear_rank, effective_rank, matrix_norm,
-                relative_size(dW, W, norm="frobenius"), orthogonality_gap(U, normalize=False),
-                rank_summary
+    matrix:     singular_values, batched_singular_values, stable_rank, nuclear_rank,
+                effective_rank, matrix_norm, relative_size(dW, W, norm="frobenius"),
+                orthogonality_gap(U, normalize=False), rank_summary
     updates:    snapshot(params), update_stats(params, before, grads=None), matrix_view
     curvature:  hessian_vector_product, directional_sharpness(loss_fn, params, direction,
                 normalized=False), taylor_check(loss_fn, params, direction, lr),
@@ -27,6 +27,7 @@ from .curvature import (
 from .kronecker import KroneckerApprox, kronecker_approx, kronecker_sum
 from .matrix import (
     BUILTIN_NORMS,
+    batched_singular_values,
     effective_rank,
     matrix_norm,
     nuclear_rank,
@@ -46,6 +47,7 @@ __all__ = [
     "METRICS",
     "Monitor",
     "KroneckerApprox",
+    "batched_singular_values",
     "directional_sharpness",
     "effective_rank",
     "hessian_vector_product",

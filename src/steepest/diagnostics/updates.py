@@ -177,7 +177,10 @@ def update_table(
     nan = torch.full_like(dW_norm, math.nan)
     table: StatTable = {
         "update_frobenius": (names, dW_norm),
-        "update_rms": (names, dW_norm / torch.tensor(numel, device=device).sqrt()),
+        "update_rms": (
+            names,
+            dW_norm / torch.tensor(numel, dtype=torch.float64, device=device).sqrt(),
+        ),
         "relative_size": (names, torch.where(W0_norm > 0, dW_norm / W0_norm, nan)),
     }
     with_grad = [i for i, name in enumerate(names) if grads.get(name) is not None]

@@ -1,0 +1,201 @@
+"""FSDP2 training throughput: steepest.Muon against AdamW on the same GPT (issue 8).
+
+    torchrun --standalone --nproc_per_node W bench/dist_train.py [--config gpt2-small,gpt-1b]
+        [--steps 10] [--out bench/results]
+    python bench/dist_train.py --nproc W ...      # launches torchrun itself, as bench/dist.py does
+
+Every rank builds the experiments' GPT from seed 0, wraps each block and then the root in
+FSDP2 ``fully_shard`` (bf16 parameters for compute, fp32 gradient reduction) and trains on a
+fixed batch of random tokens (throughput does not depend on the data), once with
+torch.optim.AdamW on every parameter (fused on CUDA, foreach on CPU) and once with
+steepest.Muon on ``steepest.param_groups`` (fused AdamW groups on CUDA), from the same initial
+weights and with the same tokens per step. A step is forward, backward, optimizer step and
+zero_grad; after 3 warm-up steps the median step time over --steps steps is taken (CUDA events
+on GPU). tokens/s is summed over ranks; peak memory is per rank. Rank 0 prints a table and
+writes JSON (dist_train-W{W}-<device>.json) to --out. NCCL on CUDA, gloo on CPU ("tiny" is the
+CPU smoke-test config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from common import time_fn, write_result
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+import steepest
+from steepest.experiments.gpt import GPT, GPTConfig
+
+HERE = Path(__file__).resolve().parent
+
+CONFIGS: dict[str, tuple[GPTConfig, int]] = {
+    # name: (GPTConfig(vocab, context, layers, heads, width), sequences per rank per step)
+    "gpt2-small": (GPTConfig(50304, 1024, 12, 12, 768), 8),
+    "gpt-1b": (GPTConfig(50304, 1024, 24, 16, 2048), 4),
+    "tiny": (GPTConfig(65, 32, 2, 2, 32), 4),
+}
+OPTIMIZERS = ("AdamW", "steepest.Muon")
+WARMUP = 3
+Json = dict[str, Any]  # one results record, as written to the JSON file
+
+
+def build_model(cfg: GPTConfig, mesh: DeviceMesh, device: torch.device) -> GPT:
+    """The GPT from seed 0 (same weights every call), FSDP2-sharded per block and at the root."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def build_optimizer(name: str, model: GPT, device: torch.device) -> torch.optim.Optimizer:
+    """torch.optim.AdamW on every parameter, or steepest.Muon on param_groups' routing."""
+    cuda = device.type == "cuda"
+    if name == "AdamW":
+        fast = {"fused": True} if cuda else {"foreach": True}
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), **fast)
+    groups, _ = steepest.param_groups(model, blocks={"*.qkv.weight": [model.cfg.width] * 3})
+    return steepest.Muon(groups, lr=0.02, adamw_lr=1e-3, adamw_fused=cuda or None)
+
+
+def measure(config: str, name: str, mesh: DeviceMesh, device: torch.device, steps: int) -> Json:
+    """One optimizer's training run: this rank's median step ms, tokens/s and peak memory."""
+    cfg, sequences = CONFIGS[config]
+    gc.collect()  # the previous run's FSDP model and optimizer state (reference cycles)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = build_model(cfg, mesh, device)
+    opt = build_optimizer(name, model, device)
+    gen = torch.Generator().manual_seed(1000 + dist.get_rank())
+    tokens = torch.randint(0, cfg.vocab_size, (sequences, cfg.context + 1), generator=gen)
+    tokens = tokens.to(device)
+
+    def loss_fn() -> torch.Tensor:
+        logits = model(tokens[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+    with torch.no_grad():
+        initial_loss = float(loss_fn())  # equal across optimizers: same weights, same tokens
+
+    def train_step() -> None:
+        loss_fn().backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step_ms = time_fn(train_step, warmup=WARMUP, repeat=steps)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    stacks = getattr(opt, "stacks", None)
+    orthogonalized = float(stacks.orthogonalizations) if stacks is not None else 0.0
+    return {
+        "initial_loss": initial_loss,
+        "orthogonalized": orthogonalized,
+        "step_ms": step_ms,
+        "tokens_per_s": sequences * cfg.context / (step_ms * 1e-3),
+        "peak_gib": peak,
+    }
+
+
+def worker(configs: list[str], steps: int, out: str) -> None:
+    """One torchrun rank: every config with each optimizer; rank 0 prints and writes JSON."""
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(1)
+    mesh = init_device_mesh(device.type, (world,))
+    t0 = time.time()
+    results: list[Json] = []
+    for config in configs:
+        runs: dict[str, Json] = {}
+        for name in OPTIMIZERS:
+            mine = measure(config, name, mesh, device, steps)
+            every: list[Json] = [{} for _ in range(world)]
+            dist.all_gather_object(every, mine)
+            step_ms = [r["step_ms"] for r in every]
+            runs[name] = {
+                "tokens_per_s": sum(r["tokens_per_s"] for r in every),
+                "step_ms": max(step_ms),
+                "step_ms_per_rank": step_ms,
+                "peak_gib_per_rank": [r["peak_gib"] for r in every],
+                "initial_loss": mine["initial_loss"],
+                "matrices_orthogonalized_per_step": sum(r["orthogonalized"] for r in every)
+                / (WARMUP + steps),
+            }
+        cfg, sequences = CONFIGS[config]
+        results.append(
+            {
+                "config": config,
+                "model": vars(cfg),
+                "sequences_per_rank": sequences,
+                "tokens_per_step": sequences * cfg.context * world,
+                "runs": runs,
+            }
+        )
+    if rank == 0:
+        report(results, world)
+        payload = {"world": world, "steps": steps, "configs": results}
+        payload["seconds"] = time.time() - t0
+        print(f"wrote {write_result(f'dist_train-W{world}', payload, out)}")
+    dist.destroy_process_group()
+
+
+def report(results: list[Json], world: int) -> None:
+    """The table: config, W, optimizer, tokens/s, step ms, peak GiB, Muon/AdamW tokens/s."""
+    head = ("config", "W", "optimizer", "tokens/s", "step ms", "peak GiB", "vs AdamW")
+    print("\n{:12s} {:>2s} {:14s} {:>11s} {:>9s} {:>9s} {:>9s}".format(*head))
+    for r in results:
+        base = r["runs"]["AdamW"]["tokens_per_s"]
+        for name, run in r["runs"].items():
+            peaks = [p for p in run["peak_gib_per_rank"] if p is not None]
+            peak = max(peaks) if peaks else float("nan")  # nan: no CUDA peak on CPU
+            print(
+                f"{r['config']:12s} {world:2d} {name:14s} {run['tokens_per_s']:11.0f} "
+                f"{run['step_ms']:9.2f} {peak:9.2f} {run['tokens_per_s'] / base:9.3f}"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="gpt2-small,gpt-1b", help="comma-separated")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--nproc", type=int, default=None, help="launch torchrun with W ranks")
+    args = parser.parse_args(argv)
+    configs = args.config.split(",")
+    for config in configs:
+        if config not in CONFIGS:
+            raise ValueError(f"--config: {config!r} is unknown; use one of {sorted(CONFIGS)}")
+    if args.steps < 1:
+        raise ValueError(f"--steps: {args.steps} must be at least 1")
+    if "RANK" in os.environ:
+        worker(configs, args.steps, args.out)
+        return
+    nproc = args.nproc or max(torch.cuda.device_count(), 2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={nproc}", str(HERE / "dist_train.py")]
+    cmd += ["--config", args.config, "--steps", str(args.steps), "--out", args.out]
+    path = os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": path})
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 
-def check_matrix(fn: str, name: str, X) -> None:
+def check_matrix(fn: str, name: str, X: object) -> None:
     """Raise unless X is a real floating tensor of shape (..., m, n)."""
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(X).__name__}")
@@ -22,25 +22,27 @@ def svd_dtype(X: torch.Tensor) -> torch.dtype:
     return torch.float32 if X.dtype in (torch.float16, torch.bfloat16) else X.dtype
 
 
-def check_tensor_list(fn: str, name: str, tensors) -> list[torch.Tensor]:
+def check_tensor_list(fn: str, name: str, tensors: object) -> list[torch.Tensor]:
     """Return `tensors` as a non-empty list of floating tensors, or raise."""
     if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Sequence):
         raise TypeError(
             f"{fn}: {name} must be a list of tensors, got {type(tensors).__name__}; "
             f"wrap a single tensor as [tensor]"
         )
-    tensors = list(tensors)
-    if not tensors:
+    items: list[object] = list(tensors)
+    if not items:
         raise ValueError(f"{fn}: {name} is empty; need at least one tensor")
-    for i, t in enumerate(tensors):
+    checked: list[torch.Tensor] = []
+    for i, t in enumerate(items):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
             raise TypeError(f"{fn}: {name}[{i}] must be a floating torch.Tensor, got {got}")
-    return tensors
+        checked.append(t)
+    return checked
 
 
 def check_params_and_direction(
-    fn: str, params, direction
+    fn: str, params: object, direction: object
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Check that params require grad and direction matches them one to one in shape."""
     params = check_tensor_list(fn, "params", params)

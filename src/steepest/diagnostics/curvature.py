@@ -10,7 +10,8 @@ subtracts it). Scalars come back as Python floats, computed in the parameters' d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import torch
 
@@ -25,7 +26,23 @@ __all__ = [
 ]
 
 
-def _loss_and_grads(fn: str, loss_fn, params):
+#: loss_fn(): the scalar loss recomputed from the current parameters.
+LossFn = Callable[[], torch.Tensor]
+
+
+class LayerSplit(TypedDict):
+    """What `layer_split` returns."""
+
+    total: float
+    within: float
+    cross: float
+    blocks: list[float]
+    update_norm_sq: float
+
+
+def _loss_and_grads(
+    fn: str, loss_fn: object, params: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run loss_fn() and return (loss, grads) with grads differentiable (create_graph=True)."""
     if not callable(loss_fn):
         raise TypeError(f"{fn}: loss_fn must be callable (loss_fn() -> scalar tensor)")
@@ -33,17 +50,26 @@ def _loss_and_grads(fn: str, loss_fn, params):
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise ValueError(f"{fn}: loss_fn() must return a scalar tensor, got {shape}")
-    grads = torch.autograd.grad(loss.reshape(()), params, create_graph=True, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=False)]
+    raw = torch.autograd.grad(loss.reshape(()), params, create_graph=True, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw, strict=False)]
     return loss.reshape(()), grads
 
 
-def _dot(xs, ys) -> torch.Tensor:
-    """sum_i <x_i, y_i> over matching lists of tensors."""
-    return sum((x * y).sum() for x, y in zip(xs, ys, strict=False))
+def _dot(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_i <x_i, y_i> over matching non-empty lists of tensors, summed left to right."""
+    terms = [(x * y).sum() for x, y in zip(xs, ys, strict=False)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
-def _hvp(grads, params, vectors, retain_graph: bool) -> list[torch.Tensor]:
+def _hvp(
+    grads: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    vectors: Sequence[torch.Tensor],
+    retain_graph: bool,
+) -> list[torch.Tensor]:
     """H v from differentiable grads: d/dp <g(p), v>."""
     gv = _dot(grads, vectors)
     if not gv.requires_grad:  # the loss is linear in params: H = 0
@@ -52,7 +78,9 @@ def _hvp(grads, params, vectors, retain_graph: bool) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if h is None else h for p, h in zip(params, hv, strict=False)]
 
 
-def hessian_vector_product(loss_fn, params, vector) -> list[torch.Tensor]:
+def hessian_vector_product(
+    loss_fn: LossFn, params: Sequence[torch.Tensor], vector: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
     """H v, the Hessian of loss_fn() at params times the vector v, by double backward.
 
     Args:
@@ -68,7 +96,12 @@ def hessian_vector_product(loss_fn, params, vector) -> list[torch.Tensor]:
     return [h.detach() for h in _hvp(grads, params, vector, retain_graph=False)]
 
 
-def directional_sharpness(loss_fn, params, direction, normalized: bool = False) -> float:
+def directional_sharpness(
+    loss_fn: LossFn,
+    params: Sequence[torch.Tensor],
+    direction: Sequence[torch.Tensor],
+    normalized: bool = False,
+) -> float:
     """Directional sharpness u^T H u, or with normalized=True NDS = u^T H u / ||u||^2.
 
     ||u||^2 is the squared Euclidean (Frobenius) norm summed over all tensors of u.
@@ -98,7 +131,9 @@ def directional_sharpness(loss_fn, params, direction, normalized: bool = False) 
     return curvature / norm_sq if norm_sq > 0 else float("nan")
 
 
-def taylor_check(loss_fn, params, direction, lr: float) -> dict[str, float]:
+def taylor_check(
+    loss_fn: LossFn, params: Sequence[torch.Tensor], direction: Sequence[torch.Tensor], lr: float
+) -> dict[str, float]:
     """Second-order Taylor prediction of the step p <- p - lr * u against the actual change.
 
     Math: with g the gradient and H the Hessian at p,
@@ -161,7 +196,7 @@ def taylor_check(loss_fn, params, direction, lr: float) -> dict[str, float]:
     }
 
 
-def _check_blocks(blocks, count: int) -> list[list[int]]:
+def _check_blocks(blocks: Sequence[Sequence[int]] | None, count: int) -> list[list[int]]:
     """Default one block per tensor; else check `blocks` partitions range(count)."""
     if blocks is None:
         return [[i] for i in range(count)]
@@ -176,7 +211,12 @@ def _check_blocks(blocks, count: int) -> list[list[int]]:
     return [list(b) for b in blocks]
 
 
-def layer_split(loss_fn, params, direction, blocks=None) -> dict:
+def layer_split(
+    loss_fn: LossFn,
+    params: Sequence[torch.Tensor],
+    direction: Sequence[torch.Tensor],
+    blocks: Sequence[Sequence[int]] | None = None,
+) -> LayerSplit:
     """Split u^T H u into within-block and cross-block curvature.
 
     Math: with u = (u_1, ..., u_B) over parameter blocks and H_bc the Hessian blocks,
@@ -221,7 +261,7 @@ def layer_split(loss_fn, params, direction, blocks=None) -> dict:
     }
 
 
-def layer_hessian(loss_fn, param: torch.Tensor, max_numel: int = 4096) -> torch.Tensor:
+def layer_hessian(loss_fn: LossFn, param: torch.Tensor, max_numel: int = 4096) -> torch.Tensor:
     """The exact Hessian of loss_fn() with respect to one parameter tensor, by n HVPs.
 
     Row i is H e_i, one double backward per entry of the tensor, so use it only for small

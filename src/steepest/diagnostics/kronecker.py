@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -23,7 +24,7 @@ class KroneckerApprox(NamedTuple):
     energy: torch.Tensor
 
 
-def _check_shape(name: str, shape) -> tuple[int, int]:
+def _check_shape(name: str, shape: object) -> tuple[int, int]:
     if (
         not isinstance(shape, (tuple, list))
         or len(shape) != 2
@@ -33,7 +34,9 @@ def _check_shape(name: str, shape) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def kronecker_approx(H: torch.Tensor, shape_a, shape_b, rank: int) -> KroneckerApprox:
+def kronecker_approx(
+    H: torch.Tensor, shape_a: Sequence[int], shape_b: Sequence[int], rank: int
+) -> KroneckerApprox:
     """Best rank-r Kronecker-sum approximation H ~ sum_{k<=r} A_k (x) B_k in Frobenius norm.
 
     Math (Van Loan rearrangement): H of shape (pa*pb, qa*qb) has blocks H[i1, j1] of shape

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 
-from .views import join_matrices, split_matrices
+from .views import View, join_matrices, split_matrices
 
 __all__ = ["Stacks", "map_matrices", "map_stacked", "uses_distributed"]
 
@@ -37,23 +37,23 @@ def map_stacked(
 
     References: the megabatching of microsoft/dion (buckets by shape, dtype, sharding).
     """
-    stacks: dict[tuple, list[int]] = defaultdict(list)
+    stacks: dict[tuple[tuple[int, ...], torch.dtype, torch.device], list[int]] = defaultdict(list)
     for i, X in enumerate(matrices):
         stacks[(tuple(X.shape[-2:]), X.dtype, X.device)].append(i)
     out: list[torch.Tensor | None] = [None] * len(matrices)
     for (mn, _, _), members in stacks.items():
         flat = [matrices[i].reshape(-1, *mn) for i in members]
         Y = fn(flat[0] if len(flat) == 1 else torch.cat(flat))
-        for i, part in zip(members, Y.split([f.shape[0] for f in flat]), strict=True):
+        for i, part in zip(members, torch.split(Y, [f.shape[0] for f in flat]), strict=True):
             out[i] = part.reshape(matrices[i].shape)
-    return out
+    return cast(list[torch.Tensor], out)  # every index belongs to one stack
 
 
 def map_matrices(
     fn: Callable[[torch.Tensor], torch.Tensor],
     tensors: list[torch.Tensor],
-    view="auto",
-    blocks=None,
+    view: View = "auto",
+    blocks: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
     """Split each tensor into its matrices (views.py), run fn per stack, reassemble.
 
@@ -67,7 +67,8 @@ def map_matrices(
     """
     pieces = [split_matrices(t, view, blocks) for t in tensors]
     flat = map_stacked(fn, [m for ms in pieces for m in ms])
-    out, start = [], 0
+    out: list[torch.Tensor] = []
+    start = 0
     for t, ms in zip(tensors, pieces, strict=True):
         out.append(join_matrices(flat[start : start + len(ms)], t.shape, view))
         start += len(ms)
@@ -101,7 +102,9 @@ class Stacks:
         """Called by the optimizer once per step that updates parameters."""
         self.steps += 1
 
-    def counted(self, fn: Callable[[torch.Tensor], torch.Tensor], *, block: bool = False):
+    def counted(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], *, block: bool = False
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """fn on a (K, m, n) stack, adding K to the counter (block steps to their own)."""
 
         def run(X: torch.Tensor) -> torch.Tensor:
@@ -117,8 +120,8 @@ class Stacks:
         self,
         fn: Callable[[torch.Tensor], torch.Tensor],
         tensors: list[torch.Tensor],
-        view="auto",
-        blocks=None,
+        view: View = "auto",
+        blocks: Sequence[int] | None = None,
     ) -> list[torch.Tensor]:
         """fn on every stack of the tensors' matrices, locally or shared across ranks.
 
@@ -135,7 +138,8 @@ class Stacks:
 
             self.distributed = ShardedDualizer()
         if self.distributed is not None:
-            return self.distributed.map(self, fn, tensors, view, blocks)
+            updates: list[torch.Tensor] = self.distributed.map(self, fn, tensors, view, blocks)
+            return updates
         return map_matrices(self.counted(fn), tensors, view, blocks)
 
     def first_nonfinite(self, grads: list[torch.Tensor]) -> int | None:

@@ -8,16 +8,17 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, overload
 
 import torch
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
 
 from .batching import Stacks, uses_distributed
 from .checks import check_choice, check_flag
 from .graphs import GroupGraph, cuda_capture
-from .registry import ALGORITHMS, Algorithm
+from .registry import ALGORITHMS, Algorithm, Group, State
 from .views import check_view
 
 __all__ = ["Steepest"]
@@ -35,6 +36,11 @@ EXTRA_KEYS = {
     "base_momentum",
     "max_momentum",
 }
+
+#: Stages 3 and 4 on one stack: (algorithm, (K, m, n) directions, group) -> scaled updates.
+DualizeAndScale = Callable[[Algorithm, torch.Tensor, Group], torch.Tensor]
+#: One group's work for a step: (group, algorithm, params, grads, states) of params with a grad.
+Work = tuple[dict[str, Any], Algorithm, list[torch.Tensor], list[torch.Tensor], list[State]]
 
 
 class Steepest(Optimizer):
@@ -75,7 +81,7 @@ class Steepest(Optimizer):
 
     def __init__(
         self,
-        params: Iterable,
+        params: ParamsT,
         hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         matrix_algorithm: str = "muon",
@@ -126,13 +132,15 @@ class Steepest(Optimizer):
     def _defaults_for(self, name: str) -> dict[str, Any]:
         return {**ALGORITHMS[name].defaults, **self._hyperparameters.get(name, {})}
 
-    def _route(self, params) -> list[dict]:
+    def _route(self, params: ParamsT) -> list[dict[str, Any]]:
         """Split plain tensors and algorithm-less groups into matrix and vector groups."""
         if isinstance(params, torch.Tensor):
             raise TypeError(f"{type(self).__name__}: params must be an iterable, not a Tensor")
-        items = list(params)
-        groups = items if items and isinstance(items[0], dict) else [{"params": items}]
-        routed = []
+        items: list[Any] = list(params)  # tensors, (name, tensor) pairs or group dicts
+        groups: list[dict[str, Any]] = (
+            items if items and isinstance(items[0], dict) else [{"params": items}]
+        )
+        routed: list[dict[str, Any]] = []
         for group in groups:
             if "algorithm" in group:
                 routed.append(group)
@@ -200,8 +208,14 @@ class Steepest(Optimizer):
         for p in added["params"]:
             self.state[p] = algorithm.init_state(p, added)
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One update of every parameter with a gradient; returns the closure's loss."""
         loss = None
         if closure is not None:
@@ -219,7 +233,12 @@ class Steepest(Optimizer):
                 algorithm.update(params, grads, states, group)
                 continue
 
-            def stages(grads, algorithm=algorithm, states=states, group=group):
+            def stages(
+                grads: list[torch.Tensor],
+                algorithm: Algorithm = algorithm,
+                states: list[State] = states,
+                group: Group = group,
+            ) -> list[torch.Tensor]:
                 directions = algorithm.accumulate(grads, states, group)  # 1
                 directions = algorithm.precondition(directions, states, group)  # 2
                 updates = self._dualize_and_scale(algorithm, directions, group)  # 3, 4
@@ -233,7 +252,7 @@ class Steepest(Optimizer):
             algorithm.apply(params, updates, group)  # 5
         return loss
 
-    def _recordable(self, algorithm: Algorithm, group: Mapping[str, Any], params) -> bool:
+    def _recordable(self, algorithm: Algorithm, group: Group, params: list[torch.Tensor]) -> bool:
         """True if this group's stages 1-4 run from a recording (cuda_graph=True)."""
         if not self.cuda_graph or not _capturable(algorithm, group):
             return False
@@ -242,7 +261,7 @@ class Steepest(Optimizer):
         return self.graph_capture is not cuda_capture or all(p.is_cuda for p in params)
 
     def _dualize_and_scale(
-        self, algorithm: Algorithm, directions: list[torch.Tensor], group: Mapping[str, Any]
+        self, algorithm: Algorithm, directions: list[torch.Tensor], group: Group
     ) -> list[torch.Tensor]:
         """Stages 3 and 4: split each direction into its matrices, dualize every stack of
         same-shape matrices in one call (shared across ranks under torch.distributed),
@@ -254,11 +273,11 @@ class Steepest(Optimizer):
 
         return self.stacks.map(run, directions, group["matrix_view"], group["blocks"])
 
-    def _gather(self) -> list[tuple]:
+    def _gather(self) -> list[Work]:
         """Per group: (group, algorithm, params, grads, states) of params with a gradient.
 
         Parameters with no elements are left out: their update is empty."""
-        work = []
+        work: list[Work] = []
         for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
             for i, p in enumerate(group["params"]):
@@ -273,7 +292,7 @@ class Steepest(Optimizer):
             work.append((group, ALGORITHMS[group["algorithm"]], params, grads, states))
         return work
 
-    def _gradients_finite(self, work) -> bool:
+    def _gradients_finite(self, work: list[Work]) -> bool:
         """True if every gradient is finite; raise FloatingPointError naming one if not and
         nonfinite == "raise". Under torch.distributed every rank reaches the same verdict."""
         grads = [g for _, _, _, gs, _ in work for g in gs]
@@ -332,28 +351,29 @@ class Steepest(Optimizer):
                         state[key] = value.to(dtype=like.dtype)
 
 
-def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Mapping[str, Any]):
+def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:
     """Stages 3 and 4 on one (K, m, n) stack: the algorithm's dualizer times its shape rule,
     written in one pass into a contiguous tensor (so that stage 5's foreach ops take their
     fast path on the split pieces)."""
     D = algorithm.dualize(X, group)
     out = torch.empty_like(D, memory_format=torch.contiguous_format)
-    return torch.mul(D, algorithm.scale(*X.shape[-2:], group), out=out)
+    m, n = X.shape[-2:]
+    return torch.mul(D, algorithm.scale(m, n, group), out=out)
 
 
-def _capturable(algorithm: Algorithm, group: Mapping[str, Any]) -> bool:
+def _capturable(algorithm: Algorithm, group: Group) -> bool:
     """The algorithm's ``capturable(group)`` (False for algorithms that define none): True when
     stages 1-4 are free of host synchronisation and Python-side state."""
     capturable = getattr(algorithm, "capturable", None)
     return bool(capturable(group)) if callable(capturable) else False
 
 
-_COMPILED: dict[str, Any] = {}
+_COMPILED: dict[str, DualizeAndScale] = {}
 #: Compilations of dualize_and_scale allowed per process (stack shapes x polar settings).
 RECOMPILE_LIMIT = 256
 
 
-def _compiled(backend: bool | str):
+def _compiled(backend: bool | str) -> DualizeAndScale:
     """dualize_and_scale under torch.compile (fullgraph, static shapes), one per backend.
 
     Each stack shape (and polar setting) is its own compilation; the calls raise Dynamo's
@@ -363,7 +383,7 @@ def _compiled(backend: bool | str):
     if name not in _COMPILED:
         compiled = torch.compile(dualize_and_scale, backend=name, fullgraph=True, dynamic=False)
 
-        def call(algorithm: Algorithm, X: torch.Tensor, group: Mapping[str, Any]):
+        def call(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 return compiled(algorithm, X, group)
 

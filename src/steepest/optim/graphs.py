@@ -41,11 +41,14 @@ Capture = Callable[[Callable[[], list[torch.Tensor]]], Callable[[], list[torch.T
 #: Group keys read outside the recording (stage 5) or not hyperparameters at all.
 LIVE_KEYS = frozenset({"params", "param_names", "lr", "weight_decay", "initial_lr"})
 
+#: What a recording depends on: the group's baked-in keys, parameter and state storages.
+_Key = tuple[tuple[tuple[str, str], ...], tuple[int, ...], tuple[int, ...]]
+
 
 def cuda_capture(fn: Callable[[], list[torch.Tensor]]) -> Callable[[], list[torch.Tensor]]:
     """Record fn's kernels with torch.cuda.graph; the replay returns fn's (static) outputs."""
     graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
+    side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch stub: untyped __new__
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.graph(graph, stream=side):
         outputs = fn()
@@ -93,7 +96,7 @@ class GroupGraph:
         self.capture = capture
         self.warmup = warmup
         self.recordings = 0
-        self._key: tuple | None = None
+        self._key: _Key | None = None
         self._eager_steps = 0
         self._replay: Callable[[], list[torch.Tensor]] | None = None
         self._grads: list[torch.Tensor] = []

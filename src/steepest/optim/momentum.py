@@ -7,17 +7,20 @@ momentum_8bit (block-wise int8 state, see quantize.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .batching import uses_distributed
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .quantize import dequantize, quantize, quantized_zeros
-from .registry import Algorithm
+from .registry import Algorithm, Group, State
 
 __all__ = ["MOMENTUM_DEFAULTS", "MomentumAlgorithm"]
 
 #: The keys every momentum member reads (its own defaults override the values).
-MOMENTUM_DEFAULTS = {
+MOMENTUM_DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
     "momentum": 0.95,
     "nesterov": True,
@@ -39,34 +42,36 @@ class MomentumAlgorithm(Algorithm):
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (M update); arXiv 2509.23106.
     """
 
-    defaults = MOMENTUM_DEFAULTS
+    defaults: Mapping[str, Any] = MOMENTUM_DEFAULTS
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         check_nonnegative(who, f"{prefix}lr", hp["lr"], self.defaults["lr"])
         check_unit_interval(who, f"{prefix}momentum", hp["momentum"], self.defaults["momentum"])
         for key in ("nesterov", "cautious_weight_decay", "momentum_8bit"):
             check_flag(who, f"{prefix}{key}", hp[key])
         check_nonnegative(who, f"{prefix}weight_decay", hp["weight_decay"], 0.0)
 
-    def init_state(self, p, group):
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
         if group["momentum"] == 0:
             return {}
         return self.momentum_state(p, group)
 
-    def momentum_state(self, p, group) -> dict[str, torch.Tensor]:
+    def momentum_state(self, p: torch.Tensor, group: Group) -> dict[str, torch.Tensor]:
         """The zero momentum buffer of p: float (p's dtype) or 8-bit codes and scales."""
         if group["momentum_8bit"]:
             q = quantized_zeros(p)
             return {"momentum_codes": q["codes"], "momentum_absmax": q["absmax"]}
         return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
 
-    def update_momentum(self, grads, states, group, beta: float) -> list[torch.Tensor]:
+    def update_momentum(
+        self, grads: list[torch.Tensor], states: list[State], group: Group, beta: float
+    ) -> list[torch.Tensor]:
         """M <- beta M + (1 - beta) G for every parameter; returns the new M (float).
 
         Float buffers are updated in place (and returned); 8-bit ones are dequantized,
         updated and stored again, and the float value before storing is returned."""
         if group["momentum_8bit"]:
-            out = []
+            out: list[torch.Tensor] = []
             for g, state in zip(grads, states, strict=True):
                 if "momentum_codes" not in state:
                     state.update(self.momentum_state(g, group))
@@ -82,7 +87,9 @@ class MomentumAlgorithm(Algorithm):
         torch._foreach_lerp_(buffers, grads, 1.0 - beta)
         return buffers
 
-    def accumulate(self, grads, states, group):
+    def accumulate(
+        self, grads: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
         beta = group["momentum"]
         if beta == 0:
             return list(grads)
@@ -92,6 +99,6 @@ class MomentumAlgorithm(Algorithm):
         if not uses_distributed(grads):  # one pass: lerp(G, M, beta)
             return list(torch._foreach_lerp(grads, buffers, beta))
         # (1 - beta) G + beta M as mul + add: DTensor has no rule for out-of-place foreach lerp
-        directions = torch._foreach_mul(grads, 1.0 - beta)
+        directions = list(torch._foreach_mul(grads, 1.0 - beta))  # foreach returns a tuple
         torch._foreach_add_(directions, buffers, alpha=beta)
         return directions

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
+from torch.optim.optimizer import ParamsT
+
+from steepest.polar.msign import Backend
+from steepest.polar.newton_schulz import Coefficients
 
 from .engine import Steepest
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .polar_step import POLAR_DEFAULTS, check_polar, polar
-from .registry import register
+from .registry import Group, register
 from .scaling import check_scale, scale_factor
 
 __all__ = ["Muon", "MuonAlgorithm"]
@@ -32,22 +39,22 @@ class MuonAlgorithm(MomentumAlgorithm):
     """
 
     name = "muon"
-    defaults = {**MOMENTUM_DEFAULTS, **POLAR_DEFAULTS, "scale": "spectral"}
+    defaults: Mapping[str, Any] = {**MOMENTUM_DEFAULTS, **POLAR_DEFAULTS, "scale": "spectral"}
 
-    def validate(self, who, hp, prefix=""):
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
         check_polar(who, hp, prefix)
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return polar(X, group)
 
-    def capturable(self, group) -> bool:
+    def capturable(self, group: Group) -> bool:
         """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float
         momentum (no host sync, no Python-side state)."""
         return group["backend"] in ("newton_schulz", "polar_express") and not group["momentum_8bit"]
 
-    def scale(self, m, n, group):
+    def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
 
 
@@ -93,16 +100,16 @@ class Muon(Steepest):
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         lr: float = 0.02,
         momentum: float = 0.95,
         nesterov: bool = True,
         weight_decay: float = 0.0,
-        backend="polar_express",
-        coefficients=None,
+        backend: Backend = "polar_express",
+        coefficients: Coefficients = None,
         steps: int = 5,
         polar_dtype: torch.dtype | None = None,
-        scale="spectral",
+        scale: str | float = "spectral",
         cautious_weight_decay: bool = False,
         momentum_8bit: bool = False,
         rank: int | None = None,

@@ -7,16 +7,20 @@ for low-rank updates; arXiv 2509.14562).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from steepest.polar import BACKENDS, msign, randomized_polar
+
+from .registry import Group
 
 __all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "polar"]
 
 POLAR_BACKENDS = (*BACKENDS, "randomized_svd")
 
 #: The group keys read by ``polar``.
-POLAR_DEFAULTS = {
+POLAR_DEFAULTS: dict[str, Any] = {
     "backend": "polar_express",
     "coefficients": None,
     "steps": 5,
@@ -25,7 +29,7 @@ POLAR_DEFAULTS = {
 }
 
 
-def check_polar(who: str, hp, prefix: str = "") -> None:
+def check_polar(who: str, hp: Group, prefix: str = "") -> None:
     """Raise ValueError naming a bad backend, rank, steps, coefficients or polar_dtype."""
     backend = hp["backend"]
     if not (callable(backend) or (isinstance(backend, str) and backend in POLAR_BACKENDS)):
@@ -58,7 +62,7 @@ def check_polar(who: str, hp, prefix: str = "") -> None:
         raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
 
 
-def polar(X: torch.Tensor, group) -> torch.Tensor:
+def polar(X: torch.Tensor, group: Group) -> torch.Tensor:
     """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.

@@ -9,7 +9,7 @@ import torch
 
 from .iteration import odd_quintic_iteration
 from .kernels import KERNELS
-from .newton_schulz import newton_schulz_coefficients
+from .newton_schulz import Coefficients, newton_schulz_coefficients
 from .polar_express import polar_express_coefficients
 from .svd import polar_svd
 
@@ -33,7 +33,20 @@ def default_compute_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel) -> None:
+#: msign's backend: one of BACKENDS or a callable (X, steps) -> X.
+Backend = str | Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def _validate(
+    G: torch.Tensor,
+    backend: Backend,
+    steps: int,
+    dtype: torch.dtype | None,
+    coefficients: Coefficients,
+    lower_bound: float,
+    eps: float,
+    kernel: str,
+) -> None:
     if not isinstance(G, torch.Tensor):
         raise TypeError(f"msign: G must be a torch.Tensor, got {type(G).__name__}")
     if not G.is_floating_point():
@@ -69,8 +82,10 @@ def _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel) 
         raise ValueError(f"msign: kernel={kernel!r} is unknown; use one of {list(KERNELS)}")
 
 
-@torch.compiler.assume_constant_result
-def _polar_express_schedule(steps: int, lower_bound: float) -> tuple:
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # untyped in torch
+def _polar_express_schedule(
+    steps: int, lower_bound: float
+) -> tuple[tuple[float, float, float], ...]:
     """The cached schedule, seen by torch.compile as a constant (the generator uses numpy)."""
     return tuple(polar_express_coefficients(steps, lower_bound))
 
@@ -92,10 +107,10 @@ def _normalize(
 
 def msign(
     G: torch.Tensor,
-    backend: str | Callable[[torch.Tensor, int], torch.Tensor] = "polar_express",
+    backend: Backend = "polar_express",
     steps: int = 5,
     dtype: torch.dtype | None = None,
-    coefficients=None,
+    coefficients: Coefficients = None,
     lower_bound: float = 1e-3,
     *,
     eps: float = 0.0,
@@ -174,7 +189,7 @@ def msign(
     elif backend == "polar_express":
         schedule = _polar_express_schedule(steps, float(lower_bound))
         X = odd_quintic_iteration(X, schedule, kernel=kernel)
-    else:
+    elif callable(backend):  # _validate: any other str is one of BACKENDS, handled above
         shape = X.shape
         X = backend(X, steps)
         if not isinstance(X, torch.Tensor) or X.shape != shape:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Real
+from typing import TypeGuard
 
 __all__ = [
     "CUBIC",
@@ -24,8 +26,11 @@ CUBIC = (1.5, -0.5, 0.0)
 #: The named schedules accepted by `coefficients=`; each is one triple repeated for every step.
 NEWTON_SCHULZ_SCHEDULES = {"jordan": JORDAN, "cubic": CUBIC}
 
+#: What `coefficients=` accepts: None, a schedule name, one (a, b, c) triple or a list of triples.
+Coefficients = str | Sequence[float] | Sequence[Sequence[float]] | None
 
-def _is_triple(value) -> bool:
+
+def _is_triple(value: object) -> TypeGuard[Sequence[float]]:
     return (
         isinstance(value, (tuple, list))
         and len(value) == 3
@@ -33,7 +38,9 @@ def _is_triple(value) -> bool:
     )
 
 
-def newton_schulz_coefficients(coefficients, steps: int) -> tuple[tuple[float, float, float], ...]:
+def newton_schulz_coefficients(
+    coefficients: Coefficients, steps: int
+) -> tuple[tuple[float, float, float], ...]:
     """Resolve `coefficients` into exactly `steps` per-step (a, b, c) triples.
 
     Args:
@@ -49,6 +56,7 @@ def newton_schulz_coefficients(coefficients, steps: int) -> tuple[tuple[float, f
     """
     if coefficients is None:
         coefficients = "jordan"
+    triples: list[Sequence[float]]
     if isinstance(coefficients, str):
         if coefficients not in NEWTON_SCHULZ_SCHEDULES:
             raise ValueError(
@@ -69,9 +77,9 @@ def newton_schulz_coefficients(coefficients, steps: int) -> tuple[tuple[float, f
             f"msign: coefficients={coefficients!r} is not valid; use 'jordan', 'cubic', one "
             f"(a, b, c) triple of real numbers or a non-empty list of such triples"
         )
-    triples = [tuple(float(v) for v in t) for t in triples]
-    for t in triples:
+    floats = [(float(a), float(b), float(c)) for a, b, c in triples]  # each has length 3
+    for t in floats:
         if not all(math.isfinite(v) for v in t):
             raise ValueError(f"msign: coefficients contain a non-finite triple {t!r}")
-    used = triples[:steps] + [triples[-1]] * max(0, steps - len(triples))
+    used = floats[:steps] + [floats[-1]] * max(0, steps - len(floats))
     return tuple(used)

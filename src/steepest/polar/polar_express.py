@@ -104,7 +104,7 @@ def optimal_odd_quintic(lower: float, upper: float) -> tuple[float, float, float
     return a / upper, b / upper**3, c / upper**5
 
 
-def _check_schedule_args(steps, lower_bound, safety, cushion) -> None:
+def _check_schedule_args(steps: int, lower_bound: float, safety: float, cushion: float) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"polar_express_coefficients: steps={steps!r}; need an int >= 1")
     for name, value, low, high in (
@@ -123,9 +123,11 @@ def _check_schedule_args(steps, lower_bound, safety, cushion) -> None:
 
 
 @functools.lru_cache(maxsize=128)
-def _schedule(steps: int, lower_bound: float, safety: float, cushion: float):
+def _schedule(
+    steps: int, lower_bound: float, safety: float, cushion: float
+) -> tuple[tuple[float, float, float], ...]:
     lower, upper = lower_bound, 1.0
-    schedule = []
+    schedule: list[tuple[float, float, float]] = []
     for step in range(steps):
         a, b, c = optimal_odd_quintic(max(lower, cushion * upper), upper)
         # Recenter (App. G): scale p so that the errors at both ends of the true interval [l, u]

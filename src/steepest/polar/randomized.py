@@ -62,5 +62,5 @@ def randomized_polar(
     r = min(rank, k)
     U, s, Vh = (Q @ U_b)[..., :r], s[..., :r], Vh[..., :r, :]
     keep = s > s[..., :1] * zero_singular_threshold(X.shape, dtype)
-    out = (U * keep.unsqueeze(-2).to(dtype)) @ Vh
+    out: torch.Tensor = (U * keep.unsqueeze(-2).to(dtype)) @ Vh
     return out.reshape(G.shape).to(G.dtype)

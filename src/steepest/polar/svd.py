@@ -34,4 +34,5 @@ def polar_svd(X: torch.Tensor) -> torch.Tensor:
     U, S, Vh = torch.linalg.svd(X, full_matrices=False)
     threshold = zero_singular_threshold(X.shape, X.dtype)
     keep = S > S.amax(dim=-1, keepdim=True) * threshold
-    return (U * keep.unsqueeze(-2).to(U.dtype)) @ Vh
+    out: torch.Tensor = (U * keep.unsqueeze(-2).to(U.dtype)) @ Vh
+    return out

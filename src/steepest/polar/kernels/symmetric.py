@@ -27,7 +27,7 @@ TRITON_DTYPES = (torch.bfloat16, torch.float16)
 AUTO_MIN_SIDE = 768
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # untyped in torch
 def triton_available() -> bool:
     """Whether the triton package can be imported (checked without importing it)."""
     return importlib.util.find_spec("triton") is not None
@@ -65,9 +65,15 @@ def resolve_kernel(kernel: str, X: torch.Tensor) -> str:
     return "torch"
 
 
-def _validate(X, alpha, C, beta, out) -> None:
+def _validate(
+    X: torch.Tensor,
+    alpha: float,
+    C: torch.Tensor | None,
+    beta: float,
+    out: torch.Tensor | None,
+) -> None:
     if not isinstance(X, torch.Tensor) or not X.is_floating_point() or X.ndim < 2:
-        got = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+        got: object = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
         raise ValueError(f"symmetric_product: X={got}; need a floating (..., s, l) tensor")
     s = X.shape[-2]
     square = (*X.shape[:-1], s)

@@ -23,14 +23,25 @@ MuonBP, arXiv 2510.16981 (block-periodic mode).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from steepest.optim.batching import map_matrices
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+    from steepest.optim.batching import Stacks
+    from steepest.optim.views import View
+
+#: (kind, exchange group, replica group) of one direction; see ``_layout``.
+_Layout = tuple[str, "ProcessGroup | None", "ProcessGroup | None"]
+#: Maps a (K, m, n) stack to its dualized, scaled stack.
+_StackFn = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows"]
 
@@ -74,7 +85,7 @@ class ShardedDualizer:
         comm_dtype: torch.dtype | None = None,
         check_replicas: bool = False,
         share_replicated: bool = True,
-        process_group: Any = None,
+        process_group: ProcessGroup | None = None,
     ) -> None:
         who = type(self).__name__
         if block_period is not None and (
@@ -108,7 +119,9 @@ class ShardedDualizer:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
         return self.block_period is not None and (step - 1) % self.block_period != 0
 
-    def agree_on_index(self, index: int | None, count: int, tensors) -> int | None:
+    def agree_on_index(
+        self, index: int | None, count: int, tensors: Sequence[torch.Tensor]
+    ) -> int | None:
         """The smallest of the ranks' indices (None = none), so that every rank decides alike.
 
         Only when ranks step together: some tensor is a DTensor or ``share_replicated``.
@@ -121,7 +134,14 @@ class ShardedDualizer:
         dist.all_reduce(value, dist.ReduceOp.MIN)
         return None if int(value) == count else int(value)
 
-    def map(self, stacks, fn, tensors, view, blocks) -> list[torch.Tensor]:
+    def map(
+        self,
+        stacks: Stacks,
+        fn: _StackFn,
+        tensors: list[torch.Tensor],
+        view: View,
+        blocks: Sequence[int] | None,
+    ) -> list[torch.Tensor]:
         """The Stacks.map of the distributed case: one update per tensor, same type/placement.
 
         Args:
@@ -136,7 +156,7 @@ class ShardedDualizer:
         if self.check_replicas:
             _check_plan(tensors, layouts)
         replicated: dict[Any, list[int]] = {}
-        sharded: dict[tuple, list[int]] = {}
+        sharded: dict[tuple[int, tuple[int, ...], torch.dtype], list[int]] = {}
         for i, (t, (kind, group, _)) in enumerate(zip(tensors, layouts, strict=True)):
             if kind == "plain":
                 use = (self.process_group or dist.group.WORLD) if self.share_replicated else "local"
@@ -160,27 +180,27 @@ class ShardedDualizer:
                 out[i] = _like(tensors[i], r)
         if sharded:
             keys = list(sharded)
-            lists = [[tensors[i] for i in sharded[k]] for k in keys]
+            lists = [[cast(DTensor, tensors[i]) for i in sharded[k]] for k in keys]
             if self.is_block_step(stacks.steps):
                 block = stacks.counted(fn, block=True)
-                results = [[_block_update(block, t, view, blocks) for t in ts] for ts in lists]
+                updates = [[_block_update(block, t, view, blocks) for t in ts] for ts in lists]
             else:
-                results = _exchange_and_dualize(
+                updates = _exchange_and_dualize(
                     lambda ts: map_matrices(whole, ts, view, blocks),
                     lists,
                     [layouts[sharded[k][0]][1] for k in keys],
                     self,
                 )
-            for k, ts, rs in zip(keys, lists, results, strict=True):
+            for k, ts, rs in zip(keys, lists, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
                 if self.check_replicas and replica_group is not None:
                     _check_same(rs, replica_group, "updates of HSDP replicas")
                 for i, t, r in zip(sharded[k], ts, rs, strict=True):
                     out[i] = _like(t, r)
-        return out
+        return cast(list[torch.Tensor], out)  # every index is in one group
 
 
-def configure(optimizer, **options) -> ShardedDualizer:
+def configure(optimizer: object, **options: Any) -> ShardedDualizer:
     """Set a ShardedDualizer with these options on a steepest optimizer (once, before
     stepping); returns it. Without this call the optimizer shares work with default options
     as soon as it sees DTensors or an initialized process group.
@@ -195,11 +215,12 @@ def configure(optimizer, **options) -> ShardedDualizer:
             f"configure: optimizer is a {type(optimizer).__name__}; need a steepest optimizer "
             "(steepest.Steepest or a preset such as steepest.Muon)"
         )
-    stacks.distributed = ShardedDualizer(**options)
-    return stacks.distributed
+    dualizer = ShardedDualizer(**options)
+    stacks.distributed = dualizer
+    return dualizer
 
 
-def _layout(t: torch.Tensor) -> tuple[str, Any, Any]:
+def _layout(t: torch.Tensor) -> _Layout:
     """(kind, exchange group, replica group) of a direction: "plain", "replicate" or "shard"."""
     if not isinstance(t, DTensor):
         return "plain", None, None
@@ -218,7 +239,7 @@ def _layout(t: torch.Tensor) -> tuple[str, Any, Any]:
     )
 
 
-def _world(group) -> int:
+def _world(group: ProcessGroup | None) -> int:
     return dist.get_world_size(group)
 
 
@@ -236,8 +257,11 @@ def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
 
 
 def _share_stack(
-    fn: Callable[[torch.Tensor], torch.Tensor], group, comm_dtype, dualizer
-) -> Callable[[torch.Tensor], torch.Tensor]:
+    fn: _StackFn,
+    group: ProcessGroup | None,
+    comm_dtype: torch.dtype | None,
+    dualizer: ShardedDualizer,
+) -> _StackFn:
     """fn on a replicated (K, m, n) stack: this rank's ceil(K / W) matrices, then all-gather.
     Share c goes to rank (c + first) % W, first rotating with the dualizer's cursor."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -259,7 +283,12 @@ def _share_stack(
     return shared
 
 
-def _exchange_and_dualize(fn_tensors, stacks, groups, dualizer) -> list[list[torch.Tensor]]:
+def _exchange_and_dualize(
+    fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+    stacks: list[list[DTensor]],
+    groups: list[ProcessGroup | None],
+    dualizer: ShardedDualizer,
+) -> list[list[torch.Tensor]]:
     """Per stack of same-shape Shard(0) DTensors: all-to-all whole tensors to their owners,
     fn_tensors on the owned ones, all-to-all the rows back. Returns local update shards."""
     plans = []
@@ -281,7 +310,13 @@ class _Exchange:
     W) is owned by rank (j + first) % W.
     """
 
-    def __init__(self, tensors: list[DTensor], group, comm_dtype, first: int = 0) -> None:
+    def __init__(
+        self,
+        tensors: list[DTensor],
+        group: ProcessGroup | None,
+        comm_dtype: torch.dtype | None,
+        first: int = 0,
+    ) -> None:
         self.group, self.comm_dtype = group, comm_dtype
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.shape, self.dtype = tuple(tensors[0].shape), tensors[0].dtype
@@ -302,7 +337,9 @@ class _Exchange:
                     "split of dim 0 as FSDP2 does)"
                 )
 
-    def _all_to_all(self, send: torch.Tensor, out_splits, in_splits):
+    def _all_to_all(
+        self, send: torch.Tensor, out_splits: list[int], in_splits: list[int]
+    ) -> tuple[torch.Tensor, dist.Work]:
         recv = send.new_empty(sum(out_splits))
         work = dist.all_to_all_single(
             recv, send, out_splits, in_splits, group=self.group, async_op=True
@@ -324,11 +361,13 @@ class _Exchange:
         self.recv, self.work = self._all_to_all(send, out_splits, in_splits)
         self.out_splits = out_splits
 
-    def dualize_and_return(self, fn_tensors) -> None:
+    def dualize_and_return(
+        self, fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]]
+    ) -> None:
         """Wait for my whole tensors, dualize them, start all-to-all 2 (rows to their ranks)."""
         self.work.wait()
         r, n = self.rank, [len(o) for o in self.owned]
-        pieces = self.recv.split(self.out_splits)
+        pieces = self.recv.split(self.out_splits)  # type: ignore[no-untyped-call]
         whole = torch.cat(
             [p.view(n[r], self.sizes[j], *self.shape[1:]) for j, p in enumerate(pieces)], dim=1
         ).to(self.dtype)
@@ -348,15 +387,17 @@ class _Exchange:
         """Wait for all-to-all 2; my row shard of every tensor's update, in stack order."""
         self.work.wait()
         local_shape = (self.sizes[self.rank], *self.shape[1:])
-        out: list[torch.Tensor] = [None] * len(self.locals)
-        for j, piece in enumerate(self.recv.split(self.out_splits)):
+        out: list[torch.Tensor | None] = [None] * len(self.locals)
+        for j, piece in enumerate(self.recv.split(self.out_splits)):  # type: ignore[no-untyped-call]
             rows = piece.view(len(self.owned[j]), *local_shape).to(self.dtype).unbind(0)
             for k, update in zip(self.owned[j], rows, strict=True):
                 out[k] = update
-        return out
+        return cast(list[torch.Tensor], out)  # every tensor has one owner
 
 
-def _block_update(fn, t: DTensor, view, blocks) -> torch.Tensor:
+def _block_update(
+    fn: _StackFn, t: DTensor, view: View, blocks: Sequence[int] | None
+) -> torch.Tensor:
     """MuonBP block step: fn on this rank's row shard read as its own matrices."""
     local = t.to_local()
     if local.numel() == 0:
@@ -372,7 +413,7 @@ def _block_update(fn, t: DTensor, view, blocks) -> torch.Tensor:
             "matrix_view='transposed' (the blocks split columns of the stored, row-sharded "
             "tensor); drop blocks or block_period"
         )
-    local_blocks = None
+    local_blocks: list[int] | None = None
     if blocks is not None:
         _, group, _ = _layout(t)
         sizes = shard_rows(t.shape[0], dist.get_world_size(group))
@@ -387,7 +428,7 @@ def _block_update(fn, t: DTensor, view, blocks) -> torch.Tensor:
     return map_matrices(fn, [local], view, local_blocks)[0]
 
 
-def _check_plan(tensors, layouts) -> None:
+def _check_plan(tensors: Sequence[torch.Tensor], layouts: Sequence[_Layout]) -> None:
     """Raise unless every rank of the default group dualizes the same list of tensors."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return
@@ -405,7 +446,7 @@ def _check_plan(tensors, layouts) -> None:
             )
 
 
-def _check_same(tensors: list[torch.Tensor], group, what: str) -> None:
+def _check_same(tensors: list[torch.Tensor], group: ProcessGroup | None, what: str) -> None:
     """Raise RuntimeError unless the tensors are bitwise equal on every rank of group."""
     if group is None or not tensors or dist.get_world_size(group) == 1:
         return

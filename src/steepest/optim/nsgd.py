@@ -19,7 +19,7 @@ __all__ = ["ClippedSGD", "NSGD", "NSGDAlgorithm"]
 def _frobenius(X: torch.Tensor) -> torch.Tensor:
     """||X||_F of every matrix of a (K, m, n) stack, shape (K, 1, 1), accumulated in float64."""
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
-    return norm.to(X.dtype)
+    return norm.to(X.dtype)  # type: ignore[no-any-return]
 
 
 class NSGDAlgorithm(MomentumAlgorithm):

@@ -7,8 +7,8 @@ clipped SGD), which update them with the same rule, and Scion, which uses the RM
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from .engine import Steepest
 from .muon import Muon
@@ -17,6 +17,9 @@ __all__ = ["PRESETS", "Preset", "available", "optimizer", "preset"]
 
 #: name -> preset class; filled by ``preset`` as the member modules are imported.
 PRESETS: dict[str, type[Steepest]] = {"muon": Muon}
+
+#: A Steepest subclass, as the ``preset`` decorator receives and returns it.
+_PresetClass = TypeVar("_PresetClass", bound=type[Steepest])
 
 _ADAMW_KEYS = {"adamw_lr", "adamw_betas", "adamw_eps", "adamw_weight_decay", "adamw_fused"}
 
@@ -38,7 +41,9 @@ class Preset(Steepest):
     #: the algorithm of plain tensors with ndim < 2
     vector_algorithm: str = "adamw"
 
-    def __init__(self, params: Iterable, nonfinite: str = "raise", **hyperparameters: Any):
+    def __init__(
+        self, params: Iterable[Any], nonfinite: str = "raise", **hyperparameters: Any
+    ) -> None:
         split = self.vector_algorithm == "adamw" and self.algorithm != "adamw"
         table = {self.algorithm: hyperparameters}
         if split:
@@ -56,7 +61,7 @@ class Preset(Steepest):
             prefixes={"adamw": "adamw_"} if self.algorithm != "adamw" else None,
         )
 
-    def _rename(self, params):
+    def _rename(self, params: Iterable[Any]) -> Iterable[Any]:
         if isinstance(params, dict) or not isinstance(params, Iterable):
             return params
         items = list(params)
@@ -68,10 +73,10 @@ class Preset(Steepest):
         return items
 
 
-def preset(name: str):
+def preset(name: str) -> Callable[[_PresetClass], _PresetClass]:
     """Class decorator: register a Preset subclass under ``name`` in PRESETS."""
 
-    def add(cls):
+    def add(cls: _PresetClass) -> _PresetClass:
         if name in PRESETS:
             raise ValueError(f"preset: name {name!r} is taken")
         PRESETS[name] = cls
@@ -85,7 +90,7 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(PRESETS))
 
 
-def optimizer(name: str, params: Iterable, **hyperparameters: Any) -> Steepest:
+def optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -> Steepest:
     """Build the preset called ``name`` on ``params``.
 
     Args:

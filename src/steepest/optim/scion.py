@@ -6,7 +6,7 @@ Also ``scion_groups(model, kind)``: the layer norms recommended for image and on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -84,7 +84,7 @@ class ScionAlgorithm(MomentumAlgorithm):
             return self._dualize(X.mT, group).mT
         return self._dualize(X, group)
 
-    def _dualize(self, X, group):
+    def _dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         norm = group["norm"]
         if norm == "spectral":
             m, n = X.shape[-2:]
@@ -108,7 +108,7 @@ register(UScionAlgorithm())
 
 
 class _ScionPreset(Preset):
-    def _route(self, params):
+    def _route(self, params: Iterable[Any]) -> list[dict[str, Any]]:
         """A group of vectors only that names no norm gets the RMS norm."""
         routed = super()._route(params)
         for group in routed:
@@ -141,7 +141,7 @@ def scion_groups(
     radius: float = 1.0,
     head_radius: float | None = None,
     algorithm: str = "scion",
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Param groups with Scion's recommended layer norms (first -> hidden -> last layer).
 
     kind "image": Spectral -> Spectral -> Sign; kind "onehot": ColNorm -> Spectral -> Sign
@@ -173,11 +173,12 @@ def scion_groups(
     ]
     if not layers:
         raise ValueError("scion_groups: the model has no weight with ndim >= 2")
-    groups, seen = [], set()
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
     for i, (_, module) in enumerate(layers):
         weight = module.weight
         seen.add(id(weight))
-        group = {"params": [weight], "algorithm": algorithm, "radius": radius}
+        group: dict[str, Any] = {"params": [weight], "algorithm": algorithm, "radius": radius}
         if i == len(layers) - 1 and len(layers) > 1:
             d_in = math.prod(weight.shape[1:])
             group.update(norm="sign", radius=head_radius or radius / d_in)

@@ -50,7 +50,7 @@ def inverse_root(
         s = scale.squeeze(-1).double().clamp_min(torch.finfo(torch.float64).tiny)
         scaled = (lam.double() + epsilon / s.square()) ** (-1.0 / root) * s ** (-2.0 / root)
         weights = torch.where(keep, scaled, 0.0).to(work.dtype)
-    return ((Q * weights.unsqueeze(-2)) @ Q.mT).to(A.dtype)
+    return ((Q * weights.unsqueeze(-2)) @ Q.mT).to(A.dtype)  # type: ignore[no-any-return]
 
 
 class ShampooAlgorithm(MomentumAlgorithm):
@@ -125,15 +125,17 @@ class ShampooAlgorithm(MomentumAlgorithm):
             out.append(from_matrices(update, D.shape, group["matrix_view"]).to(D.dtype))
         return out
 
-    def refresh_roots(self, state, group) -> None:
+    def refresh_roots(self, state: State, group: Group) -> None:
         """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon), L and R unscaled."""
         for key in ("left", "right"):
             root = inverse_root(state[key], 4, group["epsilon"], state["stat_scale"])
             state[f"{key}_root"].copy_(root)
 
-    def combine(self, X, state) -> torch.Tensor:
+    def combine(self, X: torch.Tensor, state: State) -> torch.Tensor:
         """The preconditioned direction from the roots."""
-        return state["left_root"] @ X @ state["right_root"]
+        left: torch.Tensor = state["left_root"]
+        right: torch.Tensor = state["right_root"]
+        return left @ X @ right
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return X  # the preconditioned direction is new memory; stage 4 scales it in place
@@ -155,8 +157,9 @@ class CASPRAlgorithm(ShampooAlgorithm):
     name = "caspr"
     defaults: Mapping[str, Any] = {**ShampooAlgorithm.defaults, "epsilon": 1e-8}
 
-    def combine(self, X, state):
-        left, right = state["left_root"], state["right_root"]
+    def combine(self, X: torch.Tensor, state: State) -> torch.Tensor:
+        left: torch.Tensor = state["left_root"]
+        right: torch.Tensor = state["right_root"]
         return (left @ (left @ X) + 2 * left @ X @ right + (X @ right) @ right) / 4
 
 

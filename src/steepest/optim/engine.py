@@ -8,7 +8,7 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
 
 import torch
@@ -73,6 +73,11 @@ class Steepest(Optimizer):
             capturable groups (the Muon members with an iterative polar backend) in a single
             process; other groups, CPU tensors and distributed runs stay eager. Learning rate
             and weight decay stay live; any other hyperparameter change re-records.
+        master_weights: keep a float32 copy of every bfloat16/float16 parameter in its state
+            (``"master_param"``), run all five stages on it with the gradient in float32,
+            and write the rounded result back to the parameter, default False. Updates
+            smaller than half a bf16 ulp then accumulate instead of being rounded away; all
+            state of such a parameter is float32.
 
     Attributes:
         graph_capture: the recorder used by ``cuda_graph`` (``graphs.cuda_capture``; the CPU
@@ -90,6 +95,7 @@ class Steepest(Optimizer):
         prefixes: Mapping[str, str] | None = None,
         compile: bool | str = False,
         cuda_graph: bool = False,
+        master_weights: bool = False,
     ) -> None:
         who = type(self).__name__
         hyperparameters = dict(hyperparameters or {})
@@ -117,6 +123,8 @@ class Steepest(Optimizer):
                 f"{who}: compile={compile!r} must be True, False or a torch.compile backend name"
             )
         check_flag(who, "cuda_graph", cuda_graph)
+        check_flag(who, "master_weights", master_weights)
+        self.master_weights = master_weights
         self.compile = compile
         self.cuda_graph = cuda_graph
         self.graph_capture = cuda_capture
@@ -206,7 +214,15 @@ class Steepest(Optimizer):
             self.defaults = saved
         added = self.param_groups[-1]
         for p in added["params"]:
-            self.state[p] = algorithm.init_state(p, added)
+            self.state[p] = self._init_state(algorithm, p, added)
+
+    def _init_state(self, algorithm: Algorithm, p: torch.Tensor, group: Group) -> State:
+        """The algorithm's fresh state of p; with master_weights and a 16-bit p, the state of
+        a float32 copy of p, kept under "master_param"."""
+        if not (self.master_weights and p.dtype in HALF_DTYPES):
+            return algorithm.init_state(p, group)
+        master = p.detach().to(torch.float32, copy=True)
+        return {**algorithm.init_state(master, group), "master_param": master}
 
     @overload
     def step(self, closure: None = None) -> None: ...
@@ -229,28 +245,42 @@ class Steepest(Optimizer):
         for index, (group, algorithm, params, grads, states) in enumerate(work):
             if not params:
                 continue
-            if not algorithm.matrix:
-                algorithm.update(params, grads, states, group)
-                continue
-
-            def stages(
-                grads: list[torch.Tensor],
-                algorithm: Algorithm = algorithm,
-                states: list[State] = states,
-                group: Group = group,
-            ) -> list[torch.Tensor]:
-                directions = algorithm.accumulate(grads, states, group)  # 1
-                directions = algorithm.precondition(directions, states, group)  # 2
-                updates = self._dualize_and_scale(algorithm, directions, group)  # 3, 4
-                return algorithm.rescale(updates, states, group)  # 4 (state-dependent)
-
-            if self._recordable(algorithm, group, params):
-                graph = self.graphs.setdefault(index, GroupGraph(self.graph_capture))
-                updates = graph.run(stages, params, grads, states, group, self.stacks)
-            else:
-                updates = stages(grads)
-            algorithm.apply(params, updates, group)  # 5
+            low = [p for p, s in zip(params, states, strict=True) if "master_param" in s]
+            if low:  # master_weights: the stages run on the float32 copies
+                grads = [_master_grad(p, s) for p, s in zip(params, states, strict=True)]
+                params = [s.get("master_param", p) for p, s in zip(params, states, strict=True)]
+            self._update_group(index, group, algorithm, params, grads, states)
+            if low:  # round the updated float32 copies into the 16-bit parameters
+                masters = [s["master_param"] for s in states if "master_param" in s]
+                torch._foreach_copy_(low, masters)
         return loss
+
+    def _update_group(
+        self,
+        index: int,
+        group: Group,
+        algorithm: Algorithm,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[State],
+    ) -> None:
+        """The five stages of one param group (or the delegating algorithm's update)."""
+        if not algorithm.matrix:
+            algorithm.update(params, grads, states, group)
+            return
+
+        def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+            directions = algorithm.accumulate(grads, states, group)  # 1
+            directions = algorithm.precondition(directions, states, group)  # 2
+            updates = self._dualize_and_scale(algorithm, directions, group)  # 3, 4
+            return algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+
+        if self._recordable(algorithm, group, params):
+            graph = self.graphs.setdefault(index, GroupGraph(self.graph_capture))
+            updates = graph.run(stages, params, grads, states, group, self.stacks)
+        else:
+            updates = stages(grads)
+        algorithm.apply(params, updates, group)  # 5
 
     def _recordable(self, algorithm: Algorithm, group: Group, params: list[torch.Tensor]) -> bool:
         """True if this group's stages 1-4 run from a recording (cuda_graph=True)."""
@@ -331,24 +361,49 @@ class Steepest(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load torch's state dict and ``skipped_steps`` (0 if absent).
 
-        torch casts every floating-point parameter's state to the parameter's dtype; state an
-        algorithm keeps in another dtype (int8 quantized momentum, float64 preconditioners) is
-        cast back to the dtype of a freshly created state, so a resume is bit-identical."""
+        torch casts every floating-point state tensor to its parameter's dtype. Each state
+        tensor is instead taken again from ``state_dict`` and cast once to the dtype of a
+        freshly created state (int8 quantized momentum, float64 preconditioners, float32
+        master copies and their state stay as they were saved), so a resume is bit-identical."""
         super().load_state_dict(state_dict)
         self.graphs.clear()  # new state tensors: record again
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self.stacks.load_state_dict(state_dict.get("stacks", {}))
-        for group in self.param_groups:
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        for group, ids in zip(
+            self.param_groups, _split_like(saved_ids, self.param_groups), strict=True
+        ):
             algorithm = ALGORITHMS[group["algorithm"]]
-            for p in group["params"]:
+            for p, saved_id in zip(group["params"], ids, strict=True):
                 state = self.state.get(p)
                 if not state:
                     continue
-                fresh = algorithm.init_state(p, group)
+                saved = state_dict["state"].get(saved_id, {})
+                fresh = self._init_state(algorithm, p, group)
                 for key, value in state.items():
-                    like = fresh.get(key)
-                    if isinstance(value, torch.Tensor) and isinstance(like, torch.Tensor):
-                        state[key] = value.to(dtype=like.dtype)
+                    like, original = fresh.get(key), saved.get(key, value)
+                    if isinstance(original, torch.Tensor) and isinstance(like, torch.Tensor):
+                        state[key] = original.to(device=value.device, dtype=like.dtype)
+
+
+def _split_like(flat: list[Any], groups: Sequence[Group]) -> list[list[Any]]:
+    """flat cut into consecutive pieces as long as the groups' param lists."""
+    out, start = [], 0
+    for group in groups:
+        out.append(flat[start : start + len(group["params"])])
+        start += len(group["params"])
+    return out
+
+
+#: Parameter dtypes that get a float32 master copy under master_weights=True.
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _master_grad(p: torch.Tensor, state: State) -> torch.Tensor:
+    """p's gradient, in float32 when p has a master copy."""
+    grad = p.grad
+    assert grad is not None
+    return grad.to(torch.float32) if "master_param" in state else grad
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

@@ -94,6 +94,7 @@ class Muon(Steepest):
         compile, cuda_graph: the GPU fast paths of Steepest (compiled stacks, recorded
             stages 1-4); off by default. For the fastest step on a GPU pass both and
             ``adamw_fused=True`` (bench/step.py).
+        master_weights: float32 master copies of bf16/fp16 parameters (see Steepest).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
     """
@@ -121,6 +122,7 @@ class Muon(Steepest):
         adamw_fused: bool | None = None,
         compile: bool | str = False,
         cuda_graph: bool = False,
+        master_weights: bool = False,
     ) -> None:
         muon = dict(
             lr=lr,
@@ -150,4 +152,5 @@ class Muon(Steepest):
             prefixes={"adamw": "adamw_"},
             compile=compile,
             cuda_graph=cuda_graph,
+            master_weights=master_weights,
         )

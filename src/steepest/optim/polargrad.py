@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
 from .muon import MuonAlgorithm
 from .polar_step import polar
 from .presets import Preset, preset
-from .registry import register
+from .registry import Group, register
 
 __all__ = ["PolarGrad", "PolarGradAlgorithm"]
 
@@ -31,7 +33,7 @@ class PolarGradAlgorithm(MuonAlgorithm):
         "scale": 1.0,
     }
 
-    def dualize(self, X, group):
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         O = polar(X, group)
         nuclear = (X * O).sum(dim=(-2, -1), keepdim=True)
         return O.mul_(nuclear)

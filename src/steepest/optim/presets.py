@@ -31,6 +31,8 @@ class Preset(Steepest):
         params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
             is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
         nonfinite: "raise" or "skip" (see Steepest).
+        compile, cuda_graph, master_weights: the execution options of Steepest (compiled
+            stacks, CUDA-graph replay of capturable groups, float32 master copies).
         **hyperparameters: the algorithm's keys (see ``ALGORITHMS[name].defaults``), and,
             where vectors go to AdamW, adamw_lr, adamw_betas, adamw_eps,
             adamw_weight_decay, adamw_fused. Unknown keys raise ValueError listing the known.
@@ -42,7 +44,14 @@ class Preset(Steepest):
     vector_algorithm: str = "adamw"
 
     def __init__(
-        self, params: Iterable[Any], nonfinite: str = "raise", **hyperparameters: Any
+        self,
+        params: Iterable[Any],
+        nonfinite: str = "raise",
+        *,
+        compile: bool | str = False,
+        cuda_graph: bool = False,
+        master_weights: bool = False,
+        **hyperparameters: Any,
     ) -> None:
         split = self.vector_algorithm == "adamw" and self.algorithm != "adamw"
         table = {self.algorithm: hyperparameters}
@@ -59,6 +68,9 @@ class Preset(Steepest):
             vector_algorithm=self.vector_algorithm,
             nonfinite=nonfinite,
             prefixes={"adamw": "adamw_"} if self.algorithm != "adamw" else None,
+            compile=compile,
+            cuda_graph=cuda_graph,
+            master_weights=master_weights,
         )
 
     def _rename(self, params: Iterable[Any]) -> Iterable[Any]:

@@ -195,13 +195,26 @@ def test_bad_arguments_raise_before_building():
         build_optimizer("sgd", model, "0.1", 0.1)  # type: ignore[arg-type]
 
 
-def test_fused_qkv_blocks_reach_the_members_that_take_them():
+def test_every_member_builds_and_steps_on_a_gpt_with_fused_qkv():
+    """Q, K, V blocks reach the members that take them; the others see one matrix."""
     task = make_task(
         "shakespeare-char", **parse_options("shakespeare-char", TINY_OPTIONS["shakespeare-char"])
     )
     task.setup(torch.device("cpu"))
-    model = task.build_model()
-    (muon, _adamw) = build_optimizer("muon", model, 0.02, 1e-3, routing=task.routing())
-    (soap, _adamw) = build_optimizer("soap", model, 0.02, 1e-3, routing=task.routing())
-    assert any(g.get("blocks") == [16, 16, 16] for g in muon.param_groups)
-    assert all(g.get("blocks") is None for g in soap.param_groups)
+    for name, member in OPTIMIZERS.items():
+        torch.manual_seed(0)
+        model = task.build_model()
+        qkv = model.get_parameter("blocks.0.qkv.weight")
+        before = qkv.detach().clone()
+        optimizers = build_optimizer(name, model, 1e-3, 1e-3, routing=task.routing())
+        torch.autograd.backward(task.loss(model, next(task.batches(0))))
+        for opt in optimizers:
+            opt.step()
+        assert not torch.equal(qkv, before), name
+        if member.preset is not None:
+            blocks = [
+                g.get("blocks")
+                for g in optimizers[0].param_groups
+                if any(p is qkv for p in g["params"])
+            ]
+            assert blocks == [[16, 16, 16] if member.blocks else None], name

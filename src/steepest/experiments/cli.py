@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def target_options(name: str, pairs: list[str]) -> dict:
+def target_options(name: str, pairs: list[str]) -> dict[str, Any]:
     """Parse ``["key=value", ...]`` for reproduce target ``name`` by its keyword defaults' types."""
     params = inspect.signature(TARGETS[name]).parameters
     types = {k: type(p.default) for k, p in params.items() if p.kind is p.KEYWORD_ONLY}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -33,7 +34,7 @@ def compare(
     tune: bool = False,
     lrs: dict[str, tuple[float, float]] | None = None,
     progress: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Run the comparison and return its record (JSON-ready apart from ``runs``).
 
     Args:
@@ -89,10 +90,19 @@ def compare(
     }
 
 
-def _tune_one(task, name, start, steps, seed, device, eval_every, progress):
+def _tune_one(
+    task: Task,
+    name: str,
+    start: tuple[float, float],
+    steps: int,
+    seed: int,
+    device: torch.device,
+    eval_every: int,
+    progress: bool,
+) -> tuple[tuple[float, float], dict[str, GridSearch]]:
     """Tune ``lr`` at the default ``adamw_lr``, then ``adamw_lr`` at the best ``lr``."""
 
-    def run(lr, adamw_lr):
+    def run(lr: float, adamw_lr: float) -> float:
         result = train(
             task,
             name,
@@ -123,11 +133,11 @@ def reach(run: RunResult, target: float) -> tuple[int | None, float | None]:
         run.curve["step"], run.curve["time_s"], run.curve["val_loss"], strict=True
     ):
         if loss <= target:
-            return step, time_s
+            return int(step), time_s
     return None, None
 
 
-def _stats(values: list[float | None]) -> dict:
+def _stats(values: list[float | None]) -> dict[str, Any]:
     done = [v for v in values if v is not None and math.isfinite(v)]
     return {
         "mean": statistics.fmean(done) if done else None,
@@ -136,12 +146,12 @@ def _stats(values: list[float | None]) -> dict:
     }
 
 
-def summarize(runs: list[RunResult], reference: str, metrics: Sequence[str] = ()) -> dict:
+def summarize(runs: list[RunResult], reference: str, metrics: Sequence[str] = ()) -> dict[str, Any]:
     """Per optimizer, mean / std / n over seeds of: best val loss, metrics at the best step,
     steps and training time to reach the reference's best val loss of the same seed, their ratios
     to the reference's own, and the step times. Runs that never reach it count in ``reached``."""
     ref = {r.seed: r for r in runs if r.optimizer == reference}
-    rows: dict[str, dict[str, list]] = {}
+    rows: dict[str, dict[str, list[Any]]] = {}
     for r in runs:
         row = rows.setdefault(r.optimizer, {})
         target = ref[r.seed].best_val_loss

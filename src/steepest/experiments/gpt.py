@@ -31,7 +31,7 @@ class GPTConfig:
     heads: int = 4
     width: int = 128
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "layers", "heads", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -59,7 +59,8 @@ class _Block(nn.Module):
         q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
-        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+        mlp: torch.Tensor = self.out(F.gelu(self.fc(self.ln2(x))))
+        return x + mlp
 
 
 class GPT(nn.Module):
@@ -91,4 +92,5 @@ class GPT(nn.Module):
         x = self.tok_emb(idx) + self.pos_emb(pos)
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))
+        logits: torch.Tensor = self.lm_head(self.ln_f(x))
+        return logits

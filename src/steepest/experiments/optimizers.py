@@ -86,7 +86,13 @@ OPTIMIZERS: dict[str, Member] = {
     ),
     "sgd": Member("plain gradient descent (seed 004's GD)", 0.3),
     "normuon": Member(
-        "NorMuon: msign + per-neuron second moment, RMS 0.2", 3e-3, "normuon", {}, "adamw", 1.0
+        "NorMuon: msign + per-neuron second moment, RMS 0.2",
+        3e-3,
+        "normuon",
+        {},
+        "adamw",
+        1.0,
+        blocks=False,
     ),
     "scion": Member(
         "constrained Scion (SCG), spectral norm in RMS units, radius 10",

@@ -7,11 +7,14 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
+
+from steepest.experiments.runner import RunResult
 
 __all__ = ["format_table", "write_json", "write_csv", "write_plots"]
 
 
-def _fmt(stat: dict, spec: str = ".4g") -> str:
+def _fmt(stat: dict[str, Any], spec: str = ".4g") -> str:
     """``mean ± std``; the std with two significant digits unless ``spec`` fixes the decimals."""
     if stat["mean"] is None:
         return "-"
@@ -19,7 +22,7 @@ def _fmt(stat: dict, spec: str = ".4g") -> str:
     return f"{stat['mean']:{spec}} ± {stat['std']:{std_spec}}"
 
 
-def format_table(record: dict) -> str:
+def format_table(record: dict[str, Any]) -> str:
     """A plain-text table: one row per optimizer, mean ± std over seeds."""
     ref = record["reference"]
     metric_keys = [f"{m}_at_best" for m in record["metrics"]]
@@ -59,9 +62,9 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     """Replace non-finite floats by ``None`` (JSON has no inf / nan) and dataclasses by dicts."""
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -72,7 +75,7 @@ def _jsonable(value):
     return value
 
 
-def write_json(record: dict, path: Path) -> None:
+def write_json(record: dict[str, Any], path: Path) -> None:
     """Every number of the comparison, strict JSON (``None`` for never / not finite)."""
     record = dict(
         record,
@@ -81,7 +84,7 @@ def write_json(record: dict, path: Path) -> None:
     path.write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n")
 
 
-def write_csv(runs: list, path: Path) -> None:
+def write_csv(runs: list[RunResult], path: Path) -> None:
     """The curves in long form: one row per (optimizer, seed, evaluated step)."""
     keys = list(runs[0].curve)
     with path.open("w", newline="") as f:
@@ -92,7 +95,7 @@ def write_csv(runs: list, path: Path) -> None:
                 writer.writerow([r.optimizer, r.seed, *(r.curve[k][i] for k in keys)])
 
 
-def write_plots(record: dict, out: Path) -> list[Path]:
+def write_plots(record: dict[str, Any], out: Path) -> list[Path]:
     """``loss_vs_step.png`` and ``loss_vs_time.png``: mean val loss over seeds, min-max band."""
     import matplotlib
 

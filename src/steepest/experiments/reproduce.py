@@ -21,6 +21,8 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -28,7 +30,7 @@ from steepest.diagnostics import directional_sharpness, stable_rank
 from steepest.experiments.optimizers import build_optimizer
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
-from steepest.experiments.tasks import make_task
+from steepest.experiments.tasks import Task, make_task
 from steepest.norms import SchattenP
 
 __all__ = [
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +54,7 @@ def _pyplot():
     return plt
 
 
-def _write(record: dict, out: Path, name: str) -> None:
+def _write(record: dict[str, Any], out: Path, name: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False))
 
 
@@ -62,7 +64,8 @@ def dualized_singular_values(G: torch.Tensor, p: float) -> torch.Tensor:
     Math: sigma_i(dualize(G)) = sigma_i^(q-1) / ||sigma||_q^(q-1), 1/p + 1/q = 1
     (seeds/000_0ff94013880c6450.txt, Prop. 4).
     """
-    return torch.linalg.svdvals(SchattenP(p).dualize(G))
+    values: torch.Tensor = torch.linalg.svdvals(SchattenP(p).dualize(G))
+    return values
 
 
 def _spectra(m: int, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -87,7 +90,7 @@ def schatten_p(
     m: int = 64,
     n: int = 32,
     seed: int = 0,
-) -> dict:
+) -> dict[str, Any]:
     """Variance and stable rank of the dualized singular values against p (seed 000, Sec. 4.3).
 
     For each test matrix G (m x n, fp64) and p in {1.25, 1.5, 2, 3, 4, 8, 16, 32, 64, 128, inf}:
@@ -99,7 +102,14 @@ def schatten_p(
         seeds/000_0ff94013880c6450.txt, Sec. 4.3.1 (Prop. 5) and 4.3.2.
     """
     ps = [1.25, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, math.inf]
-    record: dict = {"target": "schatten-p", "m": m, "n": n, "seed": seed, "p": ps, "spectra": {}}
+    record: dict[str, Any] = {
+        "target": "schatten-p",
+        "m": m,
+        "n": n,
+        "seed": seed,
+        "p": ps,
+        "spectra": {},
+    }
     for name, G in _spectra(m, n, seed).items():
         variance, srank = [], []
         for p in ps:
@@ -147,7 +157,7 @@ def low_rank(
     decay: float = 1.0,
     steps: int = 100,
     seeds: int = 2,
-) -> dict:
+) -> dict[str, Any]:
     """Muon against GD (step 1/L) on the quadratic as the rank of Q falls (seed 004, Fig. 1).
 
     Ranks m, m/2, m/4, ... down to 1; for each rank and optimizer (task default learning rates,
@@ -161,7 +171,7 @@ def low_rank(
     while r >= 1:
         ranks.append(r)
         r //= 2
-    record: dict = {
+    record: dict[str, Any] = {
         "target": "low-rank",
         "m": m,
         "n": n,
@@ -216,7 +226,7 @@ def low_rank(
     return record
 
 
-def _nds_run(task, name: str, steps: int, measure_every: int, seed: int) -> dict:
+def _nds_run(task: Task, name: str, steps: int, measure_every: int, seed: int) -> dict[str, Any]:
     """Train with ``name``; every ``measure_every`` steps, NDS and norm of the actual update."""
     torch.manual_seed(seed)
     model = task.build_model()
@@ -233,9 +243,9 @@ def _nds_run(task, name: str, steps: int, measure_every: int, seed: int) -> dict
                 group["lr"] = b * factor
         batch = next(batches)
         loss = task.loss(model, batch)
-        loss.backward()
+        torch.autograd.backward(loss)
         measure = step % measure_every == 0 or step == steps - 1
-        before = [p.detach().clone() for p in params] if measure else None
+        before = [p.detach().clone() for p in params] if measure else []
         for opt in optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -274,7 +284,7 @@ def nds(
     batch_size: int = 16,
     task: str = "shakespeare-char",
     exponent: float = 1.0,
-) -> dict:
+) -> dict[str, Any]:
     """NDS = u^T H u / ||u||^2 and ||u||_F of the update u of Muon and AdamW along training.
 
     A small GPT on ``task``: ``shakespeare-char`` (default) or ``zipf-pcfg`` (seed 003's data,
@@ -290,7 +300,7 @@ def nds(
 
     if task not in TARGET_CHOICES["nds"]["task"]:
         raise ValueError(f"nds: task={task!r}; choose one of {TARGET_CHOICES['nds']['task']}")
-    sizes = dict(
+    sizes: dict[str, Any] = dict(
         layers=layers,
         width=width,
         heads=heads,
@@ -300,21 +310,21 @@ def nds(
     )
     if task == "zipf-pcfg":
         sizes["exponent"] = exponent
-    task = make_task(task, **sizes)
-    task.setup(torch.device("cpu"))
-    record: dict = {
+    lm_task = make_task(task, **sizes)
+    lm_task.setup(torch.device("cpu"))
+    record: dict[str, Any] = {
         "target": "nds",
-        "task": task.name,
-        "task_options": task.options(),
+        "task": lm_task.name,
+        "task_options": lm_task.options(),
         "steps": steps,
         "measure_every": measure_every,
         "seed": seed,
-        "lrs": {k: task.default_lrs[k] for k in ("adamw", "muon")},
+        "lrs": {k: lm_task.default_lrs[k] for k in ("adamw", "muon")},
         "curves": {},
     }
     with sdpa_kernel(SDPBackend.MATH):  # double backward (Hessian-vector products)
         for name in ("adamw", "muon"):
-            record["curves"][name] = _nds_run(task, name, steps, measure_every, seed)
+            record["curves"][name] = _nds_run(lm_task, name, steps, measure_every, seed)
     a, m = record["curves"]["adamw"]["nds"], record["curves"]["muon"]["nds"]
     record["mean_nds"] = {"adamw": sum(a) / len(a), "muon": sum(m) / len(m)}
     record["adamw_over_muon_nds"] = [
@@ -330,7 +340,7 @@ def nds(
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"seed 003 Fig. 2: {layers} x {width} GPT on {task.name}, seed {seed}")
+    fig.suptitle(f"seed 003 Fig. 2: {layers} x {width} GPT on {lm_task.name}, seed {seed}")
     fig.tight_layout()
     fig.savefig(out / "nds.png")
     plt.close(fig)
@@ -348,7 +358,7 @@ def imbalance(
     dim: int = 32,
     train_size: int = 2000,
     hidden: int = 64,
-) -> dict:
+) -> dict[str, Any]:
     """Balanced and minority-class accuracy against the imbalance ratio, Muon and AdamW.
 
     For each ratio in {1, 4, 16, 64, 256}: the ``imbalanced-gmm`` task (task default
@@ -359,7 +369,7 @@ def imbalance(
     """
     ratios = [1.0, 4.0, 16.0, 64.0, 256.0]
     minority = f"class_{classes - 1}_accuracy"
-    record: dict = {
+    record: dict[str, Any] = {
         "target": "imbalance",
         "steps": steps,
         "seeds": list(range(seeds)),
@@ -435,7 +445,7 @@ def implicit_bias(
     n: int = 200,
     dim: int = 20,
     classes: int = 5,
-) -> dict:
+) -> dict[str, Any]:
     """The l2, spectral and max-norm margins of GD, AdamW and Muon along training.
 
     The ``implicit-bias`` task (separable data, W0 = 0, constant learning rates: task defaults).
@@ -448,7 +458,7 @@ def implicit_bias(
     task = make_task("implicit-bias", n=n, dim=dim, classes=classes)
     task.setup(torch.device("cpu"))
     keys = ("l2_margin", "spectral_margin", "max_norm_margin")
-    record: dict = {
+    record: dict[str, Any] = {
         "target": "implicit-bias",
         "task_options": task.options(),
         "steps": steps,
@@ -493,7 +503,7 @@ TARGET_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "nds": {"task": ("shakespeare-char", "zipf-pcfg")},
 }
 
-TARGETS: dict[str, Callable[..., dict]] = {
+TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "schatten-p": schatten_p,
     "low-rank": low_rank,
     "nds": nds,

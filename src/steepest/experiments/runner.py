@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import math
 import time
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -77,7 +78,8 @@ def parameter_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _hash_batch(digest, batch) -> None:
+def _hash_batch(digest: Any, batch: Any) -> None:
+    """Feed the bytes of every tensor in ``batch`` (nested tuples / lists) to ``digest``."""
     if isinstance(batch, torch.Tensor):
         digest.update(batch.detach().cpu().contiguous().numpy().tobytes())
     elif isinstance(batch, (tuple, list)):
@@ -158,7 +160,7 @@ def train(
         _sync(device)
         t0 = time.perf_counter()
         loss = task.loss(model, batch)
-        loss.backward()
+        torch.autograd.backward(loss)
         _sync(device)
         t1 = time.perf_counter()
         for opt in optimizers:

@@ -47,10 +47,12 @@ def make_task(name: str, **options: Any) -> Task:
     return cls(**options)
 
 
-def parse_key_values(pairs: list[str], types: dict[str, type], flag: str, owner: str) -> dict:
+def parse_key_values(
+    pairs: list[str], types: dict[str, type], flag: str, owner: str
+) -> dict[str, Any]:
     """Parse ``["key=value", ...]``, converting each value with ``types[key]``; errors name
     the command-line ``flag`` and the ``owner`` (task or target) the keys belong to."""
-    options = {}
+    options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in types:

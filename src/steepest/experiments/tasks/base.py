@@ -28,6 +28,9 @@ class Task:
         warmup: default fraction of the steps with a linear warmup.
         schedule: default decay after warmup, ``"cosine"``, ``"linear"`` or ``"constant"``.
         default_lrs: per optimizer, ``(lr, adamw_lr)``: the matrix rule's and the AdamW groups'.
+
+    Properties (a subclass sets a class attribute of the same name, or overrides the property
+    where the value depends on the options):
         metrics: names of the values :meth:`evaluate` returns besides ``"val_loss"``.
         metric_ranges: per metric, the closed interval its values lie in (default ``(0, 1)``).
     """
@@ -38,8 +41,16 @@ class Task:
     warmup: ClassVar[float] = 0.0
     schedule: ClassVar[str] = "cosine"
     default_lrs: ClassVar[dict[str, tuple[float, float]]] = {}
-    metrics: ClassVar[tuple[str, ...]] = ()
-    metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Names of the values :meth:`evaluate` returns besides ``"val_loss"``."""
+        return ()
+
+    @property
+    def metric_ranges(self) -> dict[str, tuple[float, float]]:
+        """Per metric, the closed interval its values lie in (absent: ``(0, 1)``)."""
+        return {}
 
     def _check_positive(self, *names: str) -> None:
         """Raise ``ValueError`` unless each named option is a positive number."""

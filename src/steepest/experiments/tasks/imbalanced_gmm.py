@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,9 +53,13 @@ class ImbalancedGMM(Task):
     warmup = 0.0
     schedule = "cosine"
     default_lrs = {"adamw": (3e-3, 3e-3), "muon": (0.02, 3e-3), "sgd": (0.1, 3e-3)}
-    metrics = ("balanced_accuracy",)
 
-    def __post_init__(self):
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Balanced accuracy and the accuracy of each class."""
+        return ("balanced_accuracy", *(f"class_{k}_accuracy" for k in range(self.classes)))
+
+    def __post_init__(self) -> None:
         self._check_positive(
             "classes", "dim", "separation", "train_size", "val_per_class", "hidden", "batch_size"
         )
@@ -62,16 +67,15 @@ class ImbalancedGMM(Task):
             raise ValueError(f"imbalanced-gmm: option classes={self.classes} must be >= 2")
         if not isinstance(self.imbalance, (int, float)) or self.imbalance < 1:
             raise ValueError(f"imbalanced-gmm: option imbalance={self.imbalance!r} must be >= 1")
-        self.metrics = ("balanced_accuracy", *(f"class_{k}_accuracy" for k in range(self.classes)))
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         gen = torch.Generator().manual_seed(0)
         means = torch.randn(self.classes, self.dim, generator=gen)
         self.means = self.separation * means / means.norm(dim=1, keepdim=True)
         sizes = class_sizes(self.train_size, self.classes, float(self.imbalance))
         self.sizes = sizes
 
-        def draw(counts):
+        def draw(counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             y = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
             x = self.means[y] + torch.randn(len(y), self.dim, generator=gen)
             return x.to(device), y.to(device)
@@ -80,7 +84,7 @@ class ImbalancedGMM(Task):
         self.val_x, self.val_y = draw([self.val_per_class] * self.classes)
         self.device = device
 
-    def build_model(self):
+    def build_model(self) -> nn.Module:
         return nn.Sequential(
             nn.Linear(self.dim, self.hidden, bias=False),
             nn.ReLU(),
@@ -89,7 +93,7 @@ class ImbalancedGMM(Task):
             nn.Linear(self.hidden, self.classes, bias=False),
         ).to(self.device)
 
-    def batches(self, seed) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(seed)
         n = len(self.train_x)
         size = min(self.batch_size, n)
@@ -99,12 +103,12 @@ class ImbalancedGMM(Task):
                 idx = order[i : i + size]
                 yield self.train_x[idx], self.train_y[idx]
 
-    def loss(self, model, batch):
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(model(x), y)
 
     @torch.no_grad()
-    def evaluate(self, model):
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
         logits = model(self.val_x)
         correct = (logits.argmax(-1) == self.val_y).float()
         per_class = [correct[self.val_y == k].mean().item() for k in range(self.classes)]

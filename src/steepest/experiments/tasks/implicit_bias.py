@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,18 +80,22 @@ class ImplicitBias(Task):
     default_lrs = {"adamw": (0.01, 0.01), "muon": (0.05, 0.05), "sgd": (1.0, 1.0)}
     metrics = ("train_accuracy", "l2_margin", "spectral_margin", "max_norm_margin")
 
-    def __post_init__(self):
-        self._check_positive("n", "dim", "classes")
-        if self.classes < 2:
-            raise ValueError(f"implicit-bias: option classes={self.classes} must be >= 2")
+    @property
+    def metric_ranges(self) -> dict[str, tuple[float, float]]:
+        """Normalized margins: l2 and spectral in [-2, 2], max-norm in +-2 sqrt(dim)."""
         bound = 2 * math.sqrt(self.dim)
-        self.metric_ranges = {
+        return {
             "l2_margin": (-2.0, 2.0),
             "spectral_margin": (-2.0, 2.0),
             "max_norm_margin": (-bound, bound),
         }
 
-    def setup(self, device):
+    def __post_init__(self) -> None:
+        self._check_positive("n", "dim", "classes")
+        if self.classes < 2:
+            raise ValueError(f"implicit-bias: option classes={self.classes} must be >= 2")
+
+    def setup(self, device: torch.device) -> None:
         gen = torch.Generator().manual_seed(0)
         w_true = torch.randn(self.classes, self.dim, generator=gen)
         x = torch.randn(self.n, self.dim, generator=gen)
@@ -98,20 +103,20 @@ class ImplicitBias(Task):
         self.x, self.y = x.to(device), (x @ w_true.T).argmax(1).to(device)
         self.device = device
 
-    def build_model(self):
+    def build_model(self) -> nn.Module:
         return LinearMap(self.classes, self.dim).to(self.device)
 
-    def batches(self, seed) -> Iterator[None]:
+    def batches(self, seed: int) -> Iterator[None]:
         return itertools.repeat(None)
 
-    def loss(self, model, batch):
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         return F.cross_entropy(model(self.x), self.y)
 
     @torch.no_grad()
-    def evaluate(self, model):
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
         logits = model(self.x)
         return {
             "val_loss": F.cross_entropy(logits, self.y).item(),
             "train_accuracy": (logits.argmax(1) == self.y).float().mean().item(),
-            **margins(model.weight, self.x, self.y),
+            **margins(model.get_parameter("weight"), self.x, self.y),
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class MnistMLP(Task):
     default_lrs = {"adamw": (6e-3, 3e-3), "muon": (0.025, 3e-3), "sgd": (0.8, 3e-3)}
     metrics = ("val_accuracy",)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_positive("train_size", "batch_size")
         if self.train_size >= 10_000:
             raise ValueError(
@@ -49,7 +50,7 @@ class MnistMLP(Task):
                 "(the rest is held out)"
             )
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         images, labels = load_mnist()
         x = torch.from_numpy(images.reshape(len(images), -1).astype("float32") / 255.0)
         y = torch.from_numpy(labels.astype("int64"))
@@ -62,7 +63,7 @@ class MnistMLP(Task):
         self.val_x, self.val_y = x[cut:].to(device), y[cut:].to(device)
         self.device = device
 
-    def build_model(self):
+    def build_model(self) -> nn.Module:
         return nn.Sequential(
             nn.Linear(784, 128, bias=False),
             nn.ReLU(),
@@ -71,7 +72,7 @@ class MnistMLP(Task):
             nn.Linear(64, 10, bias=False),
         ).to(self.device)
 
-    def batches(self, seed) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(seed)
         n = len(self.train_x)
         while True:  # epochs of a fresh permutation, cut into batches (last partial one dropped)
@@ -80,12 +81,12 @@ class MnistMLP(Task):
                 idx = order[i : i + self.batch_size]
                 yield self.train_x[idx], self.train_y[idx]
 
-    def loss(self, model, batch):
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(model(x), y)
 
     @torch.no_grad()
-    def evaluate(self, model):
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
         logits = model(self.val_x)
         loss = F.cross_entropy(logits, self.val_y).item()
         accuracy = (logits.argmax(-1) == self.val_y).float().mean().item()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ def first_step_reaching(curve: dict[str, list[float]], key: str, level: float) -
     """First ``curve["step"]`` at which ``curve[key] >= level`` (``None`` if never)."""
     for step, value in zip(curve["step"], curve[key], strict=True):
         if value >= level:
-            return step
+            return int(step)
     return None
 
 
@@ -43,7 +44,8 @@ class AdditionMLP(nn.Module):
         self.head = nn.Linear(hidden, modulus, bias=False)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        return self.head(F.relu(self.hidden(self.embed(pairs).flatten(-2))))
+        logits: torch.Tensor = self.head(F.relu(self.hidden(self.embed(pairs).flatten(-2))))
+        return logits
 
 
 @dataclasses.dataclass
@@ -64,7 +66,7 @@ class ModularAddition(Task):
     default_lrs = {"adamw": (1e-3, 1e-3), "muon": (0.02, 1e-3), "sgd": (0.1, 1e-3)}
     metrics = ("val_accuracy", "train_accuracy")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_positive("modulus", "width", "hidden", "batch_size")
         if not 0 < self.train_fraction < 1:
             raise ValueError(
@@ -73,7 +75,7 @@ class ModularAddition(Task):
         if self.modulus < 2:
             raise ValueError(f"modular-addition: option modulus={self.modulus} must be >= 2")
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         p = self.modulus
         a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
         pairs = torch.stack([a.flatten(), b.flatten()], dim=1)
@@ -85,10 +87,10 @@ class ModularAddition(Task):
         self.val_x, self.val_y = pairs[cut:].to(device), labels[cut:].to(device)
         self.device = device
 
-    def build_model(self):
+    def build_model(self) -> nn.Module:
         return AdditionMLP(self.modulus, self.width, self.hidden).to(self.device)
 
-    def batches(self, seed) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(seed)
         n = len(self.train_x)
         size = min(self.batch_size, n)
@@ -98,12 +100,12 @@ class ModularAddition(Task):
                 idx = order[i : i + size]
                 yield self.train_x[idx], self.train_y[idx]
 
-    def loss(self, model, batch):
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(model(x), y)
 
     @torch.no_grad()
-    def evaluate(self, model):
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
         logits = model(self.val_x)
         train_logits = model(self.train_x)
         return {
@@ -112,5 +114,5 @@ class ModularAddition(Task):
             "train_accuracy": (train_logits.argmax(-1) == self.train_y).float().mean().item(),
         }
 
-    def run_summary(self, curve):
+    def run_summary(self, curve: dict[str, list[float]]) -> dict[str, Any]:
         return {"step_to_95": first_step_reaching(curve, "val_accuracy", 0.95)}

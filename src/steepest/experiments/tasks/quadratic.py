@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,9 @@ class MatrixQuadratic(nn.Module):
         u, _ = torch.linalg.qr(torch.randn(m, m, dtype=torch.float64))
         spectrum = torch.zeros(m, dtype=torch.float64)
         spectrum[:rank] = torch.arange(1, rank + 1, dtype=torch.float64) ** (-decay)
+        self.Q: torch.Tensor
+        self.root: torch.Tensor
+        self.W_star: torch.Tensor
         self.register_buffer("Q", ((u * spectrum) @ u.T).float())
         self.register_buffer("root", (spectrum.sqrt()[:, None] * u.T).float())  # Q = root^T root
         self.register_buffer("W_star", torch.randn(m, n))
@@ -62,7 +66,7 @@ class Quadratic(Task):
     default_lrs = {"sgd": (0.5, 0.5), "adamw": (0.1, 0.1), "muon": (0.5, 0.5)}
     metrics = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_positive("m", "n", "rank")
         if not isinstance(self.rank, int) or self.rank > self.m:
             raise ValueError(
@@ -71,18 +75,19 @@ class Quadratic(Task):
         if not isinstance(self.decay, (int, float)) or self.decay < 0:
             raise ValueError(f"quadratic: option decay={self.decay!r} must be >= 0")
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         self.device = device
 
-    def build_model(self):
+    def build_model(self) -> nn.Module:
         return MatrixQuadratic(self.m, self.n, self.rank, float(self.decay)).to(self.device)
 
-    def batches(self, seed) -> Iterator[None]:
+    def batches(self, seed: int) -> Iterator[None]:
         return itertools.repeat(None)
 
-    def loss(self, model, batch):
-        return model()
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        value: torch.Tensor = model()
+        return value
 
     @torch.no_grad()
-    def evaluate(self, model):
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
         return {"val_loss": model().item()}

@@ -45,10 +45,10 @@ class ShakespeareChar(GPTTask):
     default_lrs = {"adamw": (3e-3, 3e-3), "muon": (0.03, 3e-3), "sgd": (0.3, 3e-3)}
     metrics = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_positive("layers", "width", "heads", "context", "batch_size", "eval_windows")
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         text = load_shakespeare()
         chars = sorted(set(text))
         lookup = {c: i for i, c in enumerate(chars)}

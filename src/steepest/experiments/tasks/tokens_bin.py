@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from steepest.experiments.tasks.lm import GPTTask
 
@@ -59,7 +60,7 @@ def read_shard(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=4 * HEADER_INTS).astype(np.int64)
 
 
-def write_shard(path: str | Path, tokens, magic: int = 20240520) -> None:
+def write_shard(path: str | Path, tokens: ArrayLike, magic: int = 20240520) -> None:
     """Write ``tokens`` as a ``.bin`` shard with the given magic (version 1).
 
     Raises:
@@ -106,7 +107,7 @@ class TokensBin(GPTTask):
     default_lrs = {"adamw": (3e-3, 3e-3), "muon": (0.03, 3e-3), "sgd": (0.3, 3e-3)}
     metrics = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_positive(
             "vocab_size", "layers", "width", "heads", "context", "batch_size", "eval_windows"
         )
@@ -117,7 +118,7 @@ class TokensBin(GPTTask):
                     f"--task-option {option}=data/fineweb_train_*.bin)"
                 )
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         train = _load(self.train_files, "train_files")
         val = _load(self.val_files, "val_files")
         span = self.context + 1

@@ -25,14 +25,17 @@ import torch
 
 from steepest.experiments.tasks.lm import GPTTask
 
-__all__ = ["ZipfPCFG", "Grammar", "random_grammar", "sample_stream"]
+__all__ = ["ZipfPCFG", "Grammar", "Production", "random_grammar", "sample_stream"]
+
+#: ``("t", token)`` (emit a terminal) or ``("nt", B, C)`` (expand into nonterminals B C)
+Production = tuple[str, int] | tuple[str, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
 class Grammar:
     """Per nonterminal, its productions (``("t", token)`` or ``("nt", B, C)``) and probabilities."""
 
-    rules: tuple[tuple[tuple, ...], ...]
+    rules: tuple[tuple[Production, ...], ...]
     probs: tuple[tuple[float, ...], ...]
     terminals: int
 
@@ -46,7 +49,7 @@ def random_grammar(
     probs = tuple(w / sum(weights) for w in weights)
     table = []
     for _ in range(nonterminals):
-        productions = []
+        productions: list[Production] = []
         for k in range(rules):
             if k < rules - 1 and rng.random() < 0.5:
                 productions.append(("nt", rng.randrange(nonterminals), rng.randrange(nonterminals)))
@@ -75,7 +78,7 @@ def sample_stream(grammar: Grammar, tokens: int, max_depth: int, seed: int) -> l
                 rule = rng.choices([r for r, _ in leaves], [p for _, p in leaves])[0]
             else:
                 rule = rng.choices(grammar.rules[symbol], grammar.probs[symbol])[0]
-            if rule[0] == "t":
+            if len(rule) == 2:  # ("t", token)
                 out.append(rule[1])
             else:
                 stack.append((rule[2], depth + 1))
@@ -111,7 +114,7 @@ class ZipfPCFG(GPTTask):
     default_lrs = {"adamw": (3e-3, 3e-3), "muon": (0.03, 3e-3), "sgd": (0.3, 3e-3)}
     metrics = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_positive(
             "nonterminals", "terminals", "rules", "max_depth", "train_tokens", "val_tokens",
             "layers", "width", "heads", "context", "batch_size", "eval_windows",
@@ -125,7 +128,7 @@ class ZipfPCFG(GPTTask):
                     f"context + 1 = {self.context + 1}"
                 )
 
-    def setup(self, device):
+    def setup(self, device: torch.device) -> None:
         self.grammar = random_grammar(
             self.nonterminals, self.terminals, self.rules, float(self.exponent), self.grammar_seed
         )

@@ -17,6 +17,7 @@ Targets (:data:`TARGETS`), each a function ``(out, *, progress, **options) -> di
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -256,7 +257,7 @@ def _nds_run(task: Task, name: str, steps: int, measure_every: int, seed: int) -
                 for p, b in zip(params, before, strict=True):
                     p.copy_(b)
             nds = directional_sharpness(
-                lambda batch=batch: task.loss(model, batch), params, direction, normalized=True
+                functools.partial(task.loss, model, batch), params, direction, normalized=True
             )
             with torch.no_grad():
                 for p, a in zip(params, after, strict=True):

@@ -2,18 +2,20 @@
 
 A tiny GPT (2 layers, width 64, 4 heads, context 64, vocabulary 65; 11 weight matrices) trains
 on random tokens with AdamW on CPU, with the intra-op threads training would use (torch's
-default unless --threads). Blocks of `--steps` steps (default one cycle of k) without (A) and with
-(B) a fresh Monitor (every=k) are interleaved, A B, B A, A B, ... for `--repeats` pairs, so
-machine noise and drift hit both alike. A block's per-step time is its wall time / steps (a
-median over single steps would skip the 1-in-k recorded steps, where the cost is); the overhead
-is the median monitored per-step time over the median plain one, minus 1. Also reported: the
-median of the per-pair ratios, the same with process CPU time (less sensitive to other
-processes on a shared machine) and the time inside monitor.step() over the training time.
-Cases: the default metrics with the Monitor's default threads=1 (the target: < 10% at k = 10),
-the same with threads=None (torch's setting), and with --curvature the curvature metrics
-("taylor", "layer_split": double backward per record).
+default unless --threads). Two identical copies train side by side on the same batches, A
+without and B with a Monitor (every=k), interleaved step by step (A B, B A, A B, ...), so the
+load of a shared machine hits both alike. Times are summed over cycles of k steps (one record,
+its smoothness line and one snapshot per cycle for B; a median over single steps would skip the
+recorded steps, where the cost is). Reported per case: median per-step time of A and B over the
+cycles and their ratio (the overhead), the median of the per-cycle ratios in wall and in
+process CPU time, and the time inside monitor.step() over B's training time. Cases: a null
+case (B without a Monitor too: the noise floor of the ratios on this machine), the default
+metrics with the Monitor's default threads=1 (the target: < 10% at k = 10), the same with
+threads=None (torch's setting), and with --curvature the curvature metrics ("taylor",
+"layer_split": double backward per record). --seconds bounds the total time (at least
+--min-cycles cycles per case).
 
-Usage: python bench/monitor_overhead.py [--repeats 16] [--steps 10] [--every 10] [--threads N]
+Usage: python bench/monitor_overhead.py [--cycles 30] [--every 10] [--seconds 150] [--threads N]
 """
 
 from __future__ import annotations
@@ -79,63 +81,75 @@ class TinyGPT(nn.Module):
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def run_block(
-    model: nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], monitor: Monitor | None
-) -> tuple[float, float, float]:
-    """Train on `batches`; return (wall time, process CPU time, wall time inside monitor.step)."""
-    in_monitor = 0.0
-    cpu = time.process_time()
-    start = time.perf_counter()
-    for x, y in batches:
+class Trainer:
+    """One model + AdamW (+ optional Monitor); `step` trains on one batch and times itself."""
 
-        def loss_fn(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+    def __init__(self, monitor_args: dict | None) -> None:
+        torch.manual_seed(0)
+        self.model = TinyGPT()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.monitor = (
+            None if monitor_args is None else Monitor(self.model, self.opt, **monitor_args)
+        )
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+        """(wall time, process CPU time, wall time inside monitor.step) of one training step."""
+        model = self.model
+
+        def loss_fn() -> torch.Tensor:
             logits = model(x)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
+        cpu, start = time.process_time(), time.perf_counter()
         loss_fn().backward()
-        opt.step()
-        if monitor is not None:
+        self.opt.step()
+        inside = 0.0
+        if self.monitor is not None:
             t0 = time.perf_counter()
-            monitor.step(loss_fn=loss_fn)
-            in_monitor += time.perf_counter() - t0
-        opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - start, time.process_time() - cpu, in_monitor
+            self.monitor.step(loss_fn=loss_fn)
+            inside = time.perf_counter() - t0
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start, time.process_time() - cpu, inside
 
 
 def measure(
-    metrics: tuple[str, ...], threads: int | None, repeats: int, args: argparse.Namespace, tmp: Path
+    metrics: tuple[str, ...],
+    threads: int | None,
+    cycles: int,
+    seconds: float,
+    args: argparse.Namespace,
+    tmp: Path,
 ) -> dict:
-    """Interleaved plain (A) / monitored (B) blocks of one case: medians, ratios, raw times."""
-    torch.manual_seed(0)
-    model = TinyGPT()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    """Cycles of k steps of A (plain) and B (monitored) interleaved step by step."""
+    path = tmp / f"{'-'.join(metrics)}-{threads}.jsonl"
+    plain = Trainer(None)
+    monitor_args = {"every": args.every, "metrics": metrics, "path": path, "threads": threads}
+    monitored = Trainer(monitor_args if metrics else None)
     gen = torch.Generator().manual_seed(1)
-
-    def batches() -> list[Batch]:
-        tok = torch.randint(0, 65, (args.steps, args.batch, 65), generator=gen)
-        return [(t[:, :-1], t[:, 1:]) for t in tok]
-
-    def block(kind: str, i: int) -> tuple[float, float, float]:
-        if kind == "A":
-            return run_block(model, opt, batches(), None)
-        path = tmp / f"{'-'.join(metrics)}-{threads}-{i}.jsonl"
-        monitor = Monitor(model, opt, every=args.every, metrics=metrics, path=path, threads=threads)
-        times = run_block(model, opt, batches(), monitor)
-        monitor.close()
-        return times
-
-    block("A", -1)  # warm-up, both kinds
-    block("B", -1)
     wall: dict[str, list[float]] = {"A": [], "B": []}
     cpu: dict[str, list[float]] = {"A": [], "B": []}
-    share = []
-    for i in range(repeats):
-        for kind in "AB" if i % 2 == 0 else "BA":
-            dt, dcpu, inside = block(kind, i)
-            wall[kind].append(dt / args.steps)
-            cpu[kind].append(dcpu / args.steps)
-            if kind == "B":
-                share.append(inside / (dt - inside))
+    share: list[float] = []
+    start = time.perf_counter()
+    for cycle in range(cycles + 1):  # cycle 0 warms up
+        tokens = torch.randint(0, 65, (args.every, args.batch, 65), generator=gen)
+        sums = {"A": [0.0, 0.0], "B": [0.0, 0.0]}
+        inside = 0.0
+        for i, t in enumerate(tokens):
+            x, y = t[:, :-1], t[:, 1:]
+            for kind in "AB" if i % 2 == 0 else "BA":
+                dt, dcpu, din = (plain if kind == "A" else monitored).step(x, y)
+                sums[kind][0] += dt
+                sums[kind][1] += dcpu
+                inside += din
+        if cycle > 0:
+            for kind in "AB":
+                wall[kind].append(sums[kind][0] / args.every)
+                cpu[kind].append(sums[kind][1] / args.every)
+            share.append(inside / (sums["B"][0] - inside))
+            if cycle >= args.min_cycles and time.perf_counter() - start > seconds:
+                break
+    if monitored.monitor is not None:
+        monitored.monitor.close()
     base, with_monitor = statistics.median(wall["A"]), statistics.median(wall["B"])
 
     def paired(times: dict[str, list[float]]) -> float:
@@ -145,8 +159,8 @@ def measure(
         "metrics": list(metrics),
         "monitor_threads": threads,
         "every": args.every,
-        "steps_per_block": args.steps,
-        "repeats": repeats,
+        "cycles": len(wall["A"]),
+        "steps_per_cycle": args.every,
         "step_ms": 1e3 * base,
         "step_ms_with_monitor": 1e3 * with_monitor,
         "overhead": with_monitor / base - 1.0,
@@ -162,46 +176,50 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=16, help="A/B pairs per case")
-    parser.add_argument("--steps", type=int, default=10, help="steps per block (a multiple of k)")
+    parser.add_argument("--cycles", type=int, default=30, help="cycles of k steps, main case")
+    parser.add_argument("--min-cycles", type=int, default=5, help="per case, despite --seconds")
+    parser.add_argument("--seconds", type=float, default=120.0, help="time budget, all cases")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="default: torch's setting")
     parser.add_argument("--curvature", action="store_true", help="add the taylor case (slow)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    if args.every < 1 or args.steps % args.every or args.repeats < 1:
-        parser.error(
-            f"--steps={args.steps} must be a multiple of --every={args.every} >= 1 and "
-            f"--repeats={args.repeats} >= 1"
-        )
+    if args.every < 1 or args.cycles < 1 or args.min_cycles < 1 or args.seconds <= 0:
+        parser.error("--every, --cycles, --min-cycles and --seconds must be positive")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = {"layers": 2, "width": 64, "heads": 4, "context": 64, "vocab": 65}
     n_params = sum(p.numel() for p in TinyGPT().parameters())
     load_before = os.getloadavg()
-    print(
-        f"TinyGPT {model} ({n_params} parameters), batch {args.batch}, AdamW; k = {args.every}, "
-        f"{args.steps} steps per block, {args.repeats} A/B pairs; training threads "
-        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load_before}"
-    )
-    cases = [
-        (tuple(DEFAULT_METRICS), 1, args.repeats),
-        (tuple(DEFAULT_METRICS), None, args.repeats),
+    # (metrics, Monitor threads, cycles, share of the time budget)
+    cases: list[tuple[tuple[str, ...], int | None, int, float]] = [
+        ((), None, max(1, args.cycles // 2), 0.25),
+        (tuple(DEFAULT_METRICS), 1, args.cycles, 0.45),
+        (tuple(DEFAULT_METRICS), None, max(1, args.cycles // 2), 0.3),
     ]
     if args.curvature:
-        cases.append(((*DEFAULT_METRICS, "taylor", "layer_split"), 1, max(2, args.repeats // 4)))
+        cases.append(
+            ((*DEFAULT_METRICS, "taylor", "layer_split"), 1, max(1, args.cycles // 4), 0.3)
+        )
+    print(
+        f"TinyGPT {model} ({n_params} parameters), batch {args.batch}, AdamW; k = {args.every}; "
+        f"cycles per case {[c[2] for c in cases]} of k steps (fewer if over --seconds="
+        f"{args.seconds:g}); training threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+        f"load average {load_before}"
+    )
     results = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for metrics, threads, repeats in cases:
-            r = measure(metrics, threads, repeats, args, Path(tmp))
+        for metrics, threads, cycles, share in cases:
+            r = measure(metrics, threads, cycles, share * args.seconds, args, Path(tmp))
             results.append(r)
             print(
-                f"metrics={'+'.join(r['metrics'])} every={r['every']} monitor threads={threads}: "
-                f"step {r['step_ms']:.2f} ms, with monitor {r['step_ms_with_monitor']:.2f} ms, "
-                f"overhead {100 * r['overhead']:.1f}% (paired median "
-                f"{100 * r['overhead_paired_median']:.1f}%, CPU time paired "
+                f"metrics={'+'.join(r['metrics']) or 'none (null case)'} every={r['every']} "
+                f"monitor threads={threads}, "
+                f"{r['cycles']} cycles: step {r['step_ms']:.2f} ms, with monitor "
+                f"{r['step_ms_with_monitor']:.2f} ms, overhead {100 * r['overhead']:.1f}% "
+                f"(paired median {100 * r['overhead_paired_median']:.1f}%, CPU time paired "
                 f"{100 * r['overhead_cpu_time_paired_median']:.1f}%, inside monitor.step "
                 f"{100 * r['overhead_monitor_calls']:.1f}%)"
             )

@@ -120,7 +120,7 @@ OPTIMIZERS: dict[str, Member] = {
     "lion": Member("Lion (0.9, 0.99)", 1e-3, "lion", {}, "adamw", 0.3),
     "shampoo": Member(
         "Shampoo L^-1/4 G R^-1/4, roots every 10 steps, spectral scale",
-        0.06,
+        0.02,
         "shampoo",
         {"precondition_every": 10},
         "muon",

@@ -105,7 +105,7 @@ def test_uncapturable_groups_and_cpu_tensors_stay_eager():
     assert not cpu._recordable(steepest.optim.ALGORITHMS["muon"], svd.param_groups[0], ps)
 
 
-def test_compiled_stacks_match_eager_and_do_not_recompile():
+def test_compiled_stages_match_eager_and_do_not_recompile():
     torch._dynamo.reset()
     counters.clear()
     ps, qs, comp, eager = make_pair(
@@ -121,10 +121,27 @@ def test_compiled_stacks_match_eager_and_do_not_recompile():
             s.step()
         if t == 1:
             graphs = counters["stats"]["unique_graphs"]
-    assert graphs == 4  # one per stack shape: (8,4), (4,4), (4,8), (3,5)
+    assert graphs == 1  # stages 1-4 of the matrix group, all four stack shapes, one graph
     assert counters["stats"]["unique_graphs"] == graphs, "recompiled after warm-up"
+    assert comp.stacks.orthogonalizations == eager.stacks.orthogonalizations == 6 * 6
     for p, q in zip(ps, qs, strict=True):
         torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    torch._dynamo.reset()
+
+
+def test_compiled_and_recorded_together_match_eager():
+    torch._dynamo.reset()
+    ps, qs, fast, eager = make_pair(
+        {"compile": "eager", "cuda_graph": True}, lr=0.05, polar_dtype=torch.float64
+    )
+    for t in range(6):
+        feed(ps, qs, fresh=True, seed=t)
+        fast.step()
+        eager.step()
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    assert fast.graphs[0].recordings == 1
+    assert fast.stacks.orthogonalizations == eager.stacks.orthogonalizations
     torch._dynamo.reset()
 
 

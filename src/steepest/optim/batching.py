@@ -15,9 +15,9 @@ from typing import Any, cast
 
 import torch
 
-from .views import View, join_matrices, split_matrices
+from .views import View, join_matrices, matrix_shape, split_matrices
 
-__all__ = ["Stacks", "map_matrices", "map_stacked", "uses_distributed"]
+__all__ = ["Stacks", "map_matrices", "map_stacked", "matrix_count", "uses_distributed"]
 
 
 def map_stacked(
@@ -73,6 +73,14 @@ def map_matrices(
         out.append(join_matrices(flat[start : start + len(ms)], t.shape, view))
         start += len(ms)
     return out
+
+
+def matrix_count(
+    tensors: list[torch.Tensor], view: View = "auto", blocks: Sequence[int] | None = None
+) -> int:
+    """How many matrices map_matrices hands to fn for these tensors (without splitting)."""
+    per_block = len(blocks) if blocks is not None else 1
+    return sum(math.prod(matrix_shape(t.shape, view)[:-2]) * per_block for t in tensors)
 
 
 class Stacks:

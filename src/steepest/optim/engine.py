@@ -9,13 +9,13 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, overload
+from typing import Any, TypeVar, cast, overload
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from .batching import Stacks, uses_distributed
+from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
 from .graphs import GroupGraph, cuda_capture
 from .registry import ALGORITHMS, Algorithm, Group, State
@@ -270,6 +270,10 @@ class Steepest(Optimizer):
             return
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+            if self.compile and self._local(params):  # stages 1-4 as one compiled graph
+                n = matrix_count(grads, group["matrix_view"], group["blocks"])
+                self.stacks.orthogonalizations += n
+                return _compiled(self.compile, local_stages)(algorithm, grads, states, group)
             directions = algorithm.accumulate(grads, states, group)  # 1
             directions = algorithm.precondition(directions, states, group)  # 2
             updates = self._dualize_and_scale(algorithm, directions, group)  # 3, 4
@@ -286,9 +290,13 @@ class Steepest(Optimizer):
         """True if this group's stages 1-4 run from a recording (cuda_graph=True)."""
         if not self.cuda_graph or not _capturable(algorithm, group):
             return False
-        if self.stacks.distributed is not None or uses_distributed(params):
+        if not self._local(params):
             return False
         return self.graph_capture is not cuda_capture or all(p.is_cuda for p in params)
+
+    def _local(self, params: list[torch.Tensor]) -> bool:
+        """True when this process dualizes these parameters alone (no torch.distributed)."""
+        return self.stacks.distributed is None and not uses_distributed(params)
 
     def _dualize_and_scale(
         self, algorithm: Algorithm, directions: list[torch.Tensor], group: Group
@@ -296,7 +304,7 @@ class Steepest(Optimizer):
         """Stages 3 and 4: split each direction into its matrices, dualize every stack of
         same-shape matrices in one call (shared across ranks under torch.distributed),
         multiply by the shape rule, reassemble."""
-        fn = _compiled(self.compile) if self.compile else dualize_and_scale
+        fn = _compiled(self.compile, dualize_and_scale) if self.compile else dualize_and_scale
 
         def run(X: torch.Tensor) -> torch.Tensor:
             return fn(algorithm, X, group)
@@ -406,6 +414,21 @@ def _master_grad(p: torch.Tensor, state: State) -> torch.Tensor:
     return grad.to(torch.float32) if "master_param" in state else grad
 
 
+def local_stages(
+    algorithm: Algorithm, grads: list[torch.Tensor], states: list[State], group: Group
+) -> list[torch.Tensor]:
+    """Stages 1-4 of a matrix group on one process, free of Python-side state (so that
+    torch.compile can take them as one graph and fuse the elementwise work around msign)."""
+    directions = algorithm.accumulate(grads, states, group)  # 1
+    directions = algorithm.precondition(directions, states, group)  # 2
+
+    def run(X: torch.Tensor) -> torch.Tensor:
+        return dualize_and_scale(algorithm, X, group)
+
+    updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
+    return algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+
+
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:
     """Stages 3 and 4 on one (K, m, n) stack: the algorithm's dualizer times its shape rule,
     written in one pass into a contiguous tensor (so that stage 5's foreach ops take their
@@ -423,24 +446,26 @@ def _capturable(algorithm: Algorithm, group: Group) -> bool:
     return bool(capturable(group)) if callable(capturable) else False
 
 
-_COMPILED: dict[str, DualizeAndScale] = {}
-#: Compilations of dualize_and_scale allowed per process (stack shapes x polar settings).
+_COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
+#: Compilations of one function allowed per process (stack shapes x settings x groups).
 RECOMPILE_LIMIT = 256
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _compiled(backend: bool | str) -> DualizeAndScale:
-    """dualize_and_scale under torch.compile (fullgraph, static shapes), one per backend.
 
-    Each stack shape (and polar setting) is its own compilation; the calls raise Dynamo's
-    per-function recompile limit to RECOMPILE_LIMIT so that a model with many shapes, or
-    several optimizers in one process, keeps every stack compiled."""
-    name = "inductor" if backend is True else str(backend)
-    if name not in _COMPILED:
-        compiled = torch.compile(dualize_and_scale, backend=name, fullgraph=True, dynamic=False)
+def _compiled(backend: bool | str, fn: F) -> F:
+    """fn under torch.compile (fullgraph, static shapes), one per (backend, function).
 
-        def call(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:
+    Each shape and setting is its own compilation; the calls raise Dynamo's per-function
+    recompile limit to RECOMPILE_LIMIT so that a model with many shapes, or several
+    optimizers in one process, keeps everything compiled."""
+    key = ("inductor" if backend is True else str(backend), fn.__name__)
+    if key not in _COMPILED:
+        compiled = torch.compile(fn, backend=key[0], fullgraph=True, dynamic=False)
+
+        def call(*args: Any) -> Any:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-                return compiled(algorithm, X, group)
+                return compiled(*args)
 
-        _COMPILED[name] = call
-    return _COMPILED[name]
+        _COMPILED[key] = call
+    return cast(F, _COMPILED[key])

@@ -133,7 +133,7 @@ def test_initial_losses_match_closed_forms(tmp_path):
     "argv, needle",
     [
         (["--task", "nope"], "nope"),
-        (["--optimizers", "adamw,lion"], "adamw,lion"),
+        (["--optimizers", "adamw,adafactor"], "adamw,adafactor"),
         (["--optimizers", "adamw,adamw"], "distinct"),
         (["--steps", "0"], "'0'"),
         (["--task", "quadratic", "--task-option", "rank=99"], "rank=99"),

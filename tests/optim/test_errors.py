@@ -51,7 +51,7 @@ def backward(model, poison=None):
         ({"adamw_lr": -1.0}, ["adamw_lr=-1.0"]),
         ({"adamw_betas": (0.9, 1.5)}, ["adamw_betas[1]=1.5", "[0, 1)"]),
         ({"weight_decay": math.nan}, ["weight_decay=nan"]),
-        ({"nonfinite": "ignore"}, ["nonfinite='ignore'", "raise", "skip"]),
+        ({"nonfinite": "warn"}, ["nonfinite='warn'", "raise", "skip", "ignore"]),
         ({"steps": 0}, ["steps=0"]),
         ({"coefficients": "jordan"}, ["coefficients='jordan'", "newton_schulz"]),
         ({"backend": "newton_schulz", "coefficients": "quartic"}, ["quartic"]),

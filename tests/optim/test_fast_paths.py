@@ -157,3 +157,17 @@ def test_bad_fast_path_options_raise(kwargs, match):
     p = torch.nn.Parameter(torch.randn(4, 4))
     with pytest.raises(ValueError, match=match):
         steepest.Muon([p], **kwargs)
+
+
+def test_nonfinite_ignore_skips_the_check_like_torch(monkeypatch):
+    p = torch.nn.Parameter(torch.ones(4, 4))
+    opt = steepest.Muon([p], nonfinite="ignore")
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("nonfinite='ignore' must not check (a host sync on a GPU)")
+
+    monkeypatch.setattr(opt, "_gradients_finite", no_check)
+    p.grad = torch.full((4, 4), float("nan"))
+    opt.step()  # no error: as torch.optim, the NaN reaches the weights
+    assert torch.isnan(p).all()
+    assert opt.skipped_steps == 0

@@ -61,13 +61,18 @@ class Steepest(Optimizer):
         matrix_algorithm: algorithm for plain tensors with ndim >= 2, default "muon".
         vector_algorithm: algorithm for plain tensors with ndim < 2, default "adamw".
         nonfinite: "raise" (a non-finite gradient raises FloatingPointError naming the
-            parameter, before anything is written) or "skip" (the whole step is skipped and
-            counted in ``skipped_steps``).
+            parameter, before anything is written), "skip" (the whole step is skipped and
+            counted in ``skipped_steps``) or "ignore" (no check, as torch.optim: non-finite
+            values reach the weights). The check costs one host synchronisation per step,
+            which a small, launch-bound model pays in full (the CPU can no longer run ahead of
+            the GPU); "ignore" avoids it, e.g. with GradScaler, which skips overflowed steps
+            itself.
         prefixes: algorithm name -> prefix of its hyperparameter names in error messages
             (a preset's "adamw_" keyword prefix).
-        compile: torch.compile each stack's dualize-and-scale (fullgraph, static shapes) with
-            the inductor backend (True), a named backend (a str), or not at all (False,
-            default). One compilation per stack shape; the first steps are slow.
+        compile: torch.compile stages 1-4 of each matrix group as one graph (fullgraph,
+            static shapes; under torch.distributed each stack's dualize-and-scale) with the
+            inductor backend (True), a named backend (a str), or not at all (False, default).
+            The first steps are slow (compilation).
         cuda_graph: record stages 1-4 of each matrix group on its first steps and replay the
             recording afterwards (graphs.py), default False. Applies to CUDA parameters of
             capturable groups (the Muon members with an iterative polar backend) in a single
@@ -116,7 +121,7 @@ class Steepest(Optimizer):
         for name in hyperparameters:
             prefix = (prefixes or {}).get(name, "")
             ALGORITHMS[name].validate(who, self._defaults_for(name), prefix)
-        check_choice(who, "nonfinite", nonfinite, ("raise", "skip"))
+        check_choice(who, "nonfinite", nonfinite, ("raise", "skip", "ignore"))
         self.nonfinite = nonfinite
         if not isinstance(compile, (bool, str)) or compile == "":
             raise ValueError(
@@ -238,7 +243,7 @@ class Steepest(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = self._gather()
-        if not self._gradients_finite(work):
+        if self.nonfinite != "ignore" and not self._gradients_finite(work):
             self.skipped_steps += 1
             return loss
         self.stacks.start_step()

@@ -88,7 +88,7 @@ class Muon(Steepest):
             "polar_express" with 5 steps; polar_dtype None = bfloat16 on CUDA, float32 on CPU).
         scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
             (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
-        nonfinite: "raise" or "skip" (see Steepest).
+        nonfinite: "raise", "skip" or "ignore" (see Steepest).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_fused: AdamW
             hyperparameters of the non-matrix groups (torch's AdamW math).
         compile, cuda_graph: the GPU fast paths of Steepest (compiled stacks, recorded

@@ -30,7 +30,7 @@ class Preset(Steepest):
     Args:
         params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
             is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
-        nonfinite: "raise" or "skip" (see Steepest).
+        nonfinite: "raise", "skip" or "ignore" (see Steepest).
         compile, cuda_graph, master_weights: the execution options of Steepest (compiled
             stacks, CUDA-graph replay of capturable groups, float32 master copies).
         **hyperparameters: the algorithm's keys (see ``ALGORITHMS[name].defaults``), and,

@@ -212,6 +212,9 @@ def build_optimizer(
             scion's matrices, whose constrained form fixes it at 1).
         routing: keyword arguments of :func:`steepest.param_groups`.
 
+    On CUDA the torch AdamWs are fused and steepest's presets run their fast path
+    (``compile=True, cuda_graph=True``) without the finiteness check, as the torch optimizers.
+
     Returns:
         A list of optimizers whose param groups each hold ``"lr"``; a schedule scales them.
         The AdamW on the rest, if the model has a rest, is the last one.
@@ -229,11 +232,13 @@ def build_optimizer(
             raise ValueError(f"build_optimizer: {arg}={value!r} must be a {allowed} finite float")
     matrix_groups, rest = _route(model, routing)
     matrices = [p for g in matrix_groups for p in g["params"]]
+    on_gpu = any(p.is_cuda for p in model.parameters())
     adamw_kw: dict[str, Any] = {"betas": ADAMW_BETAS, "weight_decay": weight_decay}
+    adamw_kw.update({"fused": True} if on_gpu else {"foreach": True})
     rest_group = [{"params": rest, "lr": adamw_lr}] if rest else []
     if name == "adamw":
         matrix_group = [{"params": matrices, "lr": lr}] if matrices else []
-        return [torch.optim.AdamW(matrix_group + rest_group, lr=lr, foreach=True, **adamw_kw)]
+        return [torch.optim.AdamW(matrix_group + rest_group, lr=lr, **adamw_kw)]
     optimizers: list[torch.optim.Optimizer] = []
     if matrices and name == "sgd":
         optimizers.append(torch.optim.SGD(matrices, lr=lr, weight_decay=weight_decay))
@@ -242,7 +247,9 @@ def build_optimizer(
         if not member.blocks:
             matrix_groups = [{**g, "blocks": None} for g in matrix_groups]
         hyper = {"weight_decay": weight_decay, **member.options, "lr": lr}
+        if on_gpu:  # the GPU fast path; no finiteness check, as the torch optimizers here
+            hyper.update(compile=True, cuda_graph=True, nonfinite="ignore")
         optimizers.append(steepest.optimizer(member.preset, matrix_groups, **hyper))
     if rest:
-        optimizers.append(torch.optim.AdamW(rest_group, lr=adamw_lr, foreach=True, **adamw_kw))
+        optimizers.append(torch.optim.AdamW(rest_group, lr=adamw_lr, **adamw_kw))
     return optimizers

@@ -69,8 +69,9 @@ class Steepest(Optimizer):
             itself.
         prefixes: algorithm name -> prefix of its hyperparameter names in error messages
             (a preset's "adamw_" keyword prefix).
-        compile: torch.compile stages 1-4 of each matrix group as one graph (fullgraph,
-            static shapes; under torch.distributed each stack's dualize-and-scale) with the
+        compile: torch.compile stages 1-4 of each capturable matrix group as one graph
+            (fullgraph, static shapes; for other groups and under torch.distributed, each
+            stack's dualize-and-scale) with the
             inductor backend (True), a named backend (a str), or not at all (False, default).
             The first steps are slow (compilation).
         cuda_graph: record stages 1-4 of each matrix group on its first steps and replay the
@@ -275,7 +276,8 @@ class Steepest(Optimizer):
             return
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
-            if self.compile and self._local(params):  # stages 1-4 as one compiled graph
+            if self.compile and _capturable(algorithm, group) and self._local(params):
+                # stages 1-4 as one compiled graph (no Python-side state to trace)
                 n = matrix_count(grads, group["matrix_view"], group["blocks"])
                 self.stacks.orthogonalizations += n
                 return _compiled(self.compile, local_stages)(algorithm, grads, states, group)

@@ -44,8 +44,8 @@ elif [[ "${SIZE_NAME:-reference}" == "reference" ]]; then
     DEVICE=cuda
     STEPS="${STEPS:-800}"
     SIZE=(--task-option layers=6 --task-option width=384 --task-option heads=6
-          --task-option context=256 --task-option batch_size=32 --task-option eval_windows=256
-          --eval-every 25)
+          --task-option context=256 --task-option batch_size=32 --task-option eval_windows=128
+          --eval-every 50)
     DEST="$OUT/headline-shakespeare-gpu-reference"
 else
     DEVICE=cuda

@@ -3,7 +3,8 @@
 One run measures, side by side on one device and on the same parameters and gradients:
 the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon's step
 (eager; with ``cuda_graph=True``; with ``compile=True, cuda_graph=True``, with the Triton
-symmetric kernels where "auto" picks them and with cuBLAS only; jordan newton_schulz),
+symmetric kernels where "auto" picks them and with cuBLAS only; with ``polar_form="auto"``, the
+Gram form for rectangular matrices; jordan newton_schulz),
 torch.optim.Muon's step and fused AdamW's step; prints ms, percent of the floor and ratios;
 writes JSON to bench/results/.
 
@@ -56,6 +57,7 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
         "steepest.Muon cuda_graph": ({"cuda_graph": True}, False),
         "steepest.Muon compile+graph": (fast, False),
         "steepest.Muon compile+graph cuBLAS": (fast, True),
+        "steepest.Muon compile+graph gram": ({**fast, "polar_form": "auto"}, False),
         "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, False),
     }
     ms = {}

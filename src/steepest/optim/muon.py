@@ -28,10 +28,10 @@ class MuonAlgorithm(MomentumAlgorithm):
         D <- (1 - beta) G + beta M  if nesterov else M
         W <- (1 - lr wd) W - lr * scale(m, n) * msign(D)
     msign(D) = U V^T for D = U S V^T, computed by ``steepest.polar.msign`` with the group's
-    backend, steps, coefficients and polar_dtype (or, for backend "randomized_svd", the
+    backend, steps, coefficients, polar_dtype and polar_form (or, for backend "randomized_svd", the
     rank-``rank`` factor of ``steepest.polar.randomized_polar``).
     Group keys: lr, momentum, nesterov, weight_decay, cautious_weight_decay, momentum_8bit,
-    backend, coefficients, steps, polar_dtype, rank, scale (plus the view keys matrix_view
+    backend, coefficients, steps, polar_dtype, polar_form, rank, scale (plus the view keys matrix_view
     and blocks read by the engine).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
@@ -86,6 +86,8 @@ class Muon(Steepest):
         backend, coefficients, steps, polar_dtype: passed to ``steepest.polar.msign``
             (backend "svd", "newton_schulz", "polar_express" or a callable; default
             "polar_express" with 5 steps; polar_dtype None = bfloat16 on CUDA, float32 on CPU).
+        polar_form: "direct" (default), "gram" or "auto": ``msign``'s ``form``, the iteration
+            on the small Gram matrix X X^T for rectangular matrices (float16 on CUDA).
         scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
             (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
@@ -110,6 +112,7 @@ class Muon(Steepest):
         coefficients: Coefficients = None,
         steps: int = 5,
         polar_dtype: torch.dtype | None = None,
+        polar_form: str = "direct",
         scale: str | float = "spectral",
         cautious_weight_decay: bool = False,
         momentum_8bit: bool = False,
@@ -133,6 +136,7 @@ class Muon(Steepest):
             coefficients=coefficients,
             steps=steps,
             polar_dtype=polar_dtype,
+            polar_form=polar_form,
             scale=scale,
             cautious_weight_decay=cautious_weight_decay,
             momentum_8bit=momentum_8bit,

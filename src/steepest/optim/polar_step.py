@@ -1,7 +1,7 @@
 """Stage 3 for the spectral members: the polar factor of a stack under the group's backend.
 
 Backends: those of ``steepest.polar.msign`` ("svd", "newton_schulz", "polar_express" or a
-callable) and "randomized_svd" (a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``,
+callable, with the group's ``polar_form``: "direct", "gram" or "auto") and "randomized_svd" (a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``,
 for low-rank updates; arXiv 2509.14562).
 """
 
@@ -26,6 +26,7 @@ POLAR_DEFAULTS: dict[str, Any] = {
     "steps": 5,
     "polar_dtype": None,
     "rank": None,
+    "polar_form": "direct",
 }
 
 
@@ -57,6 +58,7 @@ def check_polar(who: str, hp: Group, prefix: str = "") -> None:
             steps=hp["steps"],
             dtype=hp["polar_dtype"],
             coefficients=hp["coefficients"],
+            form=hp.get("polar_form", "direct"),
         )
     except (ValueError, TypeError) as err:
         raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
@@ -75,4 +77,5 @@ def polar(X: torch.Tensor, group: Group) -> torch.Tensor:
         steps=group["steps"],
         dtype=group["polar_dtype"],
         coefficients=group["coefficients"],
+        form=group.get("polar_form", "direct"),
     )

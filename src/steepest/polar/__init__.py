@@ -2,18 +2,27 @@
 
 Public API:
     msign(G, backend="polar_express", steps=5, dtype=None, coefficients=None, lower_bound=1e-3,
-          *, eps=0.0, kernel="auto")
+          *, eps=0.0, kernel="auto", form="direct")
     orthogonality_error(G, O)
     polar_express_coefficients(steps, lower_bound=1e-3), optimal_odd_quintic(lower, upper)
     newton_schulz_coefficients(coefficients, steps), JORDAN, CUBIC
     odd_quintic_iteration(X, coefficients, *, kernel="auto"), polar_svd(X)
+    gram_quintic_iteration(X, coefficients, *, restarts=(2,), kernel="auto"), gram_flop_ratio
     steepest.polar.kernels: symmetric_product (Triton X X^T on one block-triangle, torch fallback)
 
 References: seeds/000_0ff94013880c6450.txt (Alg. 2, §3.3.1); arXiv 2505.16932 (Polar Express).
 """
 
+from .gram import GRAM_RESTARTS, gram_flop_ratio, gram_quintic_iteration
 from .iteration import odd_quintic_iteration
-from .msign import BACKENDS, NORMALIZATION_SAFETY, default_compute_dtype, msign
+from .msign import (
+    BACKENDS,
+    FORMS,
+    GRAM_MIN_ASPECT,
+    NORMALIZATION_SAFETY,
+    default_compute_dtype,
+    msign,
+)
 from .newton_schulz import CUBIC, JORDAN, NEWTON_SCHULZ_SCHEDULES, newton_schulz_coefficients
 from .orthogonality import orthogonality_error
 from .polar_express import (
@@ -28,12 +37,17 @@ from .svd import polar_svd, zero_singular_threshold
 __all__ = [
     "BACKENDS",
     "CUBIC",
+    "FORMS",
+    "GRAM_MIN_ASPECT",
+    "GRAM_RESTARTS",
     "JORDAN",
     "NEWTON_SCHULZ_SCHEDULES",
     "NORMALIZATION_SAFETY",
     "PAPER_CUSHION",
     "PAPER_SAFETY",
     "default_compute_dtype",
+    "gram_flop_ratio",
+    "gram_quintic_iteration",
     "msign",
     "newton_schulz_coefficients",
     "odd_quintic_iteration",

@@ -1,0 +1,182 @@
+"""The Gram form of the quintic iteration: the direct iteration's map, fewer flops, restarts."""
+
+import importlib
+
+import pytest
+import torch
+from polar_helpers import compose, normalized, with_spectrum
+
+from steepest import Muon
+from steepest.polar import (
+    JORDAN,
+    gram_flop_ratio,
+    gram_quintic_iteration,
+    msign,
+    odd_quintic_iteration,
+    polar_express_coefficients,
+)
+
+SHAPES = [(40, 10), (10, 40), (16, 16), (1, 7), (7, 1), (3, 30, 5), (2, 6, 24)]
+RESTARTS = [(), (2,), (1, 3), (1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("backend", ["newton_schulz", "polar_express"])
+@pytest.mark.parametrize("restarts", RESTARTS)
+def test_gram_form_equals_direct_iteration_in_float64(shape, backend, restarts):
+    gen = torch.Generator().manual_seed(0)
+    G = torch.randn(*shape, dtype=torch.float64, generator=gen)
+    X = G / (1.01 * torch.linalg.matrix_norm(G, keepdim=True))
+    X = X.reshape(-1, *shape[-2:])
+    if X.shape[-2] > X.shape[-1]:
+        X = X.mT
+    schedule = [JORDAN] * 5 if backend == "newton_schulz" else polar_express_coefficients(5)
+    direct = odd_quintic_iteration(X, schedule)
+    gram = gram_quintic_iteration(X, schedule, restarts=restarts)
+    assert (gram - direct).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(12, 48), (48, 12), (3, 20, 60)])
+def test_msign_gram_applies_the_scalar_polynomial(shape):
+    """Against the fp64 scalar oracle: singular values p_5(...p_1(s)), singular vectors kept."""
+    gen = torch.Generator().manual_seed(1)
+    *batch, m, n = shape
+    k = min(m, n)
+    s = torch.logspace(0, -2, k, dtype=torch.float64)
+    G, U, V = with_spectrum(s, m, n, tuple(batch), gen)
+    out = msign(G, "polar_express", dtype=torch.float64, form="gram")
+    mapped = compose(polar_express_coefficients(5), normalized(s.numpy()))
+    expected = (U * torch.as_tensor(mapped).unsqueeze(-2)) @ V.mT
+    assert torch.allclose(out, expected, atol=1e-10, rtol=0)
+
+
+def test_zero_matrix_inside_a_batch_stays_zero():
+    G = torch.randn(3, 8, 24, dtype=torch.float64)
+    G[1] = 0
+    out = msign(G, form="gram", dtype=torch.float64)
+    assert torch.equal(out[1], torch.zeros(8, 24, dtype=torch.float64))
+    assert torch.allclose(out[0], msign(G[0], dtype=torch.float64), atol=1e-12)
+
+
+def _ill_conditioned(dtype):
+    """A batch of 64 x 256 matrices with singular values 1 .. 1e-4, normalized as msign does."""
+    gen = torch.Generator().manual_seed(2)
+    G, *_ = with_spectrum(torch.logspace(0, -4, 64, dtype=torch.float64), 64, 256, (4,), gen)
+    return (G / (1.01 * torch.linalg.matrix_norm(G, keepdim=True))).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_restart_keeps_half_precision_gram_form_stable(dtype):
+    """Without a restart, round-off in the s x s products makes spurious negative eigenvalues
+    grow until the result blows up; restarting after step 2 keeps it near the direct form."""
+    X = _ill_conditioned(dtype)
+    schedule = polar_express_coefficients(5)
+    top = slice(0, 32)  # the larger half of the spectrum, which 5 steps bring near 1
+
+    def worst(out):
+        return (torch.linalg.svdvals(out.double())[:, top] - 1).abs().max().item()
+
+    direct = worst(odd_quintic_iteration(X, schedule))
+    restarted = worst(gram_quintic_iteration(X, schedule))
+    never = worst(gram_quintic_iteration(X, schedule, restarts=()))
+    assert direct < 0.15
+    assert restarted < (0.16 if dtype == torch.float16 else 0.45)
+    assert never > 1.0
+
+
+def test_float16_is_the_gram_forms_better_half_precision():
+    X16, X_bf = _ill_conditioned(torch.float16), _ill_conditioned(torch.bfloat16)
+    schedule = polar_express_coefficients(5)
+    exact = odd_quintic_iteration(X16.double(), schedule)
+
+    def err(X):
+        return (gram_quintic_iteration(X, schedule).double() - exact).norm() / exact.norm()
+
+    assert err(X16) < err(X_bf) / 4
+
+
+def test_flop_ratio_by_hand():
+    # direct: 5 * (4 * 4 + 2) = 90 s^3; gram with a restart after step 2:
+    # (4 * 4 + 2 * (2 + 1 + 2)) + (4 * 4 + 2 * (3 + 2 + 4)) = 26 + 34 = 60 s^3.
+    assert gram_flop_ratio(100, 400) == pytest.approx(60 / 90)
+    assert gram_flop_ratio(400, 100) == pytest.approx(60 / 90)
+    # square: direct 30, gram 14 + 22 = 36
+    assert gram_flop_ratio(64, 64) == pytest.approx(36 / 30)
+    # never restarting: 16 + 2 * (5 + 4 + 8) = 50
+    assert gram_flop_ratio(100, 400, restarts=()) == pytest.approx(50 / 90)
+
+
+@pytest.mark.parametrize(
+    "shape, expect_gram", [((10, 20), True), ((20, 10), True), ((10, 19), False), ((8, 8), False)]
+)
+def test_auto_form_uses_gram_from_aspect_two(monkeypatch, shape, expect_gram):
+    calls = []
+
+    def spy(X, coefficients, *, kernel="auto"):
+        calls.append(X.shape)
+        return gram_quintic_iteration(X, coefficients, kernel=kernel)
+
+    msign_module = importlib.import_module("steepest.polar.msign")  # the package exports msign()
+    monkeypatch.setattr(msign_module, "gram_quintic_iteration", spy)
+    G = torch.randn(*shape, dtype=torch.float64)
+    out = msign(G, form="auto", dtype=torch.float64)
+    assert bool(calls) == expect_gram
+    assert torch.allclose(out, msign(G, dtype=torch.float64), atol=1e-12)
+
+
+def test_bad_form_raises_naming_it():
+    with pytest.raises(ValueError, match=r"form='fast'.*direct.*gram.*auto"):
+        msign(torch.randn(4, 8), form="fast")
+
+
+def test_muon_with_gram_form_follows_the_direct_trajectory_in_float64():
+    gen = torch.Generator().manual_seed(3)
+    init = [torch.randn(16, 48, dtype=torch.float64, generator=gen) for _ in range(2)]
+    grads = [[torch.randn_like(p) for p in init] for _ in range(4)]
+    finals = []
+    for form in ("direct", "gram"):
+        params = [p.clone().requires_grad_() for p in init]
+        opt = Muon(params, lr=0.05, polar_form=form, polar_dtype=torch.float64)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        finals.append([p.detach() for p in params])
+    for a, b in zip(*finals, strict=True):
+        assert (a - b).abs().max() < 1e-12
+
+
+def test_muon_rejects_bad_polar_form_and_keeps_weights():
+    p = torch.nn.Parameter(torch.randn(4, 8))
+    with pytest.raises(ValueError, match=r"polar_form|form='sideways'"):
+        Muon([p], polar_form="sideways")
+
+
+def test_gram_iteration_compiles_without_graph_breaks():
+    X = torch.randn(2, 6, 18) / 20
+    schedule = tuple(polar_express_coefficients(5))
+    core = torch.compile(gram_quintic_iteration, fullgraph=True, backend="eager")
+    assert torch.equal(core(X, schedule), gram_quintic_iteration(X, schedule))
+
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not CUDA, reason="the float16 Gram form with Triton kernels needs a GPU")
+@pytest.mark.parametrize(
+    "shape", [(4, 768, 2304), (2, 3072, 768), (3, 1000, 333), (2, 130, 777), (1, 2048, 8192)]
+)
+@pytest.mark.parametrize("kernel", ["auto", "torch"])
+def test_cuda_gram_form_is_as_accurate_as_the_bf16_direct_form(shape, kernel):
+    """On fresh random inputs (sides not multiples of the tile sizes too), against fp64."""
+    gen = torch.Generator(device="cuda").manual_seed(sum(shape))
+    G = torch.randn(*shape, device="cuda", generator=gen)
+    exact = msign(G.double(), dtype=torch.float64)  # the same polynomial in fp64
+    gram = msign(G, form="gram", kernel=kernel)  # float16 compute
+    direct = msign(G, kernel=kernel)  # bfloat16 compute
+    assert gram.dtype == torch.float32
+
+    def err(out):
+        return ((out.double() - exact).norm() / exact.norm()).item()
+
+    assert err(gram) < max(1.5 * err(direct), 2e-2)

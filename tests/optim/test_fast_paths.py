@@ -171,3 +171,32 @@ def test_nonfinite_ignore_skips_the_check_like_torch(monkeypatch):
     opt.step()  # no error: as torch.optim, the NaN reaches the weights
     assert torch.isnan(p).all()
     assert opt.skipped_steps == 0
+
+
+@pytest.mark.parametrize("cautious", [False, True])
+def test_compiled_five_stages_follow_live_lr_and_weight_decay(cautious):
+    """Stage 5 is inside the compiled graph and the recording: lr and weight decay changed by
+    hand (including from 0) must reach the weights without recompiling or re-recording."""
+    torch._dynamo.reset()
+    counters.clear()
+    ps, qs, fast, eager = make_pair(
+        {"compile": "eager", "cuda_graph": True},
+        lr=0.05,
+        cautious_weight_decay=cautious,
+        polar_dtype=torch.float64,
+    )
+    graphs = None
+    for t in range(8):
+        for o in (fast, eager):
+            o.param_groups[0]["lr"] = 0.05 * 0.7**t
+            o.param_groups[0]["weight_decay"] = 0.0 if t < 3 else 0.2 * t
+        feed(ps, qs, fresh=True, seed=t)
+        fast.step()
+        eager.step()
+        for p, q in zip(ps, qs, strict=True):
+            torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+        if t == 1:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs, "recompiled after warm-up"
+    assert fast.graphs[0].recordings == 1
+    torch._dynamo.reset()

@@ -124,6 +124,14 @@ def test_auto_form_uses_gram_from_aspect_two(monkeypatch, shape, expect_gram):
     assert torch.allclose(out, msign(G, dtype=torch.float64), atol=1e-12)
 
 
+def test_auto_form_keeps_the_direct_form_for_an_explicit_bfloat16(monkeypatch):
+    calls = []
+    msign_module = importlib.import_module("steepest.polar.msign")
+    monkeypatch.setattr(msign_module, "gram_quintic_iteration", lambda *a, **k: calls.append(1))
+    msign(torch.randn(8, 32), form="auto", dtype=torch.bfloat16)
+    assert calls == []
+
+
 def test_bad_form_raises_naming_it():
     with pytest.raises(ValueError, match=r"form='fast'.*direct.*gram.*auto"):
         msign(torch.randn(4, 8), form="fast")

@@ -69,8 +69,9 @@ class Steepest(Optimizer):
             itself.
         prefixes: algorithm name -> prefix of its hyperparameter names in error messages
             (a preset's "adamw_" keyword prefix).
-        compile: torch.compile stages 1-4 of each capturable matrix group as one graph
-            (fullgraph, static shapes; for other groups and under torch.distributed, each
+        compile: torch.compile all five stages of each capturable matrix group as one graph
+            (fullgraph, static shapes; lr and weight decay enter as 0-dim tensors, so
+            schedules do not recompile; for other groups and under torch.distributed, each
             stack's dualize-and-scale) with the
             inductor backend (True), a named backend (a str), or not at all (False, default).
             The first steps are slow (compilation).
@@ -136,6 +137,8 @@ class Steepest(Optimizer):
         self.graph_capture = cuda_capture
         #: param group index -> its recording (cuda_graph=True)
         self.graphs: dict[int, GroupGraph] = {}
+        #: param group index -> (lr, weight_decay) as 0-dim tensors (the compiled path)
+        self._scalars: dict[int, tuple[torch.Tensor, ...]] = {}
         self.skipped_steps = 0
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
@@ -275,12 +278,11 @@ class Steepest(Optimizer):
             algorithm.update(params, grads, states, group)
             return
 
+        if self.compile and _capturable(algorithm, group) and self._local(params):
+            self._fused_step(index, group, algorithm, params, grads, states)
+            return
+
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
-            if self.compile and _capturable(algorithm, group) and self._local(params):
-                # stages 1-4 as one compiled graph (no Python-side state to trace)
-                n = matrix_count(grads, group["matrix_view"], group["blocks"])
-                self.stacks.orthogonalizations += n
-                return _compiled(self.compile, local_stages)(algorithm, grads, states, group)
             directions = algorithm.accumulate(grads, states, group)  # 1
             directions = algorithm.precondition(directions, states, group)  # 2
             updates = self._dualize_and_scale(algorithm, directions, group)  # 3, 4
@@ -292,6 +294,51 @@ class Steepest(Optimizer):
         else:
             updates = stages(grads)
         algorithm.apply(params, updates, group)  # 5
+
+    def _fused_step(
+        self,
+        index: int,
+        group: Group,
+        algorithm: Algorithm,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[State],
+    ) -> None:
+        """All five stages of a capturable local group as one compiled graph (and, with
+        cuda_graph, one recording). The learning rate and weight decay enter as 0-dim tensors
+        refreshed before every step, so schedules neither recompile nor re-record, and
+        torch.compile fuses the shape scale, weight decay and update into one pass over each
+        parameter."""
+        lr, wd = self._live_scalars(index, group, params)
+        count = matrix_count(grads, group["matrix_view"], group["blocks"])
+        step = _compiled(self.compile, local_step)
+
+        def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+            self.stacks.orthogonalizations += count
+            step(algorithm, params, grads, states, group, lr, wd)
+            return []
+
+        if self._recordable(algorithm, group, params):
+            graph = self.graphs.setdefault(index, GroupGraph(self.graph_capture))
+            graph.run(stages, params, grads, states, group, self.stacks)
+        else:
+            stages(grads)
+
+    def _live_scalars(
+        self, index: int, group: Group, params: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The group's lr and weight_decay as 0-dim tensors on its device, refreshed now.
+
+        float64 when a parameter is float64, else float32; the same tensors every step (a
+        recording reads their addresses)."""
+        dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+        pair = self._scalars.get(index)
+        if pair is None or pair[0].device != params[0].device or pair[0].dtype != dtype:
+            pair = tuple(torch.zeros((), dtype=dtype, device=params[0].device) for _ in range(2))
+            self._scalars[index] = pair
+        pair[0].fill_(group["lr"])
+        pair[1].fill_(group["weight_decay"])
+        return pair
 
     def _recordable(self, algorithm: Algorithm, group: Group, params: list[torch.Tensor]) -> bool:
         """True if this group's stages 1-4 run from a recording (cuda_graph=True)."""
@@ -421,19 +468,35 @@ def _master_grad(p: torch.Tensor, state: State) -> torch.Tensor:
     return grad.to(torch.float32) if "master_param" in state else grad
 
 
-def local_stages(
-    algorithm: Algorithm, grads: list[torch.Tensor], states: list[State], group: Group
-) -> list[torch.Tensor]:
-    """Stages 1-4 of a matrix group on one process, free of Python-side state (so that
-    torch.compile can take them as one graph and fuse the elementwise work around msign)."""
+def local_step(
+    algorithm: Algorithm,
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    states: list[State],
+    group: Group,
+    lr: torch.Tensor,
+    weight_decay: torch.Tensor,
+) -> None:
+    """Stages 1-5 of a matrix group on one process with lr and weight decay as 0-dim tensors:
+    Algorithm.apply's math (decoupled or cautious decay, then p <- p - lr u), written so that
+    torch.compile fuses the shape scale, the decay and the update into one pass per parameter
+    and reads the dualizer's low-precision output directly."""
     directions = algorithm.accumulate(grads, states, group)  # 1
     directions = algorithm.precondition(directions, states, group)  # 2
 
     def run(X: torch.Tensor) -> torch.Tensor:
-        return dualize_and_scale(algorithm, X, group)
+        m, n = X.shape[-2:]
+        return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
 
     updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
-    return algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+    updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
+    cautious = group.get("cautious_weight_decay", False)
+    for p, u in zip(params, updates, strict=True):  # 5
+        if cautious:
+            p.sub_((u * p >= 0).to(p.dtype) * p * (lr * weight_decay))
+        else:
+            p.mul_(1 - lr * weight_decay)
+        p.sub_(u * lr)
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

@@ -31,8 +31,8 @@ class MuonAlgorithm(MomentumAlgorithm):
     backend, steps, coefficients, polar_dtype and polar_form (or, for backend "randomized_svd", the
     rank-``rank`` factor of ``steepest.polar.randomized_polar``).
     Group keys: lr, momentum, nesterov, weight_decay, cautious_weight_decay, momentum_8bit,
-    backend, coefficients, steps, polar_dtype, polar_form, rank, scale (plus the view keys matrix_view
-    and blocks read by the engine).
+    backend, coefficients, steps, polar_dtype, polar_form, rank, scale (plus the view keys
+    matrix_view and blocks read by the engine).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
     Condition 1 (spectral scale); arXiv 2502.16982 (rms scale).

@@ -1,8 +1,9 @@
 """Stage 3 for the spectral members: the polar factor of a stack under the group's backend.
 
 Backends: those of ``steepest.polar.msign`` ("svd", "newton_schulz", "polar_express" or a
-callable, with the group's ``polar_form``: "direct", "gram" or "auto") and "randomized_svd" (a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``,
-for low-rank updates; arXiv 2509.14562).
+callable, with the group's ``polar_form``: "direct", "gram" or "auto") and "randomized_svd"
+(a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``, for low-rank updates;
+arXiv 2509.14562).
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ BACKENDS = ("svd", "newton_schulz", "polar_express")
 NORMALIZATION_SAFETY = 1.01
 
 #: How the iterative backends evaluate their steps: "direct" (on X), "gram" (on the small Gram
-#: matrix X X^T, steepest.polar.gram) or "auto" (gram where long side >= GRAM_MIN_ASPECT * short).
+#: matrix X X^T, steepest.polar.gram) or "auto" (gram where long side >= GRAM_MIN_ASPECT * short
+#: and the compute dtype is not an explicit bfloat16).
 FORMS = ("direct", "gram", "auto")
 
 #: "auto" takes the Gram form from this aspect ratio on: at 2:1 it needs 0.88 of the direct
@@ -180,7 +181,8 @@ def msign(
             (on the Gram matrix X X^T, restarted after step 2: steepest.polar.gram; the same map
             in exact arithmetic, fewer flops for rectangular matrices; with dtype=None it
             computes in float16 on CUDA, whose finer mantissa the s x s products need) or
-            "auto" (gram where the long side is at least GRAM_MIN_ASPECT times the short one).
+            "auto" (gram where the long side is at least GRAM_MIN_ASPECT times the short one,
+            unless dtype=torch.bfloat16 is asked for: the Gram form loses accuracy in bfloat16).
 
     Returns:
         A tensor of G's shape and dtype.
@@ -202,7 +204,8 @@ def msign(
         out = polar_svd(X.to(torch.float64 if wide else torch.float32))
         return out.reshape(G.shape).to(G.dtype)
 
-    gram = form == "gram" or (form == "auto" and max(m, n) >= GRAM_MIN_ASPECT * min(m, n))
+    rectangular = max(m, n) >= GRAM_MIN_ASPECT * min(m, n)
+    gram = form == "gram" or (form == "auto" and rectangular and dtype != torch.bfloat16)
     if dtype is not None:
         compute_dtype = dtype
     elif gram and G.device.type == "cuda":

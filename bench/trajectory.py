@@ -1,13 +1,14 @@
 """A 100-step GPT trajectory with the Triton kernels on against the cuBLAS fallback.
 
-Trains the 6-layer, 384-wide char GPT on tiny-shakespeare three times from the same
+Trains the 6-layer, 384-wide char GPT on tiny-shakespeare four times from the same
 initialization and batches with steepest.Muon (compile=True, cuda_graph=True):
-  * "triton": bf16 iteration, the Triton symmetric kernels for every shape,
-  * "cublas": bf16 iteration, cuBLAS only (the fallback),
-  * "fp32":   float32 iteration, cuBLAS only (the bf16 tolerance reference),
+  * "triton": bf16 direct iteration, the Triton symmetric kernels for every shape,
+  * "gram":   the Gram form (polar_form="gram") in float16 for every matrix, kernels "auto",
+  * "cublas": bf16 direct iteration, cuBLAS only (the fallback),
+  * "fp32":   float32 direct iteration, cuBLAS only (the bf16 tolerance reference),
 and prints the largest loss difference along the run and the final relative parameter distance
-of triton vs cublas next to cublas vs fp32. Pass: the kernels stay within the bf16-vs-fp32 gap
-(at most 2x it, or 1e-2 in loss).
+of triton and gram vs cublas next to cublas vs fp32. Pass: each stays within the bf16-vs-fp32
+gap (at most 2x it, or 1e-2 in loss).
 
 Usage: python bench/trajectory.py [--steps 100]
 """
@@ -25,9 +26,18 @@ from steepest.data import load_shakespeare
 from steepest.experiments.gpt import GPT, GPTConfig
 from steepest.polar.kernels import symmetric
 
+#: variant -> (the symmetric kernels' AUTO_MIN_SIDE, polar_dtype, polar_form)
+VARIANTS = {
+    "triton": (0, torch.bfloat16, "direct"),
+    "gram": (symmetric.AUTO_MIN_SIDE, None, "gram"),
+    "cublas": (1 << 30, torch.bfloat16, "direct"),
+    "fp32": (1 << 30, torch.float32, "direct"),
+}
+
 
 def run(variant: str, steps: int, data: torch.Tensor, device) -> tuple[list[float], list]:
-    symmetric.AUTO_MIN_SIDE = 0 if variant == "triton" else 1 << 30
+    min_side, polar_dtype, polar_form = VARIANTS[variant]
+    symmetric.AUTO_MIN_SIDE = min_side
     torch.manual_seed(0)
     cfg = GPTConfig(65, 256, 6, 6, 384)
     model = GPT(cfg).to(device)
@@ -37,7 +47,8 @@ def run(variant: str, steps: int, data: torch.Tensor, device) -> tuple[list[floa
         lr=0.02,
         adamw_lr=2e-3,
         adamw_fused=True,
-        polar_dtype=torch.float32 if variant == "fp32" else torch.bfloat16,
+        polar_dtype=polar_dtype,
+        polar_form=polar_form,
         compile=True,
         cuda_graph=True,
     )
@@ -71,27 +82,23 @@ def main(argv=None) -> None:
     text = load_shakespeare()
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
-    runs = {v: run(v, args.steps, data, device) for v in ("triton", "cublas", "fp32")}
+    runs = {v: run(v, args.steps, data, device) for v in VARIANTS}
+    pairs = {"triton-cublas": ("triton", "cublas"), "gram-cublas": ("gram", "cublas")}
+    pairs["cublas-fp32"] = ("cublas", "fp32")
     loss_gap = {
-        "triton-cublas": max(
-            abs(a - b) for a, b in zip(runs["triton"][0], runs["cublas"][0], strict=True)
-        ),
-        "cublas-fp32": max(
-            abs(a - b) for a, b in zip(runs["cublas"][0], runs["fp32"][0], strict=True)
-        ),
+        k: max(abs(x - y) for x, y in zip(runs[a][0], runs[b][0], strict=True))
+        for k, (a, b) in pairs.items()
     }
-    param_gap = {
-        "triton-cublas": distance(runs["triton"][1], runs["cublas"][1]),
-        "cublas-fp32": distance(runs["cublas"][1], runs["fp32"][1]),
-    }
-    ok = loss_gap["triton-cublas"] <= max(2 * loss_gap["cublas-fp32"], 1e-2)
+    param_gap = {k: distance(runs[a][1], runs[b][1]) for k, (a, b) in pairs.items()}
+    limit = max(2 * loss_gap["cublas-fp32"], 1e-2)
+    ok = loss_gap["triton-cublas"] <= limit and loss_gap["gram-cublas"] <= limit
     for k in loss_gap:
         print(
             f"{k:14s} max |loss diff| {loss_gap[k]:.4f}  "
             f"final rel. param distance {param_gap[k]:.2e}"
         )
     print("final losses: " + ", ".join(f"{v} {runs[v][0][-1]:.4f}" for v in runs))
-    print("PASS" if ok else "FAIL", "(kernels within the bf16-vs-fp32 gap)")
+    print("PASS" if ok else "FAIL", "(kernels and Gram form within the bf16-vs-fp32 gap)")
     payload = {
         "steps": args.steps,
         "loss_gap": loss_gap,

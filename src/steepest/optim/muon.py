@@ -86,8 +86,9 @@ class Muon(Steepest):
         backend, coefficients, steps, polar_dtype: passed to ``steepest.polar.msign``
             (backend "svd", "newton_schulz", "polar_express" or a callable; default
             "polar_express" with 5 steps; polar_dtype None = bfloat16 on CUDA, float32 on CPU).
-        polar_form: "direct" (default), "gram" or "auto": ``msign``'s ``form``, the iteration
-            on the small Gram matrix X X^T for rectangular matrices (float16 on CUDA).
+        polar_form: ``msign``'s ``form``: "auto" (default: the Gram form, an iteration on the
+            small matrix X X^T, for matrices with aspect ratio >= 2, in float16 on CUDA unless
+            polar_dtype is bfloat16; the direct form otherwise), "direct" or "gram".
         scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
             (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
@@ -112,7 +113,7 @@ class Muon(Steepest):
         coefficients: Coefficients = None,
         steps: int = 5,
         polar_dtype: torch.dtype | None = None,
-        polar_form: str = "direct",
+        polar_form: str = "auto",
         scale: str | float = "spectral",
         cautious_weight_decay: bool = False,
         momentum_8bit: bool = False,

@@ -27,7 +27,7 @@ POLAR_DEFAULTS: dict[str, Any] = {
     "steps": 5,
     "polar_dtype": None,
     "rank": None,
-    "polar_form": "direct",
+    "polar_form": "auto",
 }
 
 

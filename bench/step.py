@@ -124,7 +124,8 @@ def main(argv=None) -> None:
                 f"{r['floor_ms'] / ms:5.2f}/{r['floor_ms'] / piped:4.2f}  "
                 f"{torch_muon / ms:6.2f}x/{torch_piped / piped:5.2f}x"
             )
-    path = write_result("step", {"ceiling_tflops": ceiling, "sets": results}, args.out)
+        # written after every set, so a run cut short keeps what it measured
+        path = write_result("step", {"ceiling_tflops": ceiling, "sets": results}, args.out)
     print(f"\nwrote {path}")
 
 

@@ -138,7 +138,7 @@ class Steepest(Optimizer):
         #: param group index -> its recording (cuda_graph=True)
         self.graphs: dict[int, GroupGraph] = {}
         #: param group index -> (lr, weight_decay) as 0-dim tensors (the compiled path)
-        self._scalars: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._scalars: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.skipped_steps = 0
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
@@ -334,7 +334,11 @@ class Steepest(Optimizer):
         dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
         pair = self._scalars.get(index)
         if pair is None or pair[0].device != params[0].device or pair[0].dtype != dtype:
-            pair = tuple(torch.zeros((), dtype=dtype, device=params[0].device) for _ in range(2))
+            device = params[0].device
+            pair = (
+                torch.zeros((), dtype=dtype, device=device),
+                torch.zeros((), dtype=dtype, device=device),
+            )
             self._scalars[index] = pair
         pair[0].fill_(group["lr"])
         pair[1].fill_(group["weight_decay"])

@@ -11,9 +11,7 @@ from steepest.polar import (
     JORDAN,
     gram_flop_ratio,
     gram_quintic_iteration,
-    gram_quintic_iteration_many,
     msign,
-    msign_many,
     odd_quintic_iteration,
     polar_express_coefficients,
 )
@@ -190,52 +188,3 @@ def test_cuda_gram_form_is_as_accurate_as_the_bf16_direct_form(shape, kernel):
         return ((out.double() - exact).norm() / exact.norm()).item()
 
     assert err(gram) < max(1.5 * err(direct), 2e-2)
-
-
-def test_many_stacks_sharing_a_short_side_equal_one_call_each_in_float64():
-    gen = torch.Generator().manual_seed(5)
-    Xs = [
-        torch.randn(k, 6, l, dtype=torch.float64, generator=gen) / 30
-        for k, l in [(3, 18), (2, 6), (1, 40)]
-    ]
-    schedule = polar_express_coefficients(5)
-    together = gram_quintic_iteration_many(Xs, schedule)
-    for X, Y in zip(Xs, together, strict=True):
-        assert Y.shape == X.shape
-        assert (Y - gram_quintic_iteration(X, schedule)).abs().max() < 1e-13
-    assert gram_quintic_iteration_many([], schedule) == []
-    with pytest.raises(ValueError, match="short sides"):
-        gram_quintic_iteration_many([Xs[0], torch.randn(1, 5, 10)], schedule)
-
-
-@pytest.mark.parametrize("form", ["auto", "gram", "direct"])
-@pytest.mark.parametrize("backend", ["newton_schulz", "polar_express", "svd"])
-def test_msign_many_equals_msign_per_tensor(form, backend):
-    """A GPT-like mix: three stacks with short side 8 (tall and wide), a square one, a conv-like
-    batch, a zero-size one and a zero matrix."""
-    gen = torch.Generator().manual_seed(6)
-    shapes = [(4, 24, 8), (4, 8, 32), (3, 8, 8), (2, 2, 8, 20), (0, 8, 16), (5, 13)]
-    Gs = [torch.randn(*s, dtype=torch.float64, generator=gen) for s in shapes]
-    Gs[1][2] = 0
-    kwargs = {} if backend == "svd" else {"form": form}
-    together = msign_many(Gs, backend, dtype=torch.float64, **kwargs)
-    for G, Y in zip(Gs, together, strict=True):
-        assert Y.shape == G.shape and Y.dtype == G.dtype
-        assert torch.allclose(Y, msign(G, backend, dtype=torch.float64, **kwargs), atol=1e-12)
-    assert torch.equal(together[1][2], torch.zeros(8, 32, dtype=torch.float64))
-
-
-def test_msign_many_validates_every_tensor():
-    with pytest.raises(ValueError, match="ndim >= 2"):
-        msign_many([torch.randn(4, 4), torch.randn(3)])
-
-
-@pytest.mark.skipif(not CUDA, reason="the float16 Gram form with Triton kernels needs a GPU")
-def test_cuda_msign_many_matches_per_stack_calls_on_gpt2_shapes():
-    gen = torch.Generator(device="cuda").manual_seed(7)
-    shapes = [(12, 2304, 768), (12, 768, 768), (12, 3072, 768), (12, 768, 3072)]
-    Gs = [torch.randn(*s, device="cuda", generator=gen) for s in shapes]
-    together = msign_many(Gs, form="auto")
-    for G, Y in zip(Gs, together, strict=True):
-        alone = msign(G, form="auto")
-        assert ((Y - alone).norm() / alone.norm()).item() < 1e-2

@@ -17,28 +17,19 @@ import torch
 
 from .views import View, join_matrices, matrix_shape, split_matrices
 
-__all__ = [
-    "Stacks",
-    "map_matrices",
-    "map_matrix_stacks",
-    "map_stacked",
-    "map_stacks",
-    "matrix_count",
-    "uses_distributed",
-]
+__all__ = ["Stacks", "map_matrices", "map_stacked", "matrix_count", "uses_distributed"]
 
 
-def map_stacks(
-    fn: Callable[[list[torch.Tensor]], list[torch.Tensor]], matrices: list[torch.Tensor]
+def map_stacked(
+    fn: Callable[[torch.Tensor], torch.Tensor], matrices: list[torch.Tensor]
 ) -> list[torch.Tensor]:
-    """Stack the matrices with equal (m, n), dtype and device, call fn once on all stacks.
+    """Apply fn to the matrices, stacking those with equal (m, n), dtype and device.
 
     Each (..., m, n) input is flattened to (k, m, n); the inputs of one stack are concatenated
-    into one (K, m, n) tensor; fn maps the list of stacks to a list of same-shape results, which
-    are split back.
+    into one (K, m, n) tensor, fn runs once on it, and the result is split back.
 
     Args:
-        fn: maps a list of (K, m, n) stacks to a list of tensors of the same shapes.
+        fn: maps a (K, m, n) tensor to a tensor of the same shape (e.g. a batched msign).
         matrices: tensors of shape (..., m, n).
 
     Returns:
@@ -49,22 +40,13 @@ def map_stacks(
     stacks: dict[tuple[tuple[int, ...], torch.dtype, torch.device], list[int]] = defaultdict(list)
     for i, X in enumerate(matrices):
         stacks[(tuple(X.shape[-2:]), X.dtype, X.device)].append(i)
-    flats = [
-        [matrices[i].reshape(-1, *mn) for i in members] for (mn, _, _), members in stacks.items()
-    ]
-    results = fn([flat[0] if len(flat) == 1 else torch.cat(flat) for flat in flats])
     out: list[torch.Tensor | None] = [None] * len(matrices)
-    for members, flat, Y in zip(stacks.values(), flats, results, strict=True):
+    for (mn, _, _), members in stacks.items():
+        flat = [matrices[i].reshape(-1, *mn) for i in members]
+        Y = fn(flat[0] if len(flat) == 1 else torch.cat(flat))
         for i, part in zip(members, torch.split(Y, [f.shape[0] for f in flat]), strict=True):
             out[i] = part.reshape(matrices[i].shape)
     return cast(list[torch.Tensor], out)  # every index belongs to one stack
-
-
-def map_stacked(
-    fn: Callable[[torch.Tensor], torch.Tensor], matrices: list[torch.Tensor]
-) -> list[torch.Tensor]:
-    """map_stacks with fn applied to each (K, m, n) stack on its own."""
-    return map_stacks(lambda stacks: [fn(X) for X in stacks], matrices)
 
 
 def map_matrices(
@@ -83,18 +65,8 @@ def map_matrices(
     Returns:
         one tensor per input, of the input's shape.
     """
-    return map_matrix_stacks(lambda stacks: [fn(X) for X in stacks], tensors, view, blocks)
-
-
-def map_matrix_stacks(
-    fn: Callable[[list[torch.Tensor]], list[torch.Tensor]],
-    tensors: list[torch.Tensor],
-    view: View = "auto",
-    blocks: Sequence[int] | None = None,
-) -> list[torch.Tensor]:
-    """map_matrices with fn called once on the list of all stacks (map_stacks)."""
     pieces = [split_matrices(t, view, blocks) for t in tensors]
-    flat = map_stacks(fn, [m for ms in pieces for m in ms])
+    flat = map_stacked(fn, [m for ms in pieces for m in ms])
     out: list[torch.Tensor] = []
     start = 0
     for t, ms in zip(tensors, pieces, strict=True):

@@ -15,7 +15,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from .batching import Stacks, map_matrix_stacks, matrix_count, uses_distributed
+from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
 from .graphs import GroupGraph, cuda_capture
 from .registry import ALGORITHMS, Algorithm, Group, State
@@ -488,12 +488,11 @@ def local_step(
     directions = algorithm.accumulate(grads, states, group)  # 1
     directions = algorithm.precondition(directions, states, group)  # 2
 
-    def run(stacks: list[torch.Tensor]) -> list[torch.Tensor]:
-        dualized = algorithm.dualize_stacks(stacks, group)
-        scales = [algorithm.scale(X.shape[-2], X.shape[-1], group) for X in stacks]
-        return [D * c for D, c in zip(dualized, scales, strict=True)]
+    def run(X: torch.Tensor) -> torch.Tensor:
+        m, n = X.shape[-2:]
+        return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
 
-    updates = map_matrix_stacks(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
+    updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
     updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
     cautious = group.get("cautious_weight_decay", False)
     for p, u in zip(params, updates, strict=True):  # 5

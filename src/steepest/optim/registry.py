@@ -70,11 +70,6 @@ class Algorithm:
         """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
         raise NotImplementedError
 
-    def dualize_stacks(self, stacks: list[torch.Tensor], group: Group) -> list[torch.Tensor]:
-        """Stage 3 on all stacks of a group at once (an algorithm may batch work across
-        shapes); dualize on each stack by default."""
-        return [self.dualize(X, group) for X in stacks]
-
     def scale(self, m: int, n: int, group: Group) -> float:
         """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
         return 1.0

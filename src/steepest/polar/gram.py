@@ -8,12 +8,7 @@ import torch
 
 from .kernels import resolve_kernel, symmetric_product
 
-__all__ = [
-    "GRAM_RESTARTS",
-    "gram_flop_ratio",
-    "gram_quintic_iteration",
-    "gram_quintic_iteration_many",
-]
+__all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
 
 #: Steps after which the Gram form is restarted (X re-formed, X X^T recomputed from it), so that
 #: round-off in the small matrices cannot pile up over all steps: after the second step, as in
@@ -22,30 +17,22 @@ __all__ = [
 GRAM_RESTARTS = (2,)
 
 
-def _polynomial_product(
-    R: torch.Tensor, coefficients: Sequence[tuple[float, float, float]], kernel: str
+def _segment(
+    X: torch.Tensor, coefficients: Sequence[tuple[float, float, float]], kernel: str
 ) -> torch.Tensor:
-    """Q = P_{K-1} ... P_0 for the steps' polynomials P_k = a I + b R_k + c R_k^2 of R = R_0."""
+    """len(coefficients) steps on the Gram matrix of X, then one product with X."""
+    R = symmetric_product(X, kernel=kernel)
     Q: torch.Tensor | None = None
     last = len(coefficients) - 1
     for i, (a, b, c) in enumerate(coefficients):
+        # P = a I + b R + c R^2: the step's matrix polynomial, X_{k+1} = P X_k.
         P = symmetric_product(R, c, R, b, kernel=kernel) if c != 0.0 else R * b
         P.diagonal(dim1=-2, dim2=-1).add_(a)
         Q = P if Q is None else torch.bmm(P, Q)
         if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (P and R commute)
             R = torch.bmm(torch.bmm(P, R), P)
     assert Q is not None  # coefficients is not empty
-    return Q
-
-
-def _segment(
-    Xs: list[torch.Tensor], coefficients: Sequence[tuple[float, float, float]], kernel: str
-) -> list[torch.Tensor]:
-    """len(coefficients) steps on the stacked Gram matrices of the Xs, one product with each X."""
-    grams = [symmetric_product(X, kernel=kernel) for X in Xs]
-    Q = _polynomial_product(grams[0] if len(grams) == 1 else torch.cat(grams), coefficients, kernel)
-    Qs = [Q] if len(Xs) == 1 else torch.split(Q, [X.shape[0] for X in Xs])
-    return [torch.bmm(Qi, X) for Qi, X in zip(Qs, Xs, strict=True)]
+    return torch.bmm(Q, X)
 
 
 def gram_quintic_iteration(
@@ -81,39 +68,12 @@ def gram_quintic_iteration(
         seeds/000_0ff94013880c6450.txt, Alg. 2 (the quintic step); Dao lab, "Gram Newton-Schulz"
         (2026): the Gram form, half precision and the restart after the second step.
     """
-    return gram_quintic_iteration_many([X], coefficients, restarts=restarts, kernel=kernel)[0]
-
-
-def gram_quintic_iteration_many(
-    Xs: Sequence[torch.Tensor],
-    coefficients: Sequence[tuple[float, float, float]],
-    *,
-    restarts: Sequence[int] = GRAM_RESTARTS,
-    kernel: str = "auto",
-) -> list[torch.Tensor]:
-    """gram_quintic_iteration of stacks with the same short side s but any long sides, with
-    their s x s work done as one batch (fewer, larger products: a GPT layer's 768 x 2304,
-    768 x 3072 and 3072 x 768 matrices share one batch of 768 x 768 Gram matrices).
-
-    Args:
-        Xs: (batch_i, s, l_i) tensors of one dtype and device, s <= l_i, normalized.
-        coefficients, restarts, kernel: as for gram_quintic_iteration.
-
-    Returns:
-        One new tensor per input, of its shape and dtype.
-    """
-    if not Xs:
-        return []
-    sides = {X.shape[-2] for X in Xs}
-    if len(sides) != 1:
-        raise ValueError(f"gram_quintic_iteration_many: short sides {sorted(sides)}; need one")
-    kernel = resolve_kernel(kernel, Xs[0])
+    kernel = resolve_kernel(kernel, X)
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
-    out = list(Xs)
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        out = _segment(out, steps[start:stop], kernel)
-    return out
+        X = _segment(X, steps[start:stop], kernel)
+    return X
 
 
 def gram_flop_ratio(

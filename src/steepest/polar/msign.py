@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import cast
+from collections.abc import Callable
 
 import torch
 
-from .gram import gram_quintic_iteration, gram_quintic_iteration_many
+from .gram import gram_quintic_iteration
 from .iteration import odd_quintic_iteration
 from .kernels import KERNELS
 from .newton_schulz import Coefficients, newton_schulz_coefficients
@@ -23,7 +21,6 @@ __all__ = [
     "NORMALIZATION_SAFETY",
     "default_compute_dtype",
     "msign",
-    "msign_many",
 ]
 
 #: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
@@ -200,97 +197,13 @@ def msign(
     _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
     if G.numel() == 0:
         return torch.zeros_like(G)
+    m, n = G.shape[-2:]
+    X = G.reshape(-1, m, n)
     if backend == "svd":
         wide = torch.float64 in (G.dtype, dtype)
-        X = G.reshape(-1, *G.shape[-2:])
         out = polar_svd(X.to(torch.float64 if wide else torch.float32))
         return out.reshape(G.shape).to(G.dtype)
 
-    X, tall, gram = _prepare(G, backend, dtype, eps, form)
-    if callable(backend):  # _validate: any other str is one of BACKENDS
-        shape = X.shape
-        X = backend(X, steps)
-        if not isinstance(X, torch.Tensor) or X.shape != shape:
-            got = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
-            raise ValueError(
-                f"msign: backend {backend!r} returned {got}; it must return a tensor of the "
-                f"input shape {tuple(shape)}"
-            )
-    else:
-        iterate = gram_quintic_iteration if gram else odd_quintic_iteration
-        X = iterate(X, _schedule(backend, steps, coefficients, lower_bound), kernel=kernel)
-    return _finish(X, tall, G)
-
-
-def msign_many(
-    Gs: Sequence[torch.Tensor],
-    backend: Backend = "polar_express",
-    steps: int = 5,
-    dtype: torch.dtype | None = None,
-    coefficients: Coefficients = None,
-    lower_bound: float = 1e-3,
-    *,
-    eps: float = 0.0,
-    kernel: str = "auto",
-    form: str = "direct",
-) -> list[torch.Tensor]:
-    """msign of several tensors in one call: [msign(G, ...) for G in Gs], with the Gram-form
-    work of all tensors that share a short side and compute dtype done as one batch
-    (gram_quintic_iteration_many). The same results as one call per tensor up to round-off.
-
-    Args:
-        Gs: real floating tensors of shapes (..., m_i, n_i).
-        backend, steps, dtype, coefficients, lower_bound, eps, kernel, form: as for msign.
-
-    Returns:
-        One tensor per input, of its shape and dtype.
-
-    References: as msign; Dao lab, "Gram Newton-Schulz" (2026).
-    """
-    if callable(backend) or backend not in ("newton_schulz", "polar_express"):
-        return [
-            msign(
-                G,
-                backend,
-                steps,
-                dtype,
-                coefficients,
-                lower_bound,
-                eps=eps,
-                kernel=kernel,
-                form=form,
-            )
-            for G in Gs
-        ]
-    for G in Gs:
-        _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
-    schedule = _schedule(backend, steps, coefficients, lower_bound)
-    out: list[torch.Tensor | None] = [None] * len(Gs)
-    prepared: dict[int, tuple[torch.Tensor, bool]] = {}
-    together: dict[tuple[int, torch.dtype, torch.device], list[int]] = defaultdict(list)
-    for i, G in enumerate(Gs):
-        if G.numel() == 0:
-            out[i] = torch.zeros_like(G)
-            continue
-        X, tall, gram = _prepare(G, backend, dtype, eps, form)
-        if gram:
-            prepared[i] = (X, tall)
-            together[(X.shape[-2], X.dtype, X.device)].append(i)
-        else:
-            out[i] = _finish(odd_quintic_iteration(X, schedule, kernel=kernel), tall, G)
-    for members in together.values():
-        Ys = gram_quintic_iteration_many([prepared[i][0] for i in members], schedule, kernel=kernel)
-        for i, Y in zip(members, Ys, strict=True):
-            out[i] = _finish(Y, prepared[i][1], Gs[i])
-    return cast(list[torch.Tensor], out)  # every index was filled above
-
-
-def _prepare(
-    G: torch.Tensor, backend: Backend, dtype: torch.dtype | None, eps: float, form: str
-) -> tuple[torch.Tensor, bool, bool]:
-    """(X, tall, gram): G as a (batch, s, l) stack with s <= l, normalized, in the compute dtype;
-    whether it was transposed; whether the Gram form runs it."""
-    m, n = G.shape[-2:]
     rectangular = max(m, n) >= GRAM_MIN_ASPECT * min(m, n)
     gram = form == "gram" or (form == "auto" and rectangular and dtype != torch.bfloat16)
     if dtype is not None:
@@ -299,23 +212,27 @@ def _prepare(
         compute_dtype = torch.float16
     else:
         compute_dtype = default_compute_dtype(G.device)
-    safety = 1.0 if backend == "newton_schulz" else NORMALIZATION_SAFETY
-    X = _normalize(G.reshape(-1, m, n), float(eps), compute_dtype, safety)
+    iterate = gram_quintic_iteration if gram else odd_quintic_iteration
     tall = m > n
-    return (X.mT if tall else X), tall, gram
-
-
-def _schedule(
-    backend: Backend, steps: int, coefficients: Coefficients, lower_bound: float
-) -> tuple[tuple[float, float, float], ...]:
+    safety = 1.0 if backend == "newton_schulz" else NORMALIZATION_SAFETY
+    X = _normalize(X, float(eps), compute_dtype, safety)
+    if tall:
+        X = X.mT
     if backend == "newton_schulz":
-        return newton_schulz_coefficients(coefficients, steps)
-    schedule: tuple[tuple[float, float, float], ...] = _polar_express_schedule(
-        steps, float(lower_bound)
-    )
-    return schedule
-
-
-def _finish(X: torch.Tensor, tall: bool, G: torch.Tensor) -> torch.Tensor:
-    """Undo _prepare's transpose and reshape; round into G's dtype."""
-    return (X.mT if tall else X).reshape(G.shape).to(G.dtype)
+        schedule = newton_schulz_coefficients(coefficients, steps)
+        X = iterate(X, schedule, kernel=kernel)
+    elif backend == "polar_express":
+        schedule = _polar_express_schedule(steps, float(lower_bound))
+        X = iterate(X, schedule, kernel=kernel)
+    elif callable(backend):  # _validate: any other str is one of BACKENDS, handled above
+        shape = X.shape
+        X = backend(X, steps)
+        if not isinstance(X, torch.Tensor) or X.shape != shape:
+            got = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+            raise ValueError(
+                f"msign: backend {backend!r} returned {got}; it must return a tensor of the "
+                f"input shape {tuple(shape)}"
+            )
+    if tall:
+        X = X.mT
+    return X.reshape(G.shape).to(G.dtype)

@@ -53,6 +53,20 @@ def time_fn(fn, *, warmup: int = 3, repeat: int = 20) -> float:
     return statistics.median(times)
 
 
+def pipelined(fn, steps: int = 20) -> float:
+    """Milliseconds per call of `steps` calls back to back between two CUDA events."""
+    if not torch.cuda.is_available():
+        return time_fn(fn, warmup=1, repeat=steps)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(steps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / steps
+
+
 def matmul_ceiling(device: torch.device, n: int = 8192, dtype=torch.bfloat16) -> float:
     """Measured TFLOP/s of one n x n x n matrix product (the matmul ceiling)."""
     a = torch.randn(n, n, device=device, dtype=dtype)

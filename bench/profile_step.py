@@ -1,9 +1,10 @@
 """Where a fast-path steepest.Muon step spends its time: wall time per setting and a kernel table.
 
 Times steepest.Muon (compile + cuda_graph, Gram form) on one parameter set with and without the
-finiteness check, next to msign alone on the same stacks, then profiles a few steps with
-torch.profiler and prints the kernels that take the most device time and the step's total
-kernel time against its wall time (the gap is host time the GPU waits for).
+finiteness check (isolated steps and 20 pipelined ones), next to msign alone on the same
+stacks, then profiles a few steps with torch.profiler and prints the kernels that take the most
+device time and the step's total kernel time against its wall time (the gap is host time the
+GPU waits for).
 
 Usage: python bench/profile_step.py [--set gpt2-small] [--rows 25]
 """
@@ -14,7 +15,7 @@ import argparse
 from collections import Counter
 
 import torch
-from common import SETS, time_fn, write_result
+from common import SETS, pipelined, time_fn, write_result
 
 import steepest
 from steepest.polar import msign
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(4):
             opt.step()
         ms[f"step, nonfinite={nonfinite}"] = time_fn(opt.step, warmup=1, repeat=30)
+        ms[f"step, nonfinite={nonfinite}, pipelined"] = pipelined(opt.step)
     stacks = [torch.randn(c, *s) for s, c in Counter(shapes).items()]
     compiled = torch.compile(msign, dynamic=False)
 

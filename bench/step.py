@@ -20,7 +20,7 @@ import contextlib
 import gc
 
 import torch
-from common import SETS, matmul_ceiling, quintic_flops, time_fn, write_result
+from common import SETS, matmul_ceiling, pipelined, quintic_flops, time_fn, write_result
 
 import steepest
 from steepest.polar.kernels import symmetric
@@ -35,20 +35,6 @@ def cublas_only():
         yield
     finally:
         symmetric.AUTO_MIN_SIDE = saved
-
-
-def pipelined(fn, steps: int = 20) -> float:
-    """Milliseconds per call of `steps` calls back to back between two CUDA events."""
-    if not torch.cuda.is_available():
-        return time_fn(fn, warmup=1, repeat=steps)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(steps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / steps
 
 
 def time_step(opt, cublas: bool) -> tuple[float, float]:

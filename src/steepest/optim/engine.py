@@ -75,10 +75,11 @@ class Steepest(Optimizer):
             stack's dualize-and-scale) with the
             inductor backend (True), a named backend (a str), or not at all (False, default).
             The first steps are slow (compilation).
-        cuda_graph: record stages 1-4 of each matrix group on its first steps and replay the
-            recording afterwards (graphs.py), default False. Applies to CUDA parameters of
-            capturable groups (the Muon members with an iterative polar backend) in a single
-            process; other groups, CPU tensors and distributed runs stay eager. Learning rate
+        cuda_graph: record stages 1-4 of each matrix group (all five with ``compile``) on its
+            first steps and replay the recording afterwards (graphs.py), default False.
+            Applies to CUDA parameters of capturable groups (the Muon members with an
+            iterative polar backend) in a single process; other groups, CPU tensors and
+            distributed runs stay eager. Learning rate
             and weight decay stay live; any other hyperparameter change re-records.
         master_weights: keep a float32 copy of every bfloat16/float16 parameter in its state
             (``"master_param"``), run all five stages on it with the gradient in float32,

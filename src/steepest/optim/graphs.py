@@ -5,7 +5,9 @@ the arithmetic, set its time (GPT-2 small on an H100: about 20 ms of launches fo
 kernels, bench/results/). ``GroupGraph`` records stages 1-4 (accumulate, precondition, dualize
 and scale, rescale) of one group once and replays the recording on later steps. Stage 5
 (weight decay and ``p -= lr * u``) stays outside the recording and reads the group's current
-``lr`` and ``weight_decay``, so learning-rate schedules work unchanged.
+``lr`` and ``weight_decay``, so learning-rate schedules work unchanged; with ``compile`` the
+recorded function is the engine's compiled five-stage graph, which reads lr and weight decay
+from 0-dim tensors the engine refreshes before every replay.
 
 What the recording assumes, and how each assumption is kept:
 

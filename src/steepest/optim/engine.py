@@ -495,13 +495,13 @@ def local_step(
 
     updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
     updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
-    cautious = group.get("cautious_weight_decay", False)
-    for p, u in zip(params, updates, strict=True):  # 5
-        if cautious:
+    if group.get("cautious_weight_decay", False):  # 5
+        for p, u in zip(params, updates, strict=True):
             p.sub_((u * p >= 0).to(p.dtype) * p * (lr * weight_decay))
-        else:
-            p.mul_(1 - lr * weight_decay)
-        p.sub_(u * lr)
+    else:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    # foreach: Inductor writes every parameter from one horizontally fused kernel, not one each
+    torch._foreach_sub_(params, torch._foreach_mul(updates, lr))
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""A/B of a change to the fast-path step, side by side on one device in one run.
+
+Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set:
+  new:                the code as it is (stage 5 as foreach ops: Inductor writes every
+                      parameter from one horizontally fused kernel);
+  per-param stage 5:  stage 5 as one p.mul_/p.sub_ pair per parameter (the earlier local_step,
+                      one kernel per parameter).
+Each variant is compiled and recorded once; then their recorded steps are timed interleaved
+(A B A B ...), isolated and pipelined, and the medians printed.
+
+(bench/results/ab_step-gpt2-small-symmetric-products-*.json holds an earlier run of this script
+with a third variant, since removed: the Gram form's s x s products as Triton half-products of
+commuting symmetric matrices; they were slower than cuBLAS's full products at s = 768.)
+
+Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+from common import SETS, pipelined, time_fn, write_result
+
+import steepest
+import steepest.optim.engine as engine
+
+
+def per_param_step(algorithm, params, grads, states, group, lr, weight_decay):
+    directions = algorithm.accumulate(grads, states, group)
+    directions = algorithm.precondition(directions, states, group)
+
+    def run(X):
+        m, n = X.shape[-2:]
+        return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
+
+    updates = engine.map_matrices(run, directions, group["matrix_view"], group["blocks"])
+    updates = algorithm.rescale(updates, states, group)
+    for p, u in zip(params, updates, strict=True):
+        p.mul_(1 - lr * weight_decay)
+        p.sub_(u * lr)
+
+
+LOCAL_STEP = engine.local_step
+
+
+def build(shapes, device, step):
+    torch._dynamo.reset()
+    engine._COMPILED.clear()
+    engine.local_step = step
+    params = [torch.nn.Parameter(torch.randn(*s, device=device) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = steepest.Muon(params, lr=0.02, compile=True, cuda_graph=device.type == "cuda")
+    for _ in range(4):
+        opt.step()
+    engine.local_step = LOCAL_STEP
+    return opt
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="gpt2-small")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = SETS[args.set]
+    variants = {
+        "new": build(shapes, device, LOCAL_STEP),
+        "per-param stage 5": build(shapes, device, per_param_step),
+    }
+    times: dict[str, dict[str, list[float]]] = {
+        k: {"isolated": [], "pipelined": []} for k in variants
+    }
+    for _ in range(args.rounds):
+        for name, opt in variants.items():
+            times[name]["isolated"].append(time_fn(opt.step, warmup=1, repeat=20))
+            times[name]["pipelined"].append(pipelined(opt.step))
+    summary = {k: {mode: statistics.median(v) for mode, v in t.items()} for k, t in times.items()}
+    print(f"{'variant':20s} {'isolated':>10s} {'pipelined':>10s}  (median of {args.rounds})")
+    for k, v in summary.items():
+        print(f"{k:20s} {v['isolated']:8.3f} ms {v['pipelined']:8.3f} ms")
+    write_result(f"ab_step-{args.set}", {"summary": summary, "times": times}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,9 +8,11 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
 Each variant is compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed.
 
-(bench/results/ab_step-gpt2-small-symmetric-products-*.json holds an earlier run of this script
-with a third variant, since removed: the Gram form's s x s products as Triton half-products of
-commuting symmetric matrices; they were slower than cuBLAS's full products at s = 768.)
+(bench/results/ab_step-gpt2-small-symmetric-products*.json hold two runs of this script with a
+variant since removed: the Gram form's s x s products as Triton half-products of commuting
+symmetric matrices, against cuBLAS's full products ("bmm products"). Inside a CUDA graph each
+half-product takes 14-16 us against cuBLAS's 21 us (bench/ops_graph.py), but the whole step did not
+get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated.)
 
 Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5]
 """

@@ -157,19 +157,22 @@ class Stacks:
         uneven FSDP2 splits skipped); under torch.distributed the ranks then agree on the
         smallest bad index, so that all of them skip (or raise) together.
         """
-        local = [_local(g) for g in grads]
+        distributed = uses_distributed(grads)
+        local = [_local(g) for g in grads] if distributed else grads
         by_device: dict[torch.device, list[int]] = defaultdict(list)
         for i, g in enumerate(local):
             if g.numel():
                 by_device[g.device].append(i)
         bad = None
         for members in by_device.values():
-            peaks = torch._foreach_norm([local[i] for i in members], math.inf)
-            finite = torch.stack([x.float() for x in peaks]).isfinite()
+            peaks = list(torch._foreach_norm([local[i] for i in members], math.inf))
+            if len({x.dtype for x in peaks}) > 1:
+                peaks = [x.float() for x in peaks]
+            finite = torch.stack(peaks).isfinite()
             if not bool(finite.all()):
                 first = members[int((~finite).nonzero()[0])]
                 bad = first if bad is None else min(bad, first)
-        if self.distributed is None and uses_distributed(grads):
+        if self.distributed is None and distributed:
             from steepest.distributed import ShardedDualizer
 
             self.distributed = ShardedDualizer()
@@ -195,10 +198,10 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 def uses_distributed(tensors: list[torch.Tensor]) -> bool:
     """True if a tensor is a DTensor or the default process group has more than one rank."""
     dist = torch.distributed
-    if not dist.is_available():
-        return False
+    if not dist.is_available() or not dist.is_initialized():
+        return False  # a DTensor lives on a device mesh, which needs the default process group
     from torch.distributed.tensor import DTensor
 
     if any(isinstance(t, DTensor) for t in tensors):
         return True
-    return dist.is_initialized() and dist.get_world_size() > 1
+    return dist.get_world_size() > 1

@@ -311,10 +311,11 @@ class Steepest(Optimizer):
         torch.compile fuses the shape scale, weight decay and update into one pass over each
         parameter."""
         lr, wd = self._live_scalars(index, group, params)
-        count = matrix_count(grads, group["matrix_view"], group["blocks"])
         step = _compiled(self.compile, local_step)
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+            # counted here: a replay skips stages and adds the count GroupGraph recorded
+            count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
             step(algorithm, params, grads, states, group, lr, wd)
             return []
@@ -376,15 +377,21 @@ class Steepest(Optimizer):
         Parameters with no elements are left out: their update is empty."""
         work: list[Work] = []
         for index, group in enumerate(self.param_groups):
-            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
             for i, p in enumerate(group["params"]):
-                if p.grad is not None and (p.grad.is_sparse or p.grad.is_complex()):
-                    kind = "sparse" if p.grad.is_sparse else "complex"
+                g = p.grad
+                if g is None:
+                    continue
+                if g.is_sparse or g.is_complex():
+                    kind = "sparse" if g.is_sparse else "complex"
                     raise TypeError(
                         f"{type(self).__name__}: {self._name(index, i)} has a {kind} gradient; "
                         "only dense real gradients are supported (use a dense embedding)"
                     )
-            grads = [p.grad for p in params]
+                if p.numel() > 0:
+                    params.append(p)
+                    grads.append(g)
             states = [self.state[p] for p in params]
             work.append((group, ALGORITHMS[group["algorithm"]], params, grads, states))
         return work

@@ -70,7 +70,7 @@ def closure_capture(fn: Callable[[], list[torch.Tensor]]) -> Callable[[], list[t
 
 
 def _storages(tensors: list[torch.Tensor]) -> tuple[int, ...]:
-    return tuple(t.data_ptr() for t in tensors)
+    return tuple(map(torch.Tensor.data_ptr, tensors))
 
 
 def _state_tensors(states: list[dict[str, Any]]) -> list[torch.Tensor]:

@@ -9,6 +9,7 @@ diverge from the eager run, as a CUDA graph would.
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -198,5 +199,137 @@ def test_compiled_five_stages_follow_live_lr_and_weight_decay(cautious):
         if t == 1:
             graphs = counters["stats"]["unique_graphs"]
     assert counters["stats"]["unique_graphs"] == graphs, "recompiled after warm-up"
+    assert fast.graphs[0].recordings == 1
+    torch._dynamo.reset()
+
+
+def _state_copy(opt):
+    return {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+
+
+def _assert_state_equal(opt, saved):
+    for p, s in opt.state.items():
+        assert s.keys() == saved[id(p)].keys()
+        for k, v in s.items():
+            assert torch.equal(v, saved[id(p)][k]), (tuple(p.shape), k)
+
+
+@pytest.mark.parametrize("bad_index", [0, 3, 5], ids=["muon-first", "muon-last", "adamw-vector"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+@pytest.mark.parametrize("momentum", [0.95, 0.0])
+def test_device_side_check_makes_a_nonfinite_step_an_exact_no_op(
+    bad_index, value, nonfinite, momentum
+):
+    """The compiled Muon step takes the finiteness verdict on the device (no wait before it is
+    queued): a poisoned gradient, in a masked matrix group or in the AdamW group that runs after
+    the verdict, must leave every weight and state tensor bit-identical, raise naming the
+    parameter or count the skip, and not count the step; the clean steps after it must equal
+    an eager optimizer's that never saw the poisoned step."""
+    torch._dynamo.reset()
+    ps, qs, fast, eager = make_pair(
+        {"compile": "eager", "cuda_graph": True},
+        lr=0.05,
+        weight_decay=0.1,
+        momentum=momentum,
+        nonfinite=nonfinite,
+        polar_dtype=torch.float64,
+    )
+    for t in range(3):  # warm-up, recording, one replay
+        feed(ps, qs, fresh=True, seed=t)
+        fast.step()
+        eager.step()
+    assert fast._masked_groups(fast._gather()) == {0}, "the device-side path must be taken"
+    weights = [p.detach().clone() for p in ps]
+    saved = _state_copy(fast)
+    steps, orthogonalizations = fast.stacks.steps, fast.stacks.orthogonalizations
+    feed(ps, qs, fresh=True, seed=10)
+    ps[bad_index].grad[(0,) * ps[bad_index].ndim] = value
+    if nonfinite == "raise":
+        where = next(
+            f"param_groups[{g}]['params'][{i}] (shape {tuple(ps[bad_index].shape)})"
+            for g, group in enumerate(fast.param_groups)
+            for i, q in enumerate(group["params"])
+            if q is ps[bad_index]
+        )
+        with pytest.raises(FloatingPointError, match=re.escape(where) + ".*nothing was updated"):
+            fast.step()
+        assert fast.skipped_steps == 0
+    else:
+        fast.step()
+        assert fast.skipped_steps == 1
+    assert all(torch.equal(p, w) for p, w in zip(ps, weights, strict=True))
+    _assert_state_equal(fast, saved)
+    assert (fast.stacks.steps, fast.stacks.orthogonalizations) == (steps, orthogonalizations)
+    for t in range(4, 7):  # the eager optimizer never saw the poisoned step
+        feed(ps, qs, fresh=True, seed=t)
+        fast.step()
+        eager.step()
+        for p, q in zip(ps, qs, strict=True):
+            torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    assert fast.graphs[0].recordings == 1
+    torch._dynamo.reset()
+
+
+def test_device_side_check_only_where_the_no_op_is_exact():
+    """NorMuon (a second moment in stage 4), 8-bit momentum, nonfinite="ignore" and the eager
+    path keep the host-side check (or none)."""
+    p = torch.nn.Parameter(torch.randn(4, 6))
+    p.grad = torch.randn_like(p)
+    cases = [
+        (steepest.Muon([p], compile="eager"), {0}),
+        (steepest.Muon([p], compile="eager", nonfinite="ignore"), set()),
+        (steepest.Muon([p]), set()),
+        (steepest.Muon([p], compile="eager", momentum_8bit=True), set()),
+        (steepest.optimizer("normuon", [p], compile="eager"), set()),
+        (steepest.optimizer("polargrad", [p], compile="eager"), {0}),
+    ]
+    for opt, masked in cases:
+        assert opt._masked_groups(opt._gather()) == masked, opt
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_device_side_check_on_a_recorded_cuda_step(nonfinite):
+    """The real fast path: inductor, a CUDA-graph recording, the verdict copied to pinned host
+    memory behind an event. A poisoned step changes nothing; clean steps match eager steps."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    shapes = [(64, 32), (32, 32), (64, 32), (48,)]
+    ps = [torch.nn.Parameter(torch.randn(*s, device="cuda")) for s in shapes]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    kwargs = {"lr": 0.05, "weight_decay": 0.1, "nonfinite": nonfinite, "polar_dtype": torch.float32}
+    fast = steepest.Muon(ps, compile=True, cuda_graph=True, **kwargs)
+    eager = steepest.Muon(qs, **kwargs)
+
+    def feed_cuda(seed):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        for p, q in zip(ps, qs, strict=True):
+            p.grad = torch.randn(p.shape, device="cuda", generator=gen)
+            q.grad = p.grad.clone()
+
+    for t in range(4):
+        feed_cuda(t)
+        fast.step()
+        eager.step()
+    assert fast._masked_groups(fast._gather()) == {0}
+    weights = [p.detach().clone() for p in ps]
+    saved = _state_copy(fast)
+    feed_cuda(10)
+    ps[1].grad[3, 4] = float("nan")
+    if nonfinite == "raise":
+        with pytest.raises(FloatingPointError, match=r"\(shape \(32, 32\)\).*nothing was updated"):
+            fast.step()
+    else:
+        fast.step()
+        assert fast.skipped_steps == 1
+    assert all(torch.equal(p, w) for p, w in zip(ps, weights, strict=True))
+    _assert_state_equal(fast, saved)
+    for t in range(5, 8):
+        feed_cuda(t)
+        fast.step()
+        eager.step()
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4)
     assert fast.graphs[0].recordings == 1
     torch._dynamo.reset()

@@ -8,6 +8,7 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -18,6 +19,7 @@ from torch.optim.optimizer import ParamsT
 from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
 from .graphs import GroupGraph, cuda_capture
+from .momentum import MomentumAlgorithm
 from .registry import ALGORITHMS, Algorithm, Group, State
 from .views import check_view
 
@@ -66,7 +68,11 @@ class Steepest(Optimizer):
             values reach the weights). The check costs one host synchronisation per step,
             which a small, launch-bound model pays in full (the CPU can no longer run ahead of
             the GPU); "ignore" avoids it, e.g. with GradScaler, which skips overflowed steps
-            itself.
+            itself. On the compiled path (``compile``) of the Muon and PolarGrad groups the
+            check runs on the device instead: their compiled step reads the verdict and, for a
+            non-finite gradient, feeds each momentum buffer its own value and a zero learning
+            rate (an exact no-op), so the step is queued before the host waits for the verdict
+            and raises or skips.
         prefixes: algorithm name -> prefix of its hyperparameter names in error messages
             (a preset's "adamw_" keyword prefix).
         compile: torch.compile all five stages of each capturable matrix group as one graph
@@ -140,6 +146,9 @@ class Steepest(Optimizer):
         self.graphs: dict[int, GroupGraph] = {}
         #: param group index -> (lr, weight_decay) as 0-dim tensors (the compiled path)
         self._scalars: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: device -> 0-dim bool tensor, "every gradient is finite", read by masked steps
+        self._finite: dict[torch.device, torch.Tensor] = {}
+        self._finite_host: dict[torch.device, torch.Tensor] = {}  # its pinned host copy (CUDA)
         self.skipped_steps = 0
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
@@ -248,22 +257,89 @@ class Steepest(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = self._gather()
-        if self.nonfinite != "ignore" and not self._gradients_finite(work):
+        masked = self._masked_groups(work)
+        verdict = self._finite_on_device(work) if masked else None
+        if self.nonfinite != "ignore" and verdict is None and not self._gradients_finite(work):
             self.skipped_steps += 1
             return loss
         self.stacks.start_step()
-        for index, (group, algorithm, params, grads, states) in enumerate(work):
+        counts = (self.stacks.orthogonalizations, self.stacks.block_orthogonalizations)
+        order = sorted(range(len(work)), key=lambda i: i not in masked)  # masked groups first
+        for index in order:
+            group, algorithm, params, grads, states = work[index]
+            if verdict is not None and index not in masked:
+                if not self._verdict(verdict, work, counts):
+                    return loss
+                verdict = None
             if not params:
                 continue
             low = [p for p, s in zip(params, states, strict=True) if "master_param" in s]
             if low:  # master_weights: the stages run on the float32 copies
                 grads = [_master_grad(p, s) for p, s in zip(params, states, strict=True)]
                 params = [s.get("master_param", p) for p, s in zip(params, states, strict=True)]
-            self._update_group(index, group, algorithm, params, grads, states)
+            finite = verdict[0] if verdict is not None and index in masked else None
+            self._update_group(index, group, algorithm, params, grads, states, finite)
             if low:  # round the updated float32 copies into the 16-bit parameters
                 masters = [s["master_param"] for s in states if "master_param" in s]
                 torch._foreach_copy_(low, masters)
+        if verdict is not None:
+            self._verdict(verdict, work, counts)
         return loss
+
+    def _masked_groups(self, work: list[Work]) -> set[int]:
+        """Indices of the groups whose compiled step takes the device-side finiteness verdict
+        (all or none: the verdict covers every gradient, on one device)."""
+        if self.nonfinite == "ignore" or not self.compile:
+            return set()
+        with_params = [i for i, w in enumerate(work) if w[2]]
+        masked = {
+            i for i in with_params if _maskable(work[i][1], work[i][0]) and self._local(work[i][2])
+        }
+        devices = {g.device for i in with_params for g in work[i][3]}
+        return masked if len(devices) == 1 else set()
+
+    def _finite_on_device(
+        self, work: list[Work]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
+        """Start the finiteness check without waiting: (device flag, host copy, event)."""
+        grads = [g for w in work for g in w[3] if g.numel()]
+        device = grads[0].device
+        flag = self._finite.get(device)
+        if flag is None:  # one tensor per device for good: recordings read its address
+            flag = self._finite[device] = torch.ones((), dtype=torch.bool, device=device)
+        peaks = list(torch._foreach_norm(grads, math.inf))
+        if len({x.dtype for x in peaks}) > 1:
+            peaks = [x.float() for x in peaks]
+        flag.copy_(torch.stack(peaks).isfinite().all())
+        if device.type != "cuda":
+            return flag, flag, None
+        host = self._finite_host.get(device)
+        if host is None:  # reused: every step waits for its copy before returning
+            host = self._finite_host[device] = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(flag, non_blocking=True)
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch stub: untyped
+        event.record()
+        return flag, host, event
+
+    def _verdict(
+        self,
+        verdict: tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None],
+        work: list[Work],
+        counts: tuple[int, int],
+    ) -> bool:
+        """Wait for the device-side check; True if every gradient was finite. Otherwise the
+        masked groups left everything unchanged: undo the step's count, then raise naming the
+        parameter ("raise") or count the skip ("skip") and return False."""
+        _, host, event = verdict
+        if event is not None:
+            event.synchronize()
+        if bool(host):
+            return True
+        self.stacks.steps -= 1
+        self.stacks.orthogonalizations, self.stacks.block_orthogonalizations = counts
+        self._gradients_finite(work)  # raises for "raise"
+        self.skipped_steps += 1
+        return False
 
     def _update_group(
         self,
@@ -273,14 +349,16 @@ class Steepest(Optimizer):
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
         states: list[State],
+        finite: torch.Tensor | None = None,
     ) -> None:
-        """The five stages of one param group (or the delegating algorithm's update)."""
+        """The five stages of one param group (or the delegating algorithm's update); with
+        ``finite`` (a masked group, see _masked_groups) the compiled step reads that verdict."""
         if not algorithm.matrix:
             algorithm.update(params, grads, states, group)
             return
 
         if self.compile and _capturable(algorithm, group) and self._local(params):
-            self._fused_step(index, group, algorithm, params, grads, states)
+            self._fused_step(index, group, algorithm, params, grads, states, finite)
             return
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -304,6 +382,7 @@ class Steepest(Optimizer):
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
         states: list[State],
+        finite: torch.Tensor | None = None,
     ) -> None:
         """All five stages of a capturable local group as one compiled graph (and, with
         cuda_graph, one recording). The learning rate and weight decay enter as 0-dim tensors
@@ -317,7 +396,7 @@ class Steepest(Optimizer):
             # counted here: a replay skips stages and adds the count GroupGraph recorded
             count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
-            step(algorithm, params, grads, states, group, lr, wd)
+            step(algorithm, params, grads, states, group, lr, wd, finite)
             return []
 
         if self._recordable(algorithm, group, params):
@@ -488,11 +567,24 @@ def local_step(
     group: Group,
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
+    finite: torch.Tensor | None = None,
 ) -> None:
     """Stages 1-5 of a matrix group on one process with lr and weight decay as 0-dim tensors:
     Algorithm.apply's math (decoupled or cautious decay, then p <- p - lr u), written so that
     torch.compile fuses the shape scale, the decay and the update into one pass per parameter
-    and reads the dualizer's low-precision output directly."""
+    and reads the dualizer's low-precision output directly.
+
+    With ``finite`` (a 0-dim bool tensor, for algorithms where _maskable holds) a False value
+    makes the step an exact no-op: each gradient is replaced by its momentum buffer (zero
+    without one), so M <- M + w (M - M) = M, the direction is M (finite), and lr and weight
+    decay are 0, so p <- p * 1 - 0 * u = p."""
+    if finite is not None:
+        grads = [
+            torch.where(finite, g, s["momentum_buffer"] if "momentum_buffer" in s else 0.0)
+            for g, s in zip(grads, states, strict=True)
+        ]
+        lr = torch.where(finite, lr, 0.0)
+        weight_decay = torch.where(finite, weight_decay, 0.0)
     directions = algorithm.accumulate(grads, states, group)  # 1
     directions = algorithm.precondition(directions, states, group)  # 2
 
@@ -519,6 +611,23 @@ def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> to
     out = torch.empty_like(D, memory_format=torch.contiguous_format)
     m, n = X.shape[-2:]
     return torch.mul(D, algorithm.scale(m, n, group), out=out)
+
+
+def _maskable(algorithm: Algorithm, group: Group) -> bool:
+    """True when a step whose gradients are replaced by their momentum buffers (zero without
+    one) and whose lr is 0 provably leaves parameters and state unchanged: capturable float EMA
+    momentum (MomentumAlgorithm's lerp toward the buffer itself) and no state in stages 2-4
+    (Muon, PolarGrad; not NorMuon, whose rescale keeps a second moment)."""
+    kind = type(algorithm)
+    return (
+        _capturable(algorithm, group)
+        and isinstance(algorithm, MomentumAlgorithm)
+        and not group.get("momentum_8bit", False)
+        and kind.accumulate is MomentumAlgorithm.accumulate
+        and getattr(kind, "update_momentum", None) is MomentumAlgorithm.update_momentum
+        and kind.precondition is Algorithm.precondition
+        and kind.rescale is Algorithm.rescale
+    )
 
 
 def _capturable(algorithm: Algorithm, group: Group) -> bool:

@@ -17,7 +17,14 @@ import torch
 
 from .views import View, join_matrices, matrix_shape, split_matrices
 
-__all__ = ["Stacks", "map_matrices", "map_stacked", "matrix_count", "uses_distributed"]
+__all__ = [
+    "Stacks",
+    "finite_each",
+    "map_matrices",
+    "map_stacked",
+    "matrix_count",
+    "uses_distributed",
+]
 
 
 def map_stacked(
@@ -165,10 +172,7 @@ class Stacks:
                 by_device[g.device].append(i)
         bad = None
         for members in by_device.values():
-            peaks = list(torch._foreach_norm([local[i] for i in members], math.inf))
-            if len({x.dtype for x in peaks}) > 1:
-                peaks = [x.float() for x in peaks]
-            finite = torch.stack(peaks).isfinite()
+            finite = finite_each([local[i] for i in members])
             if not bool(finite.all()):
                 first = members[int((~finite).nonzero()[0])]
                 bad = first if bad is None else min(bad, first)
@@ -187,6 +191,15 @@ class Stacks:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore the step count (0 if absent)."""
         self.steps = int(state.get("steps", 0))
+
+
+def finite_each(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A bool vector on the tensors' (one) device: whether each holds no inf or nan, from one
+    foreach max-abs reduction, without a host sync."""
+    peaks = list(torch._foreach_norm(tensors, math.inf))
+    if len({x.dtype for x in peaks}) > 1:
+        peaks = [x.float() for x in peaks]
+    return torch.stack(peaks).isfinite()
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -16,7 +15,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from .batching import Stacks, map_matrices, matrix_count, uses_distributed
+from .batching import Stacks, finite_each, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
 from .graphs import GroupGraph, cuda_capture
 from .momentum import MomentumAlgorithm
@@ -307,10 +306,7 @@ class Steepest(Optimizer):
         flag = self._finite.get(device)
         if flag is None:  # one tensor per device for good: recordings read its address
             flag = self._finite[device] = torch.ones((), dtype=torch.bool, device=device)
-        peaks = list(torch._foreach_norm(grads, math.inf))
-        if len({x.dtype for x in peaks}) > 1:
-            peaks = [x.float() for x in peaks]
-        flag.copy_(torch.stack(peaks).isfinite().all())
+        flag.copy_(finite_each(grads).all())
         if device.type != "cuda":
             return flag, flag, None
         host = self._finite_host.get(device)

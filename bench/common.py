@@ -20,6 +20,17 @@ SETS: dict[str, list[tuple[int, int]]] = {
 }
 
 
+def parameters_with_gradients(
+    shapes: list[tuple[int, ...]], device: torch.device | str | None = None, scale: float = 0.02
+) -> list[torch.nn.Parameter]:
+    """The benchmarks' fixed input: one random parameter per shape (entries of size `scale`),
+    each with a standard normal gradient."""
+    params = [torch.nn.Parameter(torch.randn(*s, device=device) * scale) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    return params
+
+
 def quintic_flops(m: int, n: int, steps: int) -> float:
     """FLOPs of `steps` quintic Newton-Schulz-type steps on one m x n matrix.
 

@@ -18,15 +18,13 @@ import io
 import pstats
 
 import torch
-from common import SETS, pipelined, time_fn, write_result
+from common import SETS, parameters_with_gradients, pipelined, time_fn, write_result
 
 import steepest
 
 
 def make(shapes, device, **kwargs):
-    params = [torch.nn.Parameter(torch.randn(*s, device=device) * 0.02) for s in shapes]
-    for p in params:
-        p.grad = torch.randn_like(p)
+    params = parameters_with_gradients(shapes, device)
     opt = steepest.Muon(params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", **kwargs)
     for _ in range(4):
         opt.step()

@@ -14,33 +14,20 @@ import argparse
 from collections import Counter
 
 import torch
-from common import SETS, write_result
+from common import SETS, pipelined, write_result
 
+from steepest.optim.graphs import cuda_capture
 from steepest.polar import msign
 from steepest.polar.kernels import symmetric_product
 
 
 def in_graph_ms(fn, reps: int) -> float:
     """Mean milliseconds of fn() inside a recorded CUDA graph of `reps` calls."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()  # warm up (Triton compilation, cuBLAS heuristics)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 5 / reps
+    for _ in range(3):
+        fn()  # warm up outside the recording (Triton compilation, cuBLAS heuristics)
+    replay = cuda_capture(lambda: [fn() for _ in range(reps)])
+    replay()  # the first replay uploads the graph
+    return pipelined(replay, steps=5) / reps
 
 
 def main(argv: list[str] | None = None) -> None:

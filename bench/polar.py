@@ -20,7 +20,14 @@ import argparse
 from collections import Counter
 
 import torch
-from common import SETS, matmul_ceiling, quintic_flops, time_fn, write_result
+from common import (
+    SETS,
+    matmul_ceiling,
+    parameters_with_gradients,
+    quintic_flops,
+    time_fn,
+    write_result,
+)
 
 from steepest.polar import msign, orthogonality_error
 
@@ -70,9 +77,7 @@ def bench_set(name: str, device: torch.device, steps: int, ceiling: float) -> di
         for g in flat:
             per_matrix_newton_schulz(g, steps)
 
-    params = [torch.nn.Parameter(torch.randn(*s, device=device)) for s in shapes]
-    for p in params:
-        p.grad = torch.randn_like(p)
+    params = parameters_with_gradients(shapes, device, scale=1.0)
     torch_muon = torch.optim.Muon(params, lr=0.02, momentum=0.95, nesterov=True)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     adamw = torch.optim.AdamW(params, lr=1e-3, **fused)

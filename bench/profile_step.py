@@ -15,7 +15,7 @@ import argparse
 from collections import Counter
 
 import torch
-from common import SETS, pipelined, time_fn, write_result
+from common import SETS, parameters_with_gradients, pipelined, time_fn, write_result
 
 import steepest
 from steepest.polar import msign
@@ -30,9 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_default_device(device)
     shapes = SETS[args.set]
-    params = [torch.nn.Parameter(torch.randn(*s) * 0.02) for s in shapes]
-    for p in params:
-        p.grad = torch.randn_like(p)
+    params = parameters_with_gradients(shapes)
     fast = {"compile": True, "cuda_graph": device.type == "cuda", "polar_form": "auto"}
     ms: dict[str, float] = {}
     for nonfinite in ("raise", "ignore"):

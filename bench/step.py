@@ -20,7 +20,15 @@ import contextlib
 import gc
 
 import torch
-from common import SETS, matmul_ceiling, pipelined, quintic_flops, time_fn, write_result
+from common import (
+    SETS,
+    matmul_ceiling,
+    parameters_with_gradients,
+    pipelined,
+    quintic_flops,
+    time_fn,
+    write_result,
+)
 
 import steepest
 from steepest.polar.kernels import symmetric
@@ -48,9 +56,7 @@ def time_step(opt, cublas: bool) -> tuple[float, float]:
 
 def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
     shapes = SETS[name]
-    params = [torch.nn.Parameter(torch.randn(*s, device=device) * 0.02) for s in shapes]
-    for p in params:
-        p.grad = torch.randn_like(p)
+    params = parameters_with_gradients(shapes, device)
     floor_ms = sum(quintic_flops(m, n, 5) for m, n in shapes) / (ceiling * 1e12) * 1e3
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     fast = {"compile": True, "cuda_graph": True}

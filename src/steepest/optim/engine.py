@@ -613,14 +613,14 @@ def _maskable(algorithm: Algorithm, group: Group) -> bool:
     """True when a step whose gradients are replaced by their momentum buffers (zero without
     one) and whose lr is 0 provably leaves parameters and state unchanged: capturable float EMA
     momentum (MomentumAlgorithm's lerp toward the buffer itself) and no state in stages 2-4
-    (Muon, PolarGrad; not NorMuon, whose rescale keeps a second moment)."""
+    (Muon, PolarGrad; not NorMuon, whose rescale keeps a second moment). Capturable already
+    excludes 8-bit momentum, whose re-quantization would not be exact."""
+    if not (_capturable(algorithm, group) and isinstance(algorithm, MomentumAlgorithm)):
+        return False
     kind = type(algorithm)
     return (
-        _capturable(algorithm, group)
-        and isinstance(algorithm, MomentumAlgorithm)
-        and not group.get("momentum_8bit", False)
-        and kind.accumulate is MomentumAlgorithm.accumulate
-        and getattr(kind, "update_momentum", None) is MomentumAlgorithm.update_momentum
+        kind.accumulate is MomentumAlgorithm.accumulate
+        and kind.update_momentum is MomentumAlgorithm.update_momentum
         and kind.precondition is Algorithm.precondition
         and kind.rescale is Algorithm.rescale
     )

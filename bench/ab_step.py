@@ -13,7 +13,8 @@ compiled and recorded once; then their recorded steps are timed interleaved
 variant since removed: the Gram form's s x s products as Triton half-products of commuting
 symmetric matrices, against cuBLAS's full products ("bmm products"). Inside a CUDA graph each
 half-product takes 14-16 us against cuBLAS's 21 us (bench/ops_graph.py), but the whole step did not
-get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated.)
+get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated. Those runs,
+like the stage-5 numbers in the README, used the default nonfinite="raise".)
 
 Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5]
 """

@@ -19,6 +19,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import steepest
+from compile_helpers import inductor_unavailable
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y):
@@ -30,17 +31,6 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y):
         return loss.detach()
 
     return train_step
-
-
-def inductor_unavailable() -> str | None:
-    """None if inductor builds a kernel on this machine, else why not (e.g. no C++ compiler)."""
-    try:
-        torch.compile(lambda t: t * 2 + 1, backend="inductor")(torch.ones(3))
-    except Exception as error:  # any build failure means: cannot test inductor here
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    finally:
-        torch._dynamo.reset()
-    return None
 
 
 def check_compiled_step(backend: str, atol: float) -> None:

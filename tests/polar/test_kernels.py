@@ -6,8 +6,13 @@ bfloat16 rounding of the output near 3e-3, so bfloat16 cases assert ||out - ref|
 Every output buffer is filled with NaN first, so an element the kernel never writes fails the test.
 
 The CUDA tests need a GPU with triton (run on the device machine; CI has no GPU: they skip).
-The CPU tests run everywhere and cover the torch fallback, the kernel choice and the errors.
+The CPU tests run everywhere and cover the torch fallback, the kernel choice and the errors;
+the interpreter tests run the Triton kernel itself on CPU (Triton's interpreter, float16
+operands: its tl.dot mishandles bfloat16), so CI checks every tile config's indexing, masks,
+epilogue and mirror without a GPU.
 """
+
+import os
 
 import pytest
 import torch
@@ -166,6 +171,48 @@ def test_msign_kernel_choice_on_cpu():
         msign(G, kernel="cuda")
     with pytest.raises(ValueError, match="kernel='triton' cannot run"):
         odd_quintic_iteration(G.mT, [(1.0, 0.0, 0.0)], kernel="triton")
+
+
+# ---------------------------------------------------------------- CPU: the kernel, interpreted
+
+INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
+needs_interpreter = pytest.mark.skipif(
+    not INTERPRETED, reason="needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)"
+)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("config", ["128x64w8s3", "128x128w8s3", "64x64w4s4"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 19), (1, 129, 191), (2, 200, 64)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_interpreted_triton_kernel_matches_float64(config, shape, transposed):
+    from steepest.polar.kernels._syrk_triton import syrk_triton
+
+    batch, s, l = shape
+    seed = hash((config, shape, transposed)) % 2**31
+    X, C = _inputs(batch, s, l, torch.float16, "cpu", seed, transposed)
+    X = X / 4  # keep alpha * X X^T + beta * C well inside float16's range
+    for C_used, alpha, beta in ((None, 1.3, 0.0), (C, -0.6, 1.7)):
+        out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
+        syrk_triton(X, alpha, C_used, beta, out, config=config)
+        assert torch.isfinite(out).all(), "unwritten (NaN) output elements"
+        assert _relative_error(out, _oracle(X, alpha, C_used, beta)) < 2e-3
+        assert torch.equal(out, out.mT), "the mirrored tiles must be exact transposes"
+
+
+@needs_interpreter
+def test_interpreted_triton_kernel_writes_only_its_output():
+    """Rows and columns past s wrap onto valid rows for loading; nothing outside out[:s, :s]
+    (here: a larger buffer's margin) may be written."""
+    from steepest.polar.kernels._syrk_triton import syrk_triton
+
+    X, _ = _inputs(1, 70, 90, torch.float16, "cpu", seed=5)
+    buffer = torch.zeros(1, 80, 80, dtype=torch.float16)
+    out = buffer[:, :70, :70]
+    syrk_triton(X / 4, 1.0, None, 0.0, out, config="64x64w4s4")
+    assert torch.count_nonzero(buffer[:, 70:, :]) == 0
+    assert torch.count_nonzero(buffer[:, :, 70:]) == 0
+    assert _relative_error(out, _oracle(X / 4, 1.0, None, 0.0)) < 2e-3
 
 
 # ---------------------------------------------------------------- CUDA: the Triton kernels

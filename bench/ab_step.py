@@ -3,9 +3,13 @@
 Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set:
   new:                the code as it is (stage 5 as foreach ops: Inductor writes every
                       parameter from one horizontally fused kernel);
+  megabatch:          engine.MEGABATCH_ACROSS_SHAPES on: stage 3 through msign_many (stacks of
+                      one oriented shape as one batch, the Gram form's s x s products shared
+                      by every stack with the same short side: for GPT-2 small one s x s chain
+                      of 36 matrices of 768 x 768 instead of three of 12);
   per-param stage 5:  stage 5 as one p.mul_/p.sub_ pair per parameter (the earlier local_step,
                       one kernel per parameter).
-Both run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
+All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed.
 
@@ -16,7 +20,7 @@ half-product takes 14-16 us against cuBLAS's 21 us (bench/ops_graph.py), but the
 get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated. Those runs,
 like the stage-5 numbers in the README, used the default nonfinite="raise".)
 
-Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5]
+Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,megabatch]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from common import SETS, parameters_with_gradients, pipelined, time_fn, write_re
 
 import steepest
 import steepest.optim.engine as engine
+from steepest.optim.batching import map_matrices
 
 
 def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, finite=None):
@@ -40,7 +45,7 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
         m, n = X.shape[-2:]
         return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
 
-    updates = engine.map_matrices(run, directions, group["matrix_view"], group["blocks"])
+    updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])
     updates = algorithm.rescale(updates, states, group)
     for p, u in zip(params, updates, strict=True):
         p.mul_(1 - lr * weight_decay)
@@ -50,10 +55,19 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 LOCAL_STEP = engine.local_step
 
 
-def build(shapes, device, step):
+def use(step, megabatch=False):
+    """Set the engine's step function and megabatching switch of a variant."""
+    engine.local_step = step
+    engine.MEGABATCH_ACROSS_SHAPES = megabatch
+
+
+def build(shapes, device, **variant):
+    """A warmed-up optimizer for the variant and its step function, which sets the variant's
+    switches before every step (on a GPU the recorded graph replays; on CPU the compiled
+    function is called again and reads them)."""
     torch._dynamo.reset()
     engine._COMPILED.clear()
-    engine.local_step = step
+    use(**variant)
     params = parameters_with_gradients(shapes, device)
     # nonfinite="ignore": both variants run the same stages (no device-side check's masking)
     opt = steepest.Muon(
@@ -61,34 +75,51 @@ def build(shapes, device, step):
     )
     for _ in range(4):
         opt.step()
-    engine.local_step = LOCAL_STEP
-    return opt
+    use(LOCAL_STEP, MEGABATCH)
+
+    def step():
+        use(**variant)
+        opt.step()
+        use(LOCAL_STEP, MEGABATCH)
+
+    return step
+
+
+MEGABATCH = engine.MEGABATCH_ACROSS_SHAPES
+VARIANTS = {
+    "new": dict(step=LOCAL_STEP),
+    "megabatch": dict(step=LOCAL_STEP, megabatch=True),
+    "per-param stage 5": dict(step=per_param_step),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", default="new,megabatch", help=f"of {list(VARIANTS)}")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = SETS[args.set]
-    variants = {
-        "new": build(shapes, device, LOCAL_STEP),
-        "per-param stage 5": build(shapes, device, per_param_step),
-    }
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: {unknown} unknown; choose from {list(VARIANTS)}")
+    variants = {name: build(shapes, device, **VARIANTS[name]) for name in names}
     times: dict[str, dict[str, list[float]]] = {
         k: {"isolated": [], "pipelined": []} for k in variants
     }
     for _ in range(args.rounds):
-        for name, opt in variants.items():
-            times[name]["isolated"].append(time_fn(opt.step, warmup=1, repeat=20))
-            times[name]["pipelined"].append(pipelined(opt.step))
+        for name, step in variants.items():
+            times[name]["isolated"].append(time_fn(step, warmup=1, repeat=20))
+            times[name]["pipelined"].append(pipelined(step))
     summary = {k: {mode: statistics.median(v) for mode, v in t.items()} for k, t in times.items()}
     print(f"{'variant':20s} {'isolated':>10s} {'pipelined':>10s}  (median of {args.rounds})")
     for k, v in summary.items():
         print(f"{k:20s} {v['isolated']:8.3f} ms {v['pipelined']:8.3f} ms")
-    write_result(f"ab_step-{args.set}", {"summary": summary, "times": times}, args.out)
+    tag = "-".join(n.replace(" ", "_") for n in names)
+    write_result(f"ab_step-{args.set}-{tag}", {"summary": summary, "times": times}, args.out)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ One run measures, side by side on one device and on the same parameters and grad
 the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon's step
 (eager; with ``cuda_graph=True``; with ``compile=True, cuda_graph=True`` and its defaults:
 ``polar_form="auto"``, the Gram form for rectangular matrices, and the Triton symmetric kernels
-where "auto" picks them; the same with the direct form, with cuBLAS only and with jordan
+where "auto" picks them; the same with the direct form, with cuBLAS only, with
+engine.MEGABATCH_ACROSS_SHAPES (msign_many: shared s x s products across shapes) and with jordan
 newton_schulz), torch.optim.Muon's step and fused AdamW's step. Two times per row: "isolated",
 one step between CUDA events with a sync after each (host overhead included), and
 "pipelined", 20 steps back to back divided by 20 (the host runs ahead, as in a training loop).
@@ -31,6 +32,7 @@ from common import (
 )
 
 import steepest
+from steepest.optim import engine
 from steepest.polar.kernels import symmetric
 
 
@@ -45,10 +47,21 @@ def cublas_only():
         symmetric.AUTO_MIN_SIDE = saved
 
 
-def time_step(opt, cublas: bool) -> tuple[float, float]:
-    """Warm up (eager steps, compilation, recording) under the kernel choice, then time
-    (isolated median, pipelined mean)."""
-    with cublas_only() if cublas else contextlib.nullcontext():
+@contextlib.contextmanager
+def megabatched():
+    """The fused step dualizes all stacks of a group in one msign_many call while active."""
+    saved = engine.MEGABATCH_ACROSS_SHAPES
+    engine.MEGABATCH_ACROSS_SHAPES = True
+    try:
+        yield
+    finally:
+        engine.MEGABATCH_ACROSS_SHAPES = saved
+
+
+def time_step(opt, context=contextlib.nullcontext) -> tuple[float, float]:
+    """Warm up (eager steps, compilation, recording) inside the context (a kernel or batching
+    choice), then time (isolated median, pipelined mean)."""
+    with context():
         for _ in range(4):
             opt.step()
         return time_fn(opt.step, warmup=1, repeat=20), pipelined(opt.step)
@@ -61,18 +74,20 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     fast = {"compile": True, "cuda_graph": True}
     jordan = {"backend": "newton_schulz", "coefficients": "jordan", "scale": "jordan"}
-    ours = {  # name -> (keyword arguments, cuBLAS only); built one at a time (memory)
-        "steepest.Muon eager": ({}, False),
-        "steepest.Muon cuda_graph": ({"cuda_graph": True}, False),
-        "steepest.Muon compile+graph": (fast, False),
-        "steepest.Muon compile+graph direct form": ({**fast, "polar_form": "direct"}, False),
-        "steepest.Muon compile+graph cuBLAS": (fast, True),
-        "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, False),
+    plain = contextlib.nullcontext
+    ours = {  # name -> (keyword arguments, context); built one at a time (memory)
+        "steepest.Muon eager": ({}, plain),
+        "steepest.Muon cuda_graph": ({"cuda_graph": True}, plain),
+        "steepest.Muon compile+graph": (fast, plain),
+        "steepest.Muon compile+graph direct form": ({**fast, "polar_form": "direct"}, plain),
+        "steepest.Muon compile+graph cuBLAS": (fast, cublas_only),
+        "steepest.Muon compile+graph megabatch": (fast, megabatched),
+        "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, plain),
     }
     ms, piped = {}, {}
-    for k, (kwargs, cublas) in ours.items():
+    for k, (kwargs, context) in ours.items():
         opt = steepest.Muon(params, lr=0.02, **kwargs)
-        ms[k], piped[k] = time_step(opt, cublas)
+        ms[k], piped[k] = time_step(opt, context)
         del opt  # free its state and recording before the next one
         gc.collect()
         if device.type == "cuda":

@@ -7,6 +7,9 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       one oriented shape as one batch, the Gram form's s x s products shared
                       by every stack with the same short side: for GPT-2 small one s x s chain
                       of 36 matrices of 768 x 768 instead of three of 12);
+  megabatch+half:     megabatch, and the s x s products of the Gram chain as Triton
+                      half-products of commuting symmetric matrices (commuting_product:
+                      upper tiles only, mirrored), which alone did not pay (below);
   per-param stage 5:  stage 5 as one p.mul_/p.sub_ pair per parameter (the earlier local_step,
                       one kernel per parameter).
 All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
@@ -34,6 +37,7 @@ from common import SETS, parameters_with_gradients, pipelined, time_fn, write_re
 import steepest
 import steepest.optim.engine as engine
 from steepest.optim.batching import map_matrices
+from steepest.polar.kernels import symmetric
 
 
 def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, finite=None):
@@ -53,12 +57,14 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 
 
 LOCAL_STEP = engine.local_step
+NO_HALF = symmetric.COMMUTING_AUTO_MIN_SIDE
 
 
-def use(step, megabatch=False):
-    """Set the engine's step function and megabatching switch of a variant."""
+def use(step, megabatch=False, half=False):
+    """Set the engine's step function, megabatching and half-product switches of a variant."""
     engine.local_step = step
     engine.MEGABATCH_ACROSS_SHAPES = megabatch
+    symmetric.COMMUTING_AUTO_MIN_SIDE = symmetric.AUTO_MIN_SIDE if half else NO_HALF
 
 
 def build(shapes, device, **variant):
@@ -89,6 +95,7 @@ MEGABATCH = engine.MEGABATCH_ACROSS_SHAPES
 VARIANTS = {
     "new": dict(step=LOCAL_STEP),
     "megabatch": dict(step=LOCAL_STEP, megabatch=True),
+    "megabatch+half": dict(step=LOCAL_STEP, megabatch=True, half=True),
     "per-param stage 5": dict(step=per_param_step),
 }
 
@@ -97,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--variants", default="new,megabatch", help=f"of {list(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default="new,megabatch,megabatch+half", help=f"of {list(VARIANTS)}"
+    )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -2,7 +2,8 @@
 # What the next GPU session owes issue #7, in one device call (about 6-8 minutes on one H100):
 #   1. the CUDA-only tests: Triton kernels, Gram form, megabatching and the device-side
 #      finiteness check of the recorded step (tests/optim/test_fast_paths.py);
-#   2. bench/ab_step.py: the fused step with and without MEGABATCH_ACROSS_SHAPES (GPT-2 small);
+#   2. bench/ab_step.py: the fused step as is, megabatched, and megabatched with Triton
+#      half-products for the Gram chain (GPT-2 small);
 #   3. bench/host_overhead.py: host time per step, now with the device-side check;
 #   4. bench/step.py on the GPT-2-small and 1.3B-like sets (the README table).
 # Logs and JSON go to $OUT (default runs/gpu-pending); the table of step 4 prints last.
@@ -20,7 +21,7 @@ python -m pytest -q -p no:cacheprovider -k "cuda or CUDA or triton or device_sid
     tests/optim/test_fast_paths.py > "$OUT/cuda-tests.log" 2>&1
 echo "cuda tests: exit $? ($(tail -1 "$OUT/cuda-tests.log"))"
 
-python bench/ab_step.py --set gpt2-small --rounds 5 --variants new,megabatch --out "$OUT" \
+python bench/ab_step.py --set gpt2-small --rounds 5 --variants new,megabatch,megabatch+half --out "$OUT" \
     > "$OUT/ab_step.log" 2>&1
 echo "ab_step: exit $?"; grep -A3 "^variant" "$OUT/ab_step.log"
 

@@ -5,7 +5,8 @@ the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon'
 (eager; with ``cuda_graph=True``; with ``compile=True, cuda_graph=True`` and its defaults:
 ``polar_form="auto"``, the Gram form for rectangular matrices, and the Triton symmetric kernels
 where "auto" picks them; the same with the direct form, with cuBLAS only, with
-engine.MEGABATCH_ACROSS_SHAPES (msign_many: shared s x s products across shapes) and with jordan
+engine.MEGABATCH_ACROSS_SHAPES (msign_many: shared s x s products across shapes), the same
+with Triton half-products for the Gram chain (commuting_product) and with jordan
 newton_schulz), torch.optim.Muon's step and fused AdamW's step. Two times per row: "isolated",
 one step between CUDA events with a sync after each (host overhead included), and
 "pipelined", 20 steps back to back divided by 20 (the host runs ahead, as in a training loop).
@@ -48,14 +49,17 @@ def cublas_only():
 
 
 @contextlib.contextmanager
-def megabatched():
-    """The fused step dualizes all stacks of a group in one msign_many call while active."""
-    saved = engine.MEGABATCH_ACROSS_SHAPES
+def megabatched(half: bool = False):
+    """The fused step dualizes all stacks of a group in one msign_many call while active (and,
+    with half, the Gram chain's s x s products are Triton half-products from AUTO_MIN_SIDE)."""
+    saved = engine.MEGABATCH_ACROSS_SHAPES, symmetric.COMMUTING_AUTO_MIN_SIDE
     engine.MEGABATCH_ACROSS_SHAPES = True
+    if half:
+        symmetric.COMMUTING_AUTO_MIN_SIDE = symmetric.AUTO_MIN_SIDE
     try:
         yield
     finally:
-        engine.MEGABATCH_ACROSS_SHAPES = saved
+        engine.MEGABATCH_ACROSS_SHAPES, symmetric.COMMUTING_AUTO_MIN_SIDE = saved
 
 
 def time_step(opt, context=contextlib.nullcontext) -> tuple[float, float]:
@@ -82,6 +86,7 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
         "steepest.Muon compile+graph direct form": ({**fast, "polar_form": "direct"}, plain),
         "steepest.Muon compile+graph cuBLAS": (fast, cublas_only),
         "steepest.Muon compile+graph megabatch": (fast, megabatched),
+        "steepest.Muon compile+graph megabatch+half": (fast, lambda: megabatched(half=True)),
         "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, plain),
     }
     ms, piped = {}, {}

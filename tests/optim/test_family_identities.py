@@ -253,3 +253,30 @@ def test_randomized_polar_keeps_the_top_singular_directions():
     torch.testing.assert_close(
         randomized_polar(G, rank=3), U[:, :3] @ V[:, :3].T, atol=1e-6, rtol=0
     )
+
+
+@pytest.mark.parametrize("backend", ["svd", "polar_express"])
+def test_normuon_row_blocks_equal_separate_parameters(backend):
+    """A fused (3d, n) QKV weight with blocks [d, d, d] takes exactly the steps of three
+    separate (d, n) weights: msign, norm ratio and shape scale per block, one second-moment
+    entry per row. fp64, three steps, to 1e-12."""
+    d, n = 3, 5
+    torch.manual_seed(11)
+    fused = torch.nn.Parameter(torch.randn(3 * d, n, dtype=DT))
+    parts = [torch.nn.Parameter(p.detach().clone()) for p in fused.detach().split(d)]
+    options = dict(lr=0.02, beta2=0.9, backend=backend, polar_dtype=DT, weight_decay=0.1)
+    one = steepest.optimizer(
+        "normuon", [{"params": [fused], "algorithm": "normuon", "blocks": [d, d, d]}], **options
+    )
+    three = steepest.optimizer("normuon", parts, **options)
+    for g in gradients((3 * d, n), 3, seed=12):
+        fused.grad = g.clone()
+        for p, piece in zip(parts, g.split(d), strict=True):
+            p.grad = piece.clone()
+        one.step()
+        three.step()
+    torch.testing.assert_close(
+        fused.detach(), torch.cat([p.detach() for p in parts]), rtol=0, atol=1e-12
+    )
+    v = one.state[fused]["neuron_second_moment"]
+    assert torch.equal(v, torch.cat([three.state[p]["neuron_second_moment"] for p in parts]))

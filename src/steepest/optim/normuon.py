@@ -27,7 +27,10 @@ class NorMuonAlgorithm(MuonAlgorithm):
         u  = scale(m, n) * (||O||_F / ||O^||_F) O^
     The last line restores Muon's update norm, so the shape rule means what it means for Muon;
     with the default scale "rms" (0.2 sqrt(max(m, n))) and full-rank O this is the paper's
-    ||u||_F = 0.2 sqrt(m n). Row blocks are not supported.
+    ||u||_F = 0.2 sqrt(m n). With row ``blocks`` (a fused QKV weight) each block is its own
+    (m_b, n) matrix: msign, the norm ratio and scale(m_b, n) per block; rows are neurons
+    either way, so v is one entry per row of the whole view, and the update equals NorMuon's
+    on the blocks as separate parameters.
 
     References: arXiv 2510.05491 (Li et al., NorMuon: Making Muon more efficient and
     scalable), Algorithm 1.
@@ -47,8 +50,6 @@ class NorMuonAlgorithm(MuonAlgorithm):
         super().validate(who, hp, prefix)
         check_unit_interval(who, f"{prefix}beta2", hp["beta2"], 0.95)
         check_nonnegative(who, f"{prefix}eps", hp["eps"], 1e-8)
-        if hp.get("blocks") is not None:
-            raise ValueError(f"{who}: blocks={hp['blocks']!r}; normuon needs blocks=None")
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)
@@ -69,11 +70,14 @@ class NorMuonAlgorithm(MuonAlgorithm):
             O = as_matrices(u, group["matrix_view"]).to(v.dtype)
             v.lerp_(O.square().mean(dim=-1), 1 - group["beta2"])
             normalized = O / (v.sqrt() + group["eps"]).unsqueeze(-1)
-            before = torch.linalg.vector_norm(O, dim=(-2, -1), keepdim=True)
-            after = torch.linalg.vector_norm(normalized, dim=(-2, -1), keepdim=True)
-            ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
-            m, n = O.shape[-2:]
-            normalized.mul_(ratio * scale_factor(group["scale"], m, n))
+            rows = list(group["blocks"] or [O.shape[-2]])
+            pairs = zip(torch.split(O, rows, -2), torch.split(normalized, rows, -2), strict=True)
+            for block, new in pairs:
+                before = torch.linalg.vector_norm(block, dim=(-2, -1), keepdim=True)
+                after = torch.linalg.vector_norm(new, dim=(-2, -1), keepdim=True)
+                ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
+                m, n = block.shape[-2:]
+                new.mul_(ratio * scale_factor(group["scale"], m, n))  # a view: in normalized
             out.append(from_matrices(normalized, u.shape, group["matrix_view"]).to(u.dtype))
         return out
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .kernels import resolve_kernel, symmetric_product
+from .kernels import COMMUTING_AUTO_MIN_SIDE, commuting_product, resolve_kernel, symmetric_product
 
 __all__ = [
     "GRAM_RESTARTS",
@@ -23,10 +23,14 @@ GRAM_RESTARTS = (2,)
 
 
 def _segment(
-    Xs: Sequence[torch.Tensor], coefficients: Sequence[tuple[float, float, float]], kernel: str
+    Xs: Sequence[torch.Tensor],
+    coefficients: Sequence[tuple[float, float, float]],
+    kernel: str,
+    commuting: str,
 ) -> list[torch.Tensor]:
     """len(coefficients) steps on the Gram matrices of the stacks Xs (one short side s), then
-    one product with each X. The s x s products run once on all stacks' Gram matrices."""
+    one product with each X. The s x s products run once on all stacks' Gram matrices;
+    ``kernel`` does the symmetric products, ``commuting`` the products of two iterates."""
     grams = [symmetric_product(X, kernel=kernel) for X in Xs]
     R = grams[0] if len(grams) == 1 else torch.cat(grams)
     Q: torch.Tensor | None = None
@@ -35,9 +39,10 @@ def _segment(
         # P = a I + b R + c R^2: the step's matrix polynomial, X_{k+1} = P X_k.
         P = symmetric_product(R, c, R, b, kernel=kernel) if c != 0.0 else R * b
         P.diagonal(dim1=-2, dim2=-1).add_(a)
-        Q = P if Q is None else torch.bmm(P, Q)
+        Q = P if Q is None else commuting_product(P, Q, kernel=commuting)
         if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (P and R commute)
-            R = torch.bmm(torch.bmm(P, R), P)
+            PR = commuting_product(P, R, kernel=commuting)
+            R = commuting_product(PR, P, kernel=commuting)
     assert Q is not None  # coefficients is not empty
     parts = torch.split(Q, [X.shape[0] for X in Xs])
     return [torch.bmm(q, X) for q, X in zip(parts, Xs, strict=True)]
@@ -120,12 +125,13 @@ def gram_quintic_iteration_many(
                 f"gram_quintic_iteration_many: a stack is {X.dtype} on {X.device}; need the "
                 f"first stack's {first.dtype} on {first.device}"
             )
+    commuting = resolve_kernel(kernel, first, COMMUTING_AUTO_MIN_SIDE)
     kernel = resolve_kernel(kernel, first)
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
     out = list(Xs)
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        out = _segment(out, steps[start:stop], kernel)
+        out = _segment(out, steps[start:stop], kernel, commuting)
     return out
 
 

@@ -9,24 +9,31 @@
 # Logs and JSON go to $OUT (default runs/gpu-pending); the table of step 4 prints last.
 #
 #   OUT=$OUT bash bench/gpu_pending.sh       # on the device machine
+#   SMOKE=1 bash bench/gpu_pending.sh        # the same steps on CPU on the tiny set (a minute
+#                                            # or two): checks the script, not the numbers
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-runs/gpu-pending}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv > "$OUT/device.txt" 2>&1
+if [[ "${SMOKE:-0}" == "1" ]]; then
+    SET=tiny; SETS=tiny; ROUNDS=1
+else
+    SET=gpt2-small; SETS=gpt2-small,1.3b; ROUNDS=5
+fi
 
 python -m pytest -q -p no:cacheprovider -k "cuda or CUDA or triton or device_side" \
     tests/polar/test_kernels.py tests/polar/test_gram.py tests/polar/test_msign_many.py \
     tests/optim/test_fast_paths.py > "$OUT/cuda-tests.log" 2>&1
 echo "cuda tests: exit $? ($(tail -1 "$OUT/cuda-tests.log"))"
 
-python bench/ab_step.py --set gpt2-small --rounds 5 --variants new,megabatch,megabatch+half --out "$OUT" \
-    > "$OUT/ab_step.log" 2>&1
+python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" --variants new,megabatch,megabatch+half \
+    --out "$OUT" > "$OUT/ab_step.log" 2>&1
 echo "ab_step: exit $?"; grep -A3 "^variant" "$OUT/ab_step.log"
 
-python bench/host_overhead.py --set gpt2-small --out "$OUT" > "$OUT/host_overhead.log" 2>&1
+python bench/host_overhead.py --set "$SET" --out "$OUT" > "$OUT/host_overhead.log" 2>&1
 echo "host_overhead: exit $?"; tail -6 "$OUT/host_overhead.log"
 
-python bench/step.py --sets gpt2-small,1.3b --out "$OUT" > "$OUT/step.log" 2>&1
+python bench/step.py --sets "$SETS" --out "$OUT" > "$OUT/step.log" 2>&1
 echo "step: exit $?"; tail -25 "$OUT/step.log"

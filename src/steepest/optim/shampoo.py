@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .checks import check_flag, check_nonnegative
+from .checks import check_flag, check_no_blocks, check_nonnegative
 from .gram import normalize_gram
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .precision import work_dtype
@@ -65,7 +65,8 @@ class ShampooAlgorithm(MomentumAlgorithm):
     Each matrix view (..., m, n) keeps L (..., m, m) and R (..., n, n) and their roots (in
     float32 for 16-bit parameters); L and R are stored divided by s^2, s the largest |D| seen
     (gram.py), so gradients of any finite size neither overflow nor underflow them. Row
-    blocks are not supported.
+    blocks are not supported; k equal blocks are the batch view matrix_view=(k, rows // k,
+    cols).
 
     References: seeds/000_0ff94013880c6450.txt, §3.3.2; Gupta et al. 2018 (arXiv 1802.09568).
     """
@@ -90,8 +91,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"{who}: {prefix}precondition_every={every!r}; need an int >= 1")
         check_scale(who, hp["scale"])
-        if hp.get("blocks") is not None:
-            raise ValueError(f"{who}: blocks={hp['blocks']!r}; {self.name} needs blocks=None")
+        check_no_blocks(who, self.name, hp)
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .checks import check_flag, check_nonnegative, check_unit_interval
+from .checks import check_flag, check_no_blocks, check_nonnegative, check_unit_interval
 from .gram import normalize_gram
 from .precision import work_dtype
 from .presets import Preset, preset
@@ -34,7 +34,8 @@ class SOAPAlgorithm(Algorithm):
     units of s: N = Q_L [(Q_L^T (M / s) Q_R / (1 - b1^t)) / (sqrt(V / s^2 / (1 - b2^t)) +
     eps / s)] Q_R^T, the same N, so gradients of any finite size neither overflow nor
     underflow the squares. V is kept when the basis is refreshed (as in the paper's
-    implementation). Row blocks are not supported.
+    implementation). Row blocks are not supported; k equal blocks are the batch view
+    matrix_view=(k, rows // k, cols).
 
     References: arXiv 2409.11321 (Vyas et al., SOAP: Improving and Stabilizing Shampoo
     using Adam), Algorithm 3; seeds/001_69fb9a2ea907674e.txt (Shampoo, SOAP as RMS -> RMS).
@@ -65,8 +66,7 @@ class SOAPAlgorithm(Algorithm):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"{who}: {prefix}precondition_every={every!r}; need an int >= 1")
         check_scale(who, hp["scale"])
-        if hp.get("blocks") is not None:
-            raise ValueError(f"{who}: blocks={hp['blocks']!r}; soap needs blocks=None")
+        check_no_blocks(who, "soap", hp)
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])

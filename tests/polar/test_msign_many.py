@@ -95,6 +95,8 @@ def test_bad_input_is_named():
         msign_many([torch.randn(4, 4), "not a tensor"])
     with pytest.raises(ValueError, match="msign: steps=0"):
         msign_many([torch.randn(4, 4)], steps=0)
+    with pytest.raises(ValueError, match=r"msign_many: Gs are on \['cpu', 'meta'\]"):
+        msign_many([torch.randn(4, 4), torch.empty(4, 4, device="meta")])
 
 
 def test_gram_iteration_many_equals_one_stack_at_a_time():

@@ -257,11 +257,14 @@ def msign_many(
     """
     for G in Gs:
         _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
+    devices = {G.device for G in Gs}
+    if len(devices) > 1:
+        raise ValueError(f"msign_many: Gs are on {sorted(map(str, devices))}; need one device")
     if backend == "svd" or callable(backend):
         return [
             msign(G, backend, steps, dtype, coefficients, lower_bound, eps=eps, form=form)
             for G in Gs
-        ]
+        ]  # kernel: ignored by these backends
     schedule = _schedule(backend, steps, coefficients, lower_bound)
     plans = {i: _Plan(G, backend, dtype, form) for i, G in enumerate(Gs) if G.numel()}
     buckets: dict[tuple[bool, int, int, torch.dtype], list[int]] = defaultdict(list)
@@ -280,7 +283,8 @@ def msign_many(
     for keys in shared.values():
         outs = gram_quintic_iteration_many([stacks[k] for k in keys], schedule, kernel=kernel)
         results.update(zip(keys, outs, strict=True))
-    out = [torch.zeros_like(G) for G in Gs]
+    # empty stacks give empty zeros; every other entry is overwritten below
+    out = [torch.zeros_like(G) if G.numel() == 0 else G for G in Gs]
     for key, members in buckets.items():
         parts = torch.split(results[key], [plans[i].matrices.shape[0] for i in members])
         for i, part in zip(members, parts, strict=True):

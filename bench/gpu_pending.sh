@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# What the next GPU session owes issue #7, in one device call (about 6-8 minutes on one H100):
-#   1. the CUDA-only tests: Triton kernels, Gram form, megabatching and the device-side
-#      finiteness check of the recorded step (tests/optim/test_fast_paths.py);
-#   2. bench/ab_step.py: the fused step as is, megabatched, and megabatched with Triton
-#      half-products for the Gram chain (GPT-2 small);
-#   3. bench/host_overhead.py: host time per step, now with the device-side check;
-#   4. bench/step.py on the GPT-2-small and 1.3B-like sets (the README table).
-# Logs and JSON go to $OUT (default runs/gpu-pending); the table of step 4 prints last.
+# What the next GPU session owes issue #7, in parts small enough for one device call each:
+#   tests  the CUDA-only tests: Triton kernels (symmetric and commuting products), Gram form,
+#          msign_many, and the device-side finiteness check of the recorded step (1-2 min);
+#   ab     bench/ab_step.py: the fused step as is, megabatched (MEGABATCH_ACROSS_SHAPES), and
+#          megabatched with Triton half-products for the Gram chain, GPT-2 small (2-3 min);
+#   ops    bench/ops_graph.py: each product inside a CUDA graph, the s x s products also as
+#          half-products at the per-stack batch (12) and the shared batch (48) (1 min; GPU only);
+#   host   bench/host_overhead.py: host time per step, now with the device-side check (1 min);
+#   step   bench/step.py on the GPT-2-small and 1.3B-like sets, the README table (5-8 min: call
+#          it alone).
+# Logs and JSON go to $OUT (default runs/gpu-pending); each part prints a short summary.
 #
-#   OUT=$OUT bash bench/gpu_pending.sh       # on the device machine
-#   SMOKE=1 bash bench/gpu_pending.sh        # the same steps on CPU on the tiny set (a minute
-#                                            # or two): checks the script, not the numbers
+#   OUT=$OUT bash bench/gpu_pending.sh tests ab ops host   # one device call
+#   OUT=$OUT bash bench/gpu_pending.sh step                # a second one
+#   SMOKE=1 bash bench/gpu_pending.sh tests ab host step   # on CPU, tiny set: checks the script
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
@@ -23,17 +26,40 @@ else
     SET=gpt2-small; SETS=gpt2-small,1.3b; ROUNDS=5
 fi
 
-python -m pytest -q -p no:cacheprovider -k "cuda or CUDA or triton or device_side" \
-    tests/polar/test_kernels.py tests/polar/test_gram.py tests/polar/test_msign_many.py \
-    tests/optim/test_fast_paths.py > "$OUT/cuda-tests.log" 2>&1
-echo "cuda tests: exit $? ($(tail -1 "$OUT/cuda-tests.log"))"
+part_tests() {
+    python -m pytest -q -p no:cacheprovider -k "cuda or CUDA or triton or device_side" \
+        tests/polar/test_kernels.py tests/polar/test_gram.py tests/polar/test_msign_many.py \
+        tests/optim/test_fast_paths.py > "$OUT/cuda-tests.log" 2>&1
+    echo "tests: exit $? ($(tail -1 "$OUT/cuda-tests.log"))"
+}
 
-python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" --variants new,megabatch,megabatch+half \
-    --out "$OUT" > "$OUT/ab_step.log" 2>&1
-echo "ab_step: exit $?"; grep -A3 "^variant" "$OUT/ab_step.log"
+part_ab() {
+    python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" \
+        --variants new,megabatch,megabatch+half --out "$OUT" > "$OUT/ab_step.log" 2>&1
+    echo "ab: exit $?"; grep -A3 "^variant" "$OUT/ab_step.log"
+}
 
-python bench/host_overhead.py --set "$SET" --out "$OUT" > "$OUT/host_overhead.log" 2>&1
-echo "host_overhead: exit $?"; tail -6 "$OUT/host_overhead.log"
+part_ops() {
+    python bench/ops_graph.py --set "$SET" --out "$OUT" > "$OUT/ops_graph.log" 2>&1
+    echo "ops: exit $?"; grep "s x s" "$OUT/ops_graph.log"
+}
 
-python bench/step.py --sets "$SETS" --out "$OUT" > "$OUT/step.log" 2>&1
-echo "step: exit $?"; tail -25 "$OUT/step.log"
+part_host() {
+    python bench/host_overhead.py --set "$SET" --out "$OUT" > "$OUT/host_overhead.log" 2>&1
+    echo "host: exit $?"; tail -6 "$OUT/host_overhead.log"
+}
+
+part_step() {
+    python bench/step.py --sets "$SETS" --out "$OUT" > "$OUT/step.log" 2>&1
+    echo "step: exit $?"; tail -27 "$OUT/step.log"
+}
+
+for part in "${@:-tests ab ops host}"; do
+    for name in $part; do
+        case "$name" in
+            tests|ab|ops|host|step) "part_$name" ;;
+            *) echo "gpu_pending.sh: unknown part '$name'; use tests, ab, ops, host, step" >&2
+               exit 2 ;;
+        esac
+    done
+done

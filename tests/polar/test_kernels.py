@@ -268,6 +268,35 @@ def test_interpreted_commuting_product_wrapper(monkeypatch):
     assert batched.shape == (1, 3, 90, 90) and torch.equal(batched[0], out)
 
 
+@needs_interpreter
+@pytest.mark.parametrize("commuting_side", [1, 1 << 30], ids=["half-products", "cublas-chain"])
+def test_interpreted_gram_msign_routes_by_the_live_thresholds(monkeypatch, commuting_side):
+    """msign's Gram form with kernel="auto" on CPU through the interpreter, the CUDA
+    requirement lifted: the symmetric products always take the Triton kernel (threshold 1),
+    the chain's commuting products only when COMMUTING_AUTO_MIN_SIDE allows, read at call time
+    (as bench/ab_step.py sets it). Either way the result matches the float64 iteration."""
+    import steepest.polar.kernels._syrk_triton as syrk_module
+    from steepest.polar.kernels import symmetric
+
+    G = torch.randn(2, 40, 100, generator=torch.Generator().manual_seed(9))
+    ref = msign(G.double(), dtype=torch.float64, form="gram")  # torch bmm: the oracle
+    monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
+    monkeypatch.setattr(symmetric, "AUTO_MIN_SIDE", 1)
+    monkeypatch.setattr(symmetric, "COMMUTING_AUTO_MIN_SIDE", commuting_side)
+    calls = {"symmetric": 0, "commuting": 0}
+    launch = syrk_module.syrk_triton
+
+    def spy(X, alpha, C, beta, out, config=None, Y=None):
+        calls["symmetric" if Y is None else "commuting"] += 1
+        return launch(X, alpha, C, beta, out, config, Y)
+
+    monkeypatch.setattr(syrk_module, "syrk_triton", spy)
+    out = msign(G, dtype=torch.float16, form="gram")
+    assert calls["symmetric"] == 7  # X X^T twice, R^2 in each of the 5 steps
+    assert calls["commuting"] == (9 if commuting_side == 1 else 0)  # Q P: 3, P R P: 2 x 3
+    assert _relative_error(out, ref) < 2e-2
+
+
 def test_commuting_product_torch_path_and_errors():
     A, B = _commuting_pair(2, 12, torch.Generator().manual_seed(8))
     assert torch.equal(commuting_product(A, B, kernel="torch"), A @ B)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .kernels import COMMUTING_AUTO_MIN_SIDE, commuting_product, resolve_kernel, symmetric_product
+from .kernels import commuting_product, resolve_kernel, symmetric_product
 
 __all__ = [
     "GRAM_RESTARTS",
@@ -125,7 +125,7 @@ def gram_quintic_iteration_many(
                 f"gram_quintic_iteration_many: a stack is {X.dtype} on {X.device}; need the "
                 f"first stack's {first.dtype} on {first.device}"
             )
-    commuting = resolve_kernel(kernel, first, COMMUTING_AUTO_MIN_SIDE)
+    commuting = resolve_kernel(kernel, first, "commuting")
     kernel = resolve_kernel(kernel, first)
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})

@@ -53,16 +53,23 @@ def _triton_unsupported(X: torch.Tensor) -> str | None:
     return None
 
 
-def resolve_kernel(kernel: str, X: torch.Tensor, min_side: int | None = None) -> str:
+#: The products resolve_kernel chooses for: "symmetric" (X X^T, b A + c A^2) or "commuting"
+#: (A B of commuting symmetric matrices).
+PRODUCTS = ("symmetric", "commuting")
+
+
+def resolve_kernel(kernel: str, X: torch.Tensor, product: str = "symmetric") -> str:
     """Turn a per-call `kernel` choice into "torch" or "triton" for the (..., s, l) operand X.
 
     "auto" gives "triton" when the kernel can run (CUDA, bfloat16/float16, triton installed) and
-    the short side s is at least ``min_side`` (default AUTO_MIN_SIDE), where it measured faster
-    than cuBLAS; "torch" otherwise. "triton" raises ValueError when the kernel cannot run.
+    the short side s is at least the product's threshold, AUTO_MIN_SIDE ("symmetric") or
+    COMMUTING_AUTO_MIN_SIDE ("commuting"), read at each call; "torch" otherwise. "triton" raises
+    ValueError when the kernel cannot run.
     """
-    min_side = AUTO_MIN_SIDE if min_side is None else min_side
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is unknown; use one of {list(KERNELS)}")
+    if product not in PRODUCTS:
+        raise ValueError(f"product={product!r} is unknown; use one of {list(PRODUCTS)}")
     if kernel == "torch":
         return "torch"
     reason = _triton_unsupported(X)
@@ -70,6 +77,7 @@ def resolve_kernel(kernel: str, X: torch.Tensor, min_side: int | None = None) ->
         if reason is not None:
             raise ValueError(f"kernel='triton' cannot run: {reason}; use kernel='auto' or 'torch'")
         return "triton"
+    min_side = AUTO_MIN_SIDE if product == "symmetric" else COMMUTING_AUTO_MIN_SIDE
     if reason is None and min(X.shape[-2], X.shape[-1]) >= min_side:
         return "triton"
     return "torch"
@@ -210,7 +218,7 @@ def commuting_product(
     _validate(A, 1.0, None, 0.0, out)
     s = A.shape[-1]
     A3, B3 = A.reshape(-1, s, s), B.reshape(-1, s, s)
-    if resolve_kernel(kernel, A, COMMUTING_AUTO_MIN_SIDE) == "triton" and A3.numel() > 0:
+    if resolve_kernel(kernel, A, "commuting") == "triton" and A3.numel() > 0:
         from ._syrk_triton import syrk_triton
 
         # a symmetric matrix equals its transpose: read whichever layout has rows in memory

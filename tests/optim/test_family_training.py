@@ -230,5 +230,3 @@ def test_bad_names_and_values_raise_before_anything_is_written():
         steepest.Shampoo(params, precondition_every=0)
     with pytest.raises(ValueError, match=r"momentum_8bit=1 must be True or False"):
         steepest.Signum(params, momentum_8bit=1)
-    with pytest.raises(ValueError, match=r"blocks=\[1, 2\]; shampoo keeps .* matrix_view=\(k,"):
-        steepest.Shampoo([{"params": params, "algorithm": "shampoo", "blocks": [1, 2]}])

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from numbers import Real
 from typing import Any
 
 __all__ = [
     "check_choice",
     "check_flag",
-    "check_no_blocks",
     "check_nonnegative",
     "check_unit_interval",
 ]
@@ -42,15 +41,3 @@ def check_choice(who: str, name: str, value: object, allowed: Collection[str]) -
     """Raise unless value is one of the allowed names."""
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{who}: {name}={value!r} is unknown; use one of {list(allowed)}")
-
-
-def check_no_blocks(who: str, name: str, hp: Mapping[str, Any]) -> None:
-    """Raise ValueError for row ``blocks`` in a member whose state is per matrix view (Shampoo,
-    CASPR, SOAP), naming the batch view that serves equal blocks instead."""
-    blocks = hp.get("blocks")
-    if blocks is not None:
-        raise ValueError(
-            f"{who}: blocks={blocks!r}; {name} keeps statistics per matrix view and needs "
-            "blocks=None; for k equal row blocks of a fused weight (QKV) use the batch view "
-            "matrix_view=(k, rows // k, cols)"
-        )

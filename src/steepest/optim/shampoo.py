@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from .checks import check_flag, check_no_blocks, check_nonnegative
+from .block_state import block_key, block_rows, block_states, split_rows
+from .checks import check_flag, check_nonnegative
 from .gram import normalize_gram
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .precision import work_dtype
@@ -20,6 +21,9 @@ from .scaling import check_scale, scale_factor
 from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["CASPR", "CASPRAlgorithm", "Shampoo", "ShampooAlgorithm", "inverse_root"]
+
+#: The per-block state of Shampoo and CASPR (block_state.py).
+_BLOCK_KEYS = ("left", "right", "left_root", "right_root", "stat_scale")
 
 
 def inverse_root(
@@ -64,9 +68,9 @@ class ShampooAlgorithm(MomentumAlgorithm):
     With accumulate=False and epsilon -> 0, L = D D^T, R = D^T D and Delta = U V^T: Muon.
     Each matrix view (..., m, n) keeps L (..., m, m) and R (..., n, n) and their roots (in
     float32 for 16-bit parameters); L and R are stored divided by s^2, s the largest |D| seen
-    (gram.py), so gradients of any finite size neither overflow nor underflow them. Row
-    blocks are not supported; k equal blocks are the batch view matrix_view=(k, rows // k,
-    cols).
+    (gram.py), so gradients of any finite size neither overflow nor underflow them. With row
+    ``blocks`` (a fused QKV weight, also with unequal blocks) each block is its own matrix
+    with its own L, R, roots and scale (block_state.py), as if it were a separate parameter.
 
     References: seeds/000_0ff94013880c6450.txt, §3.3.2; Gupta et al. 2018 (arXiv 1802.09568).
     """
@@ -91,16 +95,16 @@ class ShampooAlgorithm(MomentumAlgorithm):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"{who}: {prefix}precondition_every={every!r}; need an int >= 1")
         check_scale(who, hp["scale"])
-        check_no_blocks(who, self.name, hp)
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
         zeros: dict[str, Any] = dict(dtype=work_dtype(p.dtype), device=p.device)
-        for key, k in (("left", m), ("right", n)):
-            state[key] = torch.zeros(*batch, k, k, **zeros)
-            state[f"{key}_root"] = torch.zeros(*batch, k, k, **zeros)
-        state["stat_scale"] = torch.zeros(*batch, 1, 1, **zeros)
+        for i, rows in enumerate(block_rows(group, m)):
+            for key, k in (("left", rows), ("right", n)):
+                state[block_key(key, i, group)] = torch.zeros(*batch, k, k, **zeros)
+                state[block_key(f"{key}_root", i, group)] = torch.zeros(*batch, k, k, **zeros)
+            state[block_key("stat_scale", i, group)] = torch.zeros(*batch, 1, 1, **zeros)
         state["step"] = torch.zeros((), dtype=torch.int64)
         return state
 
@@ -109,21 +113,35 @@ class ShampooAlgorithm(MomentumAlgorithm):
     ) -> list[torch.Tensor]:
         out = []
         for D, state in zip(directions, states, strict=True):
-            X = as_matrices(D, group["matrix_view"]).to(state["left"].dtype)
-            running = group["accumulate"]
-            statistics = [state["left"], state["right"]]
-            Xn = normalize_gram(X, state["stat_scale"], statistics, running)
-            for key, stat in (("left", Xn @ Xn.mT), ("right", Xn.mT @ Xn)):
-                if running:
-                    state[key].add_(stat)
-                else:
-                    state[key].copy_(stat)
-            if int(state["step"]) % group["precondition_every"] == 0:
-                self.refresh_roots(state, group)
+            X = as_matrices(D, group["matrix_view"]).to(work_dtype(D.dtype))
+            rows = block_rows(group, X.shape[-2])
+            refresh = int(state["step"]) % group["precondition_every"] == 0
+            blocks = block_states(state, _BLOCK_KEYS, len(rows), group)
+            parts = [
+                self.precondition_block(piece, block, group, refresh)
+                for piece, block in zip(split_rows(X, rows), blocks, strict=True)
+            ]
             state["step"] += 1
-            update = self.combine(X, state)
+            update = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
             out.append(from_matrices(update, D.shape, group["matrix_view"]).to(D.dtype))
         return out
+
+    def precondition_block(
+        self, X: torch.Tensor, state: State, group: Group, refresh: bool
+    ) -> torch.Tensor:
+        """One matrix (row block) X with its statistics ``state``: update L and R, refresh
+        the roots when due, return the preconditioned direction."""
+        running = group["accumulate"]
+        statistics = [state["left"], state["right"]]
+        Xn = normalize_gram(X, state["stat_scale"], statistics, running)
+        for key, stat in (("left", Xn @ Xn.mT), ("right", Xn.mT @ Xn)):
+            if running:
+                state[key].add_(stat)
+            else:
+                state[key].copy_(stat)
+        if refresh:
+            self.refresh_roots(state, group)
+        return self.combine(X, state)
 
     def refresh_roots(self, state: State, group: Group) -> None:
         """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon), L and R unscaled."""

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .checks import check_flag, check_no_blocks, check_nonnegative, check_unit_interval
+from .block_state import block_key, block_rows, block_states, split_rows
+from .checks import check_flag, check_nonnegative, check_unit_interval
 from .gram import normalize_gram
 from .precision import work_dtype
 from .presets import Preset, preset
@@ -16,6 +17,9 @@ from .scaling import check_scale, scale_factor
 from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["SOAP", "SOAPAlgorithm"]
+
+#: The per-block state of SOAP (block_state.py); exp_avg is per parameter.
+_BLOCK_KEYS = ("exp_avg_sq", "left", "right", "left_basis", "right_basis", "stat_scale")
 
 
 class SOAPAlgorithm(Algorithm):
@@ -34,8 +38,9 @@ class SOAPAlgorithm(Algorithm):
     units of s: N = Q_L [(Q_L^T (M / s) Q_R / (1 - b1^t)) / (sqrt(V / s^2 / (1 - b2^t)) +
     eps / s)] Q_R^T, the same N, so gradients of any finite size neither overflow nor
     underflow the squares. V is kept when the basis is refreshed (as in the paper's
-    implementation). Row blocks are not supported; k equal blocks are the batch view
-    matrix_view=(k, rows // k, cols).
+    implementation). With row ``blocks`` (a fused QKV weight, also with unequal blocks) each
+    block is its own matrix with its own L, R, bases, V and scale (block_state.py); M is kept
+    for the whole parameter (it is elementwise).
 
     References: arXiv 2409.11321 (Vyas et al., SOAP: Improving and Stabilizing Shampoo
     using Adam), Algorithm 3; seeds/001_69fb9a2ea907674e.txt (Shampoo, SOAP as RMS -> RMS).
@@ -66,50 +71,70 @@ class SOAPAlgorithm(Algorithm):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"{who}: {prefix}precondition_every={every!r}; need an int >= 1")
         check_scale(who, hp["scale"])
-        check_no_blocks(who, "soap", hp)
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
         zeros: dict[str, Any] = dict(dtype=work_dtype(p.dtype), device=p.device)
-        return {
-            "exp_avg": torch.zeros(p.shape, **zeros),
-            "exp_avg_sq": torch.zeros(*batch, m, n, **zeros),
-            "left": torch.zeros(*batch, m, m, **zeros),
-            "right": torch.zeros(*batch, n, n, **zeros),
-            "left_basis": torch.zeros(*batch, m, m, **zeros),
-            "right_basis": torch.zeros(*batch, n, n, **zeros),
-            "stat_scale": torch.zeros(*batch, 1, 1, **zeros),
-            "step": torch.zeros((), dtype=torch.int64),
-        }
+        state: State = {"exp_avg": torch.zeros(p.shape, **zeros)}
+        for i, rows in enumerate(block_rows(group, m)):
+            shapes = {
+                "exp_avg_sq": (rows, n),
+                "left": (rows, rows),
+                "right": (n, n),
+                "left_basis": (rows, rows),
+                "right_basis": (n, n),
+                "stat_scale": (1, 1),
+            }
+            for key, shape in shapes.items():
+                state[block_key(key, i, group)] = torch.zeros(*batch, *shape, **zeros)
+        state["step"] = torch.zeros((), dtype=torch.int64)
+        return state
 
     def precondition(
         self, directions: list[torch.Tensor], states: list[State], group: Group
     ) -> list[torch.Tensor]:
-        beta1, beta2 = group["betas"]
+        beta1 = group["betas"][0]
         out = []
         for grad, state in zip(directions, states, strict=True):
             view = group["matrix_view"]
             g = grad.to(state["exp_avg"].dtype)
             G = as_matrices(g, view)
-            scale = state["stat_scale"]
-            statistics = [state["left"], state["right"], state["exp_avg_sq"]]
-            Gn = normalize_gram(G, scale, statistics, running=True)
-            state["left"].lerp_(Gn @ Gn.mT, 1 - beta2)
-            state["right"].lerp_(Gn.mT @ Gn, 1 - beta2)
-            if int(state["step"]) % group["precondition_every"] == 0:
-                state["left_basis"].copy_(torch.linalg.eigh(state["left"]).eigenvectors)
-                state["right_basis"].copy_(torch.linalg.eigh(state["right"]).eigenvectors)
+            rows = block_rows(group, G.shape[-2])
+            refresh = int(state["step"]) % group["precondition_every"] == 0
             state["step"] += 1
-            t = int(state["step"])
-            QL, QR = state["left_basis"], state["right_basis"]
             state["exp_avg"].lerp_(g, 1 - beta1)
-            state["exp_avg_sq"].lerp_((QL.mT @ Gn @ QR).square(), 1 - beta2)
-            M = as_matrices(state["exp_avg"], view) / scale  # |M| <= s: no overflow
-            rotated = (QL.mT @ M @ QR) / (1 - beta1**t)
-            denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"] / scale)
-            N = QL @ (rotated / denom) @ QR.mT
+            M = as_matrices(state["exp_avg"], view)
+            blocks = block_states(state, _BLOCK_KEYS, len(rows), group)
+            parts = [
+                self.precondition_block(Gb, Mb, block, group, refresh, int(state["step"]))
+                for Gb, Mb, block in zip(
+                    split_rows(G, rows), split_rows(M, rows), blocks, strict=True
+                )
+            ]
+            N = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
             out.append(from_matrices(N, grad.shape, view).to(grad.dtype))
         return out
+
+    def precondition_block(
+        self, G: torch.Tensor, M: torch.Tensor, state: State, group: Group, refresh: bool, t: int
+    ) -> torch.Tensor:
+        """One matrix (row block): gradient G, first moment M (already updated), its
+        statistics ``state``; returns the rotated Adam step N of step t."""
+        beta1, beta2 = group["betas"]
+        scale = state["stat_scale"]
+        statistics = [state["left"], state["right"], state["exp_avg_sq"]]
+        Gn = normalize_gram(G, scale, statistics, running=True)
+        state["left"].lerp_(Gn @ Gn.mT, 1 - beta2)
+        state["right"].lerp_(Gn.mT @ Gn, 1 - beta2)
+        if refresh:
+            state["left_basis"].copy_(torch.linalg.eigh(state["left"]).eigenvectors)
+            state["right_basis"].copy_(torch.linalg.eigh(state["right"]).eigenvectors)
+        QL, QR = state["left_basis"], state["right_basis"]
+        state["exp_avg_sq"].lerp_((QL.mT @ Gn @ QR).square(), 1 - beta2)
+        rotated = (QL.mT @ (M / scale) @ QR) / (1 - beta1**t)  # |M| <= s: no overflow
+        denom = (state["exp_avg_sq"] / (1 - beta2**t)).sqrt_().add_(group["eps"] / scale)
+        N: torch.Tensor = QL @ (rotated / denom) @ QR.mT
+        return N
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return X  # the rotated Adam step is new memory; stage 4 scales it in place

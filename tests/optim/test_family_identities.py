@@ -255,6 +255,26 @@ def test_randomized_polar_keeps_the_top_singular_directions():
     )
 
 
+def fused_and_separate(name, rows, n, fused_group, seed, **options):
+    """Three steps of `name` on one fused (sum(rows), n) fp64 weight (extra group keys
+    `fused_group`) and on its row pieces as separate weights, with the same gradients.
+    Returns (fused weight, the pieces concatenated)."""
+    torch.manual_seed(seed)
+    fused = torch.nn.Parameter(torch.randn(sum(rows), n, dtype=DT))
+    parts = [torch.nn.Parameter(p.detach().clone()) for p in fused.detach().split(rows)]
+    one = steepest.optimizer(
+        name, [{"params": [fused], "algorithm": name, **fused_group}], **options
+    )
+    separate = steepest.optimizer(name, parts, **options)
+    for g in gradients((sum(rows), n), 3, seed=seed + 1):
+        fused.grad = g.clone()
+        for p, piece in zip(parts, g.split(rows), strict=True):
+            p.grad = piece.clone()
+        one.step()
+        separate.step()
+    return fused.detach(), torch.cat([p.detach() for p in parts])
+
+
 @pytest.mark.parametrize(
     ("name", "options"),
     [
@@ -270,47 +290,22 @@ def test_row_blocks_equal_separate_parameters(name, options):
     the steps of three separate (2, 4), (3, 4), (4, 4) weights: each block is dualized (or
     preconditioned) as its own matrix with its own statistics, shape scale and norm ratio.
     fp64, three steps, to 1e-12."""
-    blocks, n = [2, 3, 4], 4
-    torch.manual_seed(11)
-    fused = torch.nn.Parameter(torch.randn(sum(blocks), n, dtype=DT))
-    parts = [torch.nn.Parameter(p.detach().clone()) for p in fused.detach().split(blocks)]
-    options = dict(lr=0.02, weight_decay=0.1, **options)
-    one = steepest.optimizer(
-        name, [{"params": [fused], "algorithm": name, "blocks": blocks}], **options
+    blocks = [2, 3, 4]
+    fused, separate = fused_and_separate(
+        name, blocks, 4, {"blocks": blocks}, 11, lr=0.02, weight_decay=0.1, **options
     )
-    three = steepest.optimizer(name, parts, **options)
-    for g in gradients((sum(blocks), n), 3, seed=12):
-        fused.grad = g.clone()
-        for p, piece in zip(parts, g.split(blocks), strict=True):
-            p.grad = piece.clone()
-        one.step()
-        three.step()
-    expected = torch.cat([p.detach() for p in parts])
-    torch.testing.assert_close(fused.detach(), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fused, separate, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["shampoo", "caspr", "soap", "normuon"])
 def test_batch_view_of_equal_row_blocks_equals_separate_parameters(name):
-    """What the blocks error of Shampoo, CASPR and SOAP suggests: a fused (k d, n) weight under
-    matrix_view=(k, d, n) takes exactly the steps of k separate (d, n) weights (each block its
-    own statistics). fp64, three steps, to 1e-10 (SOAP 1e-7: see its numpy-oracle test on
-    round-off r / (|r| + eps) at step 1). Blocks of 5 x 4: every statistic's null
-    space has dimension <= 1, so eigenvectors are unique up to sign (SOAP's accumulated second
-    moment would depend on the basis eigh picks inside a larger null space)."""
+    """The other spelling of k equal blocks: a fused (k d, n) weight under the batch view
+    matrix_view=(k, d, n) takes exactly the steps of k separate (d, n) weights. fp64, three
+    steps, to 1e-10 (SOAP 1e-7: see its numpy-oracle test on round-off r / (|r| + eps) at step
+    1; a batched eigh rounds differently). Blocks of 5 x 4: every statistic's null space has
+    dimension <= 1, so eigenvectors are unique up to sign (SOAP's accumulated second moment
+    would depend on the basis eigh picks inside a larger null space)."""
     k, d, n = 3, 5, 4
-    torch.manual_seed(13)
-    fused = torch.nn.Parameter(torch.randn(k * d, n, dtype=DT))
-    parts = [torch.nn.Parameter(p.detach().clone()) for p in fused.detach().split(d)]
-    one = steepest.optimizer(
-        name, [{"params": [fused], "algorithm": name, "matrix_view": (k, d, n)}], lr=0.01
-    )
-    separate = steepest.optimizer(name, parts, lr=0.01)
-    for g in gradients((k * d, n), 3, seed=14):
-        fused.grad = g.clone()
-        for p, piece in zip(parts, g.split(d), strict=True):
-            p.grad = piece.clone()
-        one.step()
-        separate.step()
-    expected = torch.cat([p.detach() for p in parts])
+    fused, separate = fused_and_separate(name, [d] * k, n, {"matrix_view": (k, d, n)}, 13, lr=0.01)
     atol = 1e-7 if name == "soap" else 1e-10
-    torch.testing.assert_close(fused.detach(), expected, rtol=0, atol=atol)
+    torch.testing.assert_close(fused, separate, rtol=0, atol=atol)

@@ -4,7 +4,8 @@ Properties (each optimizer of fuzz_helpers.optimizer_names()):
 * finite in, finite out: from finite parameters and finite gradients of any magnitude in
   [1e-30, 1e30] (capped at what the dtype can hold), three steps leave every parameter finite;
 * zero gradients from fresh state move nothing but weight decay: p_new == p * (1 - lr * wd)
-  bit for bit (the same multiply done on a copy), and p_new == p exactly when wd == 0.
+  bit for bit (the same multiply done on a copy), and p_new == p exactly when wd == 0;
+* finite in, finite out with row blocks (1-4 unequal blocks) for every matrix algorithm.
 
 A float16 parameter on torch's own AdamW goes to inf when g**2 * (1 - beta2) underflows to 0
 in float16 and eps=1e-8 rounds to 0 too (exp_avg / (sqrt(0) + 0)); steepest's "adamw" keeps
@@ -223,3 +224,40 @@ def test_zero_size_parameter_step_is_a_no_op(shape):
     assert p.shape == shape
     assert not torch.equal(q.detach(), init)
     assert torch.equal(q.detach(), alone.detach())
+
+
+MATRIX_ALGORITHMS = sorted(name for name, a in steepest.optim.ALGORITHMS.items() if a.matrix)
+
+
+@st.composite
+def row_blocks(draw) -> tuple[int, list[int]]:
+    """A column count and 1-4 row blocks of 1-12 rows each (unequal, as in a GQA QKV)."""
+    blocks = draw(st.lists(st.integers(1, 12), min_size=1, max_size=4))
+    return draw(st.integers(1, 12)), blocks
+
+
+@pytest.mark.parametrize("name", MATRIX_ALGORITHMS)
+@SETTINGS
+@given(
+    cols_and_blocks=row_blocks(),
+    dtype=st.sampled_from(DTYPES),
+    exponent=st.integers(-30, 30),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_row_blocks_stay_finite(name, cols_and_blocks, dtype, exponent, seed):
+    """Every matrix algorithm with row blocks: finite in, finite out over three steps."""
+    prop = f"row-blocks-finite[{name}]"
+    cols, blocks = cols_and_blocks
+    shape = (sum(blocks), cols)
+    p = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64).to(dtype))
+    opt = steepest.Steepest([{"params": [p], "algorithm": name, "blocks": blocks}])
+    with counted(prop):
+        exponent = min(exponent, magnitude_cap(dtype))
+        for step in range(3):
+            p.grad = finite_gradient(shape, dtype, exponent, seed + step)
+            opt.step()
+            bad = (~p.detach().isfinite()).sum().item()
+            assert bad == 0, (
+                f"{name}: step {step} made {bad} non-finite entries in a {dtype} {shape} "
+                f"parameter with blocks {blocks} from gradients of scale 1e{exponent}"
+            )

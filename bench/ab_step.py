@@ -23,12 +23,13 @@ half-product takes 14-16 us against cuBLAS's 21 us (bench/ops_graph.py), but the
 get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated. Those runs,
 like the stage-5 numbers in the README, used the default nonfinite="raise".)
 
-Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,megabatch]
+Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,megabatch,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 
 import torch
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'variant':20s} {'isolated':>10s} {'pipelined':>10s}  (median of {args.rounds})")
     for k, v in summary.items():
         print(f"{k:20s} {v['isolated']:8.3f} ms {v['pipelined']:8.3f} ms")
-    tag = "-".join(n.replace(" ", "_") for n in names)
+    tag = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names)  # plain file names
     write_result(f"ab_step-{args.set}-{tag}", {"summary": summary, "times": times}, args.out)
 
 

@@ -5,7 +5,7 @@
 #   ab     bench/ab_step.py: the fused step as is, megabatched (MEGABATCH_ACROSS_SHAPES), and
 #          megabatched with Triton half-products for the Gram chain, GPT-2 small (2-3 min);
 #   ops    bench/ops_graph.py: each product inside a CUDA graph, the s x s products also as
-#          half-products at the per-stack batch (12) and the shared batch (48) (1 min; GPU only);
+#          half-products at the per-stack batch (12) and the shared batch (36) (1 min; GPU only);
 #   host   bench/host_overhead.py: host time per step, now with the device-side check (1 min);
 #   step   bench/step.py on the GPT-2-small and 1.3B-like sets, the README table (5-8 min: call
 #          it alone).

@@ -297,6 +297,27 @@ def test_interpreted_gram_msign_routes_by_the_live_thresholds(monkeypatch, commu
     assert _relative_error(out, ref) < 2e-2
 
 
+@needs_interpreter
+def test_interpreted_gram_many_writes_each_gram_into_its_slice(monkeypatch):
+    """gram_quintic_iteration_many on the Triton path: the Gram matrices of stacks with one
+    short side are written straight into slices of one batch, and every stack's result equals
+    its own run through the same kernels bit for bit (the kernels work matrix by matrix)."""
+    from steepest.polar import gram_quintic_iteration, gram_quintic_iteration_many
+    from steepest.polar.kernels import symmetric
+
+    monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
+    monkeypatch.setattr(symmetric, "AUTO_MIN_SIDE", 1)
+    monkeypatch.setattr(symmetric, "COMMUTING_AUTO_MIN_SIDE", 1)
+    generator = torch.Generator().manual_seed(10)
+    Xs = [
+        (torch.randn(k, 24, l, generator=generator) / (3 * l)).half() for k, l in ((2, 50), (1, 80))
+    ]
+    schedule = polar_express_coefficients(5)
+    together = gram_quintic_iteration_many(Xs, schedule)
+    for X, out in zip(Xs, together, strict=True):
+        assert torch.equal(out, gram_quintic_iteration(X, schedule))
+
+
 def test_commuting_product_torch_path_and_errors():
     A, B = _commuting_pair(2, 12, torch.Generator().manual_seed(8))
     assert torch.equal(commuting_product(A, B, kernel="torch"), A @ B)

@@ -202,6 +202,32 @@ def test_interpreted_triton_kernel_matches_float64(config, shape, transposed):
 
 
 @needs_interpreter
+@pytest.mark.parametrize("config", ["128x64w8s3", "64x64w4s4"])
+@pytest.mark.parametrize("s", [1, 70, 129])
+def test_interpreted_kernel_adds_the_diagonal_shift(config, s):
+    """shift I lands on the diagonal of every diagonal tile (and nowhere else): the whole
+    quintic polynomial a I + b R + c R^2 from one launch."""
+    from steepest.polar.kernels._syrk_triton import syrk_triton
+
+    X, C = _inputs(2, s, s, torch.float16, "cpu", seed=s)
+    R = (X / 4 + X.mT / 4).contiguous()
+    out = torch.full((2, s, s), float("nan"), dtype=torch.float16)
+    syrk_triton(R, -0.6, C, 1.7, out, config=config, shift=3.25)
+    ref = _oracle(R, -0.6, C, 1.7) + 3.25 * torch.eye(s, dtype=torch.float64)
+    assert _relative_error(out, ref) < 2e-3
+    assert torch.equal(out, out.mT)
+
+
+def test_torch_path_adds_the_diagonal_shift():
+    X, C = _inputs(2, 6, 9, torch.float64, "cpu", seed=4)
+    got = symmetric_product(X, 0.5, C, 2.0, kernel="torch", shift=-1.5)
+    expected = 0.5 * X @ X.mT + 2.0 * C - 1.5 * torch.eye(6, dtype=torch.float64)
+    assert torch.allclose(got, expected, atol=1e-12, rtol=0)
+    with pytest.raises(TypeError, match="symmetric_product: shift='1'; need a Python float"):
+        symmetric_product(X, shift="1")
+
+
+@needs_interpreter
 def test_interpreted_triton_kernel_writes_only_its_output():
     """Rows and columns past s wrap onto valid rows for loading; nothing outside out[:s, :s]
     (here: a larger buffer's margin) may be written."""
@@ -286,9 +312,9 @@ def test_interpreted_gram_msign_routes_by_the_live_thresholds(monkeypatch, commu
     calls = {"symmetric": 0, "commuting": 0}
     launch = syrk_module.syrk_triton
 
-    def spy(X, alpha, C, beta, out, config=None, Y=None):
+    def spy(X, alpha, C, beta, out, config=None, Y=None, shift=0.0):
         calls["symmetric" if Y is None else "commuting"] += 1
-        return launch(X, alpha, C, beta, out, config, Y)
+        return launch(X, alpha, C, beta, out, config, Y, shift)
 
     monkeypatch.setattr(syrk_module, "syrk_triton", spy)
     out = msign(G, dtype=torch.float16, form="gram")

@@ -45,8 +45,11 @@ def _segment(
     last = len(coefficients) - 1
     for i, (a, b, c) in enumerate(coefficients):
         # P = a I + b R + c R^2: the step's matrix polynomial, X_{k+1} = P X_k.
-        P = symmetric_product(R, c, R, b, kernel=kernel) if c != 0.0 else R * b
-        P.diagonal(dim1=-2, dim2=-1).add_(a)
+        if c != 0.0:  # one kernel: the diagonal shift in the product's epilogue
+            P = symmetric_product(R, c, R, b, kernel=kernel, shift=a)
+        else:
+            P = R * b
+            P.diagonal(dim1=-2, dim2=-1).add_(a)
         Q = P if Q is None else commuting_product(P, Q, kernel=commuting)
         if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (P and R commute)
             PR = commuting_product(P, R, kernel=commuting)

@@ -1,4 +1,4 @@
-"""Triton kernel for out = alpha * X Y^T + beta * C computing only the upper block-triangle.
+"""Triton kernel for out = alpha X Y^T + beta C + shift I computing only the upper block-triangle.
 
 Y = X gives the symmetric product X X^T; a symmetric Y that commutes with a symmetric X gives
 the product X Y of commuting symmetric matrices, also symmetric (commuting_product).
@@ -34,6 +34,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     L,
     alpha,
     beta,
+    shift,
     stride_xb,
     stride_xr,
     stride_xk,
@@ -47,6 +48,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     stride_or,
     stride_oc,
     HAS_C: tl.constexpr,
+    HAS_SHIFT: tl.constexpr,
     HAS_Y: tl.constexpr,
     EVEN_K: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -96,6 +98,9 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
             c_ptr + batch * stride_cb + load_i[:, None] * stride_cr + load_j[None, :] * stride_cc
         )
         result += beta * tl.load(c_ptrs).to(tl.float32)
+    if HAS_SHIFT:
+        if i == j:  # the diagonal lies in the diagonal tiles only
+            result += tl.where(offs[:, None] == offs[None, :], shift, 0.0)
     result = result.to(out_ptr.dtype.element_ty)
 
     o_base = out_ptr + batch * stride_ob
@@ -124,9 +129,10 @@ def syrk_triton(
     out: torch.Tensor,
     config: str | None = None,
     Y: torch.Tensor | None = None,
+    shift: float = 0.0,
 ) -> torch.Tensor:
-    """Launch on 3-D X and Y (batch, s, l; Y defaults to X), C and out (batch, s, s); the
-    caller checks arguments."""
+    """Launch on 3-D X and Y (batch, s, l; Y defaults to X), C and out (batch, s, s); shift is
+    added on the diagonal. The caller checks arguments."""
     batch, s, l = X.shape
     name = config if config is not None else pick_config(s, l, batch)
     block, block_k, warps, stages = TILE_CONFIGS[name]
@@ -143,6 +149,7 @@ def syrk_triton(
         l,
         float(alpha),
         float(beta),
+        float(shift),
         X.stride(0),
         X.stride(1),
         X.stride(2),
@@ -156,6 +163,7 @@ def syrk_triton(
         out.stride(1),
         out.stride(2),
         HAS_C=C is not None,
+        HAS_SHIFT=shift != 0.0,
         HAS_Y=Y is not None,
         EVEN_K=l % block_k == 0,
         BLOCK=block,

@@ -89,13 +89,14 @@ def _validate(
     C: torch.Tensor | None,
     beta: float,
     out: torch.Tensor | None,
+    shift: float = 0.0,
 ) -> None:
     if not isinstance(X, torch.Tensor) or not X.is_floating_point() or X.ndim < 2:
         got: object = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
         raise ValueError(f"symmetric_product: X={got}; need a floating (..., s, l) tensor")
     s = X.shape[-2]
     square = (*X.shape[:-1], s)
-    for name, value in (("alpha", alpha), ("beta", beta)):
+    for name, value in (("alpha", alpha), ("beta", beta), ("shift", shift)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"symmetric_product: {name}={value!r}; need a Python float")
     if C is not None and (not isinstance(C, torch.Tensor) or tuple(C.shape) != square):
@@ -127,14 +128,17 @@ def symmetric_product(
     *,
     kernel: str = "auto",
     out: torch.Tensor | None = None,
+    shift: float = 0.0,
 ) -> torch.Tensor:
-    """out = alpha * X X^T + beta * C for every (..., s, l) matrix X, C symmetric (..., s, s).
+    """out = alpha X X^T + beta C + shift I for every (..., s, l) matrix X, C symmetric.
 
     Math: X X^T is symmetric, so the Triton kernel computes only the tiles (i, j) with i <= j of
     the s x s result (about half of the 2 s^2 l flops) and writes each tile and its transpose from
-    one fp32 accumulator; the epilogue adds beta * C[i, j] before the mirror, which is right
-    because C is symmetric. With X = A symmetric the same call gives the quintic polynomial
-    b A + c A^2 = symmetric_product(A, c, A, b). The torch path is one bmm or baddbmm.
+    one fp32 accumulator; the epilogue adds beta * C[i, j] (and shift on the diagonal tiles'
+    diagonal) before the mirror, which is right because C is symmetric. With X = A symmetric
+    the same call gives the whole quintic polynomial a I + b A + c A^2 =
+    symmetric_product(A, c, A, b, shift=a). The torch path is one bmm or baddbmm (and a
+    diagonal add).
 
     Args:
         X: floating tensor (..., s, l); s <= l is where the saving is largest.
@@ -144,6 +148,7 @@ def symmetric_product(
         beta: scale of C (ignored when C is None).
         kernel: "auto" (default), "torch" or "triton" (see resolve_kernel).
         out: optional (..., s, s) tensor in X's dtype to write into (must not alias X or C).
+        shift: added to every diagonal entry (default 0).
 
     Returns:
         The (..., s, s) result in X's dtype (out when given). The Triton path accumulates in fp32
@@ -153,7 +158,7 @@ def symmetric_product(
         seeds/000_0ff94013880c6450.txt, Alg. 2 (A = X X^T, B = b A + c A^2); arXiv 2505.16932,
         §4.5.
     """
-    _validate(X, alpha, C, beta, out)
+    _validate(X, alpha, C, beta, out, shift)
     *lead, s, l = X.shape
     X3 = X.reshape(-1, s, l)
     C3 = C.reshape(-1, s, s) if C is not None else None
@@ -165,7 +170,7 @@ def symmetric_product(
         out3 = out.view(-1, s, s) if out is not None else X.new_empty(X3.shape[0], s, s)
         if beta == 0.0:
             C3 = None  # as in torch.baddbmm, beta = 0 ignores C (also its NaNs)
-        syrk_triton(X3, float(alpha), C3, float(beta), out3)
+        syrk_triton(X3, float(alpha), C3, float(beta), out3, shift=float(shift))
         return out3.view(*lead, s, s) if out is None else out
     if C3 is None:
         result = torch.bmm(X3, X3.mT)
@@ -173,6 +178,8 @@ def symmetric_product(
             result = result * alpha
     else:
         result = torch.baddbmm(C3, X3, X3.mT, beta=beta, alpha=alpha)
+    if shift != 0.0:
+        result.diagonal(dim1=-2, dim2=-1).add_(shift)
     result = result.view(*lead, s, s)
     if out is None:
         return result

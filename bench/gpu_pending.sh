@@ -7,12 +7,15 @@
 #   ops    bench/ops_graph.py: each product inside a CUDA graph, the s x s products also as
 #          half-products at the per-stack batch (12) and the shared batch (36) (1 min; GPU only);
 #   host   bench/host_overhead.py: host time per step, now with the device-side check (1 min);
+#   traj   bench/trajectory.py: 100 char-GPT steps per variant, now also with every new Triton
+#          path on (diagonal shift, half-products, megabatching) against cuBLAS (2-4 min);
 #   step   bench/step.py on the GPT-2-small and 1.3B-like sets, the README table (5-8 min: call
 #          it alone).
 # Logs and JSON go to $OUT (default runs/gpu-pending); each part prints a short summary.
 #
 #   OUT=$OUT bash bench/gpu_pending.sh tests ab ops host   # one device call
-#   OUT=$OUT bash bench/gpu_pending.sh step                # a second one
+#   OUT=$OUT bash bench/gpu_pending.sh traj                # a second one
+#   OUT=$OUT bash bench/gpu_pending.sh step                # a third one
 #   SMOKE=1 bash bench/gpu_pending.sh tests ab host step   # on CPU, tiny set: checks the script
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +52,11 @@ part_host() {
     echo "host: exit $?"; tail -6 "$OUT/host_overhead.log"
 }
 
+part_traj() {
+    python bench/trajectory.py --steps 100 --out "$OUT" > "$OUT/trajectory.log" 2>&1
+    echo "traj: exit $?"; tail -8 "$OUT/trajectory.log"
+}
+
 part_step() {
     python bench/step.py --sets "$SETS" --out "$OUT" > "$OUT/step.log" 2>&1
     echo "step: exit $?"; tail -27 "$OUT/step.log"
@@ -57,8 +65,8 @@ part_step() {
 for part in "${@:-tests ab ops host}"; do
     for name in $part; do
         case "$name" in
-            tests|ab|ops|host|step) "part_$name" ;;
-            *) echo "gpu_pending.sh: unknown part '$name'; use tests, ab, ops, host, step" >&2
+            tests|ab|ops|host|traj|step) "part_$name" ;;
+            *) echo "gpu_pending.sh: unknown part '$name'; use tests, ab, ops, host, traj, step" >&2
                exit 2 ;;
         esac
     done

@@ -4,13 +4,16 @@ Trains the 6-layer, 384-wide char GPT on tiny-shakespeare four times from the sa
 initialization and batches with steepest.Muon (compile=True, cuda_graph=True):
   * "triton": bf16 direct iteration, the Triton symmetric kernels for every shape,
   * "gram":   the Gram form (polar_form="gram") in float16 for every matrix, kernels "auto",
+  * "gram-triton": the same with every Triton path on: symmetric products (with the diagonal
+              shift in their epilogue) and commuting half-products for every shape, and
+              megabatching across shapes (engine.MEGABATCH_ACROSS_SHAPES),
   * "cublas": bf16 direct iteration, cuBLAS only (the fallback),
   * "fp32":   float32 direct iteration, cuBLAS only (the bf16 tolerance reference),
 and prints the largest loss difference along the run and the final relative parameter distance
-of triton and gram vs cublas next to cublas vs fp32. Pass: each stays within the bf16-vs-fp32
-gap (at most 2x it, or 1e-2 in loss).
+of triton, gram and gram-triton vs cublas next to cublas vs fp32. Pass: each stays within the
+bf16-vs-fp32 gap (at most 2x it, or 1e-2 in loss).
 
-Usage: python bench/trajectory.py [--steps 100]
+Usage: python bench/trajectory.py [--steps 100] [--device cuda]
 """
 
 from __future__ import annotations
@@ -24,20 +27,24 @@ from common import write_result
 import steepest
 from steepest.data import load_shakespeare
 from steepest.experiments.gpt import GPT, GPTConfig
+from steepest.optim import engine
 from steepest.polar.kernels import symmetric
 
-#: variant -> (the symmetric kernels' AUTO_MIN_SIDE, polar_dtype, polar_form)
+NEVER = 1 << 30
+#: variant -> (AUTO_MIN_SIDE, COMMUTING_AUTO_MIN_SIDE, megabatch, polar_dtype, polar_form)
 VARIANTS = {
-    "triton": (0, torch.bfloat16, "direct"),
-    "gram": (symmetric.AUTO_MIN_SIDE, None, "gram"),
-    "cublas": (1 << 30, torch.bfloat16, "direct"),
-    "fp32": (1 << 30, torch.float32, "direct"),
+    "triton": (0, NEVER, False, torch.bfloat16, "direct"),
+    "gram": (symmetric.AUTO_MIN_SIDE, NEVER, False, None, "gram"),
+    "gram-triton": (0, 0, True, None, "gram"),
+    "cublas": (NEVER, NEVER, False, torch.bfloat16, "direct"),
+    "fp32": (NEVER, NEVER, False, torch.float32, "direct"),
 }
 
 
 def run(variant: str, steps: int, data: torch.Tensor, device) -> tuple[list[float], list]:
-    min_side, polar_dtype, polar_form = VARIANTS[variant]
-    symmetric.AUTO_MIN_SIDE = min_side
+    min_side, commuting_side, megabatch, polar_dtype, polar_form = VARIANTS[variant]
+    symmetric.AUTO_MIN_SIDE, symmetric.COMMUTING_AUTO_MIN_SIDE = min_side, commuting_side
+    engine.MEGABATCH_ACROSS_SHAPES = megabatch
     torch.manual_seed(0)
     cfg = GPTConfig(65, 256, 6, 6, 384)
     model = GPT(cfg).to(device)
@@ -76,25 +83,30 @@ def distance(a: list, b: list) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--device", default="cuda", help="cpu only checks the script runs")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     text = load_shakespeare()
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
     runs = {v: run(v, args.steps, data, device) for v in VARIANTS}
-    pairs = {"triton-cublas": ("triton", "cublas"), "gram-cublas": ("gram", "cublas")}
-    pairs["cublas-fp32"] = ("cublas", "fp32")
+    pairs = {
+        "triton-cublas": ("triton", "cublas"),
+        "gram-cublas": ("gram", "cublas"),
+        "gram-triton-cublas": ("gram-triton", "cublas"),
+        "cublas-fp32": ("cublas", "fp32"),
+    }
     loss_gap = {
         k: max(abs(x - y) for x, y in zip(runs[a][0], runs[b][0], strict=True))
         for k, (a, b) in pairs.items()
     }
     param_gap = {k: distance(runs[a][1], runs[b][1]) for k, (a, b) in pairs.items()}
     limit = max(2 * loss_gap["cublas-fp32"], 1e-2)
-    ok = loss_gap["triton-cublas"] <= limit and loss_gap["gram-cublas"] <= limit
+    ok = all(loss_gap[k] <= limit for k in pairs if k != "cublas-fp32")
     for k in loss_gap:
         print(
-            f"{k:14s} max |loss diff| {loss_gap[k]:.4f}  "
+            f"{k:18s} max |loss diff| {loss_gap[k]:.4f}  "
             f"final rel. param distance {param_gap[k]:.2e}"
         )
     print("final losses: " + ", ".join(f"{v} {runs[v][0][-1]:.4f}" for v in runs))

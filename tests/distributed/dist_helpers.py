@@ -65,6 +65,35 @@ def make_optimizer(net: Net, nonfinite: str = "raise", **muon) -> steepest.Steep
     return steepest.Steepest(groups, {"muon": hp, "adamw": {"lr": 1e-2}}, nonfinite=nonfinite)
 
 
+#: Every matrix member, with options that make "equal to one process" well posed: Shampoo's and
+#: CASPR's inverse roots and SOAP's Adam step amplify all-reduce rounding by 1 / epsilon, and
+#: SOAP's second moment depends on the basis eigh picks in a null space of dimension > 1 (the
+#: [3, 3] blocks of a 6 x 6 weight), so those get a larger epsilon and SOAP no blocks.
+FAMILY = {
+    name: ({"epsilon": 1e-3} if name in ("shampoo", "caspr") else {})
+    for name in sorted(n for n, a in steepest.optim.ALGORITHMS.items() if a.matrix)
+}
+FAMILY["soap"] = {"eps": 1e-3}
+FAMILY["normuon"] = FAMILY["muon"] = FAMILY["polargrad"] = {"backend": "svd"}
+
+
+def family_optimizer(net: Net, name: str) -> steepest.Steepest:
+    """Member `name` on every matrix of the Net (qkv in row blocks but for SOAP)."""
+    matrices = [net.inp.weight, *(m.weight for m in net.mid), net.experts, net.out.weight]
+    qkv = {"params": [net.qkv.weight], "algorithm": name}
+    if name != "soap":
+        qkv["blocks"] = [3, 3]
+    groups = [qkv, {"params": matrices, "algorithm": name}, {"params": [net.inp.bias]}]
+    return steepest.Steepest(groups, {name: {"lr": 0.01, **FAMILY[name]}, "adamw": {"lr": 1e-2}})
+
+
+def single_process_family(name: str, steps: int = 3) -> dict[str, torch.Tensor]:
+    """The oracle of fsdp_family: member `name`, one process, the full batch."""
+    net = Net()
+    train(net, family_optimizer(net, name), steps)
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
 def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(100 + step)
     return torch.randn(BATCH, 5, generator=g), torch.randn(BATCH, 7, generator=g)
@@ -261,7 +290,19 @@ def fsdp_nonfinite(rank, world, outdir):
     return {"before": before, "after": _full(net), "skipped_sum": int(skipped)}
 
 
+def fsdp_family(rank, world, outdir):
+    """Every matrix member under FSDP2 for 3 steps (NorMuon, Shampoo, CASPR and SOAP gather
+    their whole matrices: steepest.distributed.whole)."""
+    out = {}
+    for name in FAMILY:
+        net = _fsdp(Net())
+        train(net, family_optimizer(net, name), 3, rank=rank, world=world)
+        out[name] = _full(net)
+    return out
+
+
 SCENARIOS = {
+    "fsdp_family": fsdp_family,
     "fsdp_nonfinite": fsdp_nonfinite,
     "ddp": ddp,
     "fsdp": fsdp,

@@ -9,6 +9,8 @@ Public API:
               share_replicated=True, process_group=None) -> ShardedDualizer
     ShardedDualizer(...)        the options above; ``optimizer.stacks.distributed``
     shard_rows(rows, world)     rows per rank under torch.chunk (FSDP2) sharding
+    whole(t) -> (full, back)    a DTensor gathered whole, and the way back to its placements
+                                (NorMuon, Shampoo, CASPR and SOAP keep whole-matrix state)
     COMM_DTYPES
 
 Counters: ``optimizer.stacks.orthogonalizations`` (whole matrices dualized on this rank) and
@@ -19,5 +21,6 @@ the state is eager, so its keys are the same on every rank and before the first 
 """
 
 from .sharded import COMM_DTYPES, ShardedDualizer, configure, shard_rows
+from .whole import whole
 
-__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows"]
+__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows", "whole"]

@@ -26,6 +26,7 @@ __all__ = [
     "map_stacked_together",
     "matrix_count",
     "uses_distributed",
+    "whole_matrix",
 ]
 
 
@@ -228,6 +229,22 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     """A DTensor's local shard; a plain tensor itself."""
     to_local = getattr(t, "to_local", None)
     return to_local() if callable(to_local) else t
+
+
+def whole_matrix(
+    t: torch.Tensor,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """(t whole, the way back to t's layout): steepest.distributed.whole for a DTensor (an
+    all-gather), t itself and the identity otherwise (no torch.distributed import)."""
+    if not uses_distributed([t]):
+        return t, _identity
+    from steepest.distributed import whole
+
+    return whole(t)
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def uses_distributed(tensors: list[torch.Tensor]) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .batching import whole_matrix
 from .checks import check_nonnegative, check_unit_interval
 from .muon import MuonAlgorithm
 from .precision import work_dtype
@@ -65,7 +66,8 @@ class NorMuonAlgorithm(MuonAlgorithm):
         self, updates: list[torch.Tensor], states: list[State], group: Group
     ) -> list[torch.Tensor]:
         out = []
-        for u, state in zip(updates, states, strict=True):
+        for update, state in zip(updates, states, strict=True):
+            u, back = whole_matrix(update)  # FSDP2: the whole matrix (v is per row of it)
             v = state["neuron_second_moment"]
             O = as_matrices(u, group["matrix_view"]).to(v.dtype)
             v.lerp_(O.square().mean(dim=-1), 1 - group["beta2"])
@@ -78,7 +80,7 @@ class NorMuonAlgorithm(MuonAlgorithm):
                 ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
                 m, n = block.shape[-2:]
                 new.mul_(ratio * scale_factor(group["scale"], m, n))  # a view: in normalized
-            out.append(from_matrices(normalized, u.shape, group["matrix_view"]).to(u.dtype))
+            out.append(back(from_matrices(normalized, u.shape, group["matrix_view"]).to(u.dtype)))
         return out
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .batching import whole_matrix
 from .block_state import block_key, block_rows, block_states, split_rows
 from .checks import check_flag, check_nonnegative
 from .gram import normalize_gram
@@ -112,7 +113,8 @@ class ShampooAlgorithm(MomentumAlgorithm):
         self, directions: list[torch.Tensor], states: list[State], group: Group
     ) -> list[torch.Tensor]:
         out = []
-        for D, state in zip(directions, states, strict=True):
+        for direction, state in zip(directions, states, strict=True):
+            D, back = whole_matrix(direction)  # FSDP2: L and R belong to the whole matrix
             X = as_matrices(D, group["matrix_view"]).to(work_dtype(D.dtype))
             rows = block_rows(group, X.shape[-2])
             refresh = int(state["step"]) % group["precondition_every"] == 0
@@ -123,7 +125,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
             ]
             state["step"] += 1
             update = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
-            out.append(from_matrices(update, D.shape, group["matrix_view"]).to(D.dtype))
+            out.append(back(from_matrices(update, D.shape, group["matrix_view"]).to(D.dtype)))
         return out
 
     def precondition_block(

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .batching import whole_matrix
 from .block_state import block_key, block_rows, block_states, split_rows
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .gram import normalize_gram
@@ -95,7 +96,8 @@ class SOAPAlgorithm(Algorithm):
     ) -> list[torch.Tensor]:
         beta1 = group["betas"][0]
         out = []
-        for grad, state in zip(directions, states, strict=True):
+        for direction, state in zip(directions, states, strict=True):
+            grad, back = whole_matrix(direction)  # FSDP2: the bases belong to the whole matrix
             view = group["matrix_view"]
             g = grad.to(state["exp_avg"].dtype)
             G = as_matrices(g, view)
@@ -112,7 +114,7 @@ class SOAPAlgorithm(Algorithm):
                 )
             ]
             N = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
-            out.append(from_matrices(N, grad.shape, view).to(grad.dtype))
+            out.append(back(from_matrices(N, grad.shape, view).to(grad.dtype)))
         return out
 
     def precondition_block(

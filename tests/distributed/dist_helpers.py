@@ -301,8 +301,35 @@ def fsdp_family(rank, world, outdir):
     return out
 
 
+def fsdp_family_checkpoint(rank, world, outdir):
+    """DCP save after 2 steps, load into fresh FSDP2 models and optimizers, 2 more steps, for
+    the members with whole-matrix state (plain tensors, the same on every rank)."""
+    import torch.distributed.checkpoint as dcp
+
+    gaps = {}
+    for name in ("normuon", "shampoo", "soap"):
+        path = os.path.join(outdir, f"dcp-{name}")
+        first = _fsdp(Net())
+        opt = family_optimizer(first, name)
+        train(first, opt, 2, rank=rank, world=world)
+        dcp.save({"model": first.state_dict(), "optim": opt.state_dict()}, checkpoint_id=path)
+        resumed = _fsdp(Net())
+        opt = family_optimizer(resumed, name)
+        state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
+        dcp.load(state, checkpoint_id=path)
+        resumed.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        train(resumed, opt, 2, start=2, rank=rank, world=world)
+        straight = _fsdp(Net())
+        train(straight, family_optimizer(straight, name), 4, rank=rank, world=world)
+        a, b = _full(resumed), _full(straight)
+        gaps[name] = max(float((a[n] - b[n]).abs().max()) for n in a)
+    return gaps
+
+
 SCENARIOS = {
     "fsdp_family": fsdp_family,
+    "fsdp_family_checkpoint": fsdp_family_checkpoint,
     "fsdp_nonfinite": fsdp_nonfinite,
     "ddp": ddp,
     "fsdp": fsdp,

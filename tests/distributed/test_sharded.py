@@ -73,6 +73,11 @@ def test_every_matrix_member_under_fsdp2_equals_single_process(run, name):
     assert max_gap(results["fsdp_family"][name], reference) <= (1e-4 if name == "soap" else TOL)
 
 
+def test_dcp_resume_of_whole_matrix_state_is_exact(run):
+    _, results = run
+    assert results["fsdp_family_checkpoint"] == {"normuon": 0.0, "shampoo": 0.0, "soap": 0.0}
+
+
 def test_fsdp2_equals_single_process_polar_express(run):
     _, results = run
     reference, _ = single_process(2, backend="polar_express")

@@ -292,12 +292,15 @@ def fsdp_nonfinite(rank, world, outdir):
 
 def fsdp_family(rank, world, outdir):
     """Every matrix member under FSDP2 for 3 steps (NorMuon, Shampoo, CASPR and SOAP gather
-    their whole matrices: steepest.distributed.whole)."""
+    their whole matrices: steepest.distributed.whole), and under DDP."""
     out = {}
     for name in FAMILY:
         net = _fsdp(Net())
         train(net, family_optimizer(net, name), 3, rank=rank, world=world)
         out[name] = _full(net)
+        model = nn.parallel.DistributedDataParallel(Net())
+        train(model, family_optimizer(model.module, name), 3, rank=rank, world=world)
+        out[f"ddp-{name}"] = _full(model.module)
     return out
 
 

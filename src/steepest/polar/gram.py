@@ -31,16 +31,10 @@ def _segment(
     """len(coefficients) steps on the Gram matrices of the stacks Xs (one short side s), then
     one product with each X. The s x s products run once on all stacks' Gram matrices;
     ``kernel`` does the symmetric products, ``commuting`` the products of two iterates."""
-    if len(Xs) == 1:
-        R = symmetric_product(Xs[0], kernel=kernel)
-    elif kernel == "triton":  # the kernel writes each Gram matrix into its slice of R
-        sizes = [X.shape[0] for X in Xs]
-        s = Xs[0].shape[-2]
-        R = Xs[0].new_empty(sum(sizes), s, s)
-        for X, part in zip(Xs, torch.split(R, sizes), strict=True):
-            symmetric_product(X, kernel=kernel, out=part)
-    else:
-        R = torch.cat([symmetric_product(X, kernel=kernel) for X in Xs])
+    # one batch of Gram matrices (concatenated: writing the Triton kernel's output into slices
+    # of one buffer hit an illegal memory access under Inductor on an H100)
+    grams = [symmetric_product(X, kernel=kernel) for X in Xs]
+    R = grams[0] if len(grams) == 1 else torch.cat(grams)
     Q: torch.Tensor | None = None
     last = len(coefficients) - 1
     for i, (a, b, c) in enumerate(coefficients):

@@ -169,3 +169,29 @@ def test_row_block_state_resumes_bit_identically(name, dtype):
     assert again.state[resumed]["left/2"].dtype == torch.float32
     run(resumed, again, 3, 3)
     assert torch.equal(resumed.detach(), w.detach())
+
+
+@pytest.mark.parametrize("name", ["muon", "shampoo", "soap", "adamw"])
+def test_state_stays_with_the_parameters_whatever_the_default_device(name):
+    """Step counters live on the CPU (torch's convention) even when the optimizer is built and
+    stepped under torch.set_default_device: a run under the "meta" default equals the plain one."""
+    plain, shifted = make_model(), make_model()
+    train(plain, steepest.optimizer(name, plain.parameters(), lr=0.01), 3)
+    torch.set_default_device("meta")
+    try:  # state is made at construction
+        opt = steepest.optimizer(name, shifted.parameters(), lr=0.01)
+    finally:
+        torch.set_default_device(None)
+    for t in range(3):
+        x, y = batch(t)
+        opt.zero_grad()
+        nn.functional.cross_entropy(shifted(x), y).backward()
+        torch.set_default_device("meta")
+        try:
+            opt.step()
+        finally:
+            torch.set_default_device(None)
+    for a, b in zip(plain.parameters(), shifted.parameters(), strict=True):
+        assert torch.equal(a, b)
+    steps = [s["step"] for s in opt.state.values() if "step" in s]
+    assert all(s.device.type == "cpu" for s in steps)

@@ -62,8 +62,10 @@ class AdamWAlgorithm(Algorithm):
             step = torch.zeros((), dtype=torch.float32, device=p.device)
         else:
             default = torch.get_default_dtype()
-            step = torch.tensor(
-                0.0, dtype=torch.float64 if default == torch.float64 else torch.float32
+            step = torch.tensor(  # on the CPU whatever the default device (torch's convention)
+                0.0,
+                dtype=torch.float64 if default == torch.float64 else torch.float32,
+                device="cpu",
             )
         dtype = work_dtype(p.dtype)
         state = {

@@ -317,7 +317,9 @@ class Steepest(Optimizer):
             return flag, flag, None
         host = self._finite_host.get(device)
         if host is None:  # reused: every step waits for its copy before returning
-            host = self._finite_host[device] = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host = self._finite_host[device] = torch.empty(
+                (), dtype=torch.bool, device="cpu", pin_memory=True
+            )
         host.copy_(flag, non_blocking=True)
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch stub: untyped
         event.record()

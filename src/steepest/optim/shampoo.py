@@ -106,7 +106,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
                 state[block_key(key, i, group)] = torch.zeros(*batch, k, k, **zeros)
                 state[block_key(f"{key}_root", i, group)] = torch.zeros(*batch, k, k, **zeros)
             state[block_key("stat_scale", i, group)] = torch.zeros(*batch, 1, 1, **zeros)
-        state["step"] = torch.zeros((), dtype=torch.int64)
+        state["step"] = torch.zeros((), dtype=torch.int64, device="cpu")
         return state
 
     def precondition(

@@ -88,7 +88,7 @@ class SOAPAlgorithm(Algorithm):
             }
             for key, shape in shapes.items():
                 state[block_key(key, i, group)] = torch.zeros(*batch, *shape, **zeros)
-        state["step"] = torch.zeros((), dtype=torch.int64)
+        state["step"] = torch.zeros((), dtype=torch.int64, device="cpu")
         return state
 
     def precondition(

@@ -3,16 +3,9 @@
 Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set:
   new:                the code as it is (stage 5 as foreach ops: Inductor writes every
                       parameter from one horizontally fused kernel);
-  megabatch:          engine.MEGABATCH_ACROSS_SHAPES on: stage 3 through msign_many (stacks of
-                      one oriented shape as one batch, the Gram form's s x s products shared
-                      by every stack with the same short side: for GPT-2 small one s x s chain
-                      of 36 matrices of 768 x 768 instead of three of 12);
-  megabatch+half:     megabatch, and the s x s products of the Gram chain as Triton
-                      half-products of commuting symmetric matrices (commuting_product:
-                      upper tiles only, mirrored), which alone did not pay (below);
   per-param stage 5:  stage 5 as one p.mul_/p.sub_ pair per parameter (the earlier local_step,
                       one kernel per parameter).
-All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
+Both run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed.
 
@@ -23,7 +16,7 @@ half-product takes 14-16 us against cuBLAS's 21 us (bench/ops_graph.py), but the
 get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated. Those runs,
 like the stage-5 numbers in the README, used the default nonfinite="raise".)
 
-Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,megabatch,...]
+Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,...]
 """
 
 from __future__ import annotations
@@ -38,7 +31,6 @@ from common import SETS, parameters_with_gradients, pipelined, time_fn, write_re
 import steepest
 import steepest.optim.engine as engine
 from steepest.optim.batching import map_matrices
-from steepest.polar.kernels import symmetric
 
 
 def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, finite=None):
@@ -58,23 +50,15 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 
 
 LOCAL_STEP = engine.local_step
-NO_HALF = symmetric.COMMUTING_AUTO_MIN_SIDE
 
 
-def use(step, megabatch=False, half=False):
-    """Set the engine's step function, megabatching and half-product switches of a variant."""
-    engine.local_step = step
-    engine.MEGABATCH_ACROSS_SHAPES = megabatch
-    symmetric.COMMUTING_AUTO_MIN_SIDE = symmetric.AUTO_MIN_SIDE if half else NO_HALF
-
-
-def build(shapes, device, **variant):
-    """A warmed-up optimizer for the variant and its step function, which sets the variant's
-    switches before every step (on a GPU the recorded graph replays; on CPU the compiled
-    function is called again and reads them)."""
+def build(shapes, device, step):
+    """A warmed-up optimizer for the variant's step function and a step that sets it in the
+    engine around every call (on a GPU the recorded graph replays; on CPU the compiled
+    function is called again and reads it)."""
     torch._dynamo.reset()
     engine._COMPILED.clear()
-    use(**variant)
+    engine.local_step = step
     params = parameters_with_gradients(shapes, device)
     # nonfinite="ignore": both variants run the same stages (no device-side check's masking)
     opt = steepest.Muon(
@@ -82,32 +66,24 @@ def build(shapes, device, **variant):
     )
     for _ in range(4):
         opt.step()
-    use(LOCAL_STEP, MEGABATCH)
+    engine.local_step = LOCAL_STEP
 
-    def step():
-        use(**variant)
+    def timed_step():
+        engine.local_step = step
         opt.step()
-        use(LOCAL_STEP, MEGABATCH)
+        engine.local_step = LOCAL_STEP
 
-    return step
+    return timed_step
 
 
-MEGABATCH = engine.MEGABATCH_ACROSS_SHAPES
-VARIANTS = {
-    "new": dict(step=LOCAL_STEP),
-    "megabatch": dict(step=LOCAL_STEP, megabatch=True),
-    "megabatch+half": dict(step=LOCAL_STEP, megabatch=True, half=True),
-    "per-param stage 5": dict(step=per_param_step),
-}
+VARIANTS = {"new": LOCAL_STEP, "per-param stage 5": per_param_step}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--variants", default="new,megabatch,megabatch+half", help=f"of {list(VARIANTS)}"
-    )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"--variants: {unknown} unknown; choose from {list(VARIANTS)}")
-    variants = {name: build(shapes, device, **VARIANTS[name]) for name in names}
+    variants = {name: build(shapes, device, VARIANTS[name]) for name in names}
     times: dict[str, dict[str, list[float]]] = {
         k: {"isolated": [], "pipelined": []} for k in variants
     }

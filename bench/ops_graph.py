@@ -1,8 +1,6 @@
 """Per-op times inside a CUDA graph, where the fast path runs them: cuBLAS against the Triton
-symmetric kernel for each product of the Gram and direct iterations on one set's stacks (the
-s x s products of the Gram chain also as Triton half-products, commuting_product, per stack and
-at the batch of every stack with one short side, as msign_many runs them), and msign per stack
-with each kernel choice.
+symmetric kernel for each product of the Gram and direct iterations on one set's stacks, and
+msign per stack with each kernel choice.
 
 Each case is recorded once as `reps` back-to-back calls in one CUDA graph and replayed; the time
 is the replay's mean divided by `reps` (no launch overhead, as in a recorded optimizer step).
@@ -19,8 +17,8 @@ import torch
 from common import SETS, pipelined, write_result
 
 from steepest.optim.graphs import cuda_capture
-from steepest.polar import GRAM_MIN_ASPECT, msign
-from steepest.polar.kernels import commuting_product, symmetric_product
+from steepest.polar import msign
+from steepest.polar.kernels import symmetric_product
 
 
 def in_graph_ms(fn, reps: int) -> float:
@@ -75,7 +73,14 @@ def main(argv: list[str] | None = None) -> None:
                 "triton": lambda R=R: symmetric_product(R, 2.0, R, -4.7, kernel="triton"),
             },
         )
-        add("s x s product", (count, s, s), 2.0 * count * s**3, square_products(R))
+        add(
+            "s x s product",
+            (count, s, s),
+            2.0 * count * s**3,
+            {
+                "cuBLAS": lambda R=R: torch.bmm(R, R),
+            },
+        )
         add(
             "Q X",
             (count, s, l),
@@ -94,23 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                 "torch": lambda G=G: msign(G, form="auto", kernel="torch"),
             },
         )
-    by_side = Counter()  # the Gram-form stacks (aspect >= GRAM_MIN_ASPECT) per short side
-    for (m, n), count in Counter(SETS[args.set]).items():
-        if max(m, n) >= GRAM_MIN_ASPECT * min(m, n):
-            by_side[min(m, n)] += count
-    for s, total in by_side.items():  # msign_many's shared Gram chain: one batch per side
-        R = torch.randn(total, s, s, dtype=half) / s**0.5
-        R = R + R.mT
-        add("s x s product, one batch", (total, s, s), 2.0 * total * s**3, square_products(R))
     write_result(f"ops_graph-{args.set}", {"rows": rows}, args.out)
-
-
-def square_products(R: torch.Tensor) -> dict:
-    """R R by cuBLAS and as a Triton half-product (R commutes with itself)."""
-    return {
-        "cuBLAS": lambda: torch.bmm(R, R),
-        "triton half": lambda: commuting_product(R, R, kernel="triton"),
-    }
 
 
 if __name__ == "__main__":

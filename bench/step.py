@@ -4,9 +4,7 @@ One run measures, side by side on one device and on the same parameters and grad
 the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon's step
 (eager; with ``cuda_graph=True``; with ``compile=True, cuda_graph=True`` and its defaults:
 ``polar_form="auto"``, the Gram form for rectangular matrices, and the Triton symmetric kernels
-where "auto" picks them; the same with the direct form, with cuBLAS only, with
-engine.MEGABATCH_ACROSS_SHAPES (msign_many: shared s x s products across shapes), the same
-with Triton half-products for the Gram chain (commuting_product) and with jordan
+where "auto" picks them; the same with the direct form, with cuBLAS only and with jordan
 newton_schulz), torch.optim.Muon's step and fused AdamW's step. Two times per row: "isolated",
 one step between CUDA events with a sync after each (host overhead included), and
 "pipelined", 20 steps back to back divided by 20 (the host runs ahead, as in a training loop).
@@ -33,7 +31,6 @@ from common import (
 )
 
 import steepest
-from steepest.optim import engine
 from steepest.polar.kernels import symmetric
 
 
@@ -48,23 +45,9 @@ def cublas_only():
         symmetric.AUTO_MIN_SIDE = saved
 
 
-@contextlib.contextmanager
-def megabatched(half: bool = False):
-    """The fused step dualizes all stacks of a group in one msign_many call while active (and,
-    with half, the Gram chain's s x s products are Triton half-products from AUTO_MIN_SIDE)."""
-    saved = engine.MEGABATCH_ACROSS_SHAPES, symmetric.COMMUTING_AUTO_MIN_SIDE
-    engine.MEGABATCH_ACROSS_SHAPES = True
-    if half:
-        symmetric.COMMUTING_AUTO_MIN_SIDE = symmetric.AUTO_MIN_SIDE
-    try:
-        yield
-    finally:
-        engine.MEGABATCH_ACROSS_SHAPES, symmetric.COMMUTING_AUTO_MIN_SIDE = saved
-
-
 def time_step(opt, context=contextlib.nullcontext) -> tuple[float, float]:
-    """Warm up (eager steps, compilation, recording) inside the context (a kernel or batching
-    choice), then time (isolated median, pipelined mean)."""
+    """Warm up (eager steps, compilation, recording) inside the context (a kernel choice),
+    then time (isolated median, pipelined mean)."""
     with context():
         for _ in range(4):
             opt.step()
@@ -85,8 +68,6 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
         "steepest.Muon compile+graph": (fast, plain),
         "steepest.Muon compile+graph direct form": ({**fast, "polar_form": "direct"}, plain),
         "steepest.Muon compile+graph cuBLAS": (fast, cublas_only),
-        "steepest.Muon compile+graph megabatch": (fast, megabatched),
-        "steepest.Muon compile+graph megabatch+half": (fast, lambda: megabatched(half=True)),
         "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, plain),
     }
     ms, piped = {}, {}

@@ -4,9 +4,8 @@ Trains the 6-layer, 384-wide char GPT on tiny-shakespeare four times from the sa
 initialization and batches with steepest.Muon (compile=True, cuda_graph=True):
   * "triton": bf16 direct iteration, the Triton symmetric kernels for every shape,
   * "gram":   the Gram form (polar_form="gram") in float16 for every matrix, kernels "auto",
-  * "gram-triton": the same with every Triton path on: symmetric products (with the diagonal
-              shift in their epilogue) and commuting half-products for every shape, and
-              megabatching across shapes (engine.MEGABATCH_ACROSS_SHAPES),
+  * "gram-triton": the same with the Triton symmetric products (with the diagonal shift in
+              their epilogue) for every shape,
   * "cublas": bf16 direct iteration, cuBLAS only (the fallback),
   * "fp32":   float32 direct iteration, cuBLAS only (the bf16 tolerance reference),
 and prints the largest loss difference along the run and the final relative parameter distance
@@ -27,24 +26,22 @@ from common import write_result
 import steepest
 from steepest.data import load_shakespeare
 from steepest.experiments.gpt import GPT, GPTConfig
-from steepest.optim import engine
 from steepest.polar.kernels import symmetric
 
 NEVER = 1 << 30
-#: variant -> (AUTO_MIN_SIDE, COMMUTING_AUTO_MIN_SIDE, megabatch, polar_dtype, polar_form)
+#: variant -> (AUTO_MIN_SIDE, polar_dtype, polar_form)
 VARIANTS = {
-    "triton": (0, NEVER, False, torch.bfloat16, "direct"),
-    "gram": (symmetric.AUTO_MIN_SIDE, NEVER, False, None, "gram"),
-    "gram-triton": (0, 0, True, None, "gram"),
-    "cublas": (NEVER, NEVER, False, torch.bfloat16, "direct"),
-    "fp32": (NEVER, NEVER, False, torch.float32, "direct"),
+    "triton": (0, torch.bfloat16, "direct"),
+    "gram": (symmetric.AUTO_MIN_SIDE, None, "gram"),
+    "gram-triton": (0, None, "gram"),
+    "cublas": (NEVER, torch.bfloat16, "direct"),
+    "fp32": (NEVER, torch.float32, "direct"),
 }
 
 
 def run(variant: str, steps: int, data: torch.Tensor, device) -> tuple[list[float], list]:
-    min_side, commuting_side, megabatch, polar_dtype, polar_form = VARIANTS[variant]
-    symmetric.AUTO_MIN_SIDE, symmetric.COMMUTING_AUTO_MIN_SIDE = min_side, commuting_side
-    engine.MEGABATCH_ACROSS_SHAPES = megabatch
+    min_side, polar_dtype, polar_form = VARIANTS[variant]
+    symmetric.AUTO_MIN_SIDE = min_side
     torch.manual_seed(0)
     cfg = GPTConfig(65, 256, 6, 6, 384)
     model = GPT(cfg).to(device)

@@ -16,8 +16,6 @@ import torch
 from torch._dynamo.utils import counters
 
 import steepest
-from compile_helpers import inductor_unavailable
-from steepest.optim import engine
 from steepest.optim.graphs import closure_capture
 
 SHAPES = [(8, 4), (4, 4), (8, 4), (4, 8), (2, 3, 5), (6,)]
@@ -335,46 +333,3 @@ def test_device_side_check_on_a_recorded_cuda_step(nonfinite):
         torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4)
     assert fast.graphs[0].recordings == 1
     torch._dynamo.reset()
-
-
-# A GPT-block-like set: short side 4 in a wide, a tall, a longer and a batched shape (the Gram
-# form's shared s x s products), a transposed pair (one oriented batch) and a square matrix.
-MEGABATCH_SHAPES = [(8, 4), (4, 8), (4, 16), (16, 4), (4, 4), (3, 4, 12), (6,)]
-
-
-@pytest.mark.parametrize(
-    ("preset", "backend"),
-    [("Muon", "eager"), ("PolarGrad", "eager"), ("Muon", "inductor")],
-)
-def test_megabatched_fused_step_matches_eager(monkeypatch, preset, backend):
-    """engine.MEGABATCH_ACROSS_SHAPES routes the fused step's stage 3 through dualize_many
-    (msign_many); parameters follow the eager optimizer (per-stack msign) to fp64 round-off."""
-    if backend == "inductor":
-        reason = inductor_unavailable()
-        if reason is not None:
-            pytest.skip(f"inductor cannot build here: {reason}")
-    monkeypatch.setattr(engine, "MEGABATCH_ACROSS_SHAPES", True)
-    calls = []
-    original = type(steepest.optim.ALGORITHMS[preset.lower()]).dualize_many
-    monkeypatch.setattr(
-        type(steepest.optim.ALGORITHMS[preset.lower()]),
-        "dualize_many",
-        lambda self, stacks, group: calls.append(len(stacks)) or original(self, stacks, group),
-    )
-    torch._dynamo.reset()
-    engine._COMPILED.clear()
-    torch.manual_seed(0)
-    ps = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in MEGABATCH_SHAPES]
-    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
-    make = getattr(steepest, preset)
-    kwargs = dict(lr=0.05, weight_decay=0.1, polar_dtype=torch.float64)
-    fast, eager = make(ps, compile=backend, **kwargs), make(qs, **kwargs)
-    for t in range(4):
-        feed(ps, qs, fresh=True, seed=t)
-        fast.step()
-        eager.step()
-    assert calls and set(calls) == {6}  # every call gets all six stack shapes at once
-    for p, q in zip(ps, qs, strict=True):
-        torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
-    torch._dynamo.reset()
-    engine._COMPILED.clear()

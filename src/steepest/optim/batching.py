@@ -21,9 +21,7 @@ __all__ = [
     "Stacks",
     "finite_each",
     "map_matrices",
-    "map_matrices_together",
     "map_stacked",
-    "map_stacked_together",
     "matrix_count",
     "uses_distributed",
     "whole_matrix",
@@ -47,23 +45,13 @@ def map_stacked(
 
     References: the megabatching of microsoft/dion (buckets by shape, dtype, sharding).
     """
-    return map_stacked_together(lambda stacks: [fn(X) for X in stacks], matrices)
-
-
-def map_stacked_together(
-    fn: Callable[[list[torch.Tensor]], list[torch.Tensor]], matrices: list[torch.Tensor]
-) -> list[torch.Tensor]:
-    """map_stacked with one call of fn on the list of all stacks (e.g. msign_many, which
-    batches work across stacks of different shapes)."""
     stacks: dict[tuple[tuple[int, ...], torch.dtype, torch.device], list[int]] = defaultdict(list)
     for i, X in enumerate(matrices):
         stacks[(tuple(X.shape[-2:]), X.dtype, X.device)].append(i)
-    flats = [
-        [matrices[i].reshape(-1, *mn) for i in members] for (mn, _, _), members in stacks.items()
-    ]
-    Ys = fn([flat[0] if len(flat) == 1 else torch.cat(flat) for flat in flats])
     out: list[torch.Tensor | None] = [None] * len(matrices)
-    for members, flat, Y in zip(stacks.values(), flats, Ys, strict=True):
+    for (mn, _, _), members in stacks.items():
+        flat = [matrices[i].reshape(-1, *mn) for i in members]
+        Y = fn(flat[0] if len(flat) == 1 else torch.cat(flat))
         for i, part in zip(members, torch.split(Y, [f.shape[0] for f in flat]), strict=True):
             out[i] = part.reshape(matrices[i].shape)
     return cast(list[torch.Tensor], out)  # every index belongs to one stack
@@ -85,18 +73,8 @@ def map_matrices(
     Returns:
         one tensor per input, of the input's shape.
     """
-    return map_matrices_together(lambda stacks: [fn(X) for X in stacks], tensors, view, blocks)
-
-
-def map_matrices_together(
-    fn: Callable[[list[torch.Tensor]], list[torch.Tensor]],
-    tensors: list[torch.Tensor],
-    view: View = "auto",
-    blocks: Sequence[int] | None = None,
-) -> list[torch.Tensor]:
-    """map_matrices with one call of fn on the list of all stacks (see map_stacked_together)."""
     pieces = [split_matrices(t, view, blocks) for t in tensors]
-    flat = map_stacked_together(fn, [m for ms in pieces for m in ms])
+    flat = map_stacked(fn, [m for ms in pieces for m in ms])
     out: list[torch.Tensor] = []
     start = 0
     for t, ms in zip(tensors, pieces, strict=True):

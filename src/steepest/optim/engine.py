@@ -15,13 +15,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from .batching import (
-    Stacks,
-    finite_each,
-    map_matrices_together,
-    matrix_count,
-    uses_distributed,
-)
+from .batching import Stacks, finite_each, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
 from .graphs import GroupGraph, cuda_capture
 from .momentum import MomentumAlgorithm
@@ -592,15 +586,11 @@ def local_step(
     directions = algorithm.accumulate(grads, states, group)  # 1
     directions = algorithm.precondition(directions, states, group)  # 2
 
-    def run(stacks: list[torch.Tensor]) -> list[torch.Tensor]:
-        if MEGABATCH_ACROSS_SHAPES:
-            dualized = algorithm.dualize_many(stacks, group)
-        else:
-            dualized = [algorithm.dualize(X, group) for X in stacks]
-        pairs = zip(dualized, stacks, strict=True)
-        return [D * algorithm.scale(X.shape[-2], X.shape[-1], group) for D, X in pairs]
+    def run(X: torch.Tensor) -> torch.Tensor:
+        m, n = X.shape[-2:]
+        return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
 
-    updates = map_matrices_together(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
+    updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
     updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
     if group.get("cautious_weight_decay", False):  # 5
         for p, u in zip(params, updates, strict=True):
@@ -644,12 +634,6 @@ def _capturable(algorithm: Algorithm, group: Group) -> bool:
     capturable = getattr(algorithm, "capturable", None)
     return bool(capturable(group)) if callable(capturable) else False
 
-
-#: The fused step's stage 3 through Algorithm.dualize_many: Muon and PolarGrad iterate stacks
-#: of one oriented shape as one batch and share the Gram form's s x s products across shapes
-#: (steepest.polar.msign_many). Exact matrix by matrix (tests/optim/test_fast_paths.py); off
-#: until bench/ab_step.py has measured it on a GPU.
-MEGABATCH_ACROSS_SHAPES = False
 
 _COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
 #: Compilations of one function allowed per process (stack shapes x settings x groups).

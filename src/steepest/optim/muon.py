@@ -13,7 +13,7 @@ from steepest.polar.newton_schulz import Coefficients
 
 from .engine import Steepest
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .polar_step import POLAR_DEFAULTS, check_polar, polar, polar_many
+from .polar_step import POLAR_DEFAULTS, check_polar, polar
 from .registry import Group, register
 from .scaling import check_scale, scale_factor
 
@@ -48,9 +48,6 @@ class MuonAlgorithm(MomentumAlgorithm):
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return polar(X, group)
-
-    def dualize_many(self, stacks: list[torch.Tensor], group: Group) -> list[torch.Tensor]:
-        return polar_many(stacks, group)
 
     def capturable(self, group: Group) -> bool:
         """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from steepest.polar import BACKENDS, msign, msign_many, randomized_polar
+from steepest.polar import BACKENDS, msign, randomized_polar
 
 from .registry import Group
 
-__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "polar", "polar_many"]
+__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "polar"]
 
 POLAR_BACKENDS = (*BACKENDS, "randomized_svd")
 
@@ -74,22 +74,6 @@ def polar(X: torch.Tensor, group: Group) -> torch.Tensor:
         return randomized_polar(X, group["rank"])
     return msign(
         X,
-        backend=group["backend"],
-        steps=group["steps"],
-        dtype=group["polar_dtype"],
-        coefficients=group["coefficients"],
-        form=group.get("polar_form", "direct"),
-    )
-
-
-def polar_many(stacks: list[torch.Tensor], group: Group) -> list[torch.Tensor]:
-    """[polar(X, group) for X in stacks], with the iterative backends' work batched across
-    stacks (steepest.polar.msign_many: one batch per oriented shape, shared s x s products in
-    the Gram form)."""
-    if group["backend"] == "randomized_svd":
-        return [polar(X, group) for X in stacks]
-    return msign_many(
-        stacks,
         backend=group["backend"],
         steps=group["steps"],
         dtype=group["polar_dtype"],

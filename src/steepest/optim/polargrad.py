@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .muon import MuonAlgorithm
-from .polar_step import polar, polar_many
+from .polar_step import polar
 from .presets import Preset, preset
 from .registry import Group, register
 
@@ -34,17 +34,9 @@ class PolarGradAlgorithm(MuonAlgorithm):
     }
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return _times_nuclear(X, polar(X, group))
-
-    def dualize_many(self, stacks: list[torch.Tensor], group: Group) -> list[torch.Tensor]:
-        polars = polar_many(stacks, group)
-        return [_times_nuclear(X, O) for X, O in zip(stacks, polars, strict=True)]
-
-
-def _times_nuclear(X: torch.Tensor, O: torch.Tensor) -> torch.Tensor:
-    """||X||_nuc O with the nuclear norm as <X, O> (O = msign(X)), in place on O."""
-    nuclear = (X * O).sum(dim=(-2, -1), keepdim=True)
-    return O.mul_(nuclear)
+        O = polar(X, group)
+        nuclear = (X * O).sum(dim=(-2, -1), keepdim=True)
+        return O.mul_(nuclear)
 
 
 register(PolarGradAlgorithm())

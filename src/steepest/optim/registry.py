@@ -70,11 +70,6 @@ class Algorithm:
         """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
         raise NotImplementedError
 
-    def dualize_many(self, stacks: list[torch.Tensor], group: Group) -> list[torch.Tensor]:
-        """Stage 3 on several stacks at once (the fused step's megabatching): dualize per stack
-        by default; algorithms whose dualizer batches across shapes override it."""
-        return [self.dualize(X, group) for X in stacks]
-
     def scale(self, m: int, n: int, group: Group) -> float:
         """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
         return 1.0

@@ -3,25 +3,17 @@
 Public API:
     msign(G, backend="polar_express", steps=5, dtype=None, coefficients=None, lower_bound=1e-3,
           *, eps=0.0, kernel="auto", form="direct")
-    msign_many(Gs, ...): msign of several stacks, batched across shapes (one call per oriented
-          shape, shared s x s products in the Gram form)
     orthogonality_error(G, O)
     polar_express_coefficients(steps, lower_bound=1e-3), optimal_odd_quintic(lower, upper)
     newton_schulz_coefficients(coefficients, steps), JORDAN, CUBIC
     odd_quintic_iteration(X, coefficients, *, kernel="auto"), polar_svd(X)
-    gram_quintic_iteration(X, coefficients, *, restarts=(2,), kernel="auto"), gram_flop_ratio,
-    gram_quintic_iteration_many(Xs, ...)
+    gram_quintic_iteration(X, coefficients, *, restarts=(2,), kernel="auto"), gram_flop_ratio
     steepest.polar.kernels: symmetric_product (Triton X X^T on one block-triangle, torch fallback)
 
 References: seeds/000_0ff94013880c6450.txt (Alg. 2, §3.3.1); arXiv 2505.16932 (Polar Express).
 """
 
-from .gram import (
-    GRAM_RESTARTS,
-    gram_flop_ratio,
-    gram_quintic_iteration,
-    gram_quintic_iteration_many,
-)
+from .gram import GRAM_RESTARTS, gram_flop_ratio, gram_quintic_iteration
 from .iteration import odd_quintic_iteration
 from .msign import (
     BACKENDS,
@@ -30,7 +22,6 @@ from .msign import (
     NORMALIZATION_SAFETY,
     default_compute_dtype,
     msign,
-    msign_many,
 )
 from .newton_schulz import CUBIC, JORDAN, NEWTON_SCHULZ_SCHEDULES, newton_schulz_coefficients
 from .orthogonality import orthogonality_error
@@ -57,9 +48,7 @@ __all__ = [
     "default_compute_dtype",
     "gram_flop_ratio",
     "gram_quintic_iteration",
-    "gram_quintic_iteration_many",
     "msign",
-    "msign_many",
     "newton_schulz_coefficients",
     "odd_quintic_iteration",
     "optimal_odd_quintic",

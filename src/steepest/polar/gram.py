@@ -6,14 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .kernels import commuting_product, resolve_kernel, symmetric_product
+from .kernels import resolve_kernel, symmetric_product
 
-__all__ = [
-    "GRAM_RESTARTS",
-    "gram_flop_ratio",
-    "gram_quintic_iteration",
-    "gram_quintic_iteration_many",
-]
+__all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
 
 #: Steps after which the Gram form is restarted (X re-formed, X X^T recomputed from it), so that
 #: round-off in the small matrices cannot pile up over all steps: after the second step, as in
@@ -23,18 +18,10 @@ GRAM_RESTARTS = (2,)
 
 
 def _segment(
-    Xs: Sequence[torch.Tensor],
-    coefficients: Sequence[tuple[float, float, float]],
-    kernel: str,
-    commuting: str,
-) -> list[torch.Tensor]:
-    """len(coefficients) steps on the Gram matrices of the stacks Xs (one short side s), then
-    one product with each X. The s x s products run once on all stacks' Gram matrices;
-    ``kernel`` does the symmetric products, ``commuting`` the products of two iterates."""
-    # one batch of Gram matrices (concatenated: writing the Triton kernel's output into slices
-    # of one buffer hit an illegal memory access under Inductor on an H100)
-    grams = [symmetric_product(X, kernel=kernel) for X in Xs]
-    R = grams[0] if len(grams) == 1 else torch.cat(grams)
+    X: torch.Tensor, coefficients: Sequence[tuple[float, float, float]], kernel: str
+) -> torch.Tensor:
+    """len(coefficients) steps on the Gram matrix of X, then one product with X."""
+    R = symmetric_product(X, kernel=kernel)
     Q: torch.Tensor | None = None
     last = len(coefficients) - 1
     for i, (a, b, c) in enumerate(coefficients):
@@ -44,13 +31,11 @@ def _segment(
         else:
             P = R * b
             P.diagonal(dim1=-2, dim2=-1).add_(a)
-        Q = P if Q is None else commuting_product(P, Q, kernel=commuting)
+        Q = P if Q is None else torch.bmm(P, Q)
         if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (P and R commute)
-            PR = commuting_product(P, R, kernel=commuting)
-            R = commuting_product(PR, P, kernel=commuting)
+            R = torch.bmm(torch.bmm(P, R), P)
     assert Q is not None  # coefficients is not empty
-    parts = torch.split(Q, [X.shape[0] for X in Xs])
-    return [torch.bmm(q, X) for q, X in zip(parts, Xs, strict=True)]
+    return torch.bmm(Q, X)
 
 
 def gram_quintic_iteration(
@@ -86,58 +71,12 @@ def gram_quintic_iteration(
         seeds/000_0ff94013880c6450.txt, Alg. 2 (the quintic step); Dao lab, "Gram Newton-Schulz"
         (2026): the Gram form, half precision and the restart after the second step.
     """
-    return gram_quintic_iteration_many([X], coefficients, restarts=restarts, kernel=kernel)[0]
-
-
-def gram_quintic_iteration_many(
-    Xs: Sequence[torch.Tensor],
-    coefficients: Sequence[tuple[float, float, float]],
-    *,
-    restarts: Sequence[int] = GRAM_RESTARTS,
-    kernel: str = "auto",
-) -> list[torch.Tensor]:
-    """gram_quintic_iteration of every stack in Xs, the s x s products shared.
-
-    Math: the Gram form touches each stack's long side l only in X X^T and Q X; every other
-    product is s x s. Stacks with one short side s and dtype (e.g. the 768 x 2304 and
-    768 x 3072 matrices of a GPT-2 block) therefore run their s x s products as one batch,
-    which fills the GPU better than one small batch per shape. Matrix by matrix the result is
-    gram_quintic_iteration's.
-
-    Args:
-        Xs: non-empty list of (batch_i, s, l_i) tensors, one s, dtype and device, s <= l_i,
-            normalized as gram_quintic_iteration needs.
-        coefficients, restarts, kernel: as in gram_quintic_iteration (the kernel is resolved on
-            the first stack).
-
-    Returns:
-        A new (batch_i, s, l_i) tensor per stack, in order.
-
-    References: as gram_quintic_iteration; the megabatching of microsoft/dion (one call per
-    bucket of stacks).
-    """
-    if not Xs:
-        raise ValueError("gram_quintic_iteration_many: Xs is empty; pass at least one stack")
-    first = Xs[0]
-    for X in Xs:
-        if X.ndim != 3 or X.shape[-2] != first.shape[-2] or X.shape[-2] > X.shape[-1]:
-            raise ValueError(
-                f"gram_quintic_iteration_many: a stack has shape {tuple(X.shape)}; need "
-                f"(batch, s, l) with s = {first.shape[-2]} (the first stack's) and s <= l"
-            )
-        if X.dtype != first.dtype or X.device != first.device:
-            raise ValueError(
-                f"gram_quintic_iteration_many: a stack is {X.dtype} on {X.device}; need the "
-                f"first stack's {first.dtype} on {first.device}"
-            )
-    commuting = resolve_kernel(kernel, first, "commuting")
-    kernel = resolve_kernel(kernel, first)
+    kernel = resolve_kernel(kernel, X)
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
-    out = list(Xs)
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        out = _segment(out, steps[start:stop], kernel, commuting)
-    return out
+        X = _segment(X, steps[start:stop], kernel)
+    return X
 
 
 def gram_flop_ratio(

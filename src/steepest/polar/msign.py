@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from .gram import gram_quintic_iteration, gram_quintic_iteration_many
+from .gram import gram_quintic_iteration
 from .iteration import odd_quintic_iteration
 from .kernels import KERNELS
 from .newton_schulz import Coefficients, newton_schulz_coefficients
@@ -23,7 +22,6 @@ __all__ = [
     "NORMALIZATION_SAFETY",
     "default_compute_dtype",
     "msign",
-    "msign_many",
 ]
 
 #: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
@@ -114,14 +112,9 @@ def _polar_express_schedule(
 
 
 def _normalize(
-    X: torch.Tensor,
-    eps: float,
-    compute_dtype: torch.dtype,
-    safety: float,
-    out: torch.Tensor | None = None,
+    X: torch.Tensor, eps: float, compute_dtype: torch.dtype, safety: float
 ) -> torch.Tensor:
-    """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero (into ``out``, a
-    tensor of X's shape in the compute dtype, when given).
+    """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero.
 
     ||X||_F is accumulated in float64, so gradients of any float32 magnitude (1e-30 to 1e30)
     neither underflow to a zero norm nor overflow to inf; the scale is applied in float32
@@ -130,9 +123,7 @@ def _normalize(
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
     scale = torch.where(norm > 0, 1.0 / (safety * norm + eps), 0.0)
     scale = scale.to(torch.float64 if X.dtype == torch.float64 else torch.float32)
-    if out is None:
-        out = torch.empty_like(X, dtype=compute_dtype)
-    return torch.mul(X, scale, out=out)
+    return torch.mul(X, scale, out=torch.empty_like(X, dtype=compute_dtype))
 
 
 def msign(
@@ -223,75 +214,6 @@ def msign(
     return plan.finish(X)
 
 
-def msign_many(
-    Gs: Sequence[torch.Tensor],
-    backend: Backend = "polar_express",
-    steps: int = 5,
-    dtype: torch.dtype | None = None,
-    coefficients: Coefficients = None,
-    lower_bound: float = 1e-3,
-    *,
-    eps: float = 0.0,
-    kernel: str = "auto",
-    form: str = "direct",
-) -> list[torch.Tensor]:
-    """[msign(G, ...) for G in Gs] with the work of different stacks batched together.
-
-    For the iterative backends ("newton_schulz", "polar_express") each stack is normalized and
-    turned wide (s x l, s <= l) as msign does; stacks with one oriented shape, form and compute
-    dtype (say 3072 x 768 and 768 x 3072) are iterated as one batch, and Gram-form stacks with
-    one short side s (768 x 2304 and 768 x 3072) share their s x s products
-    (gram_quintic_iteration_many). Fewer, larger batched products keep a GPU busier than one
-    small batch per shape. Matrix by matrix the map is msign's; in floating point the results
-    may differ from msign's in the last bits where a library picks other kernels for a larger
-    batch. "svd" and callable backends run msign per stack.
-
-    Args:
-        Gs: real floating tensors of shapes (..., m_i, n_i), on one device.
-        backend, steps, dtype, coefficients, lower_bound, eps, kernel, form: as in msign.
-
-    Returns:
-        msign of each G, in order, of its shape and dtype.
-
-    References: as msign; the megabatching of microsoft/dion (one call per bucket).
-    """
-    for G in Gs:
-        _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
-    devices = {G.device for G in Gs}
-    if len(devices) > 1:
-        raise ValueError(f"msign_many: Gs are on {sorted(map(str, devices))}; need one device")
-    if backend == "svd" or callable(backend):
-        return [
-            msign(G, backend, steps, dtype, coefficients, lower_bound, eps=eps, form=form)
-            for G in Gs
-        ]  # kernel: ignored by these backends
-    schedule = _schedule(backend, steps, coefficients, lower_bound)
-    plans = {i: _Plan(G, backend, dtype, form) for i, G in enumerate(Gs) if G.numel()}
-    buckets: dict[tuple[bool, int, int, torch.dtype], list[int]] = defaultdict(list)
-    for i, plan in plans.items():
-        s, l = plan.wide_shape
-        buckets[(plan.gram, s, l, plan.compute_dtype)].append(i)
-    stacks = {key: _stacked(plans, members, float(eps)) for key, members in buckets.items()}
-    results: dict[tuple[bool, int, int, torch.dtype], torch.Tensor] = {}
-    shared: dict[tuple[int, torch.dtype], list[tuple[bool, int, int, torch.dtype]]]
-    shared = defaultdict(list)
-    for key, X in stacks.items():
-        if key[0]:  # Gram form: shared s x s products per (s, dtype)
-            shared[(key[1], key[3])].append(key)
-        else:
-            results[key] = odd_quintic_iteration(X, schedule, kernel=kernel)
-    for keys in shared.values():
-        outs = gram_quintic_iteration_many([stacks[k] for k in keys], schedule, kernel=kernel)
-        results.update(zip(keys, outs, strict=True))
-    # empty stacks give empty zeros; every other entry is overwritten below
-    out = [torch.zeros_like(G) if G.numel() == 0 else G for G in Gs]
-    for key, members in buckets.items():
-        parts = torch.split(results[key], [plans[i].matrices.shape[0] for i in members])
-        for i, part in zip(members, parts, strict=True):
-            out[i] = plans[i].finish(part)
-    return out
-
-
 class _Plan:
     """How msign's iterative path sees one stack G: its (K, m, n) matrices, orientation,
     form, compute dtype and normalization safety."""
@@ -303,7 +225,6 @@ class _Plan:
         self.shape, self.dtype = G.shape, G.dtype
         self.matrices = G.reshape(-1, m, n)
         self.tall = m > n
-        self.wide_shape = (min(m, n), max(m, n))
         rectangular = max(m, n) >= GRAM_MIN_ASPECT * min(m, n)
         self.gram = form == "gram" or (form == "auto" and rectangular and dtype != torch.bfloat16)
         if dtype is not None:
@@ -318,22 +239,6 @@ class _Plan:
         """The iterated wide stack X back in G's orientation, shape and dtype."""
         X = X.mT if self.tall else X
         return X.reshape(self.shape).to(self.dtype)
-
-
-def _stacked(plans: dict[int, _Plan], members: list[int], eps: float) -> torch.Tensor:
-    """The normalized wide matrices of the members, one (sum K_i, s, l) tensor; each member is
-    normalized straight into its slice (no separate concatenation pass)."""
-    first = plans[members[0]]
-    if len(members) == 1:
-        X = _normalize(first.matrices, eps, first.compute_dtype, first.safety)
-        return X.mT if first.tall else X
-    sizes = [plans[i].matrices.shape[0] for i in members]
-    X = first.matrices.new_empty((sum(sizes), *first.wide_shape), dtype=first.compute_dtype)
-    for i, part in zip(members, torch.split(X, sizes), strict=True):
-        plan = plans[i]
-        wide = plan.matrices.mT if plan.tall else plan.matrices
-        _normalize(wide, eps, plan.compute_dtype, plan.safety, out=part)
-    return X
 
 
 def _schedule(

@@ -4,7 +4,10 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
   new:                the code as it is (stage 5 as foreach ops: Inductor writes every
                       parameter from one horizontally fused kernel);
   per-param stage 5:  stage 5 as one p.mul_/p.sub_ pair per parameter (the earlier local_step,
-                      one kernel per parameter).
+                      one kernel per parameter);
+  unfused stage 1:    engine.FUSED_MOMENTUM off: stage 1 as foreach ops writing float32
+                      directions, msign computing their norms and casting them (before
+                      steepest.optim.fused_momentum).
 Both run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed.
@@ -52,6 +55,15 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 LOCAL_STEP = engine.local_step
 
 
+def unfused_step(*args):
+    """local_step as it ran before the fused stage 1 (read at compile time)."""
+    engine.FUSED_MOMENTUM = False
+    try:
+        LOCAL_STEP(*args)
+    finally:
+        engine.FUSED_MOMENTUM = True
+
+
 def build(shapes, device, step):
     """A warmed-up optimizer for the variant's step function and a step that sets it in the
     engine around every call (on a GPU the recorded graph replays; on CPU the compiled
@@ -59,6 +71,7 @@ def build(shapes, device, step):
     torch._dynamo.reset()
     engine._COMPILED.clear()
     engine.local_step = step
+    engine.FUSED_MOMENTUM = step is not unfused_step  # read while compiling
     params = parameters_with_gradients(shapes, device)
     # nonfinite="ignore": both variants run the same stages (no device-side check's masking)
     opt = steepest.Muon(
@@ -67,6 +80,7 @@ def build(shapes, device, step):
     for _ in range(4):
         opt.step()
     engine.local_step = LOCAL_STEP
+    engine.FUSED_MOMENTUM = True
 
     def timed_step():
         engine.local_step = step
@@ -76,7 +90,11 @@ def build(shapes, device, step):
     return timed_step
 
 
-VARIANTS = {"new": LOCAL_STEP, "per-param stage 5": per_param_step}
+VARIANTS = {
+    "new": LOCAL_STEP,
+    "per-param stage 5": per_param_step,
+    "unfused stage 1": unfused_step,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

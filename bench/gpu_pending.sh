@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # What the next GPU session owes issue #7, in parts small enough for one device call each:
-#   tests  the CUDA-only tests: Triton symmetric kernels, Gram form, and the device-side
-#          finiteness check of the recorded step (1-2 min);
-#   ab     bench/ab_step.py: the fused step as is against stage 5 per parameter, GPT-2 small
-#          (2-3 min);
+#   tests  the CUDA-only tests: Triton symmetric and momentum kernels, Gram form, and the
+#          device-side finiteness check of the recorded step (1-2 min);
+#   ab     bench/ab_step.py: the fused step as is against stage 1 unfused (FUSED_MOMENTUM off),
+#          GPT-2 small (2-3 min);
 #   ops    bench/ops_graph.py: each product inside a CUDA graph (1 min; GPU only);
 #   host   bench/host_overhead.py: host time per step, now with the device-side check (1 min);
-#   traj   bench/trajectory.py: 100 char-GPT steps per variant, now also with the Triton
-#          symmetric products (diagonal shift in the epilogue) for every shape against cuBLAS
-#          (2-4 min);
+#   traj   bench/trajectory.py: 100 char-GPT steps per variant: Triton products, Gram form,
+#          the fused stage 1 against cuBLAS / unfused (2-4 min);
 #   step   bench/step.py on the GPT-2-small and 1.3B-like sets, the README table (5-8 min: call
 #          it alone).
 # Logs and JSON go to $OUT (default runs/gpu-pending); each part prints a short summary.
@@ -32,12 +31,14 @@ fi
 part_tests() {
     python -m pytest -q -p no:cacheprovider -k "cuda or CUDA or triton or device_side" \
         tests/polar/test_kernels.py tests/polar/test_gram.py \
-        tests/optim/test_fast_paths.py > "$OUT/cuda-tests.log" 2>&1
+        tests/optim/test_fast_paths.py tests/optim/test_fused_momentum.py \
+        > "$OUT/cuda-tests.log" 2>&1
     echo "tests: exit $? ($(tail -1 "$OUT/cuda-tests.log"))"
 }
 
 part_ab() {
-    python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" --out "$OUT" > "$OUT/ab_step.log" 2>&1
+    python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" --variants "new,unfused stage 1" \
+        --out "$OUT" > "$OUT/ab_step.log" 2>&1
     echo "ab: exit $?"; grep -A3 "^variant" "$OUT/ab_step.log"
 }
 

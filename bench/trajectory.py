@@ -8,8 +8,13 @@ initialization and batches with steepest.Muon (compile=True, cuda_graph=True):
               their epilogue) for every shape,
   * "cublas": bf16 direct iteration, cuBLAS only (the fallback),
   * "fp32":   float32 direct iteration, cuBLAS only (the bf16 tolerance reference),
+  * "default": the defaults (polar_form="auto", kernels "auto", the fused stage 1 writing
+              bfloat16 directions: steepest.optim.fused_momentum),
+  * "default-unfused": the same with engine.FUSED_MOMENTUM off (float32 directions, cast to
+              float16 after the normalization),
 and prints the largest loss difference along the run and the final relative parameter distance
-of triton, gram and gram-triton vs cublas next to cublas vs fp32. Pass: each stays within the
+of triton, gram and gram-triton vs cublas and of default vs default-unfused, next to cublas vs
+fp32. Pass: each stays within the
 bf16-vs-fp32 gap (at most 2x it, or 1e-2 in loss).
 
 Usage: python bench/trajectory.py [--steps 100] [--device cuda]
@@ -24,24 +29,30 @@ import torch.nn.functional as F
 from common import write_result
 
 import steepest
+import steepest.optim.engine as engine
 from steepest.data import load_shakespeare
 from steepest.experiments.gpt import GPT, GPTConfig
 from steepest.polar.kernels import symmetric
 
 NEVER = 1 << 30
-#: variant -> (AUTO_MIN_SIDE, polar_dtype, polar_form)
+DEFAULT_MIN_SIDE = symmetric.AUTO_MIN_SIDE
+#: variant -> (AUTO_MIN_SIDE, polar_dtype, polar_form, FUSED_MOMENTUM)
 VARIANTS = {
-    "triton": (0, torch.bfloat16, "direct"),
-    "gram": (symmetric.AUTO_MIN_SIDE, None, "gram"),
-    "gram-triton": (0, None, "gram"),
-    "cublas": (NEVER, torch.bfloat16, "direct"),
-    "fp32": (NEVER, torch.float32, "direct"),
+    "triton": (0, torch.bfloat16, "direct", True),
+    "gram": (DEFAULT_MIN_SIDE, None, "gram", True),
+    "gram-triton": (0, None, "gram", True),
+    "cublas": (NEVER, torch.bfloat16, "direct", True),
+    "fp32": (NEVER, torch.float32, "direct", True),
+    "default": (DEFAULT_MIN_SIDE, None, "auto", True),
+    "default-unfused": (DEFAULT_MIN_SIDE, None, "auto", False),
 }
 
 
 def run(variant: str, steps: int, data: torch.Tensor, device) -> tuple[list[float], list]:
-    min_side, polar_dtype, polar_form = VARIANTS[variant]
+    min_side, polar_dtype, polar_form, fused = VARIANTS[variant]
     symmetric.AUTO_MIN_SIDE = min_side
+    engine.FUSED_MOMENTUM = fused  # read when the step compiles (its first call)
+    torch._dynamo.reset()
     torch.manual_seed(0)
     cfg = GPTConfig(65, 256, 6, 6, 384)
     model = GPT(cfg).to(device)
@@ -92,6 +103,7 @@ def main(argv=None) -> None:
         "triton-cublas": ("triton", "cublas"),
         "gram-cublas": ("gram", "cublas"),
         "gram-triton-cublas": ("gram-triton", "cublas"),
+        "default-unfused": ("default", "default-unfused"),
         "cublas-fp32": ("cublas", "fp32"),
     }
     loss_gap = {
@@ -107,7 +119,9 @@ def main(argv=None) -> None:
             f"final rel. param distance {param_gap[k]:.2e}"
         )
     print("final losses: " + ", ".join(f"{v} {runs[v][0][-1]:.4f}" for v in runs))
-    print("PASS" if ok else "FAIL", "(kernels and Gram form within the bf16-vs-fp32 gap)")
+    print(
+        "PASS" if ok else "FAIL", "(kernels, Gram form, fused stage 1 within the bf16-vs-fp32 gap)"
+    )
     payload = {
         "steps": args.steps,
         "loss_gap": loss_gap,

@@ -333,3 +333,46 @@ def test_device_side_check_on_a_recorded_cuda_step(nonfinite):
         torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4)
     assert fast.graphs[0].recordings == 1
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("finite", [None, True, False])
+def test_fused_stage_1_equals_accumulate_then_dualize(monkeypatch, nesterov, finite):
+    """local_step's fused branch (momentum_stack per same-shape stack, msign with the known
+    norms) against the unfused stages on a copy: equal in float64, also the masked no-op."""
+    from steepest.optim import engine
+    from steepest.optim.fused_momentum import momentum_stack
+
+    calls = []
+
+    def spy(grads, *args, **kwargs):
+        calls.append(tuple(grads[0].shape))
+        return momentum_stack(grads, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "momentum_stack", spy)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(engine, "FUSED_MOMENTUM", fused)
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in SHAPES[:5]]
+        opt = steepest.Muon(ps, nesterov=nesterov, polar_dtype=torch.float64, weight_decay=0.1)
+        group = opt.param_groups[0]
+        algorithm = steepest.optim.ALGORITHMS["muon"]
+        states = [opt.state[p] for p in ps]
+        lr, wd = torch.tensor(0.05, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
+        flag = None if finite is None else torch.tensor(finite)
+        for t in range(3):
+            gen = torch.Generator().manual_seed(t)
+            grads = [torch.randn(p.shape, dtype=p.dtype, generator=gen) for p in ps]
+            with torch.no_grad():
+                engine.local_step(algorithm, ps, grads, states, group, lr, wd, flag)
+        results.append(([p.detach().clone() for p in ps], [s["momentum_buffer"] for s in states]))
+    assert sorted(set(calls)) == [(2, 3, 5), (4, 4), (4, 8), (8, 4)]  # fused run only
+    assert len(calls) == 3 * 4
+    (p_fused, m_fused), (p_plain, m_plain) = results
+    for a, b in zip(p_fused + m_fused, p_plain + m_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    if finite is False:
+        torch.manual_seed(0)
+        for p, s in zip(p_fused, SHAPES[:5], strict=True):
+            assert torch.equal(p, torch.randn(*s, dtype=torch.float64))  # untouched

@@ -15,12 +15,15 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
+from steepest.polar.msign import default_compute_dtype
+
 from .batching import Stacks, finite_each, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
+from .fused_momentum import momentum_stack
 from .graphs import GroupGraph, cuda_capture
 from .momentum import MomentumAlgorithm
 from .registry import ALGORITHMS, Algorithm, Group, State
-from .views import check_view
+from .views import check_view, matrix_shape
 
 __all__ = ["Steepest"]
 
@@ -577,20 +580,24 @@ def local_step(
     without one), so M <- M + w (M - M) = M, the direction is M (finite), and lr and weight
     decay are 0, so p <- p * 1 - 0 * u = p."""
     if finite is not None:
-        grads = [
-            torch.where(finite, g, s["momentum_buffer"] if "momentum_buffer" in s else 0.0)
-            for g, s in zip(grads, states, strict=True)
-        ]
         lr = torch.where(finite, lr, 0.0)
         weight_decay = torch.where(finite, weight_decay, 0.0)
-    directions = algorithm.accumulate(grads, states, group)  # 1
-    directions = algorithm.precondition(directions, states, group)  # 2
+    if _fusable(algorithm, group, grads):
+        updates = _fused_stages_1_to_4(algorithm, grads, states, group, finite)
+    else:
+        if finite is not None:
+            grads = [
+                torch.where(finite, g, s["momentum_buffer"] if "momentum_buffer" in s else 0.0)
+                for g, s in zip(grads, states, strict=True)
+            ]
+        directions = algorithm.accumulate(grads, states, group)  # 1
+        directions = algorithm.precondition(directions, states, group)  # 2
 
-    def run(X: torch.Tensor) -> torch.Tensor:
-        m, n = X.shape[-2:]
-        return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
+        def run(X: torch.Tensor) -> torch.Tensor:
+            m, n = X.shape[-2:]
+            return algorithm.dualize(X, group) * algorithm.scale(m, n, group)
 
-    updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
+        updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
     updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
     if group.get("cautious_weight_decay", False):  # 5
         for p, u in zip(params, updates, strict=True):
@@ -599,6 +606,61 @@ def local_step(
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     # foreach: Inductor writes every parameter from one horizontally fused kernel, not one each
     torch._foreach_sub_(params, torch._foreach_mul(updates, lr))
+
+
+#: The fused step runs stage 1 of Muon as momentum_stack (one pass per matrix: momentum,
+#: direction, stack and Frobenius norm; steepest.optim.fused_momentum) where _fusable holds.
+FUSED_MOMENTUM = True
+
+
+def _fusable(algorithm: Algorithm, group: Group, grads: list[torch.Tensor]) -> bool:
+    """Whether local_step may run stages 1-4 as _fused_stages_1_to_4: plain EMA momentum
+    (_maskable), an algorithm that takes known norms, and the default matrix view."""
+    return (
+        FUSED_MOMENTUM
+        and group["momentum"] > 0
+        and _maskable(algorithm, group)
+        and algorithm.takes_norms(group)
+        and group["matrix_view"] == "auto"
+        and group["blocks"] is None
+        and all(g.ndim >= 2 for g in grads)
+    )
+
+
+def _fused_stages_1_to_4(
+    algorithm: Algorithm,
+    grads: list[torch.Tensor],
+    states: list[State],
+    group: Group,
+    finite: torch.Tensor | None,
+) -> list[torch.Tensor]:
+    """Stages 1-4 with stage 1 as momentum_stack per same-shape stack: the directions are
+    written once, in bfloat16 where the polar iteration computes in 16 bits (float32
+    otherwise), with their norms, and the dualizer takes both (Algorithm.dualize_normed).
+    The result matches accumulate + dualize up to that rounding of the direction."""
+    polar_dtype = group.get("polar_dtype")
+    compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
+    stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
+    stacks: dict[tuple[tuple[int, ...], torch.dtype], list[int]] = {}
+    for i, g in enumerate(grads):
+        stacks.setdefault((tuple(g.shape), g.dtype), []).append(i)
+    updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
+    for (shape, dtype), members in stacks.items():
+        m, n = matrix_shape(shape)[-2:]
+        D, norms = momentum_stack(
+            [grads[i] for i in members],
+            [states[i]["momentum_buffer"] for i in members],
+            group["momentum"],
+            group["nesterov"],
+            stack_dtype,
+            finite,
+            matrix=(m, n),
+        )
+        U = algorithm.dualize_normed(D, norms, dtype, group) * algorithm.scale(m, n, group)
+        U = U.reshape(len(members), *shape)
+        for k, i in enumerate(members):
+            updates[i] = U[k]
+    return updates
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

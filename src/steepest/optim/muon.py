@@ -49,6 +49,14 @@ class MuonAlgorithm(MomentumAlgorithm):
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return polar(X, group)
 
+    def takes_norms(self, group: Group) -> bool:
+        return self.capturable(group)
+
+    def dualize_normed(
+        self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
+    ) -> torch.Tensor:
+        return polar(X, group, frobenius=norms, out_dtype=dtype)
+
     def capturable(self, group: Group) -> bool:
         """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float
         momentum (no host sync, no Python-side state)."""

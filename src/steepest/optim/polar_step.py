@@ -65,13 +65,19 @@ def check_polar(who: str, hp: Group, prefix: str = "") -> None:
         raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
 
 
-def polar(X: torch.Tensor, group: Group) -> torch.Tensor:
-    """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor).
+def polar(
+    X: torch.Tensor,
+    group: Group,
+    frobenius: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor;
+    ``frobenius`` and ``out_dtype`` as in msign).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.
     """
     if group["backend"] == "randomized_svd":
-        return randomized_polar(X, group["rank"])
+        return randomized_polar(X, group["rank"]).to(out_dtype or X.dtype)
     return msign(
         X,
         backend=group["backend"],
@@ -79,4 +85,6 @@ def polar(X: torch.Tensor, group: Group) -> torch.Tensor:
         dtype=group["polar_dtype"],
         coefficients=group["coefficients"],
         form=group.get("polar_form", "direct"),
+        frobenius=frobenius,
+        out_dtype=out_dtype,
     )

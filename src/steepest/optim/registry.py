@@ -70,6 +70,18 @@ class Algorithm:
         """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
         raise NotImplementedError
 
+    def takes_norms(self, group: Group) -> bool:
+        """Whether ``dualize_normed`` can stand in for ``dualize`` in this group (the fused
+        step then runs stage 1 as steepest.optim.fused_momentum.momentum_stack)."""
+        return False
+
+    def dualize_normed(
+        self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
+    ) -> torch.Tensor:
+        """Stage 3 on an unnormalized (K, m, n) stack X, possibly 16-bit, whose matrices'
+        Frobenius norms are ``norms`` (K,); the result in ``dtype``."""
+        raise NotImplementedError
+
     def scale(self, m: int, n: int, group: Group) -> float:
         """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
         return 1.0

@@ -103,6 +103,24 @@ def _validate(
         raise ValueError(f"msign: form={form!r} is unknown; use one of {list(FORMS)}")
 
 
+def _validate_known(
+    G: torch.Tensor, frobenius: torch.Tensor | None, out_dtype: torch.dtype | None
+) -> None:
+    if frobenius is not None and (
+        not isinstance(frobenius, torch.Tensor) or frobenius.shape != G.shape[:-2]
+    ):
+        got = tuple(frobenius.shape) if isinstance(frobenius, torch.Tensor) else frobenius
+        raise ValueError(
+            f"msign: frobenius has shape {got}; need G's leading shape {tuple(G.shape[:-2])} "
+            "(one norm per matrix)"
+        )
+    if out_dtype is not None and out_dtype not in _COMPUTE_DTYPES:
+        raise ValueError(
+            f"msign: out_dtype={out_dtype!r}; use None (G's dtype) or one of "
+            f"{[str(d) for d in _COMPUTE_DTYPES]}"
+        )
+
+
 @torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # untyped in torch
 def _polar_express_schedule(
     steps: int, lower_bound: float
@@ -112,15 +130,23 @@ def _polar_express_schedule(
 
 
 def _normalize(
-    X: torch.Tensor, eps: float, compute_dtype: torch.dtype, safety: float
+    X: torch.Tensor,
+    eps: float,
+    compute_dtype: torch.dtype,
+    safety: float,
+    norm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero.
 
-    ||X||_F is accumulated in float64, so gradients of any float32 magnitude (1e-30 to 1e30)
-    neither underflow to a zero norm nor overflow to inf; the scale is applied in float32
-    (float64 for float64 input) and rounded once into the compute dtype.
+    ||X||_F is accumulated in float64 (or taken from ``norm``, one float64 value per matrix),
+    so gradients of any float32 magnitude (1e-30 to 1e30) neither underflow to a zero norm nor
+    overflow to inf; the scale is applied in float32 (float64 for float64 input) and rounded
+    once into the compute dtype.
     """
-    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+    if norm is None:
+        norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+    else:
+        norm = norm.to(torch.float64).reshape(-1, 1, 1)
     scale = torch.where(norm > 0, 1.0 / (safety * norm + eps), 0.0)
     scale = scale.to(torch.float64 if X.dtype == torch.float64 else torch.float32)
     return torch.mul(X, scale, out=torch.empty_like(X, dtype=compute_dtype))
@@ -137,6 +163,8 @@ def msign(
     eps: float = 0.0,
     kernel: str = "auto",
     form: str = "direct",
+    frobenius: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
 
@@ -184,9 +212,15 @@ def msign(
             computes in float16 on CUDA, whose finer mantissa the s x s products need) or
             "auto" (gram where the long side is at least GRAM_MIN_ASPECT times the short one,
             unless dtype=torch.bfloat16 is asked for: the Gram form loses accuracy in bfloat16).
+        frobenius: the Frobenius norms of G's matrices when already known, G.shape[:-2]
+            values (float64 where G is low precision, e.g. from the fused step's
+            steepest.optim.fused_momentum.momentum_stack); used by the iterative backends
+            instead of a reduction over G. Ignored by "svd".
+        out_dtype: the result's dtype, default G's (a bfloat16 G with a float32 result keeps
+            the iteration's last rounding only).
 
     Returns:
-        A tensor of G's shape and dtype.
+        A tensor of G's shape, in out_dtype (default G's dtype).
 
     Compilation: odd_quintic_iteration is the pure core and compiles with fullgraph=True.
     msign itself compiles with fullgraph=True when steps stays a static int
@@ -196,14 +230,16 @@ def msign(
         seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
     _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
+    _validate_known(G, frobenius, out_dtype)
+    out_dtype = G.dtype if out_dtype is None else out_dtype
     if G.numel() == 0:
-        return torch.zeros_like(G)
+        return torch.zeros_like(G, dtype=out_dtype)
     if backend == "svd":
         wide = torch.float64 in (G.dtype, dtype)
         out = polar_svd(G.reshape(-1, *G.shape[-2:]).to(torch.float64 if wide else torch.float32))
-        return out.reshape(G.shape).to(G.dtype)
-    plan = _Plan(G, backend, dtype, form)
-    X = _normalize(plan.matrices, float(eps), plan.compute_dtype, plan.safety)
+        return out.reshape(G.shape).to(out_dtype)
+    plan = _Plan(G, backend, dtype, form, out_dtype)
+    X = _normalize(plan.matrices, float(eps), plan.compute_dtype, plan.safety, frobenius)
     X = X.mT if plan.tall else X
     if callable(backend):  # _validate: any other str is one of BACKENDS
         X = _call_backend(backend, X, steps)
@@ -219,10 +255,15 @@ class _Plan:
     form, compute dtype and normalization safety."""
 
     def __init__(
-        self, G: torch.Tensor, backend: Backend, dtype: torch.dtype | None, form: str
+        self,
+        G: torch.Tensor,
+        backend: Backend,
+        dtype: torch.dtype | None,
+        form: str,
+        out_dtype: torch.dtype,
     ) -> None:
         m, n = G.shape[-2:]
-        self.shape, self.dtype = G.shape, G.dtype
+        self.shape, self.dtype = G.shape, out_dtype
         self.matrices = G.reshape(-1, m, n)
         self.tall = m > n
         rectangular = max(m, n) >= GRAM_MIN_ASPECT * min(m, n)
@@ -236,7 +277,7 @@ class _Plan:
         self.safety = 1.0 if backend == "newton_schulz" else NORMALIZATION_SAFETY
 
     def finish(self, X: torch.Tensor) -> torch.Tensor:
-        """The iterated wide stack X back in G's orientation, shape and dtype."""
+        """The iterated wide stack X back in G's orientation and shape, in the output dtype."""
         X = X.mT if self.tall else X
         return X.reshape(self.shape).to(self.dtype)
 

@@ -1,0 +1,82 @@
+"""Triton kernel for one matrix's momentum pass: M <- lerp(M, G, 1 - beta), the (Nesterov)
+direction written in the stack's dtype, and one float64 partial sum of its squares per block.
+
+Imported lazily (it imports triton at the top); use steepest.optim.fused_momentum.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["BLOCK", "momentum_direction_triton"]
+
+#: Entries per program (and per partial sum).
+BLOCK = 4096
+
+
+@triton.jit
+def _lerp(start, end, weight):  # type: ignore[no-untyped-def]  # triton.jit reads the body
+    # torch.lerp's two formulas (aten Lerp.h): exact at both ends of the weight range
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
+
+
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
+    g_ptr,
+    m_ptr,
+    d_ptr,
+    partial_ptr,
+    finite_ptr,
+    n,
+    beta,
+    NESTEROV: tl.constexpr,
+    HAS_FINITE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    m = tl.load(m_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
+        g = tl.where(tl.load(finite_ptr) != 0, g, m)
+    m = _lerp(m, g, 1.0 - beta)
+    tl.store(m_ptr + offs, m.to(m_ptr.dtype.element_ty), mask=ok)
+    if NESTEROV:
+        d = _lerp(g, m, beta)
+    else:
+        d = m
+    tl.store(d_ptr + offs, d.to(d_ptr.dtype.element_ty), mask=ok)
+    d64 = d.to(tl.float64)
+    tl.store(partial_ptr + pid, tl.sum(d64 * d64, axis=0))
+
+
+def momentum_direction_triton(
+    g: torch.Tensor,
+    m: torch.Tensor,
+    out: torch.Tensor,
+    partials: torch.Tensor,
+    beta: float,
+    nesterov: bool,
+    finite: torch.Tensor | None,
+) -> None:
+    """Launch on contiguous g, m and out of one numel, partials (cdiv(numel, BLOCK),) float64.
+    The caller checks arguments."""
+    n = g.numel()
+    _momentum_kernel[(triton.cdiv(n, BLOCK),)](
+        g,
+        m,
+        out,
+        partials,
+        finite if finite is not None else partials,
+        n,
+        float(beta),
+        NESTEROV=bool(nesterov),
+        HAS_FINITE=finite is not None,
+        BLOCK=BLOCK,
+        num_warps=8,
+    )

@@ -1,0 +1,127 @@
+"""Stage 1 of the fused Muon step in one pass per matrix: momentum, direction, stack and norm.
+
+The fused step (``compile=True``) otherwise writes each float32 direction, reads it again for
+its Frobenius norm and a third time to scale and cast it for msign: 26 bytes of traffic per
+entry. ``momentum_stack`` reads G and M, writes M and the direction in a 16-bit dtype straight
+into its stack, and sums the direction's squares on the way (14 bytes per entry); msign then
+takes the norms instead of computing them (its ``frobenius`` argument).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from steepest.polar.kernels import KERNELS, triton_available
+
+__all__ = ["momentum_stack"]
+
+
+def _triton_unsupported(grads: Sequence[torch.Tensor], buffers: Sequence[torch.Tensor]) -> str:
+    """Why the Triton kernel cannot run on these tensors ("" when it can)."""
+    if not triton_available():
+        return "the triton package is not installed"
+    for t in (*grads, *buffers):
+        if t.device.type != "cuda":
+            return f"a tensor is on {t.device}, the kernel needs CUDA tensors"
+        if not t.is_contiguous():
+            return "a gradient or buffer is not contiguous"
+    return ""
+
+
+def momentum_stack(
+    grads: Sequence[torch.Tensor],
+    buffers: Sequence[torch.Tensor],
+    beta: float,
+    nesterov: bool,
+    dtype: torch.dtype,
+    finite: torch.Tensor | None = None,
+    *,
+    matrix: tuple[int, int] | None = None,
+    kernel: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Update the momentum buffers of K same-shape tensors and stack their directions' matrices.
+
+    Math (per matrix, MomentumAlgorithm's): M <- beta M + (1 - beta) G, in place; the direction
+    is D = (1 - beta) G + beta M with ``nesterov``, else M. With ``finite`` (a 0-dim bool
+    tensor) a False value makes G := M, so M stays and D = M (the engine's no-op step).
+
+    Args:
+        grads, buffers: K >= 1 tensors of one shape with ndim >= 2; buffers are updated in
+            place.
+        beta: momentum in [0, 1).
+        nesterov: the Nesterov direction, or M itself.
+        dtype: dtype of the stacked directions (the fused step passes bfloat16 on CUDA).
+        finite: optional 0-dim bool tensor, see above.
+        matrix: the (m, n) shape the tensors are read as, b = numel / (m n) matrices each
+            in memory order; default their last two dimensions.
+        kernel: "auto" (the Triton kernel for contiguous CUDA tensors, torch otherwise),
+            "torch" or "triton" (ValueError where it cannot run).
+
+    Returns:
+        (D, norms): the directions as one (K b, m, n) tensor in ``dtype`` and the Frobenius
+        norm of each unrounded direction matrix, (K b,) float64 (summed in float64, so
+        entries of any float32 magnitude neither overflow nor underflow).
+
+    References: seeds/000_0ff94013880c6450.txt, Alg. 1 (momentum); arXiv 2505.16932,
+    Algorithm 1 (the Frobenius normalization msign applies next).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"momentum_stack: kernel={kernel!r} is unknown; use one of {KERNELS}")
+    if not grads or len(grads) != len(buffers):
+        raise ValueError(
+            f"momentum_stack: got {len(grads)} gradients and {len(buffers)} buffers; need "
+            "the same number, at least one"
+        )
+    shape = grads[0].shape
+    if any(t.shape != shape for t in (*grads, *buffers)) or len(shape) < 2:
+        raise ValueError(
+            "momentum_stack: every gradient and buffer must have one shape with ndim >= 2"
+        )
+    m, n = matrix if matrix is not None else (shape[-2], shape[-1])
+    numel = grads[0].numel()
+    if m * n == 0 or numel % (m * n) != 0:
+        raise ValueError(
+            f"momentum_stack: matrix={(m, n)} does not divide tensors of shape {tuple(shape)}"
+        )
+    reason = _triton_unsupported(grads, buffers) if kernel != "torch" else "kernel='torch'"
+    if kernel == "triton" and reason:
+        raise ValueError(f"momentum_stack: kernel='triton' cannot run: {reason}")
+    if reason:
+        return _momentum_stack_torch(grads, buffers, beta, nesterov, dtype, finite, (m, n))
+    from ._momentum_triton import BLOCK, momentum_direction_triton
+
+    per = numel // (m * n)
+    device = grads[0].device
+    stack = torch.empty((len(grads) * per, m, n), dtype=dtype, device=device)
+    partials = torch.empty(
+        (len(grads) * per, -(-m * n // BLOCK)), dtype=torch.float64, device=device
+    )
+    for k, (g, buf) in enumerate(zip(grads, buffers, strict=True)):
+        for j, (g_j, buf_j) in enumerate(
+            zip(g.view(per, m * n), buf.view(per, m * n), strict=True)
+        ):
+            row = k * per + j
+            momentum_direction_triton(g_j, buf_j, stack[row], partials[row], beta, nesterov, finite)
+    return stack, partials.sum(dim=-1).sqrt()
+
+
+def _momentum_stack_torch(
+    grads: Sequence[torch.Tensor],
+    buffers: Sequence[torch.Tensor],
+    beta: float,
+    nesterov: bool,
+    dtype: torch.dtype,
+    finite: torch.Tensor | None,
+    matrix: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """momentum_stack in torch ops (CPU, and wherever the kernel cannot run)."""
+    grads = list(grads)
+    if finite is not None:
+        grads = [torch.where(finite, g, m) for g, m in zip(grads, buffers, strict=True)]
+    torch._foreach_lerp_(list(buffers), grads, 1.0 - beta)
+    directions = torch._foreach_lerp(grads, list(buffers), beta) if nesterov else buffers
+    D = torch.stack(list(directions)).reshape(-1, *matrix)
+    norms = torch.linalg.vector_norm(D, dim=(-2, -1), dtype=torch.float64)
+    return D.to(dtype), norms

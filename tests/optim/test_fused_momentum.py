@@ -1,0 +1,127 @@
+"""momentum_stack (stage 1 of the fused step in one pass) against float64 arithmetic: the torch
+path on CPU, the Triton kernel in Triton's interpreter (tests/conftest.py), the CUDA kernel on
+a GPU."""
+
+import os
+
+import pytest
+import torch
+
+from steepest.optim.fused_momentum import momentum_stack
+from steepest.polar.kernels import triton_available
+
+INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
+needs_interpreter = pytest.mark.skipif(
+    not INTERPRETED, reason="needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)"
+)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def reference(grads, buffers, beta, nesterov, finite=True):
+    """Momentum, direction and norms in float64."""
+    ms, ds = [], []
+    for g, m in zip(grads, buffers, strict=True):
+        g, m = g.double(), m.double()
+        g = g if finite else m
+        m = beta * m + (1 - beta) * g
+        ms.append(m)
+        ds.append((1 - beta) * g + beta * m if nesterov else m)
+    D = torch.stack(ds)
+    return ms, D, D.flatten(1).norm(dim=1)
+
+
+def assert_near(x, ref, tol=1e-6):
+    """max |x - ref| <= tol * max |ref| (float32 rounding of a difference near cancellation)."""
+    error = (x.double() - ref).abs().max() / ref.abs().max()
+    assert error <= tol, error
+
+
+def inputs(k, shape, seed=0, device="cpu", scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    grads = [(torch.randn(*shape, generator=gen) * scale).to(device) for _ in range(k)]
+    buffers = [(torch.randn(*shape, generator=gen) * scale).to(device) for _ in range(k)]
+    return grads, buffers
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_torch_path_matches_float64(nesterov, scale):
+    grads, buffers = inputs(3, (5, 7), scale=scale)
+    ms, D, norms = reference(grads, buffers, 0.9, nesterov)
+    stack, got = momentum_stack(grads, buffers, 0.9, nesterov, torch.float32, kernel="torch")
+    for m, want in zip(buffers, ms, strict=True):
+        assert_near(m, want)
+    assert_near(stack, D)
+    assert got.dtype == torch.float64 and torch.isfinite(got).all()
+    torch.testing.assert_close(got, norms, rtol=1e-6, atol=0)
+
+
+def test_a_false_finite_flag_leaves_the_buffers_and_gives_m():
+    grads, buffers = inputs(2, (4, 6))
+    grads[0][0, 0] = float("nan")
+    before = [m.clone() for m in buffers]
+    stack, norms = momentum_stack(
+        grads, buffers, 0.95, True, torch.float32, torch.tensor(False), kernel="torch"
+    )
+    for m, b in zip(buffers, before, strict=True):
+        assert torch.equal(m, b)
+    torch.testing.assert_close(stack, torch.stack(before))
+    torch.testing.assert_close(norms, torch.stack(before).flatten(1).norm(dim=1).double())
+
+
+def test_errors_name_the_problem():
+    grads, buffers = inputs(2, (4, 6))
+    with pytest.raises(ValueError, match="kernel='nope' is unknown"):
+        momentum_stack(grads, buffers, 0.9, True, torch.float32, kernel="nope")
+    with pytest.raises(ValueError, match="2 gradients and 1 buffers"):
+        momentum_stack(grads, buffers[:1], 0.9, True, torch.float32)
+    with pytest.raises(ValueError, match="one shape with ndim >= 2"):
+        momentum_stack([grads[0], grads[1].T.contiguous()], buffers, 0.9, True, torch.float32)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="kernel='triton' cannot run"):
+            momentum_stack(grads, buffers, 0.9, True, torch.float32, kernel="triton")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("finite", [None, True, False])
+@pytest.mark.parametrize("numel", [4096, 5000, 300])
+def test_interpreted_kernel_matches_float64(nesterov, finite, numel):
+    """The kernel itself (masks past the end, partial sums per block, the finite flag)."""
+    from steepest.optim._momentum_triton import BLOCK, momentum_direction_triton
+
+    (g,), (m,) = inputs(1, (numel,), seed=numel)
+    ms, D, norms = reference([g], [m], 0.8, nesterov, finite is not False)
+    out = torch.full((numel,), 7.0, dtype=torch.float16)
+    partials = torch.full((-(-numel // BLOCK),), 7.0, dtype=torch.float64)
+    flag = None if finite is None else torch.tensor(finite)
+    momentum_direction_triton(g, m, out, partials, 0.8, nesterov, flag)
+    assert_near(m, ms[0])
+    assert_near(out, D[0], tol=1e-3)  # float16 output
+    torch.testing.assert_close(partials.sum().sqrt(), norms[0], rtol=1e-6, atol=0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_cuda_kernel_matches_the_torch_path(dtype):
+    grads, buffers = inputs(3, (300, 1111), device="cuda")
+    twins = [m.clone() for m in buffers]
+    stack, norms = momentum_stack(grads, buffers, 0.95, True, dtype, kernel="triton")
+    want, want_norms = momentum_stack(grads, twins, 0.95, True, dtype, kernel="torch")
+    for m, twin in zip(buffers, twins, strict=True):
+        torch.testing.assert_close(m, twin, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(stack, want, rtol=1e-2 if dtype != torch.float32 else 1e-6, atol=0)
+    torch.testing.assert_close(norms, want_norms, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(("shape", "matrix"), [((2, 3, 5), (3, 5)), ((4, 2, 3, 3), (4, 18))])
+def test_tensors_of_several_matrices_give_one_norm_per_matrix(shape, matrix):
+    grads, buffers = inputs(2, shape, seed=3)
+    ms, D, _ = reference(grads, buffers, 0.9, True)
+    stack, norms = momentum_stack(grads, buffers, 0.9, True, torch.float64, matrix=matrix)
+    want = D.reshape(-1, *matrix)
+    assert stack.shape == want.shape
+    assert_near(stack, want)
+    torch.testing.assert_close(norms, want.flatten(1).norm(dim=1), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="does not divide"):
+        momentum_stack(grads, buffers, 0.9, True, torch.float64, matrix=(7, 1))

@@ -92,10 +92,17 @@ def test_interpreted_kernel_matches_float64(nesterov, finite, numel):
 
     (g,), (m,) = inputs(1, (numel,), seed=numel)
     ms, D, norms = reference([g], [m], 0.8, nesterov, finite is not False)
-    out = torch.full((numel,), 7.0, dtype=torch.float16)
-    partials = torch.full((-(-numel // BLOCK),), 7.0, dtype=torch.float64)
+    blocks = -(-numel // BLOCK)
+    out = torch.full((numel + 3,), 7.0, dtype=torch.float16)  # written from offset 3
+    partials = torch.full((blocks + 2,), 7.0, dtype=torch.float64)  # from offset 2
     flag = None if finite is None else torch.tensor(finite)
-    momentum_direction_triton(g, m, out, partials, 0.8, nesterov, flag)
+    big_g, big_m = torch.cat([torch.ones(5), g]), torch.cat([torch.ones(5), m])  # read from 5
+    momentum_direction_triton(big_g, big_m, out, partials, 0.8, nesterov, flag, numel, 5, 3, 2)
+    m = big_m[5:]
+    assert torch.equal(big_m[:5], torch.ones(5))  # nothing before the offsets touched
+    assert torch.equal(out[:3], torch.full((3,), 7.0, dtype=torch.float16))
+    assert torch.equal(partials[:2], torch.full((2,), 7.0, dtype=torch.float64))
+    out, partials = out[3:], partials[2:]
     assert_near(m, ms[0])
     assert_near(out, D[0], tol=1e-3)  # float16 output
     torch.testing.assert_close(partials.sum().sqrt(), norms[0], rtol=1e-6, atol=0)
@@ -110,7 +117,8 @@ def test_cuda_kernel_matches_the_torch_path(dtype):
     want, want_norms = momentum_stack(grads, twins, 0.95, True, dtype, kernel="torch")
     for m, twin in zip(buffers, twins, strict=True):
         torch.testing.assert_close(m, twin, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(stack, want, rtol=1e-2 if dtype != torch.float32 else 1e-6, atol=0)
+    tol = 1e-2 if dtype != torch.float32 else 1e-6
+    assert ((stack.double() - want.double()).abs().max() / want.double().abs().max()) <= tol
     torch.testing.assert_close(norms, want_norms, rtol=1e-6, atol=0)
 
 

@@ -31,6 +31,9 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     d_ptr,
     partial_ptr,
     finite_ptr,
+    src_offset,
+    dst_offset,
+    partial_offset,
     n,
     beta,
     NESTEROV: tl.constexpr,
@@ -40,19 +43,20 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
-    m = tl.load(m_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    src = src_offset + offs
+    m = tl.load(m_ptr + src, mask=ok, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + src, mask=ok, other=0.0).to(tl.float32)
     if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
         g = tl.where(tl.load(finite_ptr) != 0, g, m)
     m = _lerp(m, g, 1.0 - beta)
-    tl.store(m_ptr + offs, m.to(m_ptr.dtype.element_ty), mask=ok)
+    tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
     if NESTEROV:
         d = _lerp(g, m, beta)
     else:
         d = m
-    tl.store(d_ptr + offs, d.to(d_ptr.dtype.element_ty), mask=ok)
+    tl.store(d_ptr + dst_offset + offs, d.to(d_ptr.dtype.element_ty), mask=ok)
     d64 = d.to(tl.float64)
-    tl.store(partial_ptr + pid, tl.sum(d64 * d64, axis=0))
+    tl.store(partial_ptr + partial_offset + pid, tl.sum(d64 * d64, axis=0))
 
 
 def momentum_direction_triton(
@@ -63,16 +67,24 @@ def momentum_direction_triton(
     beta: float,
     nesterov: bool,
     finite: torch.Tensor | None,
+    n: int,
+    src_offset: int = 0,
+    dst_offset: int = 0,
+    partial_offset: int = 0,
 ) -> None:
-    """Launch on contiguous g, m and out of one numel, partials (cdiv(numel, BLOCK),) float64.
-    The caller checks arguments."""
-    n = g.numel()
+    """Launch on the n entries of contiguous g and m from src_offset, writing out from
+    dst_offset and cdiv(n, BLOCK) float64 partial sums from partial_offset. Whole tensors
+    and offsets, not views: Inductor mishandled a user kernel writing into slices of one
+    buffer (an illegal memory access on an H100). The caller checks arguments."""
     _momentum_kernel[(triton.cdiv(n, BLOCK),)](
         g,
         m,
         out,
         partials,
         finite if finite is not None else partials,
+        src_offset,
+        dst_offset,
+        partial_offset,
         n,
         float(beta),
         NESTEROV=bool(nesterov),

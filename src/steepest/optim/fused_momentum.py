@@ -92,18 +92,19 @@ def momentum_stack(
         return _momentum_stack_torch(grads, buffers, beta, nesterov, dtype, finite, (m, n))
     from ._momentum_triton import BLOCK, momentum_direction_triton
 
-    per = numel // (m * n)
+    per, size = numel // (m * n), m * n
+    blocks = -(-size // BLOCK)
     device = grads[0].device
     stack = torch.empty((len(grads) * per, m, n), dtype=dtype, device=device)
-    partials = torch.empty(
-        (len(grads) * per, -(-m * n // BLOCK)), dtype=torch.float64, device=device
-    )
-    for k, (g, buf) in enumerate(zip(grads, buffers, strict=True)):
-        for j, (g_j, buf_j) in enumerate(
-            zip(g.view(per, m * n), buf.view(per, m * n), strict=True)
-        ):
-            row = k * per + j
-            momentum_direction_triton(g_j, buf_j, stack[row], partials[row], beta, nesterov, finite)
+    partials = torch.empty((len(grads) * per, blocks), dtype=torch.float64, device=device)
+    row = 0
+    for g, buf in zip(grads, buffers, strict=True):  # one launch per matrix
+        for j in range(per):
+            momentum_direction_triton(
+                g, buf, stack, partials, beta, nesterov, finite, size,
+                j * size, row * size, row * blocks,
+            )  # fmt: skip
+            row += 1
     return stack, partials.sum(dim=-1).sqrt()
 
 

@@ -133,3 +133,27 @@ def test_tensors_of_several_matrices_give_one_norm_per_matrix(shape, matrix):
     torch.testing.assert_close(norms, want.flatten(1).norm(dim=1), rtol=1e-6, atol=0)
     with pytest.raises(ValueError, match="does not divide"):
         momentum_stack(grads, buffers, 0.9, True, torch.float64, matrix=(7, 1))
+
+
+@needs_interpreter
+@pytest.mark.parametrize("compiled", [False, True])
+def test_interpreted_op_matches_float64_also_compiled(compiled):
+    """The custom op that wraps the kernel launches (what torch.compile sees on CUDA), run
+    eagerly and under torch.compile(fullgraph=True): its fake and real outputs agree in
+    shape, and the buffers are updated in place."""
+    import steepest.optim.fused_momentum  # noqa: F401  (registers the op)
+
+    grads, buffers = inputs(2, (2, 3, 700), seed=9)
+    ms, D, norms = reference(grads, buffers, 0.9, True)
+    op = torch.ops.steepest.momentum_stack_triton
+
+    def run(grads, buffers):
+        return op(grads, buffers, 0.9, True, torch.float32, None, 3, 700)
+
+    fn = torch.compile(run, fullgraph=True, backend="eager") if compiled else run
+    stack, got = fn(grads, buffers)
+    for m, want in zip(buffers, ms, strict=True):
+        assert_near(m, want)
+    assert stack.shape == (4, 3, 700)
+    assert_near(stack, D.reshape(4, 3, 700))
+    torch.testing.assert_close(got, D.reshape(4, -1).norm(dim=1), rtol=1e-6, atol=0)

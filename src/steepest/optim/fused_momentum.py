@@ -90,9 +90,34 @@ def momentum_stack(
         raise ValueError(f"momentum_stack: kernel='triton' cannot run: {reason}")
     if reason:
         return _momentum_stack_torch(grads, buffers, beta, nesterov, dtype, finite, (m, n))
+    stack, norms = torch.ops.steepest.momentum_stack_triton(
+        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n
+    )
+    return stack, norms
+
+
+@torch.library.custom_op(
+    "steepest::momentum_stack_triton",
+    mutates_args=("buffers",),
+    schema="(Tensor[] grads, Tensor(a!)[] buffers, float beta, bool nesterov, ScalarType dtype, "
+    "Tensor? finite, int m, int n) -> (Tensor, Tensor)",
+)
+def _momentum_stack_triton(
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    beta: float,
+    nesterov: bool,
+    dtype: torch.dtype,
+    finite: torch.Tensor | None,
+    m: int,
+    n: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
+    declared mutated, so Inductor neither clones them nor the stack around the launches (as it
+    did for the bare kernel calls: slower than the unfused stage on an H100)."""
     from ._momentum_triton import BLOCK, momentum_direction_triton
 
-    per, size = numel // (m * n), m * n
+    per, size = grads[0].numel() // (m * n), m * n
     blocks = -(-size // BLOCK)
     device = grads[0].device
     stack = torch.empty((len(grads) * per, m, n), dtype=dtype, device=device)
@@ -106,6 +131,24 @@ def momentum_stack(
             )  # fmt: skip
             row += 1
     return stack, partials.sum(dim=-1).sqrt()
+
+
+@_momentum_stack_triton.register_fake
+def _momentum_stack_triton_fake(
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    beta: float,
+    nesterov: bool,
+    dtype: torch.dtype,
+    finite: torch.Tensor | None,
+    m: int,
+    n: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = len(grads) * (grads[0].numel() // (m * n))
+    return (
+        grads[0].new_empty((rows, m, n), dtype=dtype),
+        grads[0].new_empty((rows,), dtype=torch.float64),
+    )
 
 
 def _momentum_stack_torch(

@@ -10,10 +10,11 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["BLOCK", "momentum_direction_triton"]
+__all__ = ["BLOCK", "NUM_WARPS", "momentum_direction_triton"]
 
-#: Entries per program (and per partial sum).
+#: Entries per program (and per partial sum) and warps per program (bench/prechain.py).
 BLOCK = 4096
+NUM_WARPS = 8
 
 
 @triton.jit
@@ -76,7 +77,8 @@ def momentum_direction_triton(
     dst_offset and cdiv(n, BLOCK) float64 partial sums from partial_offset. Whole tensors
     and offsets, not views: Inductor mishandled a user kernel writing into slices of one
     buffer (an illegal memory access on an H100). The caller checks arguments."""
-    _momentum_kernel[(triton.cdiv(n, BLOCK),)](
+    block = BLOCK  # read at each call, so that bench/prechain.py can sweep it
+    _momentum_kernel[(triton.cdiv(n, block),)](
         g,
         m,
         out,
@@ -89,6 +91,6 @@ def momentum_direction_triton(
         float(beta),
         NESTEROV=bool(nesterov),
         HAS_FINITE=finite is not None,
-        BLOCK=BLOCK,
-        num_warps=8,
+        BLOCK=block,
+        num_warps=NUM_WARPS,
     )

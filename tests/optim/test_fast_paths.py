@@ -376,3 +376,29 @@ def test_fused_stage_1_equals_accumulate_then_dualize(monkeypatch, nesterov, fin
         torch.manual_seed(0)
         for p, s in zip(p_fused, SHAPES[:5], strict=True):
             assert torch.equal(p, torch.randn(*s, dtype=torch.float64))  # untouched
+
+
+def test_momentum_raised_from_zero_creates_its_buffers_then_fuses(monkeypatch):
+    """A group built with momentum 0 has no buffers; once a schedule raises the momentum the
+    first step creates them (unfused) and later steps fuse, matching the eager optimizer."""
+    from steepest.optim import engine
+
+    ps = [torch.nn.Parameter(torch.randn(4, 6, dtype=torch.float64)) for _ in range(2)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    fast = steepest.Muon(ps, momentum=0.0, polar_dtype=torch.float64, compile="eager")
+    eager = steepest.Muon(qs, momentum=0.0, polar_dtype=torch.float64)
+    fused = []
+    real = engine._fused_stages_1_to_4
+    monkeypatch.setattr(engine, "_fused_stages_1_to_4", lambda *a: fused.append(1) or real(*a))
+    torch._dynamo.reset()
+    for t in range(4):
+        if t == 1:
+            for o in (fast, eager):
+                o.param_groups[0]["momentum"] = 0.9
+        feed(ps, qs, fresh=True, seed=t)
+        fast.step()
+        eager.step()
+    assert fused, "the fused stage 1 never ran"
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    torch._dynamo.reset()

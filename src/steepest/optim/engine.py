@@ -582,7 +582,7 @@ def local_step(
     if finite is not None:
         lr = torch.where(finite, lr, 0.0)
         weight_decay = torch.where(finite, weight_decay, 0.0)
-    if _fusable(algorithm, group, grads):
+    if _fusable(algorithm, group, grads, states):
         updates = _fused_stages_1_to_4(algorithm, grads, states, group, finite)
     else:
         if finite is not None:
@@ -613,9 +613,12 @@ def local_step(
 FUSED_MOMENTUM = True
 
 
-def _fusable(algorithm: Algorithm, group: Group, grads: list[torch.Tensor]) -> bool:
+def _fusable(
+    algorithm: Algorithm, group: Group, grads: list[torch.Tensor], states: list[State]
+) -> bool:
     """Whether local_step may run stages 1-4 as _fused_stages_1_to_4: plain EMA momentum
-    (_maskable), an algorithm that takes known norms, and the default matrix view."""
+    (_maskable) whose float buffers exist (a momentum raised from 0 by a schedule creates them
+    in the unfused step first), an algorithm that takes known norms, the default matrix view."""
     return (
         FUSED_MOMENTUM
         and group["momentum"] > 0
@@ -624,6 +627,7 @@ def _fusable(algorithm: Algorithm, group: Group, grads: list[torch.Tensor]) -> b
         and group["matrix_view"] == "auto"
         and group["blocks"] is None
         and all(g.ndim >= 2 for g in grads)
+        and all("momentum_buffer" in s for s in states)
     )
 
 

@@ -27,6 +27,8 @@ def _triton_unsupported(grads: Sequence[torch.Tensor], buffers: Sequence[torch.T
             return f"a tensor is on {t.device}, the kernel needs CUDA tensors"
         if not t.is_contiguous():
             return "a gradient or buffer is not contiguous"
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            return f"a tensor is {t.dtype}, the kernel computes in float32"
     return ""
 
 
@@ -56,8 +58,8 @@ def momentum_stack(
         finite: optional 0-dim bool tensor, see above.
         matrix: the (m, n) shape the tensors are read as, b = numel / (m n) matrices each
             in memory order; default their last two dimensions.
-        kernel: "auto" (the Triton kernel for contiguous CUDA tensors, torch otherwise),
-            "torch" or "triton" (ValueError where it cannot run).
+        kernel: "auto" (the Triton kernel for contiguous 32- and 16-bit CUDA tensors, torch
+            otherwise), "torch" or "triton" (ValueError where it cannot run).
 
     Returns:
         (D, norms): the directions as one (K b, m, n) tensor in ``dtype`` and the Frobenius

@@ -115,3 +115,14 @@ def write_result(name: str, payload: dict, out_dir: str | Path = "bench/results"
     path = out / f"{name}-{tag}.json"
     path.write_text(json.dumps({"machine": info, **payload}, indent=2))
     return path
+
+
+def in_graph_ms(fn, reps: int) -> float:
+    """Mean milliseconds of fn() inside a recorded CUDA graph of `reps` calls."""
+    from steepest.optim.graphs import cuda_capture
+
+    for _ in range(3):
+        fn()  # warm up outside the recording (Triton compilation, cuBLAS heuristics)
+    replay = cuda_capture(lambda: [fn() for _ in range(reps)])
+    replay()  # the first replay uploads the graph
+    return pipelined(replay, steps=5) / reps

@@ -14,20 +14,10 @@ import argparse
 from collections import Counter
 
 import torch
-from common import SETS, pipelined, write_result
+from common import SETS, in_graph_ms, write_result
 
-from steepest.optim.graphs import cuda_capture
 from steepest.polar import msign
 from steepest.polar.kernels import symmetric_product
-
-
-def in_graph_ms(fn, reps: int) -> float:
-    """Mean milliseconds of fn() inside a recorded CUDA graph of `reps` calls."""
-    for _ in range(3):
-        fn()  # warm up outside the recording (Triton compilation, cuBLAS heuristics)
-    replay = cuda_capture(lambda: [fn() for _ in range(reps)])
-    replay()  # the first replay uploads the graph
-    return pipelined(replay, steps=5) / reps
 
 
 def main(argv: list[str] | None = None) -> None:

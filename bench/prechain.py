@@ -20,11 +20,10 @@ import argparse
 from collections import defaultdict
 
 import torch
-from common import SETS, pipelined, write_result
+from common import SETS, in_graph_ms, write_result
 
 import steepest.optim._momentum_triton as kernel_module
 from steepest.optim.fused_momentum import momentum_stack
-from steepest.optim.graphs import cuda_capture
 from steepest.polar.msign import NORMALIZATION_SAFETY, _normalize
 
 BETA = 0.95
@@ -72,24 +71,16 @@ def main(argv: list[str] | None = None) -> None:
             out.append(_normalize(D, 0.0, torch.float16, NORMALIZATION_SAFETY, norms))
         return out
 
-    def timed(fn) -> float:
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        replay = cuda_capture(lambda: [fn() for _ in range(args.reps)])
-        replay()
-        return pipelined(replay, steps=5) / args.reps
-
     rows: dict[str, float] = {}
     compiled_unfused = torch.compile(unfused, fullgraph=True, dynamic=False)
-    rows["unfused"] = timed(lambda: compiled_unfused(grads, moms))
+    rows["unfused"] = in_graph_ms(lambda: compiled_unfused(grads, moms), args.reps)
     default = (kernel_module.BLOCK, kernel_module.NUM_WARPS)
     for block, warps in [default, *[c for c in CONFIGS if c != default]]:
         kernel_module.BLOCK, kernel_module.NUM_WARPS = block, warps
         torch._dynamo.reset()
         compiled_fused = torch.compile(fused, fullgraph=True, dynamic=False)
         name = "fused" if (block, warps) == default else f"fused {block}/{warps}"
-        rows[name] = timed(lambda fn=compiled_fused: fn(grads, moms))
+        rows[name] = in_graph_ms(lambda fn=compiled_fused: fn(grads, moms), args.reps)
     kernel_module.BLOCK, kernel_module.NUM_WARPS = default
     src, dst = torch.empty(numel * 2), torch.empty(numel * 3 // 2)
 
@@ -97,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         dst.copy_(src[: dst.numel()])
         return [src[dst.numel() :].sum()]
 
-    rows["copy (14 B/entry)"] = timed(copy)
+    rows["copy (14 B/entry)"] = in_graph_ms(copy, args.reps)
 
     # the default kernel against float64, on fresh momenta
     m0 = [torch.randn_like(m) for m in moms]

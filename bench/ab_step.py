@@ -25,6 +25,7 @@ Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 
@@ -55,45 +56,43 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 LOCAL_STEP = engine.local_step
 
 
-def unfused_step(*args):
-    """local_step as it ran before the fused stage 1 (read at compile time)."""
-    engine.FUSED_MOMENTUM = False
+@contextlib.contextmanager
+def engine_set_to(step, fused: bool):
+    """The variant's local_step and FUSED_MOMENTUM in the engine (both read while compiling;
+    on CPU the compiled function is called again and Dynamo's guards pick the variant's)."""
+    engine.local_step, engine.FUSED_MOMENTUM = step, fused
     try:
-        LOCAL_STEP(*args)
+        yield
     finally:
-        engine.FUSED_MOMENTUM = True
+        engine.local_step, engine.FUSED_MOMENTUM = LOCAL_STEP, True
 
 
-def build(shapes, device, step):
-    """A warmed-up optimizer for the variant's step function and a step that sets it in the
-    engine around every call (on a GPU the recorded graph replays; on CPU the compiled
-    function is called again and reads it)."""
+def build(shapes, device, step, fused):
+    """A warmed-up optimizer for the variant and a step that sets the variant in the engine
+    around every call (on a GPU the recorded graph replays)."""
     torch._dynamo.reset()
     engine._COMPILED.clear()
-    engine.local_step = step
-    engine.FUSED_MOMENTUM = step is not unfused_step  # read while compiling
     params = parameters_with_gradients(shapes, device)
     # nonfinite="ignore": both variants run the same stages (no device-side check's masking)
     opt = steepest.Muon(
         params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", nonfinite="ignore"
     )
-    for _ in range(4):
-        opt.step()
-    engine.local_step = LOCAL_STEP
-    engine.FUSED_MOMENTUM = True
+    with engine_set_to(step, fused):
+        for _ in range(4):
+            opt.step()
 
     def timed_step():
-        engine.local_step = step
-        opt.step()
-        engine.local_step = LOCAL_STEP
+        with engine_set_to(step, fused):
+            opt.step()
 
     return timed_step
 
 
+#: variant -> (local_step, engine.FUSED_MOMENTUM)
 VARIANTS = {
-    "new": LOCAL_STEP,
-    "per-param stage 5": per_param_step,
-    "unfused stage 1": unfused_step,
+    "new": (LOCAL_STEP, True),
+    "per-param stage 5": (per_param_step, True),
+    "unfused stage 1": (LOCAL_STEP, False),
 }
 
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"--variants: {unknown} unknown; choose from {list(VARIANTS)}")
-    variants = {name: build(shapes, device, VARIANTS[name]) for name in names}
+    variants = {name: build(shapes, device, *VARIANTS[name]) for name in names}
     times: dict[str, dict[str, list[float]]] = {
         k: {"isolated": [], "pipelined": []} for k in variants
     }

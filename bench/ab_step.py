@@ -8,9 +8,13 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
   unfused stage 1:    engine.FUSED_MOMENTUM off: stage 1 as foreach ops writing float32
                       directions, msign computing their norms and casting them (before
                       steepest.optim.fused_momentum).
-Both run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
+  2 / 4 streams:      engine.STACK_STREAMS: each same-shape stack's compiled step on its own
+                      CUDA stream, so that one stack's memory-bound passes can overlap
+                      another's products.
+All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
-(A B A B ...), isolated and pipelined, and the medians printed.
+(A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
+parameters ended from the first variant's (all start equal and take the same steps).
 
 (bench/results/ab_step-gpt2-small-symmetric-products*.json hold two runs of this script with a
 variant since removed: the Gram form's s x s products as Triton half-products of commuting
@@ -57,42 +61,51 @@ LOCAL_STEP = engine.local_step
 
 
 @contextlib.contextmanager
-def engine_set_to(step, fused: bool):
-    """The variant's local_step and FUSED_MOMENTUM in the engine (both read while compiling;
-    on CPU the compiled function is called again and Dynamo's guards pick the variant's)."""
-    engine.local_step, engine.FUSED_MOMENTUM = step, fused
+def engine_set_to(settings: dict):
+    """The variant's engine settings (local_step, FUSED_MOMENTUM, STACK_STREAMS; read while
+    compiling and recording; on CPU the compiled function is called again and Dynamo's guards
+    pick the variant's)."""
+    before = {k: getattr(engine, k) for k in DEFAULTS}
+    for k, v in {**DEFAULTS, **settings}.items():
+        setattr(engine, k, v)
     try:
         yield
     finally:
-        engine.local_step, engine.FUSED_MOMENTUM = LOCAL_STEP, True
+        for k, v in before.items():
+            setattr(engine, k, v)
 
 
-def build(shapes, device, step, fused):
+def build(shapes, device, settings):
     """A warmed-up optimizer for the variant and a step that sets the variant in the engine
     around every call (on a GPU the recorded graph replays)."""
     torch._dynamo.reset()
     engine._COMPILED.clear()
+    torch.manual_seed(0)  # every variant starts from the same parameters and gradients
     params = parameters_with_gradients(shapes, device)
     # nonfinite="ignore": both variants run the same stages (no device-side check's masking)
     opt = steepest.Muon(
         params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", nonfinite="ignore"
     )
-    with engine_set_to(step, fused):
+    with engine_set_to(settings):
         for _ in range(4):
             opt.step()
 
     def timed_step():
-        with engine_set_to(step, fused):
+        with engine_set_to(settings):
             opt.step()
 
-    return timed_step
+    return timed_step, params
 
 
-#: variant -> (local_step, engine.FUSED_MOMENTUM)
+#: the engine settings a variant starts from
+DEFAULTS = {"local_step": LOCAL_STEP, "FUSED_MOMENTUM": True, "STACK_STREAMS": 0}
+#: variant -> the engine settings it changes
 VARIANTS = {
-    "new": (LOCAL_STEP, True),
-    "per-param stage 5": (per_param_step, True),
-    "unfused stage 1": (LOCAL_STEP, False),
+    "new": {},
+    "per-param stage 5": {"local_step": per_param_step},
+    "unfused stage 1": {"FUSED_MOMENTUM": False},
+    "2 streams": {"STACK_STREAMS": 2},
+    "4 streams": {"STACK_STREAMS": 4},
 }
 
 
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"--variants: {unknown} unknown; choose from {list(VARIANTS)}")
-    variants = {name: build(shapes, device, *VARIANTS[name]) for name in names}
+    built = {name: build(shapes, device, VARIANTS[name]) for name in names}
+    variants = {name: step for name, (step, _) in built.items()}
     times: dict[str, dict[str, list[float]]] = {
         k: {"isolated": [], "pipelined": []} for k in variants
     }
@@ -118,9 +132,19 @@ def main(argv: list[str] | None = None) -> None:
             times[name]["isolated"].append(time_fn(step, warmup=1, repeat=20))
             times[name]["pipelined"].append(pipelined(step))
     summary = {k: {mode: statistics.median(v) for mode, v in t.items()} for k, t in times.items()}
+    # every variant took the same steps from the same start: how far its parameters ended
+    # from the first variant's (0 when only the schedule of the same kernels differs)
+    first = built[names[0]][1]
+    for name, (_, params) in built.items():
+        summary[name]["max |p - p_first|"] = max(
+            (p - q).abs().max().item() for p, q in zip(params, first, strict=True)
+        )
     print(f"{'variant':20s} {'isolated':>10s} {'pipelined':>10s}  (median of {args.rounds})")
     for k, v in summary.items():
-        print(f"{k:20s} {v['isolated']:8.3f} ms {v['pipelined']:8.3f} ms")
+        gap = v["max |p - p_first|"]
+        print(
+            f"{k:20s} {v['isolated']:8.3f} ms {v['pipelined']:8.3f} ms  params vs first {gap:.2e}"
+        )
     tag = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names)  # plain file names
     write_result(f"ab_step-{args.set}-{tag}", {"summary": summary, "times": times}, args.out)
 

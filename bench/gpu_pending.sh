@@ -37,9 +37,9 @@ part_tests() {
 }
 
 part_ab() {
-    python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" --variants "new,unfused stage 1" \
+    python bench/ab_step.py --set "$SET" --rounds "$ROUNDS" --variants "${AB_VARIANTS:-new,unfused stage 1}" \
         --out "$OUT" > "$OUT/ab_step.log" 2>&1
-    echo "ab: exit $?"; grep -A3 "^variant" "$OUT/ab_step.log"
+    echo "ab: exit $?"; grep -A6 "^variant" "$OUT/ab_step.log"
 }
 
 part_ops() {

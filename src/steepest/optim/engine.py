@@ -148,6 +148,8 @@ class Steepest(Optimizer):
         self.graphs: dict[int, GroupGraph] = {}
         #: param group index -> (lr, weight_decay) as 0-dim tensors (the compiled path)
         self._scalars: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: device -> the side streams of STACK_STREAMS (made on first use)
+        self._streams: dict[torch.device, list[torch.cuda.Stream]] = {}
         #: device -> 0-dim bool tensor, "every gradient is finite", read by masked steps
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}  # its pinned host copy (CUDA)
@@ -397,7 +399,28 @@ class Steepest(Optimizer):
             # counted here: a replay skips stages and adds the count GroupGraph recorded
             count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
-            step(algorithm, params, grads, states, group, lr, wd, finite)
+            pieces = _same_shape(grads) if STACK_STREAMS and params[0].is_cuda else []
+            if len(pieces) < 2:
+                step(algorithm, params, grads, states, group, lr, wd, finite)
+                return []
+            main = torch.cuda.current_stream()
+            streams = self._side_streams(params[0].device)
+            for k, piece in enumerate(pieces):
+                stream = streams[k % len(streams)]
+                stream.wait_stream(main)
+                with torch.cuda.stream(stream):
+                    step(
+                        algorithm,
+                        [params[i] for i in piece],
+                        [grads[i] for i in piece],
+                        [states[i] for i in piece],
+                        group,
+                        lr,
+                        wd,
+                        finite,
+                    )
+            for stream in streams[: len(pieces)]:
+                main.wait_stream(stream)
             return []
 
         if self._recordable(algorithm, group, params):
@@ -405,6 +428,15 @@ class Steepest(Optimizer):
             graph.run(stages, params, grads, states, group, self.stacks)
         else:
             stages(grads)
+
+    def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
+        """STACK_STREAMS streams on device, made once (a recording forks into the same ones)."""
+        streams = self._streams.get(device)
+        if streams is None:
+            with torch.cuda.device(device):
+                streams = [torch.cuda.Stream() for _ in range(STACK_STREAMS)]  # type: ignore[no-untyped-call]
+            self._streams[device] = streams
+        return streams
 
     def _live_scalars(
         self, index: int, group: Group, params: list[torch.Tensor]
@@ -606,6 +638,20 @@ def local_step(
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     # foreach: Inductor writes every parameter from one horizontally fused kernel, not one each
     torch._foreach_sub_(params, torch._foreach_mul(updates, lr))
+
+
+#: On CUDA the compiled step of a group runs each same-shape stack on its own stream (at most
+#: this many), so that one stack's memory-bound passes can overlap another's products; 0: all
+#: stacks on the current stream.
+STACK_STREAMS = 0
+
+
+def _same_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of tensors grouped by (shape, dtype), in order of first appearance."""
+    pieces: dict[tuple[tuple[int, ...], torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        pieces.setdefault((tuple(t.shape), t.dtype), []).append(i)
+    return list(pieces.values())
 
 
 #: The fused step runs stage 1 of Muon as momentum_stack (one pass per matrix: momentum,

@@ -10,7 +10,8 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       steepest.optim.fused_momentum).
   2 / 4 streams:      engine.STACK_STREAMS: each same-shape stack's compiled step on its own
                       CUDA stream, so that one stack's memory-bound passes can overlap
-                      another's products.
+                      another's products; "staggered" (engine.STAGGER) runs each stack's
+                      stage 1 outside its compiled step, after the previous stack's.
 All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
@@ -98,7 +99,13 @@ def build(shapes, device, settings):
 
 
 #: the engine settings a variant starts from
-DEFAULTS = {"local_step": LOCAL_STEP, "FUSED_MOMENTUM": True, "STACK_STREAMS": 0}
+DEFAULTS = {
+    "local_step": LOCAL_STEP,
+    "FUSED_MOMENTUM": True,
+    "STACK_STREAMS": 0,
+    "STAGGER": False,
+    "STACK_SPLIT": 0,
+}
 #: variant -> the engine settings it changes
 VARIANTS = {
     "new": {},
@@ -106,6 +113,10 @@ VARIANTS = {
     "unfused stage 1": {"FUSED_MOMENTUM": False},
     "2 streams": {"STACK_STREAMS": 2},
     "4 streams": {"STACK_STREAMS": 4},
+    "4 streams staggered": {"STACK_STREAMS": 4, "STAGGER": True},
+    "4 streams, halves": {"STACK_STREAMS": 4, "STACK_SPLIT": 6},
+    "8 streams, halves": {"STACK_STREAMS": 8, "STACK_SPLIT": 6},
+    "8 streams, quarters": {"STACK_STREAMS": 8, "STACK_SPLIT": 3},
 }
 
 

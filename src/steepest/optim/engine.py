@@ -400,25 +400,31 @@ class Steepest(Optimizer):
             count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
             pieces = _same_shape(grads) if STACK_STREAMS and params[0].is_cuda else []
+            if STACK_SPLIT:
+                pieces = [
+                    p[i : i + STACK_SPLIT] for p in pieces for i in range(0, len(p), STACK_SPLIT)
+                ]
             if len(pieces) < 2:
                 step(algorithm, params, grads, states, group, lr, wd, finite)
                 return []
             main = torch.cuda.current_stream()
             streams = self._side_streams(params[0].device)
+            staggered = STAGGER and _fusable(algorithm, group, grads, states)
+            previous: torch.cuda.Event | None = None
             for k, piece in enumerate(pieces):
                 stream = streams[k % len(streams)]
                 stream.wait_stream(main)
                 with torch.cuda.stream(stream):
-                    step(
-                        algorithm,
-                        [params[i] for i in piece],
-                        [grads[i] for i in piece],
-                        [states[i] for i in piece],
-                        group,
-                        lr,
-                        wd,
-                        finite,
-                    )
+                    sub = ([params[i] for i in piece], [grads[i] for i in piece])
+                    sub_states = [states[i] for i in piece]
+                    stage_1 = None
+                    if staggered:  # stage 1 of stack k after that of stack k - 1
+                        if previous is not None:
+                            stream.wait_event(previous)
+                        stage_1 = stack_momentum(sub[1], sub_states, group, finite)
+                        previous = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                        previous.record(stream)
+                    step(algorithm, *sub, sub_states, group, lr, wd, finite, stage_1)
             for stream in streams[: len(pieces)]:
                 main.wait_stream(stream)
             return []
@@ -601,6 +607,7 @@ def local_step(
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
     finite: torch.Tensor | None = None,
+    stage_1: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Stages 1-5 of a matrix group on one process with lr and weight decay as 0-dim tensors:
     Algorithm.apply's math (decoupled or cautious decay, then p <- p - lr u), written so that
@@ -610,11 +617,16 @@ def local_step(
     With ``finite`` (a 0-dim bool tensor, for algorithms where _maskable holds) a False value
     makes the step an exact no-op: each gradient is replaced by its momentum buffer (zero
     without one), so M <- M + w (M - M) = M, the direction is M (finite), and lr and weight
-    decay are 0, so p <- p * 1 - 0 * u = p."""
+    decay are 0, so p <- p * 1 - 0 * u = p.
+
+    With ``stage_1`` (the group is one same-shape stack and stack_momentum's output) stage 1
+    already ran and the step starts at stage 3."""
     if finite is not None:
         lr = torch.where(finite, lr, 0.0)
         weight_decay = torch.where(finite, weight_decay, 0.0)
-    if _fusable(algorithm, group, grads, states):
+    if stage_1 is not None:  # one same-shape stack whose stack_momentum already ran
+        updates = _stack_updates(algorithm, grads, *stage_1, group)
+    elif _fusable(algorithm, group, grads, states):
         updates = _fused_stages_1_to_4(algorithm, grads, states, group, finite)
     else:
         if finite is not None:
@@ -644,6 +656,11 @@ def local_step(
 #: this many), so that one stack's memory-bound passes can overlap another's products; 0: all
 #: stacks on the current stream.
 STACK_STREAMS = 0
+#: With STACK_STREAMS: stage 1 of each stack runs outside the compiled step, after the previous
+#: stack's, so that the memory-bound passes follow one another while the products overlap them.
+STAGGER = False
+#: With STACK_STREAMS: at most this many matrices per piece (0: whole same-shape stacks).
+STACK_SPLIT = 0
 
 
 def _same_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
@@ -688,29 +705,46 @@ def _fused_stages_1_to_4(
     written once, in bfloat16 where the polar iteration computes in 16 bits (float32
     otherwise), with their norms, and the dualizer takes both (Algorithm.dualize_normed).
     The result matches accumulate + dualize up to that rounding of the direction."""
+    updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
+    for members in _same_shape(grads):
+        stack = [grads[i] for i in members]
+        directions = stack_momentum(stack, [states[i] for i in members], group, finite)
+        for i, u in zip(members, _stack_updates(algorithm, stack, *directions, group), strict=True):
+            updates[i] = u
+    return updates
+
+
+def stack_momentum(
+    grads: list[torch.Tensor], states: list[State], group: Group, finite: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1 of one same-shape stack as momentum_stack: its directions, stacked in bfloat16
+    where the polar iteration computes in 16 bits (float32 otherwise), and their norms."""
     polar_dtype = group.get("polar_dtype")
     compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
     stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
-    stacks: dict[tuple[tuple[int, ...], torch.dtype], list[int]] = {}
-    for i, g in enumerate(grads):
-        stacks.setdefault((tuple(g.shape), g.dtype), []).append(i)
-    updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
-    for (shape, dtype), members in stacks.items():
-        m, n = matrix_shape(shape)[-2:]
-        D, norms = momentum_stack(
-            [grads[i] for i in members],
-            [states[i]["momentum_buffer"] for i in members],
-            group["momentum"],
-            group["nesterov"],
-            stack_dtype,
-            finite,
-            matrix=(m, n),
-        )
-        U = algorithm.dualize_normed(D, norms, dtype, group) * algorithm.scale(m, n, group)
-        U = U.reshape(len(members), *shape)
-        for k, i in enumerate(members):
-            updates[i] = U[k]
-    return updates
+    return momentum_stack(
+        grads,
+        [s["momentum_buffer"] for s in states],
+        group["momentum"],
+        group["nesterov"],
+        stack_dtype,
+        finite,
+        matrix=matrix_shape(grads[0].shape)[-2:],
+    )
+
+
+def _stack_updates(
+    algorithm: Algorithm,
+    grads: list[torch.Tensor],
+    D: torch.Tensor,
+    norms: torch.Tensor,
+    group: Group,
+) -> list[torch.Tensor]:
+    """Stages 3-4 of one same-shape stack from stack_momentum's directions and norms."""
+    shape = grads[0].shape
+    m, n = matrix_shape(tuple(shape))[-2:]
+    U = algorithm.dualize_normed(D, norms, grads[0].dtype, group) * algorithm.scale(m, n, group)
+    return list(U.reshape(len(grads), *shape).unbind(0))
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

@@ -114,6 +114,7 @@ VARIANTS = {
     "2 streams": {"STACK_STREAMS": 2},
     "4 streams": {"STACK_STREAMS": 4},
     "4 streams staggered": {"STACK_STREAMS": 4, "STAGGER": True},
+    "4 streams staggered prio": {"STACK_STREAMS": 4, "STAGGER": True, "STREAM_PRIORITY": -1},
     "4 streams halves": {"STACK_STREAMS": 4, "STACK_SPLIT": 6},
     "8 streams halves": {"STACK_STREAMS": 8, "STACK_SPLIT": 6},
     "8 streams quarters": {"STACK_STREAMS": 8, "STACK_SPLIT": 3},

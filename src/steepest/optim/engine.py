@@ -149,7 +149,7 @@ class Steepest(Optimizer):
         #: param group index -> (lr, weight_decay) as 0-dim tensors (the compiled path)
         self._scalars: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         #: device -> the side streams of STACK_STREAMS (made on first use)
-        self._streams: dict[torch.device, list[torch.cuda.Stream]] = {}
+        self._streams: dict[tuple[torch.device, bool], list[torch.cuda.Stream]] = {}
         #: device -> 0-dim bool tensor, "every gradient is finite", read by masked steps
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}  # its pinned host copy (CUDA)
@@ -410,21 +410,25 @@ class Steepest(Optimizer):
             main = torch.cuda.current_stream()
             streams = self._side_streams(params[0].device)
             staggered = STAGGER and _fusable(algorithm, group, grads, states)
-            previous: torch.cuda.Event | None = None
+            memory = self._side_streams(params[0].device, low=True)[0] if staggered else None
+            if memory is not None:
+                memory.wait_stream(main)
             for k, piece in enumerate(pieces):
                 stream = streams[k % len(streams)]
                 stream.wait_stream(main)
-                with torch.cuda.stream(stream):
-                    sub = ([params[i] for i in piece], [grads[i] for i in piece])
-                    sub_states = [states[i] for i in piece]
-                    stage_1 = None
-                    if staggered:  # stage 1 of stack k after that of stack k - 1
-                        if previous is not None:
-                            stream.wait_event(previous)
+                sub = ([params[i] for i in piece], [grads[i] for i in piece])
+                sub_states = [states[i] for i in piece]
+                stage_1 = None
+                if memory is not None:  # stage 1 of every stack on one low-priority stream
+                    with torch.cuda.stream(memory):
                         stage_1 = stack_momentum(sub[1], sub_states, group, finite)
-                        previous = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                        previous.record(stream)
+                    stream.wait_stream(memory)
+                    for t in stage_1:  # made on memory, read on stream: not reused before
+                        t.record_stream(stream)
+                with torch.cuda.stream(stream):
                     step(algorithm, *sub, sub_states, group, lr, wd, finite, stage_1)
+            if memory is not None:
+                main.wait_stream(memory)
             for stream in streams[: len(pieces)]:
                 main.wait_stream(stream)
             return []
@@ -435,13 +439,16 @@ class Steepest(Optimizer):
         else:
             stages(grads)
 
-    def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
-        """STACK_STREAMS streams on device, made once (a recording forks into the same ones)."""
-        streams = self._streams.get(device)
+    def _side_streams(self, device: torch.device, low: bool = False) -> list[torch.cuda.Stream]:
+        """STACK_STREAMS streams on device (with STREAM_PRIORITY), or with ``low`` one of the
+        default priority, made once (a recording forks into the same ones)."""
+        key = (device, low)
+        streams = self._streams.get(key)
         if streams is None:
+            count, priority = (1, 0) if low else (STACK_STREAMS, STREAM_PRIORITY)
             with torch.cuda.device(device):
-                streams = [torch.cuda.Stream() for _ in range(STACK_STREAMS)]  # type: ignore[no-untyped-call]
-            self._streams[device] = streams
+                streams = [torch.cuda.Stream(priority=priority) for _ in range(count)]  # type: ignore[no-untyped-call]
+            self._streams[key] = streams
         return streams
 
     def _live_scalars(
@@ -661,6 +668,8 @@ STACK_STREAMS = 0
 STAGGER = False
 #: With STACK_STREAMS: at most this many matrices per piece (0: whole same-shape stacks).
 STACK_SPLIT = 0
+#: Priority of the STACK_STREAMS streams (0 default, -1 high: their kernels go first).
+STREAM_PRIORITY = 0
 
 
 def _same_shape(tensors: list[torch.Tensor]) -> list[list[int]]:

@@ -8,10 +8,12 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
   unfused stage 1:    engine.FUSED_MOMENTUM off: stage 1 as foreach ops writing float32
                       directions, msign computing their norms and casting them (before
                       steepest.optim.fused_momentum).
-  2 / 4 streams:      engine.STACK_STREAMS: each same-shape stack's compiled step on its own
-                      CUDA stream, so that one stack's memory-bound passes can overlap
-                      another's products; "staggered" (engine.STAGGER) runs each stack's
-                      stage 1 outside its compiled step, after the previous stack's.
+  one stream, 2 streams: engine.STACK_STREAMS 0 or 2 (default 4): how many CUDA streams
+                      the same-shape stacks' compiled steps are spread over, so that one
+                      stack's memory-bound passes overlap another's products. Variants since
+                      removed (bench/results/ab_step-*streams*): stacks split into halves or
+                      quarters; every stack's stage 1 on one (low-priority) stream ahead of
+                      the products ("staggered").
 All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
@@ -98,26 +100,15 @@ def build(shapes, device, settings):
     return timed_step, params
 
 
-#: the engine settings a variant starts from
-DEFAULTS = {
-    "local_step": LOCAL_STEP,
-    "FUSED_MOMENTUM": True,
-    "STACK_STREAMS": 0,
-    "STAGGER": False,
-    "STACK_SPLIT": 0,
-}
+#: the engine settings a variant starts from (the defaults)
+DEFAULTS = {"local_step": LOCAL_STEP, "FUSED_MOMENTUM": True, "STACK_STREAMS": engine.STACK_STREAMS}
 #: variant -> the engine settings it changes
 VARIANTS = {
     "new": {},
     "per-param stage 5": {"local_step": per_param_step},
     "unfused stage 1": {"FUSED_MOMENTUM": False},
+    "one stream": {"STACK_STREAMS": 0},
     "2 streams": {"STACK_STREAMS": 2},
-    "4 streams": {"STACK_STREAMS": 4},
-    "4 streams staggered": {"STACK_STREAMS": 4, "STAGGER": True},
-    "4 streams staggered prio": {"STACK_STREAMS": 4, "STAGGER": True, "STREAM_PRIORITY": -1},
-    "4 streams halves": {"STACK_STREAMS": 4, "STACK_SPLIT": 6},
-    "8 streams halves": {"STACK_STREAMS": 8, "STACK_SPLIT": 6},
-    "8 streams quarters": {"STACK_STREAMS": 8, "STACK_SPLIT": 3},
 }
 
 

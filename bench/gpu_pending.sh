@@ -2,7 +2,8 @@
 # What the next GPU session owes issue #7, in parts small enough for one device call each:
 #   tests  the CUDA-only tests: Triton symmetric and momentum kernels, Gram form, and the
 #          device-side finiteness check of the recorded step (1-2 min);
-#   ab     bench/ab_step.py: the fused step as is against stage 1 unfused (FUSED_MOMENTUM off),
+#   ab     bench/ab_step.py: the step as is against variants (AB_VARIANTS, default stage 1
+#          unfused),
 #          GPT-2 small (2-3 min);
 #   ops    bench/ops_graph.py: each product inside a CUDA graph (1 min; GPU only);
 #   host   bench/host_overhead.py: host time per step, now with the device-side check (1 min);

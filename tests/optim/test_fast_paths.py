@@ -16,6 +16,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import steepest
+import steepest.optim.engine as engine
 from steepest.optim.graphs import closure_capture
 
 SHAPES = [(8, 4), (4, 4), (8, 4), (4, 8), (2, 3, 5), (6,)]
@@ -401,4 +402,36 @@ def test_momentum_raised_from_zero_creates_its_buffers_then_fuses(monkeypatch):
     assert fused, "the fused stage 1 never ran"
     for p, q in zip(ps, qs, strict=True):
         torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_stack_streams_on_cuda_give_the_one_stream_result(monkeypatch, cuda_graph):
+    """Same-shape stacks on side streams (engine.STACK_STREAMS) run the same kernels as on one
+    stream: weights and momenta are bit-identical over steps with fresh gradient tensors and a
+    learning-rate change, recorded or not, and the side streams were used."""
+    shapes = [(256, 96), (96, 96), (256, 96), (96, 256), (64,)]  # three matrix stacks, a vector
+    ends = {}
+    for count in (0, 4):
+        monkeypatch.setattr(engine, "STACK_STREAMS", count)
+        torch._dynamo.reset()
+        engine._COMPILED.clear()
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(*s, device="cuda")) for s in shapes]
+        opt = steepest.Muon(ps, lr=0.02, weight_decay=0.1, compile=True, cuda_graph=cuda_graph)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        for t in range(7):
+            for p in ps:
+                p.grad = torch.randn(p.shape, device="cuda", generator=gen)
+            if t == 5:
+                opt.param_groups[0]["lr"] = 0.01
+            opt.step()
+        torch.cuda.synchronize()
+        assert bool(opt._streams) == (count > 1)
+        momenta = [opt.state[p]["momentum_buffer"] for p in ps[:4]]
+        ends[count] = [t.detach().clone() for t in ps + momenta]
+    assert ends[4][0].abs().sum() > 0
+    for a, b in zip(ends[0], ends[4], strict=True):
+        assert torch.equal(a, b)
     torch._dynamo.reset()

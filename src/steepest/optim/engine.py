@@ -82,7 +82,8 @@ class Steepest(Optimizer):
             schedules do not recompile; for other groups and under torch.distributed, each
             stack's dualize-and-scale) with the
             inductor backend (True), a named backend (a str), or not at all (False, default).
-            The first steps are slow (compilation).
+            The first steps are slow (compilation). On CUDA each same-shape stack's compiled
+            step runs on its own stream (STACK_STREAMS), so that stacks overlap.
         cuda_graph: record stages 1-4 of each matrix group (all five with ``compile``) on its
             first steps and replay the recording afterwards (graphs.py), default False.
             Applies to CUDA parameters of capturable groups (the Muon members with an
@@ -149,7 +150,7 @@ class Steepest(Optimizer):
         #: param group index -> (lr, weight_decay) as 0-dim tensors (the compiled path)
         self._scalars: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         #: device -> the side streams of STACK_STREAMS (made on first use)
-        self._streams: dict[tuple[torch.device, bool], list[torch.cuda.Stream]] = {}
+        self._streams: dict[torch.device, list[torch.cuda.Stream]] = {}
         #: device -> 0-dim bool tensor, "every gradient is finite", read by masked steps
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}  # its pinned host copy (CUDA)
@@ -399,36 +400,28 @@ class Steepest(Optimizer):
             # counted here: a replay skips stages and adds the count GroupGraph recorded
             count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
-            pieces = _same_shape(grads) if STACK_STREAMS and params[0].is_cuda else []
-            if STACK_SPLIT:
-                pieces = [
-                    p[i : i + STACK_SPLIT] for p in pieces for i in range(0, len(p), STACK_SPLIT)
-                ]
+            pieces = _same_shape(grads) if STACK_STREAMS > 1 and params[0].is_cuda else []
             if len(pieces) < 2:
                 step(algorithm, params, grads, states, group, lr, wd, finite)
                 return []
+            # fork: stack k on stream k % STACK_STREAMS (each allocates and reads its own
+            # temporaries only), then join; a recording captures the branches as such
             main = torch.cuda.current_stream()
             streams = self._side_streams(params[0].device)
-            staggered = STAGGER and _fusable(algorithm, group, grads, states)
-            memory = self._side_streams(params[0].device, low=True)[0] if staggered else None
-            if memory is not None:
-                memory.wait_stream(main)
             for k, piece in enumerate(pieces):
                 stream = streams[k % len(streams)]
                 stream.wait_stream(main)
-                sub = ([params[i] for i in piece], [grads[i] for i in piece])
-                sub_states = [states[i] for i in piece]
-                stage_1 = None
-                if memory is not None:  # stage 1 of every stack on one low-priority stream
-                    with torch.cuda.stream(memory):
-                        stage_1 = stack_momentum(sub[1], sub_states, group, finite)
-                    stream.wait_stream(memory)
-                    for t in stage_1:  # made on memory, read on stream: not reused before
-                        t.record_stream(stream)
                 with torch.cuda.stream(stream):
-                    step(algorithm, *sub, sub_states, group, lr, wd, finite, stage_1)
-            if memory is not None:
-                main.wait_stream(memory)
+                    step(
+                        algorithm,
+                        [params[i] for i in piece],
+                        [grads[i] for i in piece],
+                        [states[i] for i in piece],
+                        group,
+                        lr,
+                        wd,
+                        finite,
+                    )
             for stream in streams[: len(pieces)]:
                 main.wait_stream(stream)
             return []
@@ -439,16 +432,13 @@ class Steepest(Optimizer):
         else:
             stages(grads)
 
-    def _side_streams(self, device: torch.device, low: bool = False) -> list[torch.cuda.Stream]:
-        """STACK_STREAMS streams on device (with STREAM_PRIORITY), or with ``low`` one of the
-        default priority, made once (a recording forks into the same ones)."""
-        key = (device, low)
-        streams = self._streams.get(key)
+    def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
+        """STACK_STREAMS streams on device, made once (a recording forks into the same ones)."""
+        streams = self._streams.get(device)
         if streams is None:
-            count, priority = (1, 0) if low else (STACK_STREAMS, STREAM_PRIORITY)
             with torch.cuda.device(device):
-                streams = [torch.cuda.Stream(priority=priority) for _ in range(count)]  # type: ignore[no-untyped-call]
-            self._streams[key] = streams
+                streams = [torch.cuda.Stream() for _ in range(STACK_STREAMS)]  # type: ignore[no-untyped-call]
+            self._streams[device] = streams
         return streams
 
     def _live_scalars(
@@ -614,7 +604,6 @@ def local_step(
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
     finite: torch.Tensor | None = None,
-    stage_1: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Stages 1-5 of a matrix group on one process with lr and weight decay as 0-dim tensors:
     Algorithm.apply's math (decoupled or cautious decay, then p <- p - lr u), written so that
@@ -624,16 +613,11 @@ def local_step(
     With ``finite`` (a 0-dim bool tensor, for algorithms where _maskable holds) a False value
     makes the step an exact no-op: each gradient is replaced by its momentum buffer (zero
     without one), so M <- M + w (M - M) = M, the direction is M (finite), and lr and weight
-    decay are 0, so p <- p * 1 - 0 * u = p.
-
-    With ``stage_1`` (the group is one same-shape stack and stack_momentum's output) stage 1
-    already ran and the step starts at stage 3."""
+    decay are 0, so p <- p * 1 - 0 * u = p."""
     if finite is not None:
         lr = torch.where(finite, lr, 0.0)
         weight_decay = torch.where(finite, weight_decay, 0.0)
-    if stage_1 is not None:  # one same-shape stack whose stack_momentum already ran
-        updates = _stack_updates(algorithm, grads, *stage_1, group)
-    elif _fusable(algorithm, group, grads, states):
+    if _fusable(algorithm, group, grads, states):
         updates = _fused_stages_1_to_4(algorithm, grads, states, group, finite)
     else:
         if finite is not None:
@@ -660,16 +644,13 @@ def local_step(
 
 
 #: On CUDA the compiled step of a group runs each same-shape stack on its own stream (at most
-#: this many), so that one stack's memory-bound passes can overlap another's products; 0: all
-#: stacks on the current stream.
-STACK_STREAMS = 0
-#: With STACK_STREAMS: stage 1 of each stack runs outside the compiled step, after the previous
-#: stack's, so that the memory-bound passes follow one another while the products overlap them.
-STAGGER = False
-#: With STACK_STREAMS: at most this many matrices per piece (0: whole same-shape stacks).
-STACK_SPLIT = 0
-#: Priority of the STACK_STREAMS streams (0 default, -1 high: their kernels go first).
-STREAM_PRIORITY = 0
+#: this many, reused in turn), so that one stack's memory-bound passes (momentum, update)
+#: overlap another's products; 0 or 1: all stacks on the current stream. The kernels and their
+#: results are the same either way. GPT-2 small on an H100 (bench/ab_step.py): 2.85-2.93 ms
+#: per step pipelined with 4 streams against 3.19-3.21 ms with one; 2 streams 2.91 ms;
+#: splitting stacks into halves or quarters, or running all momentum passes on one
+#: low-priority stream ahead of the products, measured slower (bench/results/ab_step-*streams*).
+STACK_STREAMS = 4
 
 
 def _same_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
@@ -717,13 +698,13 @@ def _fused_stages_1_to_4(
     updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
     for members in _same_shape(grads):
         stack = [grads[i] for i in members]
-        directions = stack_momentum(stack, [states[i] for i in members], group, finite)
+        directions = _stack_momentum(stack, [states[i] for i in members], group, finite)
         for i, u in zip(members, _stack_updates(algorithm, stack, *directions, group), strict=True):
             updates[i] = u
     return updates
 
 
-def stack_momentum(
+def _stack_momentum(
     grads: list[torch.Tensor], states: list[State], group: Group, finite: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 1 of one same-shape stack as momentum_stack: its directions, stacked in bfloat16

@@ -4,7 +4,8 @@ Times steepest.Muon (compile + cuda_graph, Gram form) on one parameter set with 
 finiteness check (isolated steps and 20 pipelined ones), next to msign alone on the same
 stacks, then profiles a few steps with torch.profiler and prints the kernels that take the most
 device time and the step's total kernel time against its wall time (the gap is host time the
-GPU waits for).
+GPU waits for), and, from the trace, how long per step products run alone, other kernels run
+alone, both run at once (the stack streams), or the GPU idles.
 
 Usage: python bench/profile_step.py [--set gpt2-small] [--rows 25]
 """
@@ -12,13 +13,42 @@ Usage: python bench/profile_step.py [--set gpt2-small] [--rows 25]
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import torch
 from common import SETS, parameters_with_gradients, pipelined, time_fn, write_result
 
 import steepest
 from steepest.polar import msign
+
+#: kernel names of matrix products (cuBLAS, our Triton syrk, Inductor's templates)
+PRODUCT = re.compile(r"nvjet|gemm|syrk|xmma|cutlass|triton_tem")
+
+
+def timeline(trace: Path, steps: int) -> dict[str, float]:
+    """Milliseconds per step, from a chrome trace's kernel events, in which products run
+    alone, other kernels run alone, both run (on different streams), or the GPU is idle
+    between the first kernel and the last."""
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("cat") == "kernel"]
+    marks = []
+    for e in events:
+        kind = "product" if PRODUCT.search(e["name"]) else "other"
+        marks += [(float(e["ts"]), 1, kind), (float(e["ts"]) + float(e["dur"]), -1, kind)]
+    marks.sort(key=lambda m: (m[0], m[1]))
+    running = {"product": 0, "other": 0}
+    spans = {"products only": 0.0, "others only": 0.0, "both": 0.0, "idle": 0.0}
+    for (t, delta, kind), (t_next, _, _) in zip(marks, marks[1:], strict=False):
+        running[kind] += delta
+        state = (running["product"] > 0, running["other"] > 0)
+        name = {(1, 0): "products only", (0, 1): "others only", (1, 1): "both"}.get(
+            (int(state[0]), int(state[1])), "idle"
+        )
+        spans[name] += t_next - t
+    return {k: v / steps / 1e3 for k, v in spans.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +89,13 @@ def main(argv: list[str] | None = None) -> None:
             opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+    spans: dict[str, float] = {}
+    if device.type == "cuda":
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            prof.export_chrome_trace(str(trace))
+            spans = timeline(trace, steps)
+        print("\nper step, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in spans.items()))
     events = prof.key_averages()
     kernel_us = sum(e.device_time_total for e in events if e.device_type.name == "CUDA")
     wall = ms["step, nonfinite=ignore"]
@@ -68,7 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     write_result(
         f"profile_step-{args.set}",
-        {"ms": ms, "kernel_ms_per_step": kernel_us / steps / 1e3, "table": table},
+        {
+            "ms": ms,
+            "kernel_ms_per_step": kernel_us / steps / 1e3,
+            "timeline_ms_per_step": spans,
+            "table": table,
+        },
         args.out,
     )
 

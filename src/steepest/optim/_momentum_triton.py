@@ -23,10 +23,11 @@ MAX_PROGRAMS = 0
 
 @triton.jit
 def _lerp(start, end, weight):  # type: ignore[no-untyped-def]  # triton.jit reads the body
-    # torch.lerp's two formulas (aten Lerp.h): exact at both ends of the weight range
-    if weight < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1.0 - weight)
+    # torch.lerp's two formulas (aten Lerp.h), exact at both ends of the weight range; a select,
+    # not an early return, which Triton cannot lower inside the blocks loop
+    low = start + weight * (end - start)
+    high = end - (end - start) * (1.0 - weight)
+    return tl.where(weight < 0.5, low, high)
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information

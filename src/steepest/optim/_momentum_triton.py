@@ -10,24 +10,19 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["BLOCK", "MAX_PROGRAMS", "NUM_WARPS", "momentum_direction_triton"]
+__all__ = ["BLOCK", "NUM_WARPS", "momentum_direction_triton"]
 
 #: Entries per program (and per partial sum) and warps per program (bench/prechain.py).
 BLOCK = 4096
 NUM_WARPS = 8
-#: At most this many programs per launch, each looping over every MAX_PROGRAMS-th block (0: one
-#: program per block). A capped pass leaves SMs to the products that other stack streams run
-#: at the same time.
-MAX_PROGRAMS = 0
 
 
 @triton.jit
 def _lerp(start, end, weight):  # type: ignore[no-untyped-def]  # triton.jit reads the body
-    # torch.lerp's two formulas (aten Lerp.h), exact at both ends of the weight range; a select,
-    # not an early return, which Triton cannot lower inside the blocks loop
-    low = start + weight * (end - start)
-    high = end - (end - start) * (1.0 - weight)
-    return tl.where(weight < 0.5, low, high)
+    # torch.lerp's two formulas (aten Lerp.h): exact at both ends of the weight range
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
@@ -47,23 +42,22 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    for block in range(pid, tl.cdiv(n, BLOCK), tl.num_programs(0)):
-        offs = tl.cast(block, tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        ok = offs < n
-        src = src_offset + offs
-        m = tl.load(m_ptr + src, mask=ok, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + src, mask=ok, other=0.0).to(tl.float32)
-        if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
-            g = tl.where(tl.load(finite_ptr) != 0, g, m)
-        m = _lerp(m, g, 1.0 - beta)
-        tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
-        if NESTEROV:
-            d = _lerp(g, m, beta)
-        else:
-            d = m
-        tl.store(d_ptr + dst_offset + offs, d.to(d_ptr.dtype.element_ty), mask=ok)
-        d64 = d.to(tl.float64)
-        tl.store(partial_ptr + partial_offset + block, tl.sum(d64 * d64, axis=0))
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    src = src_offset + offs
+    m = tl.load(m_ptr + src, mask=ok, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + src, mask=ok, other=0.0).to(tl.float32)
+    if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
+        g = tl.where(tl.load(finite_ptr) != 0, g, m)
+    m = _lerp(m, g, 1.0 - beta)
+    tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
+    if NESTEROV:
+        d = _lerp(g, m, beta)
+    else:
+        d = m
+    tl.store(d_ptr + dst_offset + offs, d.to(d_ptr.dtype.element_ty), mask=ok)
+    d64 = d.to(tl.float64)
+    tl.store(partial_ptr + partial_offset + pid, tl.sum(d64 * d64, axis=0))
 
 
 def momentum_direction_triton(
@@ -84,10 +78,7 @@ def momentum_direction_triton(
     and offsets, not views: Inductor mishandled a user kernel writing into slices of one
     buffer (an illegal memory access on an H100). The caller checks arguments."""
     block = BLOCK  # read at each call, so that bench/prechain.py can sweep it
-    programs = triton.cdiv(n, block)
-    if MAX_PROGRAMS > 0:
-        programs = min(programs, MAX_PROGRAMS)
-    _momentum_kernel[(programs,)](
+    _momentum_kernel[(triton.cdiv(n, block),)](
         g,
         m,
         out,

@@ -712,6 +712,7 @@ def _stack_momentum(
     polar_dtype = group.get("polar_dtype")
     compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
     stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
+    m, n = matrix_shape(tuple(grads[0].shape))[-2:]
     return momentum_stack(
         grads,
         [s["momentum_buffer"] for s in states],
@@ -719,7 +720,7 @@ def _stack_momentum(
         group["nesterov"],
         stack_dtype,
         finite,
-        matrix=matrix_shape(grads[0].shape)[-2:],
+        matrix=(m, n),
     )
 
 

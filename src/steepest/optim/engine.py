@@ -695,47 +695,27 @@ def _fused_stages_1_to_4(
     written once, in bfloat16 where the polar iteration computes in 16 bits (float32
     otherwise), with their norms, and the dualizer takes both (Algorithm.dualize_normed).
     The result matches accumulate + dualize up to that rounding of the direction."""
-    updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
-    for members in _same_shape(grads):
-        stack = [grads[i] for i in members]
-        directions = _stack_momentum(stack, [states[i] for i in members], group, finite)
-        for i, u in zip(members, _stack_updates(algorithm, stack, *directions, group), strict=True):
-            updates[i] = u
-    return updates
-
-
-def _stack_momentum(
-    grads: list[torch.Tensor], states: list[State], group: Group, finite: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 1 of one same-shape stack as momentum_stack: its directions, stacked in bfloat16
-    where the polar iteration computes in 16 bits (float32 otherwise), and their norms."""
     polar_dtype = group.get("polar_dtype")
     compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
     stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
-    m, n = matrix_shape(tuple(grads[0].shape))[-2:]
-    return momentum_stack(
-        grads,
-        [s["momentum_buffer"] for s in states],
-        group["momentum"],
-        group["nesterov"],
-        stack_dtype,
-        finite,
-        matrix=(m, n),
-    )
-
-
-def _stack_updates(
-    algorithm: Algorithm,
-    grads: list[torch.Tensor],
-    D: torch.Tensor,
-    norms: torch.Tensor,
-    group: Group,
-) -> list[torch.Tensor]:
-    """Stages 3-4 of one same-shape stack from stack_momentum's directions and norms."""
-    shape = grads[0].shape
-    m, n = matrix_shape(tuple(shape))[-2:]
-    U = algorithm.dualize_normed(D, norms, grads[0].dtype, group) * algorithm.scale(m, n, group)
-    return list(U.reshape(len(grads), *shape).unbind(0))
+    updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
+    for members in _same_shape(grads):
+        shape, dtype = grads[members[0]].shape, grads[members[0]].dtype
+        m, n = matrix_shape(tuple(shape))[-2:]
+        D, norms = momentum_stack(
+            [grads[i] for i in members],
+            [states[i]["momentum_buffer"] for i in members],
+            group["momentum"],
+            group["nesterov"],
+            stack_dtype,
+            finite,
+            matrix=(m, n),
+        )
+        U = algorithm.dualize_normed(D, norms, dtype, group) * algorithm.scale(m, n, group)
+        U = U.reshape(len(members), *shape)
+        for k, i in enumerate(members):
+            updates[i] = U[k]
+    return updates
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

@@ -50,7 +50,10 @@ class MuonAlgorithm(MomentumAlgorithm):
         return polar(X, group)
 
     def takes_norms(self, group: Group) -> bool:
-        return self.capturable(group)
+        """dualize_normed is this class's dualize (msign) with known norms: a subclass that
+        changes dualize (PolarGrad's nuclear-norm factor) stays on the unfused stage 1 unless
+        it also defines its own dualize_normed and takes_norms."""
+        return self.capturable(group) and type(self).dualize is MuonAlgorithm.dualize
 
     def dualize_normed(
         self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group

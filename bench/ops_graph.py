@@ -4,6 +4,9 @@ msign per stack with each kernel choice.
 
 Each case is recorded once as `reps` back-to-back calls in one CUDA graph and replayed; the time
 is the replay's mean divided by `reps` (no launch overhead, as in a recorded optimizer step).
+The Triton kernel is timed called directly and under torch.compile (where the fast path calls
+it: Inductor launches user-defined Triton kernels itself), on random inputs and on a Gram
+matrix of a normalized random X (the data the step feeds it).
 
 Usage: python bench/ops_graph.py [--set gpt2-small] [--reps 20]
 """
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_default_device("cuda")
     half = torch.float16
     rows: list[dict] = []
+    compiled_product = torch.compile(symmetric_product, fullgraph=True, dynamic=False)
 
     def add(name: str, shape: tuple, flops: float, fns: dict) -> None:
         row = {"op": name, "shape": shape}
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "cuBLAS": lambda X=X: torch.bmm(X, X.mT),
                 "triton": lambda X=X: symmetric_product(X, kernel="triton"),
+                "compiled": lambda X=X: compiled_product(X, kernel="triton"),
             },
         )
         add(
@@ -61,6 +66,18 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "cuBLAS": lambda R=R: torch.baddbmm(R, R, R, beta=-4.7, alpha=2.0),
                 "triton": lambda R=R: symmetric_product(R, 2.0, R, -4.7, kernel="triton"),
+                "compiled": lambda R=R: compiled_product(R, 2.0, R, -4.7, kernel="triton"),
+            },
+        )
+        gram = symmetric_product(X / X.float().norm(dim=(1, 2), keepdim=True).half())
+        add(
+            "b R + c R^2 of a Gram R",
+            (count, s, s),
+            2.0 * count * s**3,
+            {
+                "cuBLAS": lambda R=gram: torch.baddbmm(R, R, R, beta=-4.7, alpha=2.0),
+                "triton": lambda R=gram: symmetric_product(R, 2.0, R, -4.7, kernel="triton"),
+                "compiled": lambda R=gram: compiled_product(R, 2.0, R, -4.7, kernel="triton"),
             },
         )
         add(

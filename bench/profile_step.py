@@ -7,12 +7,17 @@ device time and the step's total kernel time against its wall time (the gap is h
 GPU waits for), and, from the trace, how long per step products run alone, other kernels run
 alone, both run at once (the stack streams), or the GPU idles.
 
-Usage: python bench/profile_step.py [--set gpt2-small] [--rows 25]
+With --kernels, it also writes every kernel of the profiled steps (name, stream, start, duration)
+to a CSV and prints, per category (products, momentum, other), the kernel time per step and
+the time the GPU spends with no kernel running while a step is in flight.
+
+Usage: python bench/profile_step.py [--set gpt2-small] [--rows 25] [--stack-streams 4] [--kernels]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import tempfile
@@ -23,6 +28,7 @@ import torch
 from common import SETS, parameters_with_gradients, pipelined, time_fn, write_result
 
 import steepest
+import steepest.optim.engine as engine
 from steepest.polar import msign
 
 #: kernel names of matrix products (cuBLAS, our Triton syrk, Inductor's templates)
@@ -51,12 +57,53 @@ def timeline(trace: Path, steps: int) -> dict[str, float]:
     return {k: v / steps / 1e3 for k, v in spans.items()}
 
 
+def kernel_rows(trace: Path, out: Path, steps: int) -> dict[str, float]:
+    """Write the trace's kernels to out (CSV, by start time) and return milliseconds per step of
+    kernel time per category and of gaps (no kernel running) between the first kernel and
+    the last."""
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("cat") == "kernel"]
+    events.sort(key=lambda e: float(e["ts"]))
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["start_us", "dur_us", "stream", "grid", "name"])
+        t0 = float(events[0]["ts"]) if events else 0.0
+        for e in events:
+            args = e.get("args", {})
+            writer.writerow(
+                [
+                    f"{float(e['ts']) - t0:.2f}",
+                    f"{float(e['dur']):.2f}",
+                    args.get("stream"),
+                    args.get("grid"),
+                    e["name"][:90],
+                ]
+            )
+    totals: Counter[str] = Counter()
+    for e in events:
+        name = e["name"]
+        kind = "product" if PRODUCT.search(name) else "momentum" if "momentum" in name else "other"
+        totals[kind] += float(e["dur"])
+    gaps, busy_until = 0.0, None
+    for e in events:
+        start, end = float(e["ts"]), float(e["ts"]) + float(e["dur"])
+        if busy_until is not None and start > busy_until:
+            gaps += start - busy_until
+        busy_until = end if busy_until is None else max(busy_until, end)
+    result = {k: v / steps / 1e3 for k, v in totals.items()}
+    result["gaps"] = gaps / steps / 1e3
+    result["kernels per step"] = len(events) / steps
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--stack-streams", type=int, default=engine.STACK_STREAMS)
+    parser.add_argument("--kernels", action="store_true", help="write the kernel CSV")
     args = parser.parse_args(argv)
+    engine.STACK_STREAMS = args.stack_streams
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_default_device(device)
     shapes = SETS[args.set]
@@ -90,12 +137,20 @@ def main(argv: list[str] | None = None) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
     spans: dict[str, float] = {}
+    kinds: dict[str, float] = {}
     if device.type == "cuda":
         with tempfile.TemporaryDirectory() as tmp:
             trace = Path(tmp) / "trace.json"
             prof.export_chrome_trace(str(trace))
             spans = timeline(trace, steps)
+            if args.kernels:
+                name = f"kernels-{args.set}-streams{args.stack_streams}.csv"
+                kinds = kernel_rows(trace, Path(args.out) / name, steps)
         print("\nper step, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in spans.items()))
+        if kinds:
+            print(
+                "kernel time per step, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in kinds.items())
+            )
     events = prof.key_averages()
     kernel_us = sum(e.device_time_total for e in events if e.device_type.name == "CUDA")
     wall = ms["step, nonfinite=ignore"]
@@ -104,11 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     table = events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=70)
     print(table)
     write_result(
-        f"profile_step-{args.set}",
+        f"profile_step-{args.set}-streams{args.stack_streams}",
         {
             "ms": ms,
             "kernel_ms_per_step": kernel_us / steps / 1e3,
             "timeline_ms_per_step": spans,
+            "kernel_kinds_ms_per_step": kinds,
+            "stack_streams": args.stack_streams,
             "table": table,
         },
         args.out,

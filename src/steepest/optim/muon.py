@@ -50,10 +50,11 @@ class MuonAlgorithm(MomentumAlgorithm):
         return polar(X, group)
 
     def takes_norms(self, group: Group) -> bool:
-        """dualize_normed is this class's dualize (msign) with known norms: a subclass that
-        changes dualize (PolarGrad's nuclear-norm factor) stays on the unfused stage 1 unless
-        it also defines its own dualize_normed and takes_norms."""
-        return self.capturable(group) and type(self).dualize is MuonAlgorithm.dualize
+        """dualize_normed stands in for dualize when both come from the same class: a
+        subclass that changes dualize (PolarGrad's nuclear-norm factor) stays on the unfused
+        stage 1 unless it also defines its own dualize_normed."""
+        kind = type(self)
+        return self.capturable(group) and _owner(kind, "dualize") is _owner(kind, "dualize_normed")
 
     def dualize_normed(
         self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
@@ -67,6 +68,11 @@ class MuonAlgorithm(MomentumAlgorithm):
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
+
+
+def _owner(kind: type, name: str) -> type:
+    """The class in kind's method resolution order that defines the attribute name."""
+    return next(c for c in kind.__mro__ if name in vars(c))
 
 
 register(MuonAlgorithm())

@@ -38,6 +38,15 @@ class PolarGradAlgorithm(MuonAlgorithm):
         nuclear = (X * O).sum(dim=(-2, -1), keepdim=True)
         return O.mul_(nuclear)
 
+    def dualize_normed(
+        self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
+    ) -> torch.Tensor:
+        """dualize on the fused step's stack: X may be 16-bit (the rounded direction), so
+        <X, msign X> is summed in ``dtype`` from X's stored values; msign takes the norms."""
+        O = polar(X, group, frobenius=norms, out_dtype=dtype)
+        nuclear = (X.to(dtype) * O).sum(dim=(-2, -1), keepdim=True)
+        return O.mul_(nuclear)
+
 
 register(PolarGradAlgorithm())
 

@@ -82,15 +82,17 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
         a_ptrs += BLOCK_K * stride_xk
         b_ptrs += BLOCK_K * stride_xk
 
-    result = acc * alpha
+    # The scalars in float32: torch.compile passes Python floats as float64, which would
+    # widen the whole epilogue to float64 (1.4-1.5x slower kernels on an H100).
+    result = acc * tl.cast(alpha, tl.float32)
     if HAS_C:
         c_ptrs = (
             c_ptr + batch * stride_cb + load_i[:, None] * stride_cr + load_j[None, :] * stride_cc
         )
-        result += beta * tl.load(c_ptrs).to(tl.float32)
+        result += tl.cast(beta, tl.float32) * tl.load(c_ptrs).to(tl.float32)
     if HAS_SHIFT:
         if i == j:  # the diagonal lies in the diagonal tiles only
-            result += tl.where(offs[:, None] == offs[None, :], shift, 0.0)
+            result += tl.where(offs[:, None] == offs[None, :], tl.cast(shift, tl.float32), 0.0)
     result = result.to(out_ptr.dtype.element_ty)
 
     o_base = out_ptr + batch * stride_ob

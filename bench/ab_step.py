@@ -16,17 +16,18 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       the products ("staggered"); the momentum kernel capped at 32 or 66
                       programs looping over its blocks, leaving SMs to other streams'
                       products (2.97 and 2.92 ms against 2.93 ms uncapped).
+  cuBLAS chain:       the Gram form's s x s products of two iterates as cuBLAS's full
+                      products, not the Triton half-products of commuting_product
+                      (symmetric.COMMUTING_AUTO_MIN_SIDE raised).
 All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
 parameters ended from the first variant's (all start equal and take the same steps).
 
-(bench/results/ab_step-gpt2-small-symmetric-products*.json hold two runs of this script with a
-variant since removed: the Gram form's s x s products as Triton half-products of commuting
-symmetric matrices, against cuBLAS's full products ("bmm products"). Inside a CUDA graph each
-half-product takes 14-16 us against cuBLAS's 21 us (bench/ops_graph.py), but the whole step did not
-get faster: 3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined, 4.15 vs 4.21 ms isolated. Those runs,
-like the stage-5 numbers in the README, used the default nonfinite="raise".)
+(bench/results/ab_step-gpt2-small-symmetric-products*.json hold two session-5 runs of the
+half-products against cuBLAS's full products ("bmm products"): the whole step was not faster
+(3.98 vs 3.78 ms and 3.91 vs 3.84 ms pipelined), because torch.compile then ran the Triton
+kernel with a float64 epilogue, 1.5x slower than called directly; fixed in session 8.)
 
 Usage: python bench/ab_step.py [--set gpt2-small] [--rounds 5] [--variants new,...]
 """
@@ -43,6 +44,7 @@ from common import SETS, parameters_with_gradients, pipelined, time_fn, write_re
 
 import steepest
 import steepest.optim.engine as engine
+import steepest.polar.kernels.symmetric as symmetric
 from steepest.optim.batching import map_matrices
 
 
@@ -65,19 +67,26 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 LOCAL_STEP = engine.local_step
 
 
+def _module(key: str):
+    """The module a setting lives in: steepest.polar.kernels.symmetric for "symmetric.*"
+    keys, the engine otherwise."""
+    return symmetric if key.startswith("symmetric.") else engine
+
+
 @contextlib.contextmanager
 def engine_set_to(settings: dict):
-    """The variant's engine settings (local_step, FUSED_MOMENTUM, STACK_STREAMS; read while
-    compiling and recording; on CPU the compiled function is called again and Dynamo's guards
-    pick the variant's)."""
-    before = {k: getattr(engine, k) for k in DEFAULTS}
+    """The variant's settings (the engine's local_step, FUSED_MOMENTUM, STACK_STREAMS and the
+    kernels' symmetric.COMMUTING_AUTO_MIN_SIDE; read while compiling and recording; on CPU the
+    compiled function is called again and Dynamo's guards pick the variant's)."""
+    names = {k: k.removeprefix("symmetric.") for k in DEFAULTS}
+    before = {k: getattr(_module(k), names[k]) for k in DEFAULTS}
     for k, v in {**DEFAULTS, **settings}.items():
-        setattr(engine, k, v)
+        setattr(_module(k), names[k], v)
     try:
         yield
     finally:
         for k, v in before.items():
-            setattr(engine, k, v)
+            setattr(_module(k), names[k], v)
 
 
 def build(shapes, device, settings):
@@ -103,7 +112,12 @@ def build(shapes, device, settings):
 
 
 #: the engine settings a variant starts from (the defaults)
-DEFAULTS = {"local_step": LOCAL_STEP, "FUSED_MOMENTUM": True, "STACK_STREAMS": engine.STACK_STREAMS}
+DEFAULTS = {
+    "local_step": LOCAL_STEP,
+    "FUSED_MOMENTUM": True,
+    "STACK_STREAMS": engine.STACK_STREAMS,
+    "symmetric.COMMUTING_AUTO_MIN_SIDE": symmetric.COMMUTING_AUTO_MIN_SIDE,
+}
 #: variant -> the engine settings it changes
 VARIANTS = {
     "new": {},
@@ -111,6 +125,7 @@ VARIANTS = {
     "unfused stage 1": {"FUSED_MOMENTUM": False},
     "one stream": {"STACK_STREAMS": 0},
     "2 streams": {"STACK_STREAMS": 2},
+    "cuBLAS chain": {"symmetric.COMMUTING_AUTO_MIN_SIDE": 1 << 30},
 }
 
 

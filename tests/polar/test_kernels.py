@@ -21,6 +21,7 @@ from steepest.polar import msign, odd_quintic_iteration, polar_express_coefficie
 from steepest.polar.kernels import (
     AUTO_MIN_SIDE,
     KERNELS,
+    commuting_product,
     resolve_kernel,
     symmetric_product,
     triton_available,
@@ -241,11 +242,63 @@ def test_interpreted_triton_kernel_writes_only_its_output():
     assert _relative_error(out, _oracle(X / 4, 1.0, None, 0.0)) < 2e-3
 
 
+def _commuting_pair(batch, s, generator):
+    """Symmetric A = U diag(a) U^T and B = U diag(b) U^T (commuting), float64."""
+    Z = torch.randn(batch, s, s, generator=generator, dtype=torch.float64)
+    U = torch.linalg.qr(Z)[0]
+    a = torch.rand(batch, 1, s, generator=generator, dtype=torch.float64) * 2 - 1
+    b = torch.rand(batch, 1, s, generator=generator, dtype=torch.float64) * 2 - 1
+    return (U * a) @ U.mT, (U * b) @ U.mT
+
+
 @needs_interpreter
-def test_interpreted_gram_msign_routes_by_the_live_threshold(monkeypatch):
+@pytest.mark.parametrize("config", ["128x64w8s3", "64x64w4s4"])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 70), (1, 129)])
+def test_interpreted_two_operand_kernel_computes_upper_tiles_of_a_b_transposed(config, shape):
+    """With Y the kernel computes the tiles i <= j of X Y^T and mirrors them: against the
+    float64 upper tiles of the same fp16 inputs (which commute only up to rounding)."""
+    from steepest.polar.kernels._syrk_triton import syrk_triton
+
+    batch, s = shape
+    A, B = (M.half() for M in _commuting_pair(batch, s, torch.Generator().manual_seed(s)))
+    out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
+    syrk_triton(A, 1.0, None, 0.0, out, config=config, Y=B)
+    ref = A.double() @ B.double().mT
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, out.mT)
+    tile = 128 if config.startswith("128") else 64
+    blocks = torch.arange(s) // tile
+    computed = blocks[:, None] <= blocks[None, :]  # tiles of the upper block-triangle
+    assert _relative_error(out[:, computed], ref[:, computed]) < 2e-3
+    # and it is A B of the (nearly) commuting pair everywhere
+    assert _relative_error(out, A.double() @ B.double()) < 5e-3
+
+
+@needs_interpreter
+def test_interpreted_commuting_product_wrapper(monkeypatch):
+    """commuting_product's Triton path (layouts, out=, leading dims) on CPU through the
+    interpreter, with the CUDA requirement lifted for the test."""
+    from steepest.polar.kernels import symmetric
+
+    monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
+    A, B = (M.half() for M in _commuting_pair(3, 90, torch.Generator().manual_seed(7)))
+    ref = A.double() @ B.double()
+    A_view = A.mT.contiguous().mT  # the same symmetric values, column-major layout
+    out = torch.full((3, 90, 90), float("nan"), dtype=torch.float16)
+    result = commuting_product(A_view, B, kernel="triton", out=out)
+    assert result is out and torch.equal(out, out.mT)
+    assert _relative_error(out, ref) < 5e-3
+    batched = commuting_product(A.view(1, 3, 90, 90), B.view(1, 3, 90, 90), kernel="triton")
+    assert batched.shape == (1, 3, 90, 90) and torch.equal(batched[0], out)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("commuting_side", [1, 1 << 30], ids=["half-products", "cublas-chain"])
+def test_interpreted_gram_msign_routes_by_the_live_thresholds(monkeypatch, commuting_side):
     """msign's Gram form with kernel="auto" on CPU through the interpreter, the CUDA
     requirement lifted: the symmetric products take the Triton kernel because AUTO_MIN_SIDE,
-    read at call time, allows it (threshold 1); the result matches the float64 iteration."""
+    read at call time, allows it (threshold 1), the chain's commuting products only when
+    COMMUTING_AUTO_MIN_SIDE allows. Either way the result matches the float64 iteration."""
     import steepest.polar.kernels._syrk_triton as syrk_module
     from steepest.polar.kernels import symmetric
 
@@ -253,17 +306,33 @@ def test_interpreted_gram_msign_routes_by_the_live_threshold(monkeypatch):
     ref = msign(G.double(), dtype=torch.float64, form="gram")  # torch bmm: the oracle
     monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
     monkeypatch.setattr(symmetric, "AUTO_MIN_SIDE", 1)
-    calls = []
+    monkeypatch.setattr(symmetric, "COMMUTING_AUTO_MIN_SIDE", commuting_side)
+    calls = {"symmetric": 0, "commuting": 0}
     launch = syrk_module.syrk_triton
 
-    def spy(X, alpha, C, beta, out, config=None, shift=0.0):
-        calls.append(X.shape)
-        return launch(X, alpha, C, beta, out, config, shift)
+    def spy(X, alpha, C, beta, out, config=None, shift=0.0, Y=None):
+        calls["symmetric" if Y is None else "commuting"] += 1
+        return launch(X, alpha, C, beta, out, config, shift, Y)
 
     monkeypatch.setattr(syrk_module, "syrk_triton", spy)
     out = msign(G, dtype=torch.float16, form="gram")
-    assert len(calls) == 7  # X X^T twice, R^2 in each of the 5 steps
+    assert calls["symmetric"] == 7  # X X^T twice, R^2 in each of the 5 steps
+    assert calls["commuting"] == (9 if commuting_side == 1 else 0)  # Q P: 3, P R P: 2 x 3
     assert _relative_error(out, ref) < 2e-2
+
+
+def test_commuting_product_torch_path_and_errors():
+    A, B = _commuting_pair(2, 12, torch.Generator().manual_seed(8))
+    assert torch.equal(commuting_product(A, B, kernel="torch"), A @ B)
+    assert torch.allclose(commuting_product(A, B), B @ A, atol=1e-12)  # they commute
+    with pytest.raises(ValueError, match=r"commuting_product: A \(2, 12, 12\) and B \(2, 12, 11\)"):
+        commuting_product(A, B[..., :11])
+    with pytest.raises(ValueError, match="need one dtype"):
+        commuting_product(A, B.float())
+    with pytest.raises(ValueError, match="kernel='triton' cannot run"):
+        commuting_product(A, B, kernel="triton")
+    with pytest.raises(ValueError, match="product='cubic' is unknown"):
+        resolve_kernel("auto", A, "cubic")
 
 
 # ---------------------------------------------------------------- CUDA: the Triton kernels
@@ -327,6 +396,37 @@ def test_msign_with_triton_kernels_is_as_accurate_as_torch(shape):
     err_torch = _relative_error(msign(G, kernel="torch"), ref)
     assert err_triton < 1.5 * err_torch + 2e-3, (err_triton, err_torch)
     assert err_triton < 5e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", [(1, 1), (3, 129), (2, 768), (1, 1000)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_commuting_product_matches_float64(shape, dtype):
+    batch, s = shape
+    A, B = _commuting_pair(batch, s, torch.Generator().manual_seed(s))
+    A, B = A.to("cuda", dtype), B.to("cuda", dtype)
+    out = torch.full((batch, s, s), float("nan"), dtype=dtype, device="cuda")
+    commuting_product(A, B, kernel="triton", out=out)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, out.mT)
+    assert _relative_error(out, A.double() @ B.double()) < 1e-2
+
+
+@needs_cuda
+def test_gram_form_with_half_products_is_as_accurate(monkeypatch):
+    """The Gram chain with Triton half-products (the default from s = 768) is as close to the
+    fp64 polar factor as with cuBLAS's full products (threshold raised)."""
+    from steepest.polar.kernels import symmetric
+
+    generator = torch.Generator().manual_seed(21)
+    G = torch.randn(4, 768, 3072, generator=generator).cuda()
+    ref = msign(G.double(), dtype=torch.float64)
+    half = msign(G, form="gram")
+    monkeypatch.setattr(symmetric, "COMMUTING_AUTO_MIN_SIDE", 1 << 30)
+    full = msign(G, form="gram")
+    err_full, err_half = _relative_error(full, ref), _relative_error(half, ref)
+    assert err_half < 1.2 * err_full + 1e-3, (err_half, err_full)
 
 
 @needs_cuda

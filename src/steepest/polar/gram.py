@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .kernels import resolve_kernel, symmetric_product
+from .kernels import commuting_product, resolve_kernel, symmetric_product
 
 __all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
 
@@ -20,7 +20,9 @@ GRAM_RESTARTS = (2,)
 def _segment(
     X: torch.Tensor, coefficients: Sequence[tuple[float, float, float]], kernel: str
 ) -> torch.Tensor:
-    """len(coefficients) steps on the Gram matrix of X, then one product with X."""
+    """len(coefficients) steps on the Gram matrix of X, then one product with X. The s x s
+    products of two iterates are products of commuting symmetric matrices (commuting_product:
+    half the tiles on the Triton path)."""
     R = symmetric_product(X, kernel=kernel)
     Q: torch.Tensor | None = None
     last = len(coefficients) - 1
@@ -31,9 +33,9 @@ def _segment(
         else:
             P = R * b
             P.diagonal(dim1=-2, dim2=-1).add_(a)
-        Q = P if Q is None else torch.bmm(P, Q)
+        Q = P if Q is None else commuting_product(P, Q, kernel=kernel)
         if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (P and R commute)
-            R = torch.bmm(torch.bmm(P, R), P)
+            R = commuting_product(commuting_product(P, R, kernel=kernel), P, kernel=kernel)
     assert Q is not None  # coefficients is not empty
     return torch.bmm(Q, X)
 
@@ -62,7 +64,8 @@ def gram_quintic_iteration(
         coefficients: the per-step (a, b, c) triples, applied in order.
         restarts: step counts after which to restart, default GRAM_RESTARTS = (2,); () never
             restarts (exact arithmetic only: unstable in half precision).
-        kernel: "auto", "torch" or "triton" for the symmetric products (see resolve_kernel).
+        kernel: "auto", "torch" or "triton" for the symmetric and commuting products (see
+            resolve_kernel).
 
     Returns:
         A new (batch, s, l) tensor in X's dtype.
@@ -71,7 +74,7 @@ def gram_quintic_iteration(
         seeds/000_0ff94013880c6450.txt, Alg. 2 (the quintic step); Dao lab, "Gram Newton-Schulz"
         (2026): the Gram form, half precision and the restart after the second step.
     """
-    kernel = resolve_kernel(kernel, X)
+    resolve_kernel(kernel, X)  # checks the choice; each product resolves "auto" on its operands
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
     for start, stop in zip(cuts, cuts[1:], strict=False):

@@ -1,4 +1,7 @@
-"""Triton kernel for out = alpha X X^T + beta C + shift I computing only the upper block-triangle.
+"""Triton kernel for out = alpha X Y^T + beta C + shift I computing only the upper block-triangle.
+
+Y = X gives the symmetric product X X^T; a symmetric Y that commutes with a symmetric X gives
+the product X Y of commuting symmetric matrices, also symmetric (commuting_product).
 
 Imported lazily (it imports triton at the top); use steepest.polar.kernels.symmetric_product.
 """
@@ -24,6 +27,7 @@ TILE_CONFIGS = {
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
     x_ptr,
+    y_ptr,
     c_ptr,
     out_ptr,
     S,
@@ -34,6 +38,9 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     stride_xb,
     stride_xr,
     stride_xk,
+    stride_yb,
+    stride_yr,
+    stride_yk,
     stride_cb,
     stride_cr,
     stride_cc,
@@ -42,6 +49,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     stride_oc,
     HAS_C: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
+    HAS_Y: tl.constexpr,
     EVEN_K: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -65,9 +73,8 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     load_i = rows_i % S
     load_j = rows_j % S
     ks = tl.arange(0, BLOCK_K)
-    x_base = x_ptr + batch * stride_xb
-    a_ptrs = x_base + load_i[:, None] * stride_xr + ks[None, :] * stride_xk
-    b_ptrs = x_base + load_j[:, None] * stride_xr + ks[None, :] * stride_xk
+    a_ptrs = x_ptr + batch * stride_xb + load_i[:, None] * stride_xr + ks[None, :] * stride_xk
+    b_ptrs = y_ptr + batch * stride_yb + load_j[:, None] * stride_yr + ks[None, :] * stride_yk
 
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
     for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
@@ -80,7 +87,11 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
             b = tl.load(b_ptrs, mask=k_ok, other=0.0)
         acc = tl.dot(a, tl.trans(b), acc)
         a_ptrs += BLOCK_K * stride_xk
-        b_ptrs += BLOCK_K * stride_xk
+        b_ptrs += BLOCK_K * stride_yk
+
+    if HAS_Y:
+        if i == j:  # X Y^T's diagonal tile is symmetric only up to rounding: symmetrize it
+            acc = (acc + tl.trans(acc)) * 0.5
 
     # The scalars in float32: torch.compile passes Python floats as float64, which would
     # widen the whole epilogue to float64 (1.4-1.5x slower kernels on an H100).
@@ -121,17 +132,20 @@ def syrk_triton(
     out: torch.Tensor,
     config: str | None = None,
     shift: float = 0.0,
+    Y: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Launch on 3-D X (batch, s, l), C and out (batch, s, s); shift is added on the diagonal.
-    The caller checks arguments."""
+    """Launch on 3-D X and Y (batch, s, l; Y defaults to X), C and out (batch, s, s); shift is
+    added on the diagonal. The caller checks arguments."""
     batch, s, l = X.shape
     name = config if config is not None else pick_config(s, l, batch)
     block, block_k, warps, stages = TILE_CONFIGS[name]
     tiles = triton.cdiv(s, block)
     c = C if C is not None else out
+    y = Y if Y is not None else X
     grid = (tiles * (tiles + 1) // 2, batch)
     _syrk_kernel[grid](
         X,
+        y,
         c,
         out,
         s,
@@ -142,6 +156,9 @@ def syrk_triton(
         X.stride(0),
         X.stride(1),
         X.stride(2),
+        y.stride(0),
+        y.stride(1),
+        y.stride(2),
         c.stride(0),
         c.stride(1),
         c.stride(2),
@@ -150,6 +167,7 @@ def syrk_triton(
         out.stride(2),
         HAS_C=C is not None,
         HAS_SHIFT=shift != 0.0,
+        HAS_Y=Y is not None,
         EVEN_K=l % block_k == 0,
         BLOCK=block,
         BLOCK_K=block_k,

@@ -1,4 +1,5 @@
-"""symmetric_product: alpha * X X^T + beta * C for batched X, through torch or a Triton kernel."""
+"""symmetric_product (alpha X X^T + beta C) and commuting_product (A B of commuting symmetric
+matrices) for batched operands, through torch or a Triton kernel that computes half the tiles."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import torch
 
 __all__ = [
     "AUTO_MIN_SIDE",
+    "COMMUTING_AUTO_MIN_SIDE",
     "KERNELS",
+    "PRODUCTS",
     "TRITON_DTYPES",
+    "commuting_product",
     "resolve_kernel",
     "symmetric_product",
     "triton_available",
@@ -25,6 +29,16 @@ TRITON_DTYPES = (torch.bfloat16, torch.float16)
 #: "auto" uses the Triton kernel only from this short side s on. Measured on one H100
 #: (bench/results/kernels-NVIDIA-H100-80GB-HBM3.json).
 AUTO_MIN_SIDE = 768
+
+#: "auto" uses the Triton kernel for commuting_product from this short side on. At s = 768 on
+#: one H100 a half-product takes 16.6 us inside the compiled step against cuBLAS's 21.2 us for
+#: the full product (bench/results/ops_graph-*). Session 5 measured the half-products slower
+#: in the whole step, but then torch.compile ran the kernel with a float64 epilogue (25.6 us).
+COMMUTING_AUTO_MIN_SIDE = 768
+
+#: The products resolve_kernel chooses for: "symmetric" (X X^T, b A + c A^2) or "commuting"
+#: (A B of commuting symmetric matrices).
+PRODUCTS = ("symmetric", "commuting")
 
 
 @torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # untyped in torch
@@ -44,15 +58,18 @@ def _triton_unsupported(X: torch.Tensor) -> str | None:
     return None
 
 
-def resolve_kernel(kernel: str, X: torch.Tensor) -> str:
+def resolve_kernel(kernel: str, X: torch.Tensor, product: str = "symmetric") -> str:
     """Turn a per-call `kernel` choice into "torch" or "triton" for the (..., s, l) operand X.
 
     "auto" gives "triton" when the kernel can run (CUDA, bfloat16/float16, triton installed) and
-    the short side s is at least AUTO_MIN_SIDE (read at each call), where it measured faster
-    than cuBLAS; "torch" otherwise. "triton" raises ValueError when the kernel cannot run.
+    the short side s is at least the product's threshold, AUTO_MIN_SIDE ("symmetric") or
+    COMMUTING_AUTO_MIN_SIDE ("commuting"), read at each call, where it measured faster than
+    cuBLAS; "torch" otherwise. "triton" raises ValueError when the kernel cannot run.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is unknown; use one of {list(KERNELS)}")
+    if product not in PRODUCTS:
+        raise ValueError(f"product={product!r} is unknown; use one of {list(PRODUCTS)}")
     if kernel == "torch":
         return "torch"
     reason = _triton_unsupported(X)
@@ -60,7 +77,8 @@ def resolve_kernel(kernel: str, X: torch.Tensor) -> str:
         if reason is not None:
             raise ValueError(f"kernel='triton' cannot run: {reason}; use kernel='auto' or 'torch'")
         return "triton"
-    if reason is None and min(X.shape[-2], X.shape[-1]) >= AUTO_MIN_SIDE:
+    min_side = AUTO_MIN_SIDE if product == "symmetric" else COMMUTING_AUTO_MIN_SIDE
+    if reason is None and min(X.shape[-2], X.shape[-1]) >= min_side:
         return "triton"
     return "torch"
 
@@ -166,3 +184,55 @@ def symmetric_product(
     if out is None:
         return result
     return out.copy_(result)
+
+
+def commuting_product(
+    A: torch.Tensor, B: torch.Tensor, *, kernel: str = "auto", out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A B for batched symmetric (..., s, s) matrices A and B that commute, so A B is symmetric.
+
+    Math: (A B)^T = B A = A B. Tile (i, j) of A B is A[rows i] B[rows j]^T (B is symmetric),
+    so the symmetric-product kernel with a second operand computes the tiles i <= j (half the
+    2 s^3 flops), symmetrizes the diagonal tiles ((T + T^T) / 2) and mirrors the rest: the
+    result is exactly symmetric. Every s x s product of the Gram form is of this kind, as all
+    its iterates are polynomials in the first Gram matrix (steepest.polar.gram). The torch
+    path is one bmm (not symmetrized). Symmetry and commutation are the caller's promise, not
+    checked (that would cost a product).
+
+    Args:
+        A, B: (..., s, s) tensors of one shape, dtype and device.
+        kernel: "auto" (Triton from s >= COMMUTING_AUTO_MIN_SIDE where it can run), "torch" or
+            "triton" (see resolve_kernel).
+        out: optional contiguous (..., s, s) tensor in A's dtype (must not alias A or B).
+
+    Returns:
+        The (..., s, s) product (out when given).
+
+    References: seeds/000_0ff94013880c6450.txt, Alg. 2; Dao lab, "Gram Newton-Schulz" (2026).
+    """
+    if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):
+        raise TypeError("commuting_product: A and B must be tensors")
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2] or A.shape != B.shape:
+        raise ValueError(
+            f"commuting_product: A {tuple(A.shape)} and B {tuple(B.shape)}; need two square "
+            "(..., s, s) tensors of one shape"
+        )
+    if A.dtype != B.dtype or A.device != B.device:
+        raise ValueError(
+            f"commuting_product: A is {A.dtype} on {A.device}, B {B.dtype} on {B.device}; "
+            "need one dtype and device"
+        )
+    _validate(A, 1.0, None, 0.0, out)
+    s = A.shape[-1]
+    A3, B3 = A.reshape(-1, s, s), B.reshape(-1, s, s)
+    if resolve_kernel(kernel, A, "commuting") == "triton" and A3.numel() > 0:
+        from ._syrk_triton import syrk_triton
+
+        # a symmetric matrix equals its transpose: read whichever layout has rows in memory
+        A3, B3 = (M.mT if M.stride(-1) != 1 and M.stride(-2) == 1 else M for M in (A3, B3))
+        A3, B3 = (M if M.stride(-1) == 1 else M.contiguous() for M in (A3, B3))
+        out3 = out.view(-1, s, s) if out is not None else A.new_empty(A3.shape[0], s, s)
+        syrk_triton(A3, 1.0, None, 0.0, out3, Y=B3)
+        return out3.view(A.shape) if out is None else out
+    result = torch.bmm(A3, B3).view(A.shape)
+    return result if out is None else out.copy_(result)

@@ -5,7 +5,9 @@ initialization and batches with steepest.Muon (compile=True, cuda_graph=True):
   * "triton": bf16 direct iteration, the Triton symmetric kernels for every shape,
   * "gram":   the Gram form (polar_form="gram") in float16 for every matrix, kernels "auto",
   * "gram-triton": the same with the Triton symmetric products (with the diagonal shift in
-              their epilogue) for every shape,
+              their epilogue) for every shape, the chain's products in cuBLAS (the default),
+  * "gram-triton-half": the same with the chain's products as Triton half-products of
+              commuting iterates too (commuting_product, opt-in),
   * "cublas": bf16 direct iteration, cuBLAS only (the fallback),
   * "fp32":   float32 direct iteration, cuBLAS only (the bf16 tolerance reference),
   * "default": the defaults (polar_form="auto", kernels "auto", the fused stage 1 writing
@@ -17,7 +19,13 @@ of triton, gram and gram-triton vs cublas and of default vs default-unfused, nex
 fp32. Pass: each stays within the
 bf16-vs-fp32 gap (at most 2x it, or 1e-2 in loss).
 
-Usage: python bench/trajectory.py [--steps 100] [--device cuda]
+--variants runs a subset (the pairs whose both variants ran are compared; the pass needs
+cublas and fp32).
+
+(bench/results/trajectory-half-products-run*: two session-8 runs in which "gram-triton"
+named today's gram-triton-half and "gram-triton-full-chain" today's gram-triton.)
+
+Usage: python bench/trajectory.py [--steps 100] [--device cuda] [--variants gram-triton,cublas,fp32]
 """
 
 from __future__ import annotations
@@ -36,21 +44,24 @@ from steepest.polar.kernels import symmetric
 
 NEVER = 1 << 30
 DEFAULT_MIN_SIDE = symmetric.AUTO_MIN_SIDE
-#: variant -> (AUTO_MIN_SIDE, polar_dtype, polar_form, FUSED_MOMENTUM)
+DEFAULT_COMMUTING_SIDE = symmetric.COMMUTING_AUTO_MIN_SIDE
+#: variant -> (AUTO_MIN_SIDE, COMMUTING_AUTO_MIN_SIDE, polar_dtype, polar_form, FUSED_MOMENTUM)
 VARIANTS = {
-    "triton": (0, torch.bfloat16, "direct", True),
-    "gram": (DEFAULT_MIN_SIDE, None, "gram", True),
-    "gram-triton": (0, None, "gram", True),
-    "cublas": (NEVER, torch.bfloat16, "direct", True),
-    "fp32": (NEVER, torch.float32, "direct", True),
-    "default": (DEFAULT_MIN_SIDE, None, "auto", True),
-    "default-unfused": (DEFAULT_MIN_SIDE, None, "auto", False),
+    "triton": (0, 0, torch.bfloat16, "direct", True),
+    "gram": (DEFAULT_MIN_SIDE, DEFAULT_COMMUTING_SIDE, None, "gram", True),
+    "gram-triton": (0, DEFAULT_COMMUTING_SIDE, None, "gram", True),
+    "gram-triton-half": (0, 0, None, "gram", True),
+    "cublas": (NEVER, NEVER, torch.bfloat16, "direct", True),
+    "fp32": (NEVER, NEVER, torch.float32, "direct", True),
+    "default": (DEFAULT_MIN_SIDE, DEFAULT_COMMUTING_SIDE, None, "auto", True),
+    "default-unfused": (DEFAULT_MIN_SIDE, DEFAULT_COMMUTING_SIDE, None, "auto", False),
 }
 
 
 def run(variant: str, steps: int, data: torch.Tensor, device) -> tuple[list[float], list]:
-    min_side, polar_dtype, polar_form, fused = VARIANTS[variant]
+    min_side, commuting_side, polar_dtype, polar_form, fused = VARIANTS[variant]
     symmetric.AUTO_MIN_SIDE = min_side
+    symmetric.COMMUTING_AUTO_MIN_SIDE = commuting_side
     engine.FUSED_MOMENTUM = fused  # read when the step compiles (its first call)
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -93,19 +104,25 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--device", default="cuda", help="cpu only checks the script runs")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
     args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    if any(n not in VARIANTS for n in names) or not {"cublas", "fp32"} <= set(names):
+        parser.error(f"--variants: names of {list(VARIANTS)}, including cublas and fp32")
     device = torch.device(args.device)
     text = load_shakespeare()
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
-    runs = {v: run(v, args.steps, data, device) for v in VARIANTS}
+    runs = {v: run(v, args.steps, data, device) for v in names}
     pairs = {
         "triton-cublas": ("triton", "cublas"),
         "gram-cublas": ("gram", "cublas"),
         "gram-triton-cublas": ("gram-triton", "cublas"),
+        "half-cublas": ("gram-triton-half", "cublas"),
         "default-unfused": ("default", "default-unfused"),
         "cublas-fp32": ("cublas", "fp32"),
     }
+    pairs = {k: (a, b) for k, (a, b) in pairs.items() if a in runs and b in runs}
     loss_gap = {
         k: max(abs(x - y) for x, y in zip(runs[a][0], runs[b][0], strict=True))
         for k, (a, b) in pairs.items()

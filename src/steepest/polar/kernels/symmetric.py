@@ -30,11 +30,16 @@ TRITON_DTYPES = (torch.bfloat16, torch.float16)
 #: (bench/results/kernels-NVIDIA-H100-80GB-HBM3.json).
 AUTO_MIN_SIDE = 768
 
-#: "auto" uses the Triton kernel for commuting_product from this short side on. At s = 768 on
-#: one H100 a half-product takes 16.6 us inside the compiled step against cuBLAS's 21.2 us for
-#: the full product (bench/results/ops_graph-*). Session 5 measured the half-products slower
-#: in the whole step, but then torch.compile ran the kernel with a float64 epilogue (25.6 us).
-COMMUTING_AUTO_MIN_SIDE = 768
+#: "auto" uses the Triton kernel for commuting_product from this short side on: never, by
+#: default. On one H100 a half-product at s = 768 takes 16.6 us inside the compiled step
+#: against cuBLAS's 21.2 us for the full product (bench/results/ops_graph-*), and the
+#: GPT-2-small step took 2.59 against 2.65 ms pipelined with them (threshold 768;
+#: bench/results/ab_step-gpt2-small-new-cuBLAS_chain-*), as accurate against float64 at
+#: s = 768. But in the 100-step char-GPT trajectory with every product forced onto Triton
+#: (s = 384) they moved the loss 0.028 and 0.031 from the cuBLAS run, against 0.009 with the
+#: full chain, once just over the bf16-vs-fp32 criterion (bench/results/trajectory-half-*);
+#: they stay opt-in (set 768) until more seeds settle it.
+COMMUTING_AUTO_MIN_SIDE = 1 << 30
 
 #: The products resolve_kernel chooses for: "symmetric" (X X^T, b A + c A^2) or "commuting"
 #: (A B of commuting symmetric matrices).
@@ -201,8 +206,8 @@ def commuting_product(
 
     Args:
         A, B: (..., s, s) tensors of one shape, dtype and device.
-        kernel: "auto" (Triton from s >= COMMUTING_AUTO_MIN_SIDE where it can run), "torch" or
-            "triton" (see resolve_kernel).
+        kernel: "auto" (Triton from s >= COMMUTING_AUTO_MIN_SIDE where it can run: off by
+            default), "torch" or "triton" (see resolve_kernel).
         out: optional contiguous (..., s, s) tensor in A's dtype (must not alias A or B).
 
     Returns:

@@ -69,10 +69,11 @@ def per_param_step(algorithm, params, grads, states, group, lr, weight_decay, fi
 LOCAL_STEP = engine.local_step
 
 
-def _module(key: str):
-    """The module a setting lives in: steepest.polar.kernels.symmetric for "symmetric.*"
+def _target(key: str):
+    """(module, attribute) of a setting: steepest.polar.kernels.symmetric for "symmetric.*"
     keys, the engine otherwise."""
-    return symmetric if key.startswith("symmetric.") else engine
+    module, _, name = key.rpartition(".")
+    return (symmetric if module == "symmetric" else engine), name
 
 
 @contextlib.contextmanager
@@ -80,15 +81,14 @@ def engine_set_to(settings: dict):
     """The variant's settings (the engine's local_step, FUSED_MOMENTUM, STACK_STREAMS and the
     kernels' symmetric.COMMUTING_AUTO_MIN_SIDE; read while compiling and recording; on CPU the
     compiled function is called again and Dynamo's guards pick the variant's)."""
-    names = {k: k.removeprefix("symmetric.") for k in DEFAULTS}
-    before = {k: getattr(_module(k), names[k]) for k in DEFAULTS}
+    before = {k: getattr(*_target(k)) for k in DEFAULTS}
     for k, v in {**DEFAULTS, **settings}.items():
-        setattr(_module(k), names[k], v)
+        setattr(*_target(k), v)
     try:
         yield
     finally:
         for k, v in before.items():
-            setattr(_module(k), names[k], v)
+            setattr(*_target(k), v)
 
 
 def build(shapes, device, settings):

@@ -41,7 +41,8 @@ def host_ms(step, repeat: int = 30) -> float:
     """Median host time of one step() call that starts with the GPU idle."""
     times = []
     for _ in range(repeat):
-        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         step()
         times.append((time.perf_counter() - t0) * 1e3)

@@ -59,27 +59,18 @@ def main(argv: list[str] | None = None) -> None:
                 "compiled": lambda X=X: compiled_product(X, kernel="triton"),
             },
         )
-        add(
-            "b R + c R^2",
-            (count, s, s),
-            2.0 * count * s**3,
-            {
-                "cuBLAS": lambda R=R: torch.baddbmm(R, R, R, beta=-4.7, alpha=2.0),
-                "triton": lambda R=R: symmetric_product(R, 2.0, R, -4.7, kernel="triton"),
-                "compiled": lambda R=R: compiled_product(R, 2.0, R, -4.7, kernel="triton"),
-            },
-        )
         gram = symmetric_product(X / X.float().norm(dim=(1, 2), keepdim=True).half())
-        add(
-            "b R + c R^2 of a Gram R",
-            (count, s, s),
-            2.0 * count * s**3,
-            {
-                "cuBLAS": lambda R=gram: torch.baddbmm(R, R, R, beta=-4.7, alpha=2.0),
-                "triton": lambda R=gram: symmetric_product(R, 2.0, R, -4.7, kernel="triton"),
-                "compiled": lambda R=gram: compiled_product(R, 2.0, R, -4.7, kernel="triton"),
-            },
-        )
+        for label, C in (("b R + c R^2", R), ("b R + c R^2 of a Gram R", gram)):
+            add(
+                label,
+                (count, s, s),
+                2.0 * count * s**3,
+                {
+                    "cuBLAS": lambda C=C: torch.baddbmm(C, C, C, beta=-4.7, alpha=2.0),
+                    "triton": lambda C=C: symmetric_product(C, 2.0, C, -4.7, kernel="triton"),
+                    "compiled": lambda C=C: compiled_product(C, 2.0, C, -4.7, kernel="triton"),
+                },
+            )
         add(
             "s x s product",
             (count, s, s),

@@ -35,11 +35,16 @@ from steepest.polar import msign
 PRODUCT = re.compile(r"nvjet|gemm|syrk|xmma|cutlass|triton_tem")
 
 
-def timeline(trace: Path, steps: int) -> dict[str, float]:
-    """Milliseconds per step, from a chrome trace's kernel events, in which products run
-    alone, other kernels run alone, both run (on different streams), or the GPU is idle
-    between the first kernel and the last."""
+def kernel_events(trace: Path) -> list[dict]:
+    """The kernel events of a chrome trace, by start time."""
     events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("cat") == "kernel"]
+    return sorted(events, key=lambda e: float(e["ts"]))
+
+
+def timeline(events: list[dict], steps: int) -> dict[str, float]:
+    """Milliseconds per step, from kernel events, in which products run alone, other kernels
+    run alone, both run (on different streams), or the GPU is idle between the first kernel
+    and the last."""
     marks = []
     for e in events:
         kind = "product" if PRODUCT.search(e["name"]) else "other"
@@ -57,12 +62,9 @@ def timeline(trace: Path, steps: int) -> dict[str, float]:
     return {k: v / steps / 1e3 for k, v in spans.items()}
 
 
-def kernel_rows(trace: Path, out: Path, steps: int) -> dict[str, float]:
-    """Write the trace's kernels to out (CSV, by start time) and return milliseconds per step of
-    kernel time per category and of gaps (no kernel running) between the first kernel and
-    the last."""
-    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("cat") == "kernel"]
-    events.sort(key=lambda e: float(e["ts"]))
+def kernel_rows(events: list[dict], out: Path, steps: int) -> dict[str, float]:
+    """Write the kernels to out (CSV, by start time) and return milliseconds of kernel time per
+    step and category (products, momentum, other), and the kernels per step."""
     with out.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start_us", "dur_us", "stream", "grid", "name"])
@@ -83,14 +85,7 @@ def kernel_rows(trace: Path, out: Path, steps: int) -> dict[str, float]:
         name = e["name"]
         kind = "product" if PRODUCT.search(name) else "momentum" if "momentum" in name else "other"
         totals[kind] += float(e["dur"])
-    gaps, busy_until = 0.0, None
-    for e in events:
-        start, end = float(e["ts"]), float(e["ts"]) + float(e["dur"])
-        if busy_until is not None and start > busy_until:
-            gaps += start - busy_until
-        busy_until = end if busy_until is None else max(busy_until, end)
     result = {k: v / steps / 1e3 for k, v in totals.items()}
-    result["gaps"] = gaps / steps / 1e3
     result["kernels per step"] = len(events) / steps
     return result
 
@@ -142,10 +137,11 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             trace = Path(tmp) / "trace.json"
             prof.export_chrome_trace(str(trace))
-            spans = timeline(trace, steps)
+            events = kernel_events(trace)
+            spans = timeline(events, steps)
             if args.kernels:
                 name = f"kernels-{args.set}-streams{args.stack_streams}.csv"
-                kinds = kernel_rows(trace, Path(args.out) / name, steps)
+                kinds = kernel_rows(events, Path(args.out) / name, steps)
         print("\nper step, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in spans.items()))
         if kinds:
             print(

@@ -34,18 +34,20 @@ class PolarGradAlgorithm(MuonAlgorithm):
     }
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        O = polar(X, group)
-        nuclear = (X * O).sum(dim=(-2, -1), keepdim=True)
-        return O.mul_(nuclear)
+        return _times_nuclear(X, polar(X, group))
 
     def dualize_normed(
         self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
     ) -> torch.Tensor:
         """dualize on the fused step's stack: X may be 16-bit (the rounded direction), so
         <X, msign X> is summed in ``dtype`` from X's stored values; msign takes the norms."""
-        O = polar(X, group, frobenius=norms, out_dtype=dtype)
-        nuclear = (X.to(dtype) * O).sum(dim=(-2, -1), keepdim=True)
-        return O.mul_(nuclear)
+        return _times_nuclear(X, polar(X, group, frobenius=norms, out_dtype=dtype))
+
+
+def _times_nuclear(X: torch.Tensor, O: torch.Tensor) -> torch.Tensor:
+    """O (the polar factor of X, in place) times <X, O> = tr(H) per matrix, summed in O's dtype."""
+    nuclear = (X.to(O.dtype) * O).sum(dim=(-2, -1), keepdim=True)
+    return O.mul_(nuclear)
 
 
 register(PolarGradAlgorithm())

@@ -21,7 +21,10 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       (symmetric.COMMUTING_AUTO_MIN_SIDE = 768; off by default). Measured
                       while they were the default, as "new" against "cuBLAS chain":
                       2.59 vs 2.65 ms pipelined (bench/results/ab_step-*-cuBLAS_chain-*).
-All run with nonfinite="ignore" (the same stages, no finiteness check). Each variant is
+  check first, check late: nonfinite="raise" (the default) with the device-side verdict
+                      taken before stage 1 (a check pass over every gradient first) or late,
+                      from the fused stage 1's norms (engine.LATE_VERDICT, the default).
+All other variants run with nonfinite="ignore" (no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
 parameters ended from the first variant's (all start equal and take the same steps).
@@ -94,13 +97,14 @@ def engine_set_to(settings: dict):
 def build(shapes, device, settings):
     """A warmed-up optimizer for the variant and a step that sets the variant in the engine
     around every call (on a GPU the recorded graph replays)."""
+    settings = dict(settings)
+    nonfinite = settings.pop("nonfinite", "ignore")
     torch._dynamo.reset()
     engine._COMPILED.clear()
     torch.manual_seed(0)  # every variant starts from the same parameters and gradients
     params = parameters_with_gradients(shapes, device)
-    # nonfinite="ignore": both variants run the same stages (no device-side check's masking)
     opt = steepest.Muon(
-        params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", nonfinite="ignore"
+        params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", nonfinite=nonfinite
     )
     with engine_set_to(settings):
         for _ in range(4):
@@ -117,6 +121,7 @@ def build(shapes, device, settings):
 DEFAULTS = {
     "local_step": LOCAL_STEP,
     "FUSED_MOMENTUM": True,
+    "LATE_VERDICT": engine.LATE_VERDICT,
     "STACK_STREAMS": engine.STACK_STREAMS,
     "symmetric.COMMUTING_AUTO_MIN_SIDE": symmetric.COMMUTING_AUTO_MIN_SIDE,
 }
@@ -128,6 +133,8 @@ VARIANTS = {
     "one stream": {"STACK_STREAMS": 0},
     "2 streams": {"STACK_STREAMS": 2},
     "half-products": {"symmetric.COMMUTING_AUTO_MIN_SIDE": 768},
+    "check first": {"nonfinite": "raise", "LATE_VERDICT": "never"},
+    "check late": {"nonfinite": "raise"},
 }
 
 

@@ -1,5 +1,6 @@
 """Triton kernel for one matrix's momentum pass: M <- lerp(M, G, 1 - beta) (optionally not
-stored), the (Nesterov) direction written in the stack's dtype, and one float64 partial sum of its squares per block.
+stored), the (Nesterov) direction written in the stack's dtype, and one float64 partial sum
+of its squares per block.
 
 Imported lazily (it imports triton at the top); use steepest.optim.fused_momentum.
 """

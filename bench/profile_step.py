@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--stack-streams", type=int, default=engine.STACK_STREAMS)
     parser.add_argument("--kernels", action="store_true", help="write the kernel CSV")
+    parser.add_argument(
+        "--profile", default="ignore", choices=("raise", "ignore"), help="nonfinite= profiled"
+    )
     args = parser.parse_args(argv)
     engine.STACK_STREAMS = args.stack_streams
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,12 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     params = parameters_with_gradients(shapes)
     fast = {"compile": True, "cuda_graph": device.type == "cuda", "polar_form": "auto"}
     ms: dict[str, float] = {}
+    optimizers = {}
     for nonfinite in ("raise", "ignore"):
-        opt = steepest.Muon(params, lr=0.02, nonfinite=nonfinite, **fast)
+        opt = optimizers[nonfinite] = steepest.Muon(params, lr=0.02, nonfinite=nonfinite, **fast)
         for _ in range(4):
             opt.step()
         ms[f"step, nonfinite={nonfinite}"] = time_fn(opt.step, warmup=1, repeat=30)
         ms[f"step, nonfinite={nonfinite}, pipelined"] = pipelined(opt.step)
+    opt = optimizers[args.profile]
     stacks = [torch.randn(c, *s) for s, c in Counter(shapes).items()]
     compiled = torch.compile(msign, dynamic=False)
 
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             events = kernel_events(trace)
             spans = timeline(events, steps)
             if args.kernels:
-                name = f"kernels-{args.set}-streams{args.stack_streams}.csv"
+                name = f"kernels-{args.set}-streams{args.stack_streams}-{args.profile}.csv"
                 kinds = kernel_rows(events, Path(args.out) / name, steps)
         print("\nper step, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in spans.items()))
         if kinds:
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     events = prof.key_averages()
     kernel_us = sum(e.device_time_total for e in events if e.device_type.name == "CUDA")
-    wall = ms["step, nonfinite=ignore"]
+    wall = ms[f"step, nonfinite={args.profile}"]
     print(f"\nkernel time per step: {kernel_us / steps / 1e3:.3f} ms (wall {wall:.3f} ms)")
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     table = events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=70)

@@ -736,29 +736,26 @@ def late_verdict_step(
     """local_step's fused branch with the finiteness verdict taken after stage 1, not before.
 
     Per same-shape stack (on its own stream when given): the directions and their norms from
-    G and the old M (momentum_stack without storing M), then msign. Once every stack's norms
-    exist: ``finite`` &= all norms finite (a non-finite G makes its matrix's norm inf or nan;
-    the other groups' gradients were checked before), copied to the host behind the event.
-    Then M <- lerp(M, G', 1 - beta) with G' = G if finite else M (the exact no-op of
-    local_step), overlapping the stacks' products, and stage 5 with lr, weight decay and the
-    update zeroed when not finite (the update of a non-finite direction is not finite).
-    Against local_step: no separate check pass before stage 1 (one read of G), and M is
-    written after the products start, by one foreach pass (one more read of G and M)."""
-    dualize = _compiled(backend, _late_dualize)
+    G and the old M (momentum_stack without storing M). Once every stack's norms exist:
+    ``finite`` &= all norms finite (a non-finite G makes its matrix's norm inf or nan; the
+    other groups' gradients were checked before), copied to the host behind the event. Then
+    per stack, compiled: msign, stage 5 with lr, weight decay and the update zeroed when not
+    finite (the update of a non-finite direction is not finite), and M <- lerp(M, G', 1 -
+    beta) with G' = G if finite else M (local_step's exact no-op). Against local_step: no
+    check pass over the gradients before stage 1; M is written in the stage-5 pass (one more
+    read of G and M there) instead of in stage 1."""
     pieces = _same_shape(grads)
     places = [streams[k % len(streams)] for k in range(len(pieces))] if streams else []
     main = torch.cuda.current_stream() if places else None
     oks = torch.ones(len(pieces), dtype=torch.bool, device=finite.device)
     stack_dtype = _stack_dtype(group, grads)
-    updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
-    marks = []
+    directions = []
     for k, members in enumerate(pieces):
         place = places[k] if places else None
         if place is not None:
             place.wait_stream(main)  # type: ignore[arg-type]  # main exists with places
         with torch.cuda.stream(place) if place is not None else contextlib.nullcontext():
-            shape = grads[members[0]].shape
-            m, n = matrix_shape(tuple(shape))[-2:]
+            m, n = matrix_shape(tuple(grads[members[0]].shape))[-2:]
             D, norms = momentum_stack(
                 [grads[i] for i in members],
                 [states[i]["momentum_buffer"] for i in members],
@@ -769,71 +766,51 @@ def late_verdict_step(
                 update_buffers=False,
             )
             oks[k] = norms.isfinite().all()
-            if place is not None:
-                marks.append(place.record_event())
-            U = dualize(algorithm, D, norms, grads[members[0]].dtype, group, tuple(shape))
-            for j, i in enumerate(members):
-                updates[i] = U[j]
-    for mark in marks:
-        main.wait_event(mark)  # type: ignore[union-attr]  # main exists with marks
+        directions.append((D, norms))
+    for place in dict.fromkeys(places):
+        main.wait_stream(place)  # type: ignore[union-attr]  # main exists with places
     finite.logical_and_(oks.all())
     host, event = report
     if event is not None:
         _report(finite, host, event)
-    ready = main.record_event() if main is not None else None
-    _compiled(backend, _late_momentum)(
-        [states[i]["momentum_buffer"] for i in range(len(grads))], grads, group["momentum"], finite
-    )
-    apply = _compiled(backend, _late_apply)
-    if not places:  # one pass over every parameter
-        apply(params, updates, group, lr, weight_decay, finite)
-        return
-    for members, place in zip(pieces, places, strict=True):
-        place.wait_event(ready)
-        with torch.cuda.stream(place):
-            apply(
-                [params[i] for i in members], [updates[i] for i in members], group, lr,
-                weight_decay, finite,
+    finish = _compiled(backend, _late_finish)
+    for k, (members, (D, norms)) in enumerate(zip(pieces, directions, strict=True)):
+        place = places[k] if places else None
+        if place is not None:
+            place.wait_stream(main)  # type: ignore[arg-type]  # main exists with places
+        with torch.cuda.stream(place) if place is not None else contextlib.nullcontext():
+            finish(
+                algorithm, D, norms, [params[i] for i in members], [grads[i] for i in members],
+                [states[i]["momentum_buffer"] for i in members], group, lr, weight_decay,
+                finite,
             )  # fmt: skip
     for place in dict.fromkeys(places):
         main.wait_stream(place)  # type: ignore[union-attr]  # main exists with places
 
 
-def _late_dualize(
+def _late_finish(
     algorithm: Algorithm,
     D: torch.Tensor,
     norms: torch.Tensor,
-    dtype: torch.dtype,
-    group: Group,
-    shape: tuple[int, ...],
-) -> torch.Tensor:
-    """Stages 3-4 of one stack from its directions and their norms, as (K, *shape)."""
-    m, n = D.shape[-2:]
-    U = algorithm.dualize_normed(D, norms, dtype, group) * algorithm.scale(m, n, group)
-    return U.reshape(-1, *shape)
-
-
-def _late_momentum(
-    buffers: list[torch.Tensor], grads: list[torch.Tensor], beta: float, finite: torch.Tensor
-) -> None:
-    """M <- lerp(M, G, 1 - beta) where the step is finite, else M (lerp(M, M, w) = M)."""
-    grads = [torch.where(finite, g, m) for g, m in zip(grads, buffers, strict=True)]
-    torch._foreach_lerp_(buffers, grads, 1.0 - beta)
-
-
-def _late_apply(
     params: list[torch.Tensor],
-    updates: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
     group: Group,
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
     finite: torch.Tensor,
 ) -> None:
-    """Stage 5 (rescale is the identity for _maskable algorithms); a non-finite step writes
-    p * 1 - 0 * 0 = p."""
+    """Stages 3-5 of one stack from its directions and their norms (rescale is the identity
+    for _maskable algorithms), and the momentum store. A non-finite step writes p * 1 - 0 * 0
+    = p and M <- lerp(M, M, w) = M."""
+    m, n = D.shape[-2:]
+    U = algorithm.dualize_normed(D, norms, params[0].dtype, group) * algorithm.scale(m, n, group)
+    U = torch.where(finite, U, 0.0).reshape(len(params), *params[0].shape)
+    kept = [torch.where(finite, g, b) for g, b in zip(grads, buffers, strict=True)]
+    torch._foreach_lerp_(buffers, kept, 1.0 - group["momentum"])
     lr = torch.where(finite, lr, 0.0)
     weight_decay = torch.where(finite, weight_decay, 0.0)
-    _apply(params, [torch.where(finite, u, 0.0) for u in updates], group, lr, weight_decay)
+    _apply(params, list(U.unbind(0)), group, lr, weight_decay)
 
 
 #: On CUDA the compiled step of a group runs each same-shape stack on its own stream (at most

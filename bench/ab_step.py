@@ -21,9 +21,16 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       (symmetric.COMMUTING_AUTO_MIN_SIDE = 768; off by default). Measured
                       while they were the default, as "new" against "cuBLAS chain":
                       2.59 vs 2.65 ms pipelined (bench/results/ab_step-*-cuBLAS_chain-*).
-  check first, check late: nonfinite="raise" (the default) with the device-side verdict
-                      taken before stage 1 (a check pass over every gradient first) or late,
-                      from the fused stage 1's norms (engine.LATE_VERDICT, the default).
+  check foreach, check kernel: nonfinite="raise" (the default), the device-side check pass
+                      over every gradient before stage 1 as torch's foreach max-abs
+                      reduction (until session 9) or as the Triton kernel of
+                      steepest.optim.finite_check (one launch over a table of data
+                      pointers; the default on CUDA). A variant since removed, "check
+                      late" (session 9), took the verdict after stage 1 from the fused
+                      pass's norms, without the check pass, storing M in stage 5 instead:
+                      isolated 3.20-3.24 ms, pipelined 2.92-2.99 ms, against 3.08 / 2.81 ms
+                      for the kernel check and 3.38-3.53 / 2.85-2.89 ms for the foreach one
+                      (bench/results/ab_step-*check_late*; code in commit e59eb8e).
 All other variants run with nonfinite="ignore" (no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
@@ -49,6 +56,7 @@ from common import SETS, parameters_with_gradients, pipelined, time_fn, write_re
 
 import steepest
 import steepest.optim.engine as engine
+import steepest.optim.finite_check as finite_check
 import steepest.polar.kernels.symmetric as symmetric
 from steepest.optim.batching import map_matrices
 
@@ -74,9 +82,9 @@ LOCAL_STEP = engine.local_step
 
 def _target(key: str):
     """(module, attribute) of a setting: steepest.polar.kernels.symmetric for "symmetric.*"
-    keys, the engine otherwise."""
+    keys, steepest.optim.finite_check for "finite_check.*", the engine otherwise."""
     module, _, name = key.rpartition(".")
-    return (symmetric if module == "symmetric" else engine), name
+    return {"symmetric": symmetric, "finite_check": finite_check}.get(module, engine), name
 
 
 @contextlib.contextmanager
@@ -121,7 +129,7 @@ def build(shapes, device, settings):
 DEFAULTS = {
     "local_step": LOCAL_STEP,
     "FUSED_MOMENTUM": True,
-    "LATE_VERDICT": engine.LATE_VERDICT,
+    "finite_check.FINITE_KERNEL": finite_check.FINITE_KERNEL,
     "STACK_STREAMS": engine.STACK_STREAMS,
     "symmetric.COMMUTING_AUTO_MIN_SIDE": symmetric.COMMUTING_AUTO_MIN_SIDE,
 }
@@ -133,8 +141,8 @@ VARIANTS = {
     "one stream": {"STACK_STREAMS": 0},
     "2 streams": {"STACK_STREAMS": 2},
     "half-products": {"symmetric.COMMUTING_AUTO_MIN_SIDE": 768},
-    "check first": {"nonfinite": "raise", "LATE_VERDICT": "never"},
-    "check late": {"nonfinite": "raise"},
+    "check foreach": {"nonfinite": "raise", "finite_check.FINITE_KERNEL": "torch"},
+    "check kernel": {"nonfinite": "raise"},
 }
 
 

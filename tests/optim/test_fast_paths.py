@@ -107,9 +107,7 @@ def test_uncapturable_groups_and_cpu_tensors_stay_eager():
     assert not cpu._recordable(steepest.optim.ALGORITHMS["muon"], svd.param_groups[0], ps)
 
 
-@pytest.mark.parametrize("late", [False, True], ids=["whole-step", "late-verdict"])
-def test_compiled_stages_match_eager_and_do_not_recompile(monkeypatch, late):
-    monkeypatch.setattr(engine, "LATE_VERDICT", "always" if late else "never")
+def test_compiled_stages_match_eager_and_do_not_recompile():
     torch._dynamo.reset()
     counters.clear()
     ps, qs, comp, eager = make_pair(
@@ -125,9 +123,7 @@ def test_compiled_stages_match_eager_and_do_not_recompile(monkeypatch, late):
             s.step()
         if t == 1:
             graphs = counters["stats"]["unique_graphs"]
-    # the whole step of the matrix group (all four stack shapes) as one graph, or the late
-    # verdict's stages 3-5 per stack shape
-    assert graphs == (4 if late else 1)
+    assert graphs == 1  # stages 1-4 of the matrix group, all four stack shapes, one graph
     assert counters["stats"]["unique_graphs"] == graphs, "recompiled after warm-up"
     assert comp.stacks.orthogonalizations == eager.stacks.orthogonalizations == 6 * 6
     for p, q in zip(ps, qs, strict=True):
@@ -222,19 +218,15 @@ def _assert_state_equal(opt, saved):
 @pytest.mark.parametrize("bad_index", [0, 3, 5], ids=["muon-first", "muon-last", "adamw-vector"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 @pytest.mark.parametrize("nonfinite", ["raise", "skip"])
-@pytest.mark.parametrize(
-    ("momentum", "late"), [(0.95, True), (0.95, False), (0.0, False)], ids=["late", "first", "m0"]
-)
+@pytest.mark.parametrize("momentum", [0.95, 0.0])
 def test_device_side_check_makes_a_nonfinite_step_an_exact_no_op(
-    monkeypatch, bad_index, value, nonfinite, momentum, late
+    bad_index, value, nonfinite, momentum
 ):
     """The compiled Muon step takes the finiteness verdict on the device (no wait before it is
-    queued), before stage 1 or (the fused stage 1, LATE_VERDICT) from the directions' norms:
-    a poisoned gradient, in a masked matrix group or in the AdamW group that runs after the
-    verdict, must leave every weight and state tensor bit-identical, raise naming the
+    queued): a poisoned gradient, in a masked matrix group or in the AdamW group that runs after
+    the verdict, must leave every weight and state tensor bit-identical, raise naming the
     parameter or count the skip, and not count the step; the clean steps after it must equal
     an eager optimizer's that never saw the poisoned step."""
-    monkeypatch.setattr(engine, "LATE_VERDICT", "always" if late else "never")
     torch._dynamo.reset()
     ps, qs, fast, eager = make_pair(
         {"compile": "eager", "cuda_graph": True},
@@ -249,7 +241,6 @@ def test_device_side_check_makes_a_nonfinite_step_an_exact_no_op(
         fast.step()
         eager.step()
     assert fast._masked_groups(fast._gather()) == {0}, "the device-side path must be taken"
-    assert fast._late_group(fast._gather(), {0}) == (0 if late else None)
     weights = [p.detach().clone() for p in ps]
     saved = _state_copy(fast)
     steps, orthogonalizations = fast.stacks.steps, fast.stacks.orthogonalizations
@@ -298,40 +289,11 @@ def test_device_side_check_only_where_the_no_op_is_exact():
         assert opt._masked_groups(opt._gather()) == masked, opt
 
 
-@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
-def test_a_finite_gradient_that_overflows_the_momentum_is_caught_late(monkeypatch, nonfinite):
-    """The late verdict reads the directions' norms, so float32 overflow in the momentum (G
-    and M finite, G - M not) is caught too: nothing changes, and "raise" says what happened
-    (no gradient is named: all are finite)."""
-    monkeypatch.setattr(engine, "LATE_VERDICT", "always")
-    torch._dynamo.reset()
-    p = torch.nn.Parameter(torch.randn(4, 6))
-    opt = steepest.Muon([p], compile="eager", nonfinite=nonfinite)
-    for _ in range(2):
-        p.grad = torch.randn_like(p)
-        opt.step()
-    opt.state[p]["momentum_buffer"].fill_(-3e38)
-    p.grad = torch.full_like(p, 3e38)
-    assert opt._late_group(opt._gather(), {0}) == 0
-    weight, momentum = p.detach().clone(), opt.state[p]["momentum_buffer"].clone()
-    if nonfinite == "raise":
-        with pytest.raises(FloatingPointError, match="every gradient is finite but a momentum"):
-            opt.step()
-    else:
-        opt.step()
-        assert opt.skipped_steps == 1
-    assert torch.equal(p, weight) and torch.equal(opt.state[p]["momentum_buffer"], momentum)
-    torch._dynamo.reset()
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
 @pytest.mark.parametrize("nonfinite", ["raise", "skip"])
-@pytest.mark.parametrize("late", [True, False], ids=["late", "first"])
-def test_device_side_check_on_a_recorded_cuda_step(monkeypatch, nonfinite, late):
+def test_device_side_check_on_a_recorded_cuda_step(nonfinite):
     """The real fast path: inductor, a CUDA-graph recording, the verdict copied to pinned host
-    memory behind an event (recorded inside the graph for the late verdict). A poisoned step
-    changes nothing; clean steps match eager steps."""
-    monkeypatch.setattr(engine, "LATE_VERDICT", "always" if late else "never")
+    memory behind an event. A poisoned step changes nothing; clean steps match eager steps."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     shapes = [(64, 32), (32, 32), (64, 32), (48,)]
@@ -352,7 +314,6 @@ def test_device_side_check_on_a_recorded_cuda_step(monkeypatch, nonfinite, late)
         fast.step()
         eager.step()
     assert fast._masked_groups(fast._gather()) == {0}
-    assert fast._late_group(fast._gather(), {0}) == (0 if late else None)
     weights = [p.detach().clone() for p in ps]
     saved = _state_copy(fast)
     feed_cuda(10)
@@ -427,9 +388,9 @@ def test_momentum_raised_from_zero_creates_its_buffers_then_fuses(monkeypatch):
     qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
     fast = steepest.Muon(ps, momentum=0.0, polar_dtype=torch.float64, compile="eager")
     eager = steepest.Muon(qs, momentum=0.0, polar_dtype=torch.float64)
-    fused = []  # momentum_stack runs in both fused paths (the verdict before or after it)
-    real = engine.momentum_stack
-    monkeypatch.setattr(engine, "momentum_stack", lambda *a, **k: fused.append(1) or real(*a, **k))
+    fused = []
+    real = engine._fused_stages_1_to_4
+    monkeypatch.setattr(engine, "_fused_stages_1_to_4", lambda *a: fused.append(1) or real(*a))
     torch._dynamo.reset()
     for t in range(4):
         if t == 1:
@@ -517,9 +478,9 @@ def test_compiled_step_of_every_maskable_member_equals_eager(monkeypatch, name):
     algorithm's own update: PolarGrad keeps its nuclear-norm factor (oracle: the eager step,
     float64), and both members take the fused stage 1 from the second step on."""
     torch._dynamo.reset()
-    fused = []  # momentum_stack runs in both fused paths (the verdict before or after it)
-    real = engine.momentum_stack
-    monkeypatch.setattr(engine, "momentum_stack", lambda *a, **k: fused.append(1) or real(*a, **k))
+    fused = []
+    real = engine._fused_stages_1_to_4
+    monkeypatch.setattr(engine, "_fused_stages_1_to_4", lambda *a: fused.append(1) or real(*a))
     torch.manual_seed(0)
     ps = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in SHAPES[:4]]
     qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]

@@ -1,6 +1,5 @@
-"""Triton kernel for one matrix's momentum pass: M <- lerp(M, G, 1 - beta) (optionally not
-stored), the (Nesterov) direction written in the stack's dtype, and one float64 partial sum
-of its squares per block.
+"""Triton kernel for one matrix's momentum pass: M <- lerp(M, G, 1 - beta), the (Nesterov)
+direction written in the stack's dtype, and one float64 partial sum of its squares per block.
 
 Imported lazily (it imports triton at the top); use steepest.optim.fused_momentum.
 """
@@ -40,7 +39,6 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     beta,
     NESTEROV: tl.constexpr,
     HAS_FINITE: tl.constexpr,
-    STORE_M: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -52,8 +50,7 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
         g = tl.where(tl.load(finite_ptr) != 0, g, m)
     m = _lerp(m, g, 1.0 - beta)
-    if STORE_M:
-        tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
+    tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
     if NESTEROV:
         d = _lerp(g, m, beta)
     else:
@@ -75,11 +72,9 @@ def momentum_direction_triton(
     src_offset: int = 0,
     dst_offset: int = 0,
     partial_offset: int = 0,
-    store_m: bool = True,
 ) -> None:
     """Launch on the n entries of contiguous g and m from src_offset, writing out from
-    dst_offset and cdiv(n, BLOCK) float64 partial sums from partial_offset; with store_m
-    False, m is read only (the new momentum goes into the direction, not into m). Whole tensors
+    dst_offset and cdiv(n, BLOCK) float64 partial sums from partial_offset. Whole tensors
     and offsets, not views: Inductor mishandled a user kernel writing into slices of one
     buffer (an illegal memory access on an H100). The caller checks arguments."""
     block = BLOCK  # read at each call, so that bench/prechain.py can sweep it
@@ -96,7 +91,6 @@ def momentum_direction_triton(
         float(beta),
         NESTEROV=bool(nesterov),
         HAS_FINITE=finite is not None,
-        STORE_M=bool(store_m),
         BLOCK=block,
         num_warps=NUM_WARPS,
     )

@@ -8,7 +8,6 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -18,8 +17,9 @@ from torch.optim.optimizer import ParamsT
 
 from steepest.polar.msign import default_compute_dtype
 
-from .batching import Stacks, finite_each, map_matrices, matrix_count, uses_distributed
+from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
+from .finite_check import all_finite_into
 from .fused_momentum import momentum_stack
 from .graphs import GroupGraph, cuda_capture
 from .momentum import MomentumAlgorithm
@@ -155,9 +155,6 @@ class Steepest(Optimizer):
         #: device -> 0-dim bool tensor, "every gradient is finite", read by masked steps
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}  # its pinned host copy (CUDA)
-        #: device -> the event after which that copy holds the verdict (an external event:
-        #: a recording of the late-verdict group records it mid-graph, see _late_group)
-        self._verdict_events: dict[torch.device, torch.cuda.Event] = {}
         self.skipped_steps = 0
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
@@ -267,15 +264,13 @@ class Steepest(Optimizer):
                 loss = closure()
         work = self._gather()
         masked = self._masked_groups(work)
-        late = self._late_group(work, masked)
-        verdict = self._finite_on_device(work, late) if masked else None
+        verdict = self._finite_on_device(work) if masked else None
         if self.nonfinite != "ignore" and verdict is None and not self._gradients_finite(work):
             self.skipped_steps += 1
             return loss
         self.stacks.start_step()
         counts = (self.stacks.orthogonalizations, self.stacks.block_orthogonalizations)
-        # the late-verdict group first (it completes the flag), then the other masked groups
-        order = sorted(range(len(work)), key=lambda i: (i != late, i not in masked))
+        order = sorted(range(len(work)), key=lambda i: i not in masked)  # masked groups first
         for index in order:
             group, algorithm, params, grads, states = work[index]
             if verdict is not None and index not in masked:
@@ -289,8 +284,7 @@ class Steepest(Optimizer):
                 grads = [_master_grad(p, s) for p, s in zip(params, states, strict=True)]
                 params = [s.get("master_param", p) for p, s in zip(params, states, strict=True)]
             finite = verdict[0] if verdict is not None and index in masked else None
-            report = verdict[1:] if verdict is not None and index == late else None
-            self._update_group(index, group, algorithm, params, grads, states, finite, report)
+            self._update_group(index, group, algorithm, params, grads, states, finite)
             if low:  # round the updated float32 copies into the 16-bit parameters
                 masters = [s["master_param"] for s in states if "master_param" in s]
                 torch._foreach_copy_(low, masters)
@@ -310,48 +304,27 @@ class Steepest(Optimizer):
         devices = {g.device for i in with_params for g in work[i][3]}
         return masked if len(devices) == 1 else set()
 
-    def _late_group(self, work: list[Work], masked: set[int]) -> int | None:
-        """The masked group whose compiled step takes the verdict late (LATE_VERDICT): the
-        first whose stage 1 is fused (_fusable). Its gradients skip the check pass; its step
-        reads them once, for the directions, and derives their finiteness from the
-        directions' norms (a non-finite G makes its direction's norm non-finite)."""
-        for index in sorted(masked):
-            group, algorithm, _, grads, states = work[index]
-            where = {"always": True, "cuda": grads[0].is_cuda}.get(LATE_VERDICT, False)
-            if where and _fusable(algorithm, group, grads, states):
-                return index
-        return None
-
     def _finite_on_device(
-        self, work: list[Work], late: int | None = None
+        self, work: list[Work]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
-        """Start the finiteness check without waiting: (device flag, host copy, event).
-
-        The host copy is a uint8: 1 finite, 0 not, 2 not written yet. With ``late`` (a group
-        index, see _late_group) that group's gradients are left out here; its step completes
-        the flag, writes the host copy and records the event."""
-        grads = [g for i, w in enumerate(work) if i != late for g in w[3] if g.numel()]
-        device = next(g.device for w in work for g in w[3] if g.numel())
+        """Start the finiteness check without waiting: (device flag, host copy, event); the
+        check pass is steepest.optim.finite_check (one Triton launch on CUDA)."""
+        grads = [g for w in work for g in w[3] if g.numel()]
+        device = grads[0].device
         flag = self._finite.get(device)
         if flag is None:  # one tensor per device for good: recordings read its address
             flag = self._finite[device] = torch.ones((), dtype=torch.bool, device=device)
-        if grads:
-            flag.copy_(finite_each(grads).all())
-        else:
-            flag.fill_(True)
+        all_finite_into(flag, grads)
         if device.type != "cuda":
             return flag, flag, None
         host = self._finite_host.get(device)
         if host is None:  # reused: every step waits for its copy before returning
             host = self._finite_host[device] = torch.empty(
-                (), dtype=torch.uint8, device="cpu", pin_memory=True
+                (), dtype=torch.bool, device="cpu", pin_memory=True
             )
-        host.fill_(2)  # the previous step's copy has landed: its verdict was waited for
-        event = self._verdict_events.get(device)
-        if event is None:
-            event = self._verdict_events[device] = torch.cuda.Event(external=True)  # type: ignore[no-untyped-call]  # torch stub: untyped
-        if late is None:
-            _report(flag, host, event)
+        host.copy_(flag, non_blocking=True)
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch stub: untyped
+        event.record()
         return flag, host, event
 
     def _verdict(
@@ -363,22 +336,14 @@ class Steepest(Optimizer):
         """Wait for the device-side check; True if every gradient was finite. Otherwise the
         masked groups left everything unchanged: undo the step's count, then raise naming the
         parameter ("raise") or count the skip ("skip") and return False."""
-        flag, host, event = verdict
+        _, host, event = verdict
         if event is not None:
             event.synchronize()
-            if int(host) == 2:  # not written behind the event: wait for the device instead
-                torch.cuda.synchronize(flag.device)
-                host.copy_(flag)
-        if int(host) == 1:
+        if bool(host):
             return True
         self.stacks.steps -= 1
         self.stacks.orthogonalizations, self.stacks.block_orthogonalizations = counts
-        if self._gradients_finite(work) and self.nonfinite == "raise":
-            raise FloatingPointError(
-                f"{type(self).__name__}: every gradient is finite but a momentum direction is "
-                "not (float32 overflow); nothing was updated. Pass nonfinite='skip' to skip "
-                "such steps"
-            )
+        self._gradients_finite(work)  # raises for "raise"
         self.skipped_steps += 1
         return False
 
@@ -391,18 +356,15 @@ class Steepest(Optimizer):
         grads: list[torch.Tensor],
         states: list[State],
         finite: torch.Tensor | None = None,
-        report: tuple[torch.Tensor, torch.cuda.Event | None] | None = None,
     ) -> None:
         """The five stages of one param group (or the delegating algorithm's update); with
-        ``finite`` (a masked group, see _masked_groups) the compiled step reads that verdict;
-        with ``report`` (the late-verdict group) it completes the verdict and reports it to
-        that host copy behind that event."""
+        ``finite`` (a masked group, see _masked_groups) the compiled step reads that verdict."""
         if not algorithm.matrix:
             algorithm.update(params, grads, states, group)
             return
 
         if self.compile and _capturable(algorithm, group) and self._local(params):
-            self._fused_step(index, group, algorithm, params, grads, states, finite, report)
+            self._fused_step(index, group, algorithm, params, grads, states, finite)
             return
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -427,7 +389,6 @@ class Steepest(Optimizer):
         grads: list[torch.Tensor],
         states: list[State],
         finite: torch.Tensor | None = None,
-        report: tuple[torch.Tensor, torch.cuda.Event | None] | None = None,
     ) -> None:
         """All five stages of a capturable local group as one compiled graph (and, with
         cuda_graph, one recording). The learning rate and weight decay enter as 0-dim tensors
@@ -441,14 +402,7 @@ class Steepest(Optimizer):
             # counted here: a replay skips stages and adds the count GroupGraph recorded
             count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
-            if report is not None and finite is not None:
-                streams = self._side_streams(params[0].device) if _forks(params) else []
-                late_verdict_step(
-                    self.compile, algorithm, params, grads, states, group, lr, wd,
-                    finite, report, streams,
-                )  # fmt: skip
-                return []
-            pieces = _same_shape(grads) if _forks(params) else []
+            pieces = _same_shape(grads) if STACK_STREAMS > 1 and params[0].is_cuda else []
             if len(pieces) < 2:
                 step(algorithm, params, grads, states, group, lr, wd, finite)
                 return []
@@ -682,135 +636,13 @@ def local_step(
 
         updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
     updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
-    _apply(params, updates, group, lr, weight_decay)  # 5
-
-
-def _apply(
-    params: list[torch.Tensor],
-    updates: list[torch.Tensor],
-    group: Group,
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-) -> None:
-    """Stage 5 with lr and weight decay as 0-dim tensors (Algorithm.apply's math)."""
-    if group.get("cautious_weight_decay", False):
+    if group.get("cautious_weight_decay", False):  # 5
         for p, u in zip(params, updates, strict=True):
             p.sub_((u * p >= 0).to(p.dtype) * p * (lr * weight_decay))
     else:
         torch._foreach_mul_(params, 1 - lr * weight_decay)
     # foreach: Inductor writes every parameter from one horizontally fused kernel, not one each
     torch._foreach_sub_(params, torch._foreach_mul(updates, lr))
-
-
-#: Where the masked fused step of one group (Steepest._late_group) takes the finiteness
-#: verdict late (its gradients skip the check pass; the verdict waits for the directions'
-#: norms): "cuda" (default; there the stacks' products overlap the momentum pass it moves),
-#: "always" or "never". On CPU its three compiled pieces per step cost more than they save.
-LATE_VERDICT = "cuda"
-
-
-def _report(flag: torch.Tensor, host: torch.Tensor, event: torch.cuda.Event) -> None:
-    """Copy the device verdict to its pinned host byte and record the event behind it."""
-    host.copy_(flag.to(torch.uint8), non_blocking=True)
-    event.record()
-
-
-def _forks(params: list[torch.Tensor]) -> bool:
-    """Whether a compiled step runs its same-shape stacks on side streams (STACK_STREAMS)."""
-    return STACK_STREAMS > 1 and params[0].is_cuda
-
-
-def late_verdict_step(
-    backend: bool | str,
-    algorithm: Algorithm,
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    states: list[State],
-    group: Group,
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-    finite: torch.Tensor,
-    report: tuple[torch.Tensor, torch.cuda.Event | None],
-    streams: list[torch.cuda.Stream],
-) -> None:
-    """local_step's fused branch with the finiteness verdict taken after stage 1, not before.
-
-    Per same-shape stack (on its own stream when given): the directions and their norms from
-    G and the old M (momentum_stack without storing M). Once every stack's norms exist:
-    ``finite`` &= all norms finite (a non-finite G makes its matrix's norm inf or nan; the
-    other groups' gradients were checked before), copied to the host behind the event. Then
-    per stack, compiled: msign, stage 5 with lr, weight decay and the update zeroed when not
-    finite (the update of a non-finite direction is not finite), and M <- lerp(M, G', 1 -
-    beta) with G' = G if finite else M (local_step's exact no-op). Against local_step: no
-    check pass over the gradients before stage 1; M is written in the stage-5 pass (one more
-    read of G and M there) instead of in stage 1."""
-    pieces = _same_shape(grads)
-    places = [streams[k % len(streams)] for k in range(len(pieces))] if streams else []
-    main = torch.cuda.current_stream() if places else None
-    oks = torch.ones(len(pieces), dtype=torch.bool, device=finite.device)
-    stack_dtype = _stack_dtype(group, grads)
-    directions = []
-    for k, members in enumerate(pieces):
-        place = places[k] if places else None
-        if place is not None:
-            place.wait_stream(main)  # type: ignore[arg-type]  # main exists with places
-        with torch.cuda.stream(place) if place is not None else contextlib.nullcontext():
-            m, n = matrix_shape(tuple(grads[members[0]].shape))[-2:]
-            D, norms = momentum_stack(
-                [grads[i] for i in members],
-                [states[i]["momentum_buffer"] for i in members],
-                group["momentum"],
-                group["nesterov"],
-                stack_dtype,
-                matrix=(m, n),
-                update_buffers=False,
-            )
-            oks[k] = norms.isfinite().all()
-        directions.append((D, norms))
-    for place in dict.fromkeys(places):
-        main.wait_stream(place)  # type: ignore[union-attr]  # main exists with places
-    finite.logical_and_(oks.all())
-    host, event = report
-    if event is not None:
-        _report(finite, host, event)
-    finish = _compiled(backend, _late_finish)
-    for k, (members, (D, norms)) in enumerate(zip(pieces, directions, strict=True)):
-        place = places[k] if places else None
-        if place is not None:
-            place.wait_stream(main)  # type: ignore[arg-type]  # main exists with places
-        with torch.cuda.stream(place) if place is not None else contextlib.nullcontext():
-            finish(
-                algorithm, D, norms, [params[i] for i in members], [grads[i] for i in members],
-                [states[i]["momentum_buffer"] for i in members], group, lr, weight_decay,
-                finite,
-            )  # fmt: skip
-    for place in dict.fromkeys(places):
-        main.wait_stream(place)  # type: ignore[union-attr]  # main exists with places
-
-
-def _late_finish(
-    algorithm: Algorithm,
-    D: torch.Tensor,
-    norms: torch.Tensor,
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    buffers: list[torch.Tensor],
-    group: Group,
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-    finite: torch.Tensor,
-) -> None:
-    """Stages 3-5 of one stack from its directions and their norms (rescale is the identity
-    for _maskable algorithms), and the momentum store. A non-finite step writes p * 1 - 0 * 0
-    = p and M <- lerp(M, M, w) = M."""
-    m, n = D.shape[-2:]
-    U = algorithm.dualize_normed(D, norms, params[0].dtype, group) * algorithm.scale(m, n, group)
-    U = torch.where(finite, U, 0.0).reshape(len(params), *params[0].shape)
-    kept = [torch.where(finite, g, b) for g, b in zip(grads, buffers, strict=True)]
-    torch._foreach_lerp_(buffers, kept, 1.0 - group["momentum"])
-    lr = torch.where(finite, lr, 0.0)
-    weight_decay = torch.where(finite, weight_decay, 0.0)
-    _apply(params, list(U.unbind(0)), group, lr, weight_decay)
 
 
 #: On CUDA the compiled step of a group runs each same-shape stack on its own stream (at most
@@ -865,7 +697,9 @@ def _fused_stages_1_to_4(
     written once, in bfloat16 where the polar iteration computes in 16 bits (float32
     otherwise), with their norms, and the dualizer takes both (Algorithm.dualize_normed).
     The result matches accumulate + dualize up to that rounding of the direction."""
-    stack_dtype = _stack_dtype(group, grads)
+    polar_dtype = group.get("polar_dtype")
+    compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
+    stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
     updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
     for members in _same_shape(grads):
         shape, dtype = grads[members[0]].shape, grads[members[0]].dtype
@@ -884,14 +718,6 @@ def _fused_stages_1_to_4(
         for k, i in enumerate(members):
             updates[i] = U[k]
     return updates
-
-
-def _stack_dtype(group: Group, grads: list[torch.Tensor]) -> torch.dtype:
-    """The fused stage 1's direction dtype: bfloat16 where the polar iteration computes in 16
-    bits, else its compute dtype."""
-    polar_dtype = group.get("polar_dtype")
-    compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
-    return torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
 
 
 def dualize_and_scale(algorithm: Algorithm, X: torch.Tensor, group: Group) -> torch.Tensor:

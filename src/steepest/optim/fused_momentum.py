@@ -42,7 +42,6 @@ def momentum_stack(
     *,
     matrix: tuple[int, int] | None = None,
     kernel: str = "auto",
-    update_buffers: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update the momentum buffers of K same-shape tensors and stack their directions' matrices.
 
@@ -61,9 +60,6 @@ def momentum_stack(
             in memory order; default their last two dimensions.
         kernel: "auto" (the Triton kernel for contiguous 32- and 16-bit CUDA tensors, torch
             otherwise), "torch" or "triton" (ValueError where it cannot run).
-        update_buffers: False leaves the buffers as they are: the directions and norms are
-            those of the updated M, which the caller stores later (the engine's late verdict:
-            ``lerp_(M, G, 1 - beta)`` once the step is known to be finite).
 
     Returns:
         (D, norms): the directions as one (K b, m, n) tensor in ``dtype`` and the Frobenius
@@ -95,13 +91,10 @@ def momentum_stack(
     if kernel == "triton" and reason:
         raise ValueError(f"momentum_stack: kernel='triton' cannot run: {reason}")
     if reason:
-        return _momentum_stack_torch(
-            grads, buffers, beta, nesterov, dtype, finite, (m, n), update_buffers
-        )
+        return _momentum_stack_torch(grads, buffers, beta, nesterov, dtype, finite, (m, n))
     stack, norms = torch.ops.steepest.momentum_stack_triton(
-        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n,
-        bool(update_buffers),
-    )  # fmt: skip
+        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n
+    )
     return stack, norms
 
 
@@ -109,7 +102,7 @@ def momentum_stack(
     "steepest::momentum_stack_triton",
     mutates_args=("buffers",),
     schema="(Tensor[] grads, Tensor(a!)[] buffers, float beta, bool nesterov, ScalarType dtype, "
-    "Tensor? finite, int m, int n, bool update_buffers) -> (Tensor, Tensor)",
+    "Tensor? finite, int m, int n) -> (Tensor, Tensor)",
 )
 def _momentum_stack_triton(
     grads: list[torch.Tensor],
@@ -120,7 +113,6 @@ def _momentum_stack_triton(
     finite: torch.Tensor | None,
     m: int,
     n: int,
-    update_buffers: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
     declared mutated, so Inductor neither clones them nor the stack around the launches (as it
@@ -137,7 +129,7 @@ def _momentum_stack_triton(
         for j in range(per):
             momentum_direction_triton(
                 g, buf, stack, partials, beta, nesterov, finite, size,
-                j * size, row * size, row * blocks, update_buffers,
+                j * size, row * size, row * blocks,
             )  # fmt: skip
             row += 1
     return stack, partials.sum(dim=-1).sqrt()
@@ -153,7 +145,6 @@ def _momentum_stack_triton_fake(
     finite: torch.Tensor | None,
     m: int,
     n: int,
-    update_buffers: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = len(grads) * (grads[0].numel() // (m * n))
     return (
@@ -170,18 +161,13 @@ def _momentum_stack_torch(
     dtype: torch.dtype,
     finite: torch.Tensor | None,
     matrix: tuple[int, int],
-    update_buffers: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """momentum_stack in torch ops (CPU, and wherever the kernel cannot run)."""
     grads = list(grads)
     if finite is not None:
         grads = [torch.where(finite, g, m) for g, m in zip(grads, buffers, strict=True)]
-    if update_buffers:
-        torch._foreach_lerp_(list(buffers), grads, 1.0 - beta)
-        momenta = list(buffers)
-    else:
-        momenta = list(torch._foreach_lerp(list(buffers), grads, 1.0 - beta))
-    directions = torch._foreach_lerp(grads, momenta, beta) if nesterov else momenta
+    torch._foreach_lerp_(list(buffers), grads, 1.0 - beta)
+    directions = torch._foreach_lerp(grads, list(buffers), beta) if nesterov else buffers
     D = torch.stack(list(directions)).reshape(-1, *matrix)
     norms = torch.linalg.vector_norm(D, dim=(-2, -1), dtype=torch.float64)
     return D.to(dtype), norms

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the next GPU session owes issue #7, in parts small enough for one device call each:
-#   tests  the CUDA-only tests: Triton symmetric and momentum kernels, Gram form, and the
-#          device-side finiteness check of the recorded step (1-2 min);
+#   tests  the CUDA-only tests: Triton symmetric, momentum and finiteness-check kernels, Gram
+#          form, and the device-side finiteness check of the recorded step (1-2 min);
 #   ab     bench/ab_step.py: the step as is against variants (AB_VARIANTS, default stage 1
 #          unfused),
 #          GPT-2 small (2-3 min);
@@ -33,6 +33,7 @@ part_tests() {
     python -m pytest -q -p no:cacheprovider -k "cuda or CUDA or triton or device_side" \
         tests/polar/test_kernels.py tests/polar/test_gram.py \
         tests/optim/test_fast_paths.py tests/optim/test_fused_momentum.py \
+        tests/optim/test_finite_check.py \
         > "$OUT/cuda-tests.log" 2>&1
     echo "tests: exit $? ($(tail -1 "$OUT/cuda-tests.log"))"
 }

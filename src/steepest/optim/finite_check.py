@@ -20,7 +20,7 @@ __all__ = ["FINITE_KERNEL", "all_finite_into"]
 #: "auto" (the Triton kernel where it can run) or "torch" (always the foreach reduction).
 FINITE_KERNEL = "auto"
 
-#: (dtype, data pointers, numels) -> the kernel's device tables, for the last few sets
+#: (device, dtype, data pointers, numels) -> the kernel's device tables, for the last 8 sets
 _TABLES: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
@@ -56,7 +56,12 @@ def _tables(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, to
     (the caching allocator usually hands a step's new gradients the same ones)."""
     from ._finite_triton import CHUNK
 
-    key = (tensors[0].dtype, *(t.data_ptr() for t in tensors), *(t.numel() for t in tensors))
+    key = (
+        tensors[0].device,
+        tensors[0].dtype,
+        *(t.data_ptr() for t in tensors),
+        *(t.numel() for t in tensors),
+    )
     tables = _TABLES.get(key)
     if tables is None:
         rows = [(i, s) for i, t in enumerate(tensors) for s in range(0, t.numel(), CHUNK)]

@@ -1,9 +1,9 @@
 """Triton kernel: whether every entry of many contiguous tensors is finite, in one launch.
 
-Program p reads CHUNK entries of one tensor (its table row: tensor index and start) through a
+Program p reads one chunk of one tensor (its table row: tensor index and start) through a
 table of data pointers, sums x - x (0 for a finite x, nan for inf or nan) and clears the flag
 if the sum is not 0. Imported lazily (it imports triton at the top); use
-steepest.optim.finite_check.
+steepest.optim.finite_check, which builds the tables and sets the chunk size.
 """
 
 from __future__ import annotations
@@ -12,18 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["CHUNK", "clear_if_nonfinite_triton"]
+__all__ = ["clear_if_nonfinite_triton"]
 
-#: Entries per program (the chunk of one tensor it reads) and per load.
-CHUNK = 1 << 16
+#: Entries per load.
 BLOCK = 4096
 
-_TRITON_TYPES = {
-    torch.float32: tl.float32,
-    torch.bfloat16: tl.bfloat16,
-    torch.float16: tl.float16,
-    torch.float64: tl.float64,
-}
+_TRITON_TYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
@@ -52,19 +46,19 @@ def _clear_if_nonfinite_kernel(  # type: ignore[no-untyped-def]  # triton.jit re
 
 
 def clear_if_nonfinite_triton(
-    tensors: list[torch.Tensor], pointers: torch.Tensor, rows: torch.Tensor,
-    numels: torch.Tensor, flag: torch.Tensor,
+    dtype: torch.dtype, pointers: torch.Tensor, rows: torch.Tensor, numels: torch.Tensor,
+    flag: torch.Tensor, chunk: int,
 ) -> None:  # fmt: skip
     """Launch over contiguous tensors of one dtype: pointers (int64 data pointers), rows
-    (int64 (tensor, start) per program) and numels on their device; flag (uint8 or bool) is
-    set to 0 if an entry is not finite and left as it is otherwise."""
+    (int64 (tensor, start) per program, starts chunk apart) and numels on their device; flag
+    (uint8 or bool) is set to 0 if an entry is not finite and left as it is otherwise."""
     _clear_if_nonfinite_kernel[(rows.shape[0],)](
         pointers,
         rows,
         numels,
         flag,
-        DTYPE=_TRITON_TYPES[tensors[0].dtype],
-        CHUNK=CHUNK,
+        DTYPE=_TRITON_TYPES[dtype],
+        CHUNK=chunk,
         BLOCK=BLOCK,
         num_warps=8,
     )

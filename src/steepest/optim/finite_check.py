@@ -15,10 +15,14 @@ from steepest.polar.kernels import triton_available
 
 from .batching import finite_each
 
-__all__ = ["FINITE_KERNEL", "all_finite_into"]
+__all__ = ["CHUNK", "FINITE_KERNEL", "all_finite_into"]
 
 #: "auto" (the Triton kernel where it can run) or "torch" (always the foreach reduction).
 FINITE_KERNEL = "auto"
+#: Entries of one tensor each program of the kernel reads.
+CHUNK = 1 << 16
+#: The kernel's dtypes (it sums in float32).
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 #: (device, dtype, data pointers, numels) -> the kernel's device tables, for the last 8 sets
 _TABLES: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -38,24 +42,21 @@ def all_finite_into(flag: torch.Tensor, tensors: list[torch.Tensor]) -> None:
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
         by_dtype[t.dtype].append(t)
-    for members in by_dtype.values():
-        clear_if_nonfinite_triton(members, *_tables(members), flag)
+    for dtype, members in by_dtype.items():
+        clear_if_nonfinite_triton(dtype, *_tables(members), flag, CHUNK)
 
 
 def _kernel_runs(tensors: list[torch.Tensor]) -> bool:
     return (
         FINITE_KERNEL == "auto"
         and triton_available()
-        and all(t.is_cuda and t.is_contiguous() for t in tensors)
-        and all(t.dtype in (torch.float32, torch.bfloat16, torch.float16) for t in tensors)
+        and all(t.is_cuda and t.is_contiguous() and t.dtype in KERNEL_DTYPES for t in tensors)
     )
 
 
 def _tables(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pointers, rows, numels) on the tensors' device, cached by the tensors' addresses
     (the caching allocator usually hands a step's new gradients the same ones)."""
-    from ._finite_triton import CHUNK
-
     key = (
         tensors[0].device,
         tensors[0].dtype,

@@ -122,6 +122,41 @@ def test_cuda_kernel_matches_the_torch_path(dtype):
     torch.testing.assert_close(norms, want_norms, rtol=1e-6, atol=0)
 
 
+@needs_cuda
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("finite", [None, True, False])
+def test_cuda_one_launch_kernel_matches_float64(nesterov, finite):
+    """The whole stack in one launch through pointer tables: tensors of two matrices each,
+    matrices of a size that is no multiple of the block, the finite flag; mixed dtypes fall
+    back to one launch per matrix and agree too."""
+    from steepest.optim import fused_momentum
+
+    grads, buffers = inputs(3, (2, 300, 1111), seed=5, device="cuda")
+    ms, D, _ = reference(grads, buffers, 0.9, nesterov, finite is not False)
+    want = D.reshape(6, 300, 1111)
+    flag = None if finite is None else torch.tensor(finite, device="cuda")
+    fused_momentum._TABLES.clear()
+    stack, norms = momentum_stack(
+        grads, buffers, 0.9, nesterov, torch.float32, flag, matrix=(300, 1111), kernel="triton"
+    )
+    assert len(fused_momentum._TABLES) == 1, "the one-launch path did not run"
+    for m, ref in zip(buffers, ms, strict=True):
+        assert_near(m, ref)
+    assert_near(stack, want)
+    torch.testing.assert_close(norms, want.flatten(1).norm(dim=1), rtol=1e-6, atol=0)
+
+    grads, buffers = inputs(2, (300, 1111), seed=6, device="cuda")
+    grads[1] = grads[1].to(torch.bfloat16)
+    ms, D, norms_want = reference(grads, buffers, 0.9, nesterov, finite is not False)
+    fused_momentum._TABLES.clear()
+    stack, norms = momentum_stack(
+        grads, buffers, 0.9, nesterov, torch.float32, flag, kernel="triton"
+    )
+    assert not fused_momentum._TABLES, "mixed dtypes take one launch per matrix"
+    assert_near(stack, D)
+    torch.testing.assert_close(norms, norms_want, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize(("shape", "matrix"), [((2, 3, 5), (3, 5)), ((4, 2, 3, 3), (4, 18))])
 def test_tensors_of_several_matrices_give_one_norm_per_matrix(shape, matrix):
     grads, buffers = inputs(2, shape, seed=3)

@@ -1,5 +1,6 @@
-"""Triton kernel for one matrix's momentum pass: M <- lerp(M, G, 1 - beta), the (Nesterov)
-direction written in the stack's dtype, and one float64 partial sum of its squares per block.
+"""Triton kernels for the momentum pass: M <- lerp(M, G, 1 - beta), the (Nesterov) direction
+written in the stack's dtype, and one float64 partial sum of its squares per block; for one
+matrix, or for a whole stack in one launch through tables of data pointers.
 
 Imported lazily (it imports triton at the top); use steepest.optim.fused_momentum.
 """
@@ -10,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["BLOCK", "NUM_WARPS", "momentum_direction_triton"]
+__all__ = ["BLOCK", "NUM_WARPS", "momentum_direction_triton", "momentum_stack_table_triton"]
 
 #: Entries per program (and per partial sum) and warps per program (bench/prechain.py).
 BLOCK = 4096
@@ -23,6 +24,36 @@ def _lerp(start, end, weight):  # type: ignore[no-untyped-def]  # triton.jit rea
     if weight < 0.5:
         return start + weight * (end - start)
     return end - (end - start) * (1.0 - weight)
+
+
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _momentum_block(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
+    g_ptr,
+    m_ptr,
+    d_ptr,
+    src,
+    dst,
+    ok,
+    finite_ptr,
+    beta,
+    NESTEROV: tl.constexpr,
+    HAS_FINITE: tl.constexpr,
+):
+    """One block: M <- lerp(M, G, 1 - beta) stored, the direction stored; its sum of squares
+    in float64."""
+    m = tl.load(m_ptr + src, mask=ok, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + src, mask=ok, other=0.0).to(tl.float32)
+    if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
+        g = tl.where(tl.load(finite_ptr) != 0, g, m)
+    m = _lerp(m, g, 1.0 - beta)
+    tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
+    if NESTEROV:
+        d = _lerp(g, m, beta)
+    else:
+        d = m
+    tl.store(d_ptr + dst, d.to(d_ptr.dtype.element_ty), mask=ok)
+    d64 = d.to(tl.float64)
+    return tl.sum(d64 * d64, axis=0)
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
@@ -44,20 +75,42 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
-    src = src_offset + offs
-    m = tl.load(m_ptr + src, mask=ok, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + src, mask=ok, other=0.0).to(tl.float32)
-    if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
-        g = tl.where(tl.load(finite_ptr) != 0, g, m)
-    m = _lerp(m, g, 1.0 - beta)
-    tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
-    if NESTEROV:
-        d = _lerp(g, m, beta)
-    else:
-        d = m
-    tl.store(d_ptr + dst_offset + offs, d.to(d_ptr.dtype.element_ty), mask=ok)
-    d64 = d.to(tl.float64)
-    tl.store(partial_ptr + partial_offset + pid, tl.sum(d64 * d64, axis=0))
+    squares = _momentum_block(
+        g_ptr, m_ptr, d_ptr, src_offset + offs, dst_offset + offs, ok, finite_ptr, beta,
+        NESTEROV, HAS_FINITE,
+    )  # fmt: skip
+    tl.store(partial_ptr + partial_offset + pid, squares)
+
+
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
+def _momentum_table_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
+    g_table,
+    m_table,
+    d_ptr,
+    partial_ptr,
+    finite_ptr,
+    per,
+    size,
+    beta,
+    G_TYPE: tl.constexpr,
+    M_TYPE: tl.constexpr,
+    NESTEROV: tl.constexpr,
+    HAS_FINITE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # program (b, r): block b of stack row r, matrix j of tensor i (per matrices a tensor)
+    b = tl.program_id(0)
+    r = tl.program_id(1).to(tl.int64)
+    i = r // per
+    g_ptr = tl.load(g_table + i).to(tl.pointer_type(G_TYPE))
+    m_ptr = tl.load(m_table + i).to(tl.pointer_type(M_TYPE))
+    offs = b.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < size
+    squares = _momentum_block(
+        g_ptr, m_ptr, d_ptr, (r - i * per) * size + offs, r * size + offs, ok, finite_ptr, beta,
+        NESTEROV, HAS_FINITE,
+    )  # fmt: skip
+    tl.store(partial_ptr + r * tl.num_programs(0) + b, squares)
 
 
 def momentum_direction_triton(
@@ -92,5 +145,43 @@ def momentum_direction_triton(
         NESTEROV=bool(nesterov),
         HAS_FINITE=finite is not None,
         BLOCK=block,
+        num_warps=NUM_WARPS,
+    )
+
+
+_TRITON_TYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+def momentum_stack_table_triton(
+    g_table: torch.Tensor,
+    m_table: torch.Tensor,
+    types: tuple[torch.dtype, torch.dtype],
+    out: torch.Tensor,
+    partials: torch.Tensor,
+    beta: float,
+    nesterov: bool,
+    finite: torch.Tensor | None,
+    per: int,
+    size: int,
+) -> None:
+    """One launch over a stack: g_table and m_table hold the int64 data pointers of K
+    contiguous gradients and buffers of dtypes ``types``, each ``per`` matrices of ``size``
+    entries; out is the (K per, ...) stack and partials (K per, cdiv(size, BLOCK)) float64.
+    CUDA only: Triton's interpreter cannot cast integers to pointers."""
+    rows, blocks = partials.shape
+    _momentum_table_kernel[(blocks, rows)](
+        g_table,
+        m_table,
+        out,
+        partials,
+        finite if finite is not None else partials,
+        per,
+        size,
+        float(beta),
+        G_TYPE=_TRITON_TYPES[types[0]],
+        M_TYPE=_TRITON_TYPES[types[1]],
+        NESTEROV=bool(nesterov),
+        HAS_FINITE=finite is not None,
+        BLOCK=BLOCK,
         num_warps=NUM_WARPS,
     )

@@ -117,13 +117,19 @@ def _momentum_stack_triton(
     """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
     declared mutated, so Inductor neither clones them nor the stack around the launches (as it
     did for the bare kernel calls: slower than the unfused stage on an H100)."""
-    from ._momentum_triton import BLOCK, momentum_direction_triton
+    from ._momentum_triton import BLOCK, momentum_direction_triton, momentum_stack_table_triton
 
     per, size = grads[0].numel() // (m * n), m * n
     blocks = -(-size // BLOCK)
     device = grads[0].device
     stack = torch.empty((len(grads) * per, m, n), dtype=dtype, device=device)
     partials = torch.empty((len(grads) * per, blocks), dtype=torch.float64, device=device)
+    tables = _pointer_tables(grads, buffers)
+    if tables is not None:  # one launch for the stack
+        momentum_stack_table_triton(
+            *tables, stack, partials, beta, nesterov, finite, per, size
+        )  # fmt: skip
+        return stack, partials.sum(dim=-1).sqrt()
     row = 0
     for g, buf in zip(grads, buffers, strict=True):  # one launch per matrix
         for j in range(per):
@@ -133,6 +139,39 @@ def _momentum_stack_triton(
             )  # fmt: skip
             row += 1
     return stack, partials.sum(dim=-1).sqrt()
+
+
+#: (device, data pointers of gradients and buffers) -> their device pointer tables, for the
+#: last TABLES_KEPT stacks (a model's stacks and, per stack, the gradients of recent steps).
+_TABLES: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+TABLES_KEPT = 64
+
+
+def _pointer_tables(
+    grads: list[torch.Tensor], buffers: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.dtype, torch.dtype]] | None:
+    """The int64 data-pointer tables of grads and buffers on their device and their two
+    dtypes, cached by address; None where the one-launch kernel cannot take them: on CPU
+    (Triton's interpreter cannot cast integers to pointers), mixed dtypes, or a table not yet
+    built while a CUDA graph records (building one copies from the host, which a recording
+    cannot hold). Then the caller launches once per matrix."""
+    device = grads[0].device
+    types = (grads[0].dtype, buffers[0].dtype)
+    if device.type != "cuda" or any(
+        (g.dtype, b.dtype) != types for g, b in zip(grads, buffers, strict=True)
+    ):
+        return None
+    key = (device, *types, *(t.data_ptr() for t in (*grads, *buffers)))
+    if key not in _TABLES:
+        if torch.cuda.is_current_stream_capturing():
+            return None
+        if len(_TABLES) >= TABLES_KEPT:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[key] = (
+            torch.tensor([g.data_ptr() for g in grads], dtype=torch.int64, device=device),
+            torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=device),
+        )
+    return (*_TABLES[key], types)
 
 
 @_momentum_stack_triton.register_fake

@@ -165,13 +165,15 @@ def symmetric_product(
     """
     _validate(X, alpha, C, beta, out, shift)
     *lead, s, l = X.shape
-    X3 = X.reshape(-1, s, l)
-    C3 = C.reshape(-1, s, s) if C is not None else None
+    # 3-D operands as they are: under torch.compile a reshape of a column-major view (a tall
+    # matrix's transpose, as msign passes it) made Inductor copy it to row-major first
+    X3 = X if X.ndim == 3 else X.reshape(-1, s, l)
+    C3 = C if C is None or C.ndim == 3 else C.reshape(-1, s, s)
     if resolve_kernel(kernel, X) == "triton" and X3.numel() > 0:
         from ._syrk_triton import syrk_triton
 
-        if X3.stride(-1) != 1:
-            X3 = X3.contiguous()  # one cheap copy; the kernel's loads want rows along memory
+        if X3.stride(-1) != 1 and X3.stride(-2) != 1:
+            X3 = X3.contiguous()  # the kernel reads row- or column-major matrices in place
         out3 = out.view(-1, s, s) if out is not None else X.new_empty(X3.shape[0], s, s)
         if beta == 0.0:
             C3 = None  # as in torch.baddbmm, beta = 0 ignores C (also its NaNs)
@@ -229,7 +231,7 @@ def commuting_product(
         )
     _validate(A, 1.0, None, 0.0, out)
     s = A.shape[-1]
-    A3, B3 = A.reshape(-1, s, s), B.reshape(-1, s, s)
+    A3, B3 = (M if M.ndim == 3 else M.reshape(-1, s, s) for M in (A, B))
     if resolve_kernel(kernel, A, "commuting") == "triton" and A3.numel() > 0:
         from ._syrk_triton import syrk_triton
 

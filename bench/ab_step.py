@@ -21,6 +21,7 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       (symmetric.COMMUTING_AUTO_MIN_SIDE = 768; off by default). Measured
                       while they were the default, as "new" against "cuBLAS chain":
                       2.59 vs 2.65 ms pipelined (bench/results/ab_step-*-cuBLAS_chain-*).
+                      Less accurate on ill-conditioned input (bench/gram_accuracy.py).
   check foreach, check kernel: nonfinite="raise" (the default), the device-side check pass
                       over every gradient before stage 1 as torch's foreach max-abs
                       reduction (until session 9) or as the Triton kernel of

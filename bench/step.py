@@ -10,7 +10,11 @@ one step between CUDA events with a sync after each (host overhead included), an
 "pipelined", 20 steps back to back divided by 20 (the host runs ahead, as in a training loop).
 Prints ms, the floor's share and ratios; writes JSON to bench/results/.
 
-Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408]
+--rows runs a subset of our rows in the given order (names as printed), e.g. the fast path
+alone: its time has moved with the rows run before it in one process (session 10: 5.24 ms
+pipelined after the eager rows, against 2.65 ms in bench/ab_step.py).
+
+Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408] [--rows "..."]
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def time_step(opt, context=contextlib.nullcontext) -> tuple[float, float]:
         return time_fn(opt.step, warmup=1, repeat=20), pipelined(opt.step)
 
 
-def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
+def bench_set(name: str, device: torch.device, ceiling: float, rows: str = "") -> dict:
     shapes = SETS[name]
     params = parameters_with_gradients(shapes, device)
     floor_ms = sum(quintic_flops(m, n, 5) for m, n in shapes) / (ceiling * 1e12) * 1e3
@@ -70,6 +74,8 @@ def bench_set(name: str, device: torch.device, ceiling: float) -> dict:
         "steepest.Muon compile+graph cuBLAS": (fast, cublas_only),
         "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, plain),
     }
+    if rows:  # a subset of our rows, in the order given
+        ours = {k: ours[k] for k in rows.split(",")}
     ms, piped = {}, {}
     for k, (kwargs, context) in ours.items():
         opt = steepest.Muon(params, lr=0.02, **kwargs)
@@ -98,6 +104,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="gpt2-small,1.3b,moe-64x2048x1408")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument(
+        "--rows", default="", help="our rows to run, comma-separated in order (default: all)"
+    )
+    parser.add_argument("--name", default="step", help="the result file's name")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_default_device(device)
@@ -105,7 +115,7 @@ def main(argv=None) -> None:
     print(f"device {device}, matmul ceiling {ceiling:.1f} TFLOP/s")
     results = []
     for name in args.sets.split(","):
-        r = bench_set(name, device, ceiling)
+        r = bench_set(name, device, ceiling, args.rows)
         results.append(r)
         print(f"\n== {name}: {r['matrices']} matrices, floor {r['floor_ms']:.2f} ms")
         print(f"{'':38s} {'isolated':>12s} {'pipelined':>12s}  floor/this  torch.Muon/this")
@@ -118,7 +128,7 @@ def main(argv=None) -> None:
                 f"{torch_muon / ms:6.2f}x/{torch_piped / piped:5.2f}x"
             )
         # written after every set, so a run cut short keeps what it measured
-        path = write_result("step", {"ceiling_tflops": ceiling, "sets": results}, args.out)
+        path = write_result(args.name, {"ceiling_tflops": ceiling, "sets": results}, args.out)
     print(f"\nwrote {path}")
 
 

@@ -4,7 +4,10 @@ The fused step (``compile=True``) otherwise writes each float32 direction, reads
 its Frobenius norm and a third time to scale and cast it for msign: 26 bytes of traffic per
 entry. ``momentum_stack`` reads G and M, writes M and the direction in a 16-bit dtype straight
 into its stack, and sums the direction's squares on the way (14 bytes per entry); msign then
-takes the norms instead of computing them (its ``frobenius`` argument).
+takes the norms instead of computing them (its ``frobenius`` argument). On CUDA the whole
+stack is one Triton launch reading its tensors through tables of data pointers, cached by
+address: GPT-2 small's four stacks 0.41 ms against 0.53 ms in 48 per-matrix launches on one
+H100 (bench/results/kernels-gpt2-small-streams1-session10-*).
 """
 
 from __future__ import annotations

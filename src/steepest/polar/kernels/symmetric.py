@@ -33,12 +33,13 @@ AUTO_MIN_SIDE = 768
 #: "auto" uses the Triton kernel for commuting_product from this short side on: never, by
 #: default. On one H100 a half-product at s = 768 takes 16.6 us inside the compiled step
 #: against cuBLAS's 21.2 us for the full product (bench/results/ops_graph-*), and the
-#: GPT-2-small step took 2.59 against 2.65 ms pipelined with them (threshold 768;
-#: bench/results/ab_step-gpt2-small-new-cuBLAS_chain-*), as accurate against float64 at
-#: s = 768. But in the 100-step char-GPT trajectory with every product forced onto Triton
-#: (s = 384) they moved the loss 0.028 and 0.031 from the cuBLAS run, against 0.009 with the
-#: full chain, once just over the bf16-vs-fp32 criterion (bench/results/trajectory-half-*);
-#: they stay opt-in (set 768) until more seeds settle it.
+#: GPT-2-small step took 2.59 against 2.65 ms pipelined with them. But they lose accuracy on
+#: ill-conditioned input: with singular values spread over [1e-3, 1], or a rank-8 signal plus
+#: noise, the Gram form's result lies 6e-2 from the float64 iteration against 2e-2 with the
+#: cuBLAS chain, its singular values up to 0.12 off against 0.017 (as accurate on Gaussian
+#: input only; bench/gram_accuracy.py). In four 100-step char-GPT trajectories they moved the
+#: loss 0.023-0.032 from the cuBLAS run, against 0.008-0.013 for the cuBLAS chain
+#: (bench/results/trajectory-half-*).
 COMMUTING_AUTO_MIN_SIDE = 1 << 30
 
 #: The products resolve_kernel chooses for: "symmetric" (X X^T, b A + c A^2) or "commuting"

@@ -1,0 +1,89 @@
+"""How far the Gram form's result lies from the float64 iteration, with the chain's s x s
+products as cuBLAS full products or as the Triton half-products (commuting_product).
+
+For each stack shape and input kind (Gaussian; log-uniform singular values in [1e-3, 1]; a
+rank-8 signal plus 1% noise, like a gradient), msign(form="gram") in float16 with every
+symmetric product on the Triton kernel, once with the chain on cuBLAS and once on the
+half-products, against the 5-step Polar Express iteration in float64 on the same input.
+Prints the worst relative Frobenius error over the stack and the worst error of the singular
+values against the float64 map p(s), and times both chains in a CUDA graph.
+
+Usage: python bench/gram_accuracy.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import in_graph_ms, write_result
+
+from steepest.polar import msign, polar_express_coefficients
+from steepest.polar.kernels import symmetric
+
+NEVER = 1 << 30
+SHAPES = ((6, 384, 1536), (18, 384, 384), (12, 768, 3072), (12, 768, 2304))
+
+
+def reference(G: torch.Tensor) -> torch.Tensor:
+    X = G.double()
+    X = X / (1.01 * torch.linalg.matrix_norm(X, keepdim=True))
+    for a, b, c in polar_express_coefficients(5, 1e-3):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X
+
+
+def inputs(count: int, s: int, l: int) -> dict[str, torch.Tensor]:
+    gauss = torch.randn(count, s, l, dtype=torch.float64)
+    U, _ = torch.linalg.qr(torch.randn(count, s, s, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(count, l, s, dtype=torch.float64))
+    sv = torch.logspace(-3, 0, s, dtype=torch.float64).expand(count, s)
+    spread = U @ torch.diag_embed(sv) @ V.mT
+    low = torch.randn(count, s, 8, dtype=torch.float64)
+    low = low @ torch.randn(count, 8, l, dtype=torch.float64)
+    gradient = low / low.norm() + 0.01 * gauss / gauss.norm()
+    return {"gaussian": gauss, "log spectrum": spread, "rank 8 + noise": gradient}
+
+
+def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    out = out.double()
+    rel = torch.linalg.matrix_norm(out - ref) / torch.linalg.matrix_norm(ref)
+    sv = torch.linalg.svdvals(out) - torch.linalg.svdvals(ref)
+    return rel.max().item(), sv.abs().max().item()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    torch.set_default_device("cuda")
+    torch.manual_seed(0)
+    symmetric.AUTO_MIN_SIDE = 0
+    rows = []
+    for count, s, l in SHAPES:
+        for case, G in inputs(count, s, l).items():
+            ref = reference(G)
+            row: dict = {"shape": (count, s, l), "input": case}
+            for chain, side in (("cuBLAS", NEVER), ("half", 0)):
+                symmetric.COMMUTING_AUTO_MIN_SIDE = side
+                X = G.float()
+                row[f"{chain} rel. error"], row[f"{chain} sv error"] = errors(
+                    msign(X, form="gram"), ref
+                )
+                if case == "gaussian":
+                    row[f"{chain} us"] = in_graph_ms(lambda X=X: msign(X, form="gram"), args.reps)
+                    row[f"{chain} us"] *= 1e3
+            rows.append(row)
+            cells = "  ".join(
+                f"{c}: rel {row[f'{c} rel. error']:.2e} sv {row[f'{c} sv error']:.2e}"
+                + (f" {row[f'{c} us']:6.1f} us" if f"{c} us" in row else "")
+                for c in ("cuBLAS", "half")
+            )
+            print(f"{str((count, s, l)):16s} {case:15s} {cells}", flush=True)
+    write_result("gram_accuracy", {"rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -157,6 +157,35 @@ def test_cuda_one_launch_kernel_matches_float64(nesterov, finite):
     torch.testing.assert_close(norms, norms_want, rtol=1e-6, atol=0)
 
 
+@needs_cuda
+def test_a_recording_keeps_its_pointer_tables_when_the_cache_evicts_them(monkeypatch):
+    """A CUDA graph replays the one-launch kernel on the tables it recorded: evicting them from
+    the cache (one entry kept here) and filling freed memory must not change its result."""
+    from steepest.optim import fused_momentum
+
+    monkeypatch.setattr(fused_momentum, "TABLES_KEPT", 1)
+    monkeypatch.setattr(fused_momentum, "_TABLES", {})
+    monkeypatch.setattr(fused_momentum, "_RECORDED", {})
+    grads, buffers = inputs(2, (300, 1111), seed=7, device="cuda")
+    momentum_stack(grads, buffers, 0.9, True, torch.float32, kernel="triton")  # builds the table
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        stack, _ = momentum_stack(grads, buffers, 0.9, True, torch.float32, kernel="triton")
+    assert len(fused_momentum._RECORDED) == 1
+    other = inputs(2, (300, 1111), seed=8, device="cuda")
+    momentum_stack(*other, 0.9, True, torch.float32, kernel="triton")  # evicts the first table
+    assert len(fused_momentum._TABLES) == 1
+    torch.cuda.empty_cache()
+    junk = [torch.zeros(64, dtype=torch.int64, device="cuda") for _ in range(1000)]
+    ms, D, _ = reference(grads, buffers, 0.9, True)
+    graph.replay()
+    torch.cuda.synchronize()
+    del junk
+    for m, ref in zip(buffers, ms, strict=True):
+        assert_near(m, ref)
+    assert_near(stack, D)
+
+
 @pytest.mark.parametrize(("shape", "matrix"), [((2, 3, 5), (3, 5)), ((4, 2, 3, 3), (4, 18))])
 def test_tensors_of_several_matrices_give_one_norm_per_matrix(shape, matrix):
     grads, buffers = inputs(2, shape, seed=3)

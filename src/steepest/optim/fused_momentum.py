@@ -148,6 +148,9 @@ def _momentum_stack_triton(
 #: last TABLES_KEPT stacks (a model's stacks and, per stack, the gradients of recent steps).
 _TABLES: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 TABLES_KEPT = 64
+#: The tables a CUDA-graph recording read: kept for good, since a replay reads their memory
+#: (a few hundred bytes per recorded stack).
+_RECORDED: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _pointer_tables(
@@ -165,8 +168,11 @@ def _pointer_tables(
     ):
         return None
     key = (device, *types, *(t.data_ptr() for t in (*grads, *buffers)))
+    capturing = torch.cuda.is_current_stream_capturing()
+    if capturing and key in _TABLES:
+        _RECORDED[key] = _TABLES[key]
     if key not in _TABLES:
-        if torch.cuda.is_current_stream_capturing():
+        if capturing:
             return None
         if len(_TABLES) >= TABLES_KEPT:
             _TABLES.pop(next(iter(_TABLES)))

@@ -126,3 +126,29 @@ def in_graph_ms(fn, reps: int) -> float:
     replay = cuda_capture(lambda: [fn() for _ in range(reps)])
     replay()  # the first replay uploads the graph
     return pipelined(replay, steps=5) / reps
+
+
+def polar_express_float64(X: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The oracle of the 16-bit iterations: `steps` Polar Express steps on X (already
+    normalized) in float64, direct form."""
+    from steepest.polar import polar_express_coefficients
+
+    X = X.double()
+    for a, b, c in polar_express_coefficients(steps, 1e-3):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X
+
+
+def sample_matrices(count: int, s: int, l: int) -> dict[str, torch.Tensor]:
+    """float64 (count, s, l) stacks on the default device, unnormalized: Gaussian; singular
+    values log-uniform in [1e-3, 1]; a rank-8 signal plus 1% noise, like a gradient."""
+    gauss = torch.randn(count, s, l, dtype=torch.float64)
+    U, _ = torch.linalg.qr(torch.randn(count, s, s, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(count, l, s, dtype=torch.float64))
+    sv = torch.logspace(-3, 0, s, dtype=torch.float64).expand(count, s)
+    spread = U @ torch.diag_embed(sv) @ V.mT
+    low = torch.randn(count, s, 8, dtype=torch.float64)
+    low = low @ torch.randn(count, 8, l, dtype=torch.float64)
+    gradient = low / low.norm() + 0.01 * gauss / gauss.norm()
+    return {"gaussian": gauss, "log spectrum": spread, "rank 8 + noise": gradient}

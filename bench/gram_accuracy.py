@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import in_graph_ms, write_result
+from common import in_graph_ms, polar_express_float64, sample_matrices, write_result
 
-from steepest.polar import msign, polar_express_coefficients
+from steepest.polar import msign
 from steepest.polar.kernels import symmetric
 
 NEVER = 1 << 30
@@ -27,23 +27,7 @@ SHAPES = ((6, 384, 1536), (18, 384, 384), (12, 768, 3072), (12, 768, 2304))
 
 def reference(G: torch.Tensor) -> torch.Tensor:
     X = G.double()
-    X = X / (1.01 * torch.linalg.matrix_norm(X, keepdim=True))
-    for a, b, c in polar_express_coefficients(5, 1e-3):
-        A = X @ X.mT
-        X = a * X + (b * A + c * A @ A) @ X
-    return X
-
-
-def inputs(count: int, s: int, l: int) -> dict[str, torch.Tensor]:
-    gauss = torch.randn(count, s, l, dtype=torch.float64)
-    U, _ = torch.linalg.qr(torch.randn(count, s, s, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(count, l, s, dtype=torch.float64))
-    sv = torch.logspace(-3, 0, s, dtype=torch.float64).expand(count, s)
-    spread = U @ torch.diag_embed(sv) @ V.mT
-    low = torch.randn(count, s, 8, dtype=torch.float64)
-    low = low @ torch.randn(count, 8, l, dtype=torch.float64)
-    gradient = low / low.norm() + 0.01 * gauss / gauss.norm()
-    return {"gaussian": gauss, "log spectrum": spread, "rank 8 + noise": gradient}
+    return polar_express_float64(X / (1.01 * torch.linalg.matrix_norm(X, keepdim=True)))
 
 
 def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
@@ -63,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     symmetric.AUTO_MIN_SIDE = 0
     rows = []
     for count, s, l in SHAPES:
-        for case, G in inputs(count, s, l).items():
+        for case, G in sample_matrices(count, s, l).items():
             ref = reference(G)
             row: dict = {"shape": (count, s, l), "input": case}
             for chain, side in (("cuBLAS", NEVER), ("half", 0)):

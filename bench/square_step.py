@@ -22,7 +22,7 @@ import argparse
 from functools import partial
 
 import torch
-from common import in_graph_ms, write_result
+from common import in_graph_ms, polar_express_float64, sample_matrices, write_result
 
 from steepest.polar import polar_express_coefficients
 from steepest.polar.kernels import symmetric_product
@@ -49,24 +49,13 @@ def iterate(step, X: torch.Tensor) -> torch.Tensor:
     return X
 
 
-def reference(X: torch.Tensor) -> torch.Tensor:
-    X = X.double()
-    for a, b, c in COEFFICIENTS:
-        A = X @ X.mT
-        X = a * X + (b * A + c * A @ A) @ X
-    return X
-
-
 def inputs(count: int, s: int) -> dict[str, torch.Tensor]:
-    gauss = torch.randn(count, s, s, dtype=torch.float64)
-    U, _ = torch.linalg.qr(torch.randn(count, s, s, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(count, s, s, dtype=torch.float64))
-    sv = torch.logspace(-3, 0, s, dtype=torch.float64).expand(count, s)
-    spread = U @ torch.diag_embed(sv) @ V.mT
-    out = {}
-    for name, G in (("gaussian", gauss), ("log spectrum", spread)):
-        out[name] = G / (1.01 * torch.linalg.matrix_norm(G, keepdim=True))
-    return out
+    """The Gaussian and spread-spectrum stacks, normalized as msign does."""
+    cases = sample_matrices(count, s, s)
+    return {
+        name: cases[name] / (1.01 * torch.linalg.matrix_norm(cases[name], keepdim=True))
+        for name in ("gaussian", "log spectrum")
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                 errors = {}
                 for case, X0 in cases.items():
                     out = iterate(step, X0.to(dtype)).double()
-                    ref = reference(X0)
+                    ref = polar_express_float64(X0)
                     rel = torch.linalg.matrix_norm(out - ref) / torch.linalg.matrix_norm(ref)
                     errors[case] = rel.max().item()
                 row = {"shape": (count, s, s), "dtype": str(dtype), "step": name, "us": us}

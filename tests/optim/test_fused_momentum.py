@@ -139,7 +139,7 @@ def test_cuda_one_launch_kernel_matches_float64(nesterov, finite):
     stack, norms = momentum_stack(
         grads, buffers, 0.9, nesterov, torch.float32, flag, matrix=(300, 1111), kernel="triton"
     )
-    assert len(fused_momentum._TABLES) == 1, "the one-launch path did not run"
+    assert len(fused_momentum._TABLES.recent) == 1, "the one-launch path did not run"
     for m, ref in zip(buffers, ms, strict=True):
         assert_near(m, ref)
     assert_near(stack, want)
@@ -152,7 +152,7 @@ def test_cuda_one_launch_kernel_matches_float64(nesterov, finite):
     stack, norms = momentum_stack(
         grads, buffers, 0.9, nesterov, torch.float32, flag, kernel="triton"
     )
-    assert not fused_momentum._TABLES, "mixed dtypes take one launch per matrix"
+    assert not fused_momentum._TABLES.recent, "mixed dtypes take one launch per matrix"
     assert_near(stack, D)
     torch.testing.assert_close(norms, norms_want, rtol=1e-6, atol=0)
 
@@ -162,19 +162,18 @@ def test_a_recording_keeps_its_pointer_tables_when_the_cache_evicts_them(monkeyp
     """A CUDA graph replays the one-launch kernel on the tables it recorded: evicting them from
     the cache (one entry kept here) and filling freed memory must not change its result."""
     from steepest.optim import fused_momentum
+    from steepest.optim.device_tables import DeviceTables
 
-    monkeypatch.setattr(fused_momentum, "TABLES_KEPT", 1)
-    monkeypatch.setattr(fused_momentum, "_TABLES", {})
-    monkeypatch.setattr(fused_momentum, "_RECORDED", {})
+    monkeypatch.setattr(fused_momentum, "_TABLES", DeviceTables(kept=1))
     grads, buffers = inputs(2, (300, 1111), seed=7, device="cuda")
     momentum_stack(grads, buffers, 0.9, True, torch.float32, kernel="triton")  # builds the table
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         stack, _ = momentum_stack(grads, buffers, 0.9, True, torch.float32, kernel="triton")
-    assert len(fused_momentum._RECORDED) == 1
+    assert len(fused_momentum._TABLES.recorded) == 1
     other = inputs(2, (300, 1111), seed=8, device="cuda")
     momentum_stack(*other, 0.9, True, torch.float32, kernel="triton")  # evicts the first table
-    assert len(fused_momentum._TABLES) == 1
+    assert len(fused_momentum._TABLES.recent) == 1
     torch.cuda.empty_cache()
     junk = [torch.zeros(64, dtype=torch.int64, device="cuda") for _ in range(1000)]
     ms, D, _ = reference(grads, buffers, 0.9, True)

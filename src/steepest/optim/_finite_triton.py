@@ -12,12 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ._momentum_triton import TRITON_TYPES
+
 __all__ = ["clear_if_nonfinite_triton"]
 
 #: Entries per load.
 BLOCK = 4096
-
-_TRITON_TYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
@@ -57,7 +57,7 @@ def clear_if_nonfinite_triton(
         rows,
         numels,
         flag,
-        DTYPE=_TRITON_TYPES[dtype],
+        DTYPE=TRITON_TYPES[dtype],
         CHUNK=chunk,
         BLOCK=BLOCK,
         num_warps=8,

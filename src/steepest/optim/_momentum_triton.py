@@ -11,7 +11,16 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["BLOCK", "NUM_WARPS", "momentum_direction_triton", "momentum_stack_table_triton"]
+__all__ = [
+    "BLOCK",
+    "NUM_WARPS",
+    "TRITON_TYPES",
+    "momentum_direction_triton",
+    "momentum_stack_table_triton",
+]
+
+#: torch dtype -> Triton dtype, for the kernels that cast table entries to pointers.
+TRITON_TYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 #: Entries per program (and per partial sum) and warps per program (bench/prechain.py).
 BLOCK = 4096
@@ -149,9 +158,6 @@ def momentum_direction_triton(
     )
 
 
-_TRITON_TYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-
-
 def momentum_stack_table_triton(
     g_table: torch.Tensor,
     m_table: torch.Tensor,
@@ -178,8 +184,8 @@ def momentum_stack_table_triton(
         per,
         size,
         float(beta),
-        G_TYPE=_TRITON_TYPES[types[0]],
-        M_TYPE=_TRITON_TYPES[types[1]],
+        G_TYPE=TRITON_TYPES[types[0]],
+        M_TYPE=TRITON_TYPES[types[1]],
         NESTEROV=bool(nesterov),
         HAS_FINITE=finite is not None,
         BLOCK=BLOCK,

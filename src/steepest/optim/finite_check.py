@@ -8,12 +8,14 @@ kernel cannot run, the foreach max-abs reduction of steepest.optim.batching.fini
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 
 import torch
 
 from steepest.polar.kernels import triton_available
 
 from .batching import finite_each
+from .device_tables import DeviceTables
 
 __all__ = ["CHUNK", "FINITE_KERNEL", "all_finite_into"]
 
@@ -24,8 +26,9 @@ CHUNK = 1 << 16
 #: The kernel's dtypes (it sums in float32).
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-#: (device, dtype, data pointers, numels) -> the kernel's device tables, for the last 8 sets
-_TABLES: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+#: The kernel's tables (pointers, rows, numels), keyed by device, dtype, data pointers and
+#: sizes: the caching allocator usually hands a step's new gradients the same addresses.
+_TABLES = DeviceTables(kept=8)
 
 
 def all_finite_into(flag: torch.Tensor, tensors: list[torch.Tensor]) -> None:
@@ -38,12 +41,19 @@ def all_finite_into(flag: torch.Tensor, tensors: list[torch.Tensor]) -> None:
         return
     from ._finite_triton import clear_if_nonfinite_triton
 
-    flag.fill_(True)
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
         by_dtype[t.dtype].append(t)
+    launches = []
     for dtype, members in by_dtype.items():
-        clear_if_nonfinite_triton(dtype, *_tables(members), flag, CHUNK)
+        table = _TABLES.get(_key(members), partial(_build, members))
+        if table is None:  # a new table while a CUDA graph records
+            flag.copy_(finite_each(tensors).all())
+            return
+        launches.append((dtype, table))
+    flag.fill_(True)
+    for dtype, (pointers, rows, numels) in launches:
+        clear_if_nonfinite_triton(dtype, pointers, rows, numels, flag, CHUNK)
 
 
 def _kernel_runs(tensors: list[torch.Tensor]) -> bool:
@@ -54,25 +64,21 @@ def _kernel_runs(tensors: list[torch.Tensor]) -> bool:
     )
 
 
-def _tables(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(pointers, rows, numels) on the tensors' device, cached by the tensors' addresses
-    (the caching allocator usually hands a step's new gradients the same ones)."""
-    key = (
+def _key(tensors: list[torch.Tensor]) -> tuple[object, ...]:
+    return (
         tensors[0].device,
         tensors[0].dtype,
         *(t.data_ptr() for t in tensors),
         *(t.numel() for t in tensors),
     )
-    tables = _TABLES.get(key)
-    if tables is None:
-        rows = [(i, s) for i, t in enumerate(tensors) for s in range(0, t.numel(), CHUNK)]
-        device = tensors[0].device
-        tables = (
-            torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64, device=device),
-            torch.tensor(rows, dtype=torch.int64, device=device),
-            torch.tensor([t.numel() for t in tensors], dtype=torch.int64, device=device),
-        )
-        if len(_TABLES) >= 8:
-            _TABLES.pop(next(iter(_TABLES)))
-        _TABLES[key] = tables
-    return tables
+
+
+def _build(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """(pointers, rows, numels) on the tensors' device: a row (tensor, start) per program."""
+    rows = [(i, s) for i, t in enumerate(tensors) for s in range(0, t.numel(), CHUNK)]
+    device = tensors[0].device
+    return (
+        torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64, device=device),
+        torch.tensor(rows, dtype=torch.int64, device=device),
+        torch.tensor([t.numel() for t in tensors], dtype=torch.int64, device=device),
+    )

@@ -18,6 +18,8 @@ import torch
 
 from steepest.polar.kernels import KERNELS, triton_available
 
+from .device_tables import DeviceTables
+
 __all__ = ["momentum_stack"]
 
 
@@ -144,43 +146,32 @@ def _momentum_stack_triton(
     return stack, partials.sum(dim=-1).sqrt()
 
 
-#: (device, data pointers of gradients and buffers) -> their device pointer tables, for the
-#: last TABLES_KEPT stacks (a model's stacks and, per stack, the gradients of recent steps).
-_TABLES: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-TABLES_KEPT = 64
-#: The tables a CUDA-graph recording read: kept for good, since a replay reads their memory
-#: (a few hundred bytes per recorded stack).
-_RECORDED: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+#: The one-launch kernel's pointer tables, keyed by device, dtypes and data pointers: a
+#: model's stacks and, per stack, the gradients of recent steps.
+_TABLES = DeviceTables(kept=64)
 
 
 def _pointer_tables(
     grads: list[torch.Tensor], buffers: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.dtype, torch.dtype]] | None:
     """The int64 data-pointer tables of grads and buffers on their device and their two
-    dtypes, cached by address; None where the one-launch kernel cannot take them: on CPU
-    (Triton's interpreter cannot cast integers to pointers), mixed dtypes, or a table not yet
-    built while a CUDA graph records (building one copies from the host, which a recording
-    cannot hold). Then the caller launches once per matrix."""
+    dtypes (steepest.optim.device_tables); None where the one-launch kernel cannot take them:
+    on CPU (Triton's interpreter cannot cast integers to pointers), mixed dtypes, or a table
+    not yet built while a CUDA graph records. Then the caller launches once per matrix."""
     device = grads[0].device
     types = (grads[0].dtype, buffers[0].dtype)
     if device.type != "cuda" or any(
         (g.dtype, b.dtype) != types for g, b in zip(grads, buffers, strict=True)
     ):
         return None
-    key = (device, *types, *(t.data_ptr() for t in (*grads, *buffers)))
-    capturing = torch.cuda.is_current_stream_capturing()
-    if capturing and key in _TABLES:
-        _RECORDED[key] = _TABLES[key]
-    if key not in _TABLES:
-        if capturing:
-            return None
-        if len(_TABLES) >= TABLES_KEPT:
-            _TABLES.pop(next(iter(_TABLES)))
-        _TABLES[key] = (
-            torch.tensor([g.data_ptr() for g in grads], dtype=torch.int64, device=device),
-            torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=device),
-        )
-    return (*_TABLES[key], types)
+    tables = _TABLES.get(
+        (device, *types, *(t.data_ptr() for t in (*grads, *buffers))),
+        lambda: tuple(
+            torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64, device=device)
+            for ts in (grads, buffers)
+        ),
+    )
+    return None if tables is None else (tables[0], tables[1], types)
 
 
 @_momentum_stack_triton.register_fake

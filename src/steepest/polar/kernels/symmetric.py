@@ -173,8 +173,7 @@ def symmetric_product(
     if resolve_kernel(kernel, X) == "triton" and X3.numel() > 0:
         from ._syrk_triton import syrk_triton
 
-        if X3.stride(-1) != 1 and X3.stride(-2) != 1:
-            X3 = X3.contiguous()  # the kernel reads row- or column-major matrices in place
+        X3 = _kernel_layout(X3)
         out3 = out.view(-1, s, s) if out is not None else X.new_empty(X3.shape[0], s, s)
         if beta == 0.0:
             C3 = None  # as in torch.baddbmm, beta = 0 ignores C (also its NaNs)
@@ -192,6 +191,12 @@ def symmetric_product(
     if out is None:
         return result
     return out.copy_(result)
+
+
+def _kernel_layout(M: torch.Tensor) -> torch.Tensor:
+    """M as the Triton kernel reads it: row- or column-major matrices in place (its loads
+    follow the strides), any other layout copied to row-major."""
+    return M if M.stride(-1) == 1 or M.stride(-2) == 1 else M.contiguous()
 
 
 def commuting_product(
@@ -236,9 +241,7 @@ def commuting_product(
     if resolve_kernel(kernel, A, "commuting") == "triton" and A3.numel() > 0:
         from ._syrk_triton import syrk_triton
 
-        # a symmetric matrix equals its transpose: read whichever layout has rows in memory
-        A3, B3 = (M.mT if M.stride(-1) != 1 and M.stride(-2) == 1 else M for M in (A3, B3))
-        A3, B3 = (M if M.stride(-1) == 1 else M.contiguous() for M in (A3, B3))
+        A3, B3 = _kernel_layout(A3), _kernel_layout(B3)
         out3 = out.view(-1, s, s) if out is not None else A.new_empty(A3.shape[0], s, s)
         syrk_triton(A3, 1.0, None, 0.0, out3, Y=B3)
         return out3.view(A.shape) if out is None else out

@@ -32,6 +32,9 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       isolated 3.20-3.24 ms, pipelined 2.92-2.99 ms, against 3.08 / 2.81 ms
                       for the kernel check and 3.38-3.53 / 2.85-2.89 ms for the foreach one
                       (bench/results/ab_step-*check_late*; code in commit e59eb8e).
+  spare momentum:     nonfinite="raise" with spare_momentum=True: no check pass; the
+                      momentum pass writes into a second buffer and its norms give the
+                      verdict, which zeroes the update in stage 5 (Steepest's docstring).
 All other variants run with nonfinite="ignore" (no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
@@ -108,12 +111,18 @@ def build(shapes, device, settings):
     around every call (on a GPU the recorded graph replays)."""
     settings = dict(settings)
     nonfinite = settings.pop("nonfinite", "ignore")
+    spare = settings.pop("spare_momentum", False)
     torch._dynamo.reset()
     engine._COMPILED.clear()
     torch.manual_seed(0)  # every variant starts from the same parameters and gradients
     params = parameters_with_gradients(shapes, device)
     opt = steepest.Muon(
-        params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", nonfinite=nonfinite
+        params,
+        lr=0.02,
+        compile=True,
+        cuda_graph=device.type == "cuda",
+        nonfinite=nonfinite,
+        spare_momentum=spare,
     )
     with engine_set_to(settings):
         for _ in range(4):
@@ -144,6 +153,7 @@ VARIANTS = {
     "half-products": {"symmetric.COMMUTING_AUTO_MIN_SIDE": 768},
     "check foreach": {"nonfinite": "raise", "finite_check.FINITE_KERNEL": "torch"},
     "check kernel": {"nonfinite": "raise"},
+    "spare momentum": {"nonfinite": "raise", "spare_momentum": True},
 }
 
 

@@ -32,9 +32,15 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       isolated 3.20-3.24 ms, pipelined 2.92-2.99 ms, against 3.08 / 2.81 ms
                       for the kernel check and 3.38-3.53 / 2.85-2.89 ms for the foreach one
                       (bench/results/ab_step-*check_late*; code in commit e59eb8e).
-  spare momentum:     nonfinite="raise" with spare_momentum=True: no check pass; the
-                      momentum pass writes into a second buffer and its norms give the
-                      verdict, which zeroes the update in stage 5 (Steepest's docstring).
+                      A variant since removed, "spare momentum" (session 11, code in commit
+                      9aa7fe2): a second momentum buffer per matrix in place of the check
+                      pass; the momentum pass wrote into it before the recording, its norms
+                      gave the verdict, stage 5 zeroed the update on a False one and the
+                      buffers swapped after finite steps. Correct, but 4.57 / 2.675 ms
+                      isolated / pipelined against 3.26 / 2.63 ms for the check kernel (no
+                      check: 2.88 / 2.51): every momentum pass ran before the fork, so none
+                      overlapped the small stacks' products, and the eager passes cost host
+                      time (bench/results/ab_step-*spare_momentum*).
 All other variants run with nonfinite="ignore" (no finiteness check). Each variant is
 compiled and recorded once; then their recorded steps are timed interleaved
 (A B A B ...), isolated and pipelined, and the medians printed, with how far each variant's
@@ -111,18 +117,12 @@ def build(shapes, device, settings):
     around every call (on a GPU the recorded graph replays)."""
     settings = dict(settings)
     nonfinite = settings.pop("nonfinite", "ignore")
-    spare = settings.pop("spare_momentum", False)
     torch._dynamo.reset()
     engine._COMPILED.clear()
     torch.manual_seed(0)  # every variant starts from the same parameters and gradients
     params = parameters_with_gradients(shapes, device)
     opt = steepest.Muon(
-        params,
-        lr=0.02,
-        compile=True,
-        cuda_graph=device.type == "cuda",
-        nonfinite=nonfinite,
-        spare_momentum=spare,
+        params, lr=0.02, compile=True, cuda_graph=device.type == "cuda", nonfinite=nonfinite
     )
     with engine_set_to(settings):
         for _ in range(4):
@@ -153,7 +153,6 @@ VARIANTS = {
     "half-products": {"symmetric.COMMUTING_AUTO_MIN_SIDE": 768},
     "check foreach": {"nonfinite": "raise", "finite_check.FINITE_KERNEL": "torch"},
     "check kernel": {"nonfinite": "raise"},
-    "spare momentum": {"nonfinite": "raise", "spare_momentum": True},
 }
 
 

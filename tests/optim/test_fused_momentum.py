@@ -97,9 +97,7 @@ def test_interpreted_kernel_matches_float64(nesterov, finite, numel):
     partials = torch.full((blocks + 2,), 7.0, dtype=torch.float64)  # from offset 2
     flag = None if finite is None else torch.tensor(finite)
     big_g, big_m = torch.cat([torch.ones(5), g]), torch.cat([torch.ones(5), m])  # read from 5
-    momentum_direction_triton(
-        big_g, big_m, big_m, out, partials, 0.8, nesterov, flag, numel, 5, 3, 2
-    )  # fmt: skip
+    momentum_direction_triton(big_g, big_m, out, partials, 0.8, nesterov, flag, numel, 5, 3, 2)
     m = big_m[5:]
     assert torch.equal(big_m[:5], torch.ones(5))  # nothing before the offsets touched
     assert torch.equal(out[:3], torch.full((3,), 7.0, dtype=torch.float16))
@@ -222,91 +220,3 @@ def test_interpreted_op_matches_float64_also_compiled(compiled):
     assert stack.shape == (4, 3, 700)
     assert_near(stack, D.reshape(4, 3, 700))
     torch.testing.assert_close(got, D.reshape(4, -1).norm(dim=1), rtol=1e-6, atol=0)
-
-
-def _into_and_out_case(device, seed=9, k=3, shape=(2, 30, 41), matrix=(30, 41)):
-    grads, buffers = inputs(k, shape, seed=seed, device=device)
-    before = [m.clone() for m in buffers]
-    into = [torch.full_like(m, 7.0) for m in buffers]
-    rows = k * shape[0]
-    out = (
-        torch.empty(rows, *matrix, dtype=torch.float32, device=device),
-        torch.empty(rows, dtype=torch.float64, device=device),
-    )
-    return grads, buffers, before, into, out
-
-
-@pytest.mark.parametrize("nesterov", [True, False])
-def test_into_writes_the_new_momentum_elsewhere_and_out_holds_the_stack(nesterov):
-    """The spare-buffer call (Steepest's spare_momentum): the buffers keep their values, into
-    gets the float64 reference's momentum, out the directions and norms (the same tensors
-    returned)."""
-    grads, buffers, before, into, out = _into_and_out_case("cpu")
-    ms, D, norms = reference(grads, buffers, 0.9, nesterov)
-    stack, got = momentum_stack(
-        grads, buffers, 0.9, nesterov, torch.float32, matrix=(30, 41), into=into, out=out
-    )
-    assert stack is out[0] and got is out[1]
-    for m, b in zip(buffers, before, strict=True):
-        assert torch.equal(m, b)
-    for new, want in zip(into, ms, strict=True):
-        assert_near(new, want)
-    assert_near(stack, D.reshape(-1, 30, 41))
-    torch.testing.assert_close(got, D.reshape(6, -1).norm(dim=1), rtol=1e-6, atol=0)
-
-
-def test_bad_into_or_out_raises_and_changes_nothing():
-    grads, buffers, before, into, out = _into_and_out_case("cpu")
-    cases = [
-        ({"into": into[:2]}, "into must hold one tensor"),
-        ({"into": [buffers[0], *into[1:]]}, "must not share memory"),
-        ({"out": (out[0][:3], out[1])}, r"out\[0\] is \(3, 30, 41\)"),
-        ({"out": (out[0], out[1].float())}, r"out\[1\] is \(6,\) torch.float32"),
-    ]
-    for kwargs, match in cases:
-        with pytest.raises(ValueError, match=match):
-            momentum_stack(grads, buffers, 0.9, True, torch.float32, matrix=(30, 41), **kwargs)
-        for m, b in zip(buffers, before, strict=True):
-            assert torch.equal(m, b)
-        assert all(torch.equal(t, torch.full_like(t, 7.0)) for t in into)
-
-
-@needs_interpreter
-def test_interpreted_kernel_writes_into_a_second_buffer():
-    from steepest.optim._momentum_triton import BLOCK, momentum_direction_triton
-
-    (g,), (m,) = inputs(1, (5000,), seed=11)
-    ms, D, norms = reference([g], [m], 0.8, True)
-    before, new = m.clone(), torch.full_like(m, 7.0)
-    out = torch.empty(5000, dtype=torch.float32)
-    partials = torch.empty(-(-5000 // BLOCK), dtype=torch.float64)
-    momentum_direction_triton(g, m, new, out, partials, 0.8, True, None, 5000)
-    assert torch.equal(m, before)
-    assert_near(new, ms[0])
-    assert_near(out, D[0])
-    torch.testing.assert_close(partials.sum().sqrt(), norms[0], rtol=1e-6, atol=0)
-
-
-@needs_cuda
-@pytest.mark.parametrize("mixed", [False, True], ids=["one-launch", "per-matrix"])
-def test_cuda_kernel_writes_into_spare_buffers(mixed):
-    """Both CUDA paths with into and out: the one-launch kernel (a table for the spare
-    buffers) and, with mixed gradient dtypes, the per-matrix launches."""
-    from steepest.optim import fused_momentum
-
-    grads, buffers, before, into, out = _into_and_out_case("cuda")
-    if mixed:
-        grads[1] = grads[1].to(torch.bfloat16)
-    ms, D, _ = reference(grads, buffers, 0.9, True)
-    fused_momentum._TABLES.clear()
-    stack, norms = momentum_stack(
-        grads, buffers, 0.9, True, torch.float32, matrix=(30, 41), kernel="triton",
-        into=into, out=out,
-    )  # fmt: skip
-    assert len(fused_momentum._TABLES.recent) == (0 if mixed else 1)
-    for m, b in zip(buffers, before, strict=True):
-        assert torch.equal(m, b)
-    for new, want in zip(into, ms, strict=True):
-        assert_near(new, want)
-    assert_near(stack, D.reshape(-1, 30, 41))
-    torch.testing.assert_close(norms, D.reshape(6, -1).norm(dim=1), rtol=1e-6, atol=0)

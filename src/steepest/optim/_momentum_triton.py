@@ -1,7 +1,6 @@
-"""Triton kernels for the momentum pass: M <- lerp(M, G, 1 - beta) (in place, or into a second
-buffer N), the (Nesterov) direction written in the stack's dtype, and one float64 partial sum
-of its squares per block; for one matrix, or for a whole stack in one launch through tables of
-data pointers.
+"""Triton kernels for the momentum pass: M <- lerp(M, G, 1 - beta), the (Nesterov) direction
+written in the stack's dtype, and one float64 partial sum of its squares per block; for one
+matrix, or for a whole stack in one launch through tables of data pointers.
 
 Imported lazily (it imports triton at the top); use steepest.optim.fused_momentum.
 """
@@ -40,7 +39,6 @@ def _lerp(start, end, weight):  # type: ignore[no-untyped-def]  # triton.jit rea
 def _momentum_block(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
     g_ptr,
     m_ptr,
-    n_ptr,
     d_ptr,
     src,
     dst,
@@ -50,14 +48,14 @@ def _momentum_block(  # type: ignore[no-untyped-def]  # triton.jit reads the ann
     NESTEROV: tl.constexpr,
     HAS_FINITE: tl.constexpr,
 ):
-    """One block: lerp(M, G, 1 - beta) stored into N (N = M: in place), the direction stored;
-    its sum of squares in float64."""
+    """One block: M <- lerp(M, G, 1 - beta) stored, the direction stored; its sum of squares
+    in float64."""
     m = tl.load(m_ptr + src, mask=ok, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + src, mask=ok, other=0.0).to(tl.float32)
     if HAS_FINITE:  # a non-finite step: G := M, so M is unchanged and the direction is M
         g = tl.where(tl.load(finite_ptr) != 0, g, m)
     m = _lerp(m, g, 1.0 - beta)
-    tl.store(n_ptr + src, m.to(n_ptr.dtype.element_ty), mask=ok)
+    tl.store(m_ptr + src, m.to(m_ptr.dtype.element_ty), mask=ok)
     if NESTEROV:
         d = _lerp(g, m, beta)
     else:
@@ -71,7 +69,6 @@ def _momentum_block(  # type: ignore[no-untyped-def]  # triton.jit reads the ann
 def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
     g_ptr,
     m_ptr,
-    n_ptr,
     d_ptr,
     partial_ptr,
     finite_ptr,
@@ -88,7 +85,7 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     squares = _momentum_block(
-        g_ptr, m_ptr, n_ptr, d_ptr, src_offset + offs, dst_offset + offs, ok, finite_ptr, beta,
+        g_ptr, m_ptr, d_ptr, src_offset + offs, dst_offset + offs, ok, finite_ptr, beta,
         NESTEROV, HAS_FINITE,
     )  # fmt: skip
     tl.store(partial_ptr + partial_offset + pid, squares)
@@ -98,7 +95,6 @@ def _momentum_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the an
 def _momentum_table_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
     g_table,
     m_table,
-    n_table,
     d_ptr,
     partial_ptr,
     finite_ptr,
@@ -117,12 +113,10 @@ def _momentum_table_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads 
     i = r // per
     g_ptr = tl.load(g_table + i).to(tl.pointer_type(G_TYPE))
     m_ptr = tl.load(m_table + i).to(tl.pointer_type(M_TYPE))
-    n_ptr = tl.load(n_table + i).to(tl.pointer_type(M_TYPE))
     offs = b.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < size
     squares = _momentum_block(
-        g_ptr, m_ptr, n_ptr, d_ptr, (r - i * per) * size + offs, r * size + offs, ok, finite_ptr,
-        beta,
+        g_ptr, m_ptr, d_ptr, (r - i * per) * size + offs, r * size + offs, ok, finite_ptr, beta,
         NESTEROV, HAS_FINITE,
     )  # fmt: skip
     tl.store(partial_ptr + r * tl.num_programs(0) + b, squares)
@@ -131,7 +125,6 @@ def _momentum_table_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads 
 def momentum_direction_triton(
     g: torch.Tensor,
     m: torch.Tensor,
-    new_m: torch.Tensor,
     out: torch.Tensor,
     partials: torch.Tensor,
     beta: float,
@@ -142,8 +135,7 @@ def momentum_direction_triton(
     dst_offset: int = 0,
     partial_offset: int = 0,
 ) -> None:
-    """Launch on the n entries of contiguous g and m from src_offset, writing the new momentum
-    into new_m (m itself: in place) at the same offsets and the direction into out from
+    """Launch on the n entries of contiguous g and m from src_offset, writing out from
     dst_offset and cdiv(n, BLOCK) float64 partial sums from partial_offset. Whole tensors
     and offsets, not views: Inductor mishandled a user kernel writing into slices of one
     buffer (an illegal memory access on an H100). The caller checks arguments."""
@@ -151,7 +143,6 @@ def momentum_direction_triton(
     _momentum_kernel[(triton.cdiv(n, block),)](
         g,
         m,
-        new_m,
         out,
         partials,
         finite if finite is not None else partials,
@@ -170,7 +161,6 @@ def momentum_direction_triton(
 def momentum_stack_table_triton(
     g_table: torch.Tensor,
     m_table: torch.Tensor,
-    n_table: torch.Tensor,
     types: tuple[torch.dtype, torch.dtype],
     out: torch.Tensor,
     partials: torch.Tensor,
@@ -182,14 +172,12 @@ def momentum_stack_table_triton(
 ) -> None:
     """One launch over a stack: g_table and m_table hold the int64 data pointers of K
     contiguous gradients and buffers of dtypes ``types``, each ``per`` matrices of ``size``
-    entries, n_table those of the buffers the new momentum goes to (m_table: in place); out
-    is the (K per, ...) stack and partials (K per, cdiv(size, BLOCK)) float64.
+    entries; out is the (K per, ...) stack and partials (K per, cdiv(size, BLOCK)) float64.
     CUDA only: Triton's interpreter cannot cast integers to pointers."""
     rows, blocks = partials.shape
     _momentum_table_kernel[(blocks, rows)](
         g_table,
         m_table,
-        n_table,
         out,
         partials,
         finite if finite is not None else partials,

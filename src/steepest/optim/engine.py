@@ -91,17 +91,6 @@ class Steepest(Optimizer):
             iterative polar backend) in a single process; other groups, CPU tensors and
             distributed runs stay eager. Learning rate
             and weight decay stay live; any other hyperparameter change re-records.
-        spare_momentum: keep a second float32 momentum buffer per matrix of the masked Muon
-            and PolarGrad groups (the device-side check above) and drop the check pass over
-            their gradients, default False. The momentum pass then writes the new momentum
-            into the spare buffer, and the verdict comes from the Frobenius norms that pass
-            computes anyway (a non-finite gradient makes its direction's norm non-finite);
-            stage 5 leaves every weight as it was on a False verdict, and after a finite step
-            the two buffers trade places, so ``state["momentum_buffer"]`` always holds the
-            momentum. One read of every gradient less per step (GPT-2 small on an H100: see
-            bench/results/ab_step-*spare*) for one more buffer of the parameters' size; the
-            momentum pass runs before the recording, one launch per stack. Applies where the
-            fused momentum pass does (compile, plain EMA momentum, no master weights).
         master_weights: keep a float32 copy of every bfloat16/float16 parameter in its state
             (``"master_param"``), run all five stages on it with the gradient in float32,
             and write the rounded result back to the parameter, default False. Updates
@@ -125,7 +114,6 @@ class Steepest(Optimizer):
         compile: bool | str = False,
         cuda_graph: bool = False,
         master_weights: bool = False,
-        spare_momentum: bool = False,
     ) -> None:
         who = type(self).__name__
         hyperparameters = dict(hyperparameters or {})
@@ -154,15 +142,7 @@ class Steepest(Optimizer):
             )
         check_flag(who, "cuda_graph", cuda_graph)
         check_flag(who, "master_weights", master_weights)
-        check_flag(who, "spare_momentum", spare_momentum)
         self.master_weights = master_weights
-        self.spare_momentum = spare_momentum
-        #: parameter -> its spare momentum buffer (spare_momentum=True)
-        self._spares: dict[torch.Tensor, torch.Tensor] = {}
-        #: (group index, stack number) -> the persistent (directions, norms) of that stack
-        self._directions: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        #: group index -> this step's momentum pass: (members, directions, norms) per stack
-        self._passed: dict[int, list[tuple[list[int], torch.Tensor, torch.Tensor]]] = {}
         self.compile = compile
         self.cuda_graph = cuda_graph
         self.graph_capture = cuda_capture
@@ -284,9 +264,7 @@ class Steepest(Optimizer):
                 loss = closure()
         work = self._gather()
         masked = self._masked_groups(work)
-        spared = self._spared_groups(work, masked)
-        self._passed.clear()
-        verdict = self._finite_on_device(work, spared) if masked else None
+        verdict = self._finite_on_device(work) if masked else None
         if self.nonfinite != "ignore" and verdict is None and not self._gradients_finite(work):
             self.skipped_steps += 1
             return loss
@@ -299,7 +277,6 @@ class Steepest(Optimizer):
                 if not self._verdict(verdict, work, counts):
                     return loss
                 verdict = None
-                self._swap_spares(work, spared)
             if not params:
                 continue
             low = [p for p, s in zip(params, states, strict=True) if "master_param" in s]
@@ -311,8 +288,8 @@ class Steepest(Optimizer):
             if low:  # round the updated float32 copies into the 16-bit parameters
                 masters = [s["master_param"] for s in states if "master_param" in s]
                 torch._foreach_copy_(low, masters)
-        if verdict is not None and self._verdict(verdict, work, counts):
-            self._swap_spares(work, spared)
+        if verdict is not None:
+            self._verdict(verdict, work, counts)
         return loss
 
     def _masked_groups(self, work: list[Work]) -> set[int]:
@@ -327,36 +304,17 @@ class Steepest(Optimizer):
         devices = {g.device for i in with_params for g in work[i][3]}
         return masked if len(devices) == 1 else set()
 
-    def _spared_groups(self, work: list[Work], masked: set[int]) -> set[int]:
-        """Indices of the masked groups whose momentum pass writes into spare buffers and
-        whose gradients the check pass skips (spare_momentum=True, the fused momentum pass)."""
-        if not self.spare_momentum:
-            return set()
-        return {
-            i
-            for i in masked
-            if _fusable(work[i][1], work[i][0], work[i][3], work[i][4])
-            and not any("master_param" in s for s in work[i][4])
-        }
-
     def _finite_on_device(
-        self,
-        work: list[Work],
-        spared: set[int] = frozenset(),  # type: ignore[assignment]
+        self, work: list[Work]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
         """Start the finiteness check without waiting: (device flag, host copy, event); the
-        check pass is steepest.optim.finite_check (one Triton launch on CUDA), over every
-        gradient but those of the ``spared`` groups, whose momentum pass runs here and adds
-        the finiteness of its norms to the flag."""
+        check pass is steepest.optim.finite_check (one Triton launch on CUDA)."""
         grads = [g for w in work for g in w[3] if g.numel()]
         device = grads[0].device
         flag = self._finite.get(device)
         if flag is None:  # one tensor per device for good: recordings read its address
             flag = self._finite[device] = torch.ones((), dtype=torch.bool, device=device)
-        checked = [g for i, w in enumerate(work) if i not in spared for g in w[3] if g.numel()]
-        all_finite_into(flag, checked)
-        for index in sorted(spared):
-            self._momentum_pass(index, work[index], flag)
+        all_finite_into(flag, grads)
         if device.type != "cuda":
             return flag, flag, None
         host = self._finite_host.get(device)
@@ -368,75 +326,6 @@ class Steepest(Optimizer):
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch stub: untyped
         event.record()
         return flag, host, event
-
-    def _momentum_pass(self, index: int, work: Work, flag: torch.Tensor) -> None:
-        """Stage 1 of a spared group, stack by stack: the new momentum into the spare buffers,
-        the directions and norms into the group's persistent tensors (the recorded rest of the
-        step reads them); flag &= every norm is finite."""
-        group, _, params, grads, states = work
-        polar_dtype = group.get("polar_dtype")
-        compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
-        stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
-        passed, total = [], None
-        for k, members in enumerate(_same_shape(grads)):
-            shape = tuple(grads[members[0]].shape)
-            m, n = matrix_shape(shape)[-2:]
-            buffers = [states[i]["momentum_buffer"] for i in members]
-            out = self._stack_tensors(
-                (index, k), (len(members) * (grads[members[0]].numel() // (m * n)), m, n),
-                stack_dtype, grads[0].device,
-            )  # fmt: skip
-            D, norms = momentum_stack(
-                [grads[i] for i in members],
-                buffers,
-                group["momentum"],
-                group["nesterov"],
-                stack_dtype,
-                matrix=(m, n),
-                into=[self._spare(params[i], b) for i, b in zip(members, buffers, strict=True)],
-                out=out,
-            )
-            passed.append((members, D, norms))
-            total = norms.sum() if total is None else total + norms.sum()
-        self._passed[index] = passed
-        if total is not None:
-            flag.logical_and_(torch.isfinite(total))
-
-    def _stack_tensors(
-        self, key: tuple[int, int], shape: tuple[int, int, int], dtype: torch.dtype,
-        device: torch.device,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """The persistent (directions, norms) of one stack of a spared group."""
-        pair = self._directions.get(key)
-        if pair is None or pair[0].shape != shape or pair[0].dtype != dtype or (
-            pair[0].device != device
-        ):  # fmt: skip
-            pair = self._directions[key] = (
-                torch.empty(shape, dtype=dtype, device=device),
-                torch.empty(shape[0], dtype=torch.float64, device=device),
-            )
-        return pair
-
-    def _spare(self, p: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
-        """p's spare momentum buffer, shaped and typed like its momentum buffer."""
-        spare = self._spares.get(p)
-        if spare is None or (spare.shape, spare.dtype, spare.device) != (
-            buffer.shape, buffer.dtype, buffer.device,
-        ):  # fmt: skip
-            spare = self._spares[p] = torch.zeros_like(buffer)
-        return spare
-
-    def _swap_spares(self, work: list[Work], spared: set[int]) -> None:
-        """After a finite step: each spare buffer of the spared groups holds the new momentum,
-        so it becomes the momentum buffer and the old one the spare."""
-        for index in spared:
-            _, _, params, _, states = work[index]
-            for p, state in zip(params, states, strict=True):
-                state["momentum_buffer"], self._spares[p] = (
-                    self._spares[p],
-                    state["momentum_buffer"],
-                )
-        spared.clear()
 
     def _verdict(
         self,
@@ -507,10 +396,6 @@ class Steepest(Optimizer):
         torch.compile fuses the shape scale, weight decay and update into one pass over each
         parameter."""
         lr, wd = self._live_scalars(index, group, params)
-        passed = self._passed.pop(index, None)
-        if passed is not None:
-            self._spared_step(index, group, algorithm, params, passed, lr, wd, finite)
-            return
         step = _compiled(self.compile, local_step)
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -548,53 +433,6 @@ class Steepest(Optimizer):
             graph.run(stages, params, grads, states, group, self.stacks)
         else:
             stages(grads)
-
-    def _spared_step(
-        self,
-        index: int,
-        group: Group,
-        algorithm: Algorithm,
-        params: list[torch.Tensor],
-        passed: list[tuple[list[int], torch.Tensor, torch.Tensor]],
-        lr: torch.Tensor,
-        wd: torch.Tensor,
-        finite: torch.Tensor | None,
-    ) -> None:
-        """Stages 2-5 of a spared group from its momentum pass's directions and norms, each
-        stack compiled (and on its own stream on CUDA), recorded as one with cuda_graph. The
-        recording reads the persistent directions, not the state, so the buffers' swap after
-        each step does not record it again."""
-        step = _compiled(self.compile, normed_step)
-        streams = self._side_streams(params[0].device) if params[0].is_cuda else []
-        streams = streams if STACK_STREAMS > 1 and len(passed) > 1 else []
-
-        def stages(_: list[torch.Tensor]) -> list[torch.Tensor]:
-            count = matrix_count(params, group["matrix_view"], group["blocks"])
-            self.stacks.orthogonalizations += count
-            runs = [
-                (algorithm, [params[i] for i in members], D, norms, group, lr, wd, finite)
-                for members, D, norms in passed
-            ]
-            if not streams:
-                for args in runs:
-                    step(*args)
-                return []
-            main = torch.cuda.current_stream()
-            for k, args in enumerate(runs):  # fork and join as in _fused_step
-                stream = streams[k % len(streams)]
-                stream.wait_stream(main)
-                with torch.cuda.stream(stream):
-                    step(*args)
-            for stream in streams[: len(runs)]:
-                main.wait_stream(stream)
-            return []
-
-        inputs = [t for _, D, norms in passed for t in (D, norms)]
-        if self._recordable(algorithm, group, params):
-            graph = self.graphs.setdefault(index, GroupGraph(self.graph_capture))
-            graph.run(stages, params, inputs, [], group, self.stacks)
-        else:
-            stages(inputs)
 
     def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
         """STACK_STREAMS streams on device, made once (a recording forks into the same ones)."""
@@ -798,44 +636,7 @@ def local_step(
 
         updates = map_matrices(run, directions, group["matrix_view"], group["blocks"])  # 3, 4
     updates = algorithm.rescale(updates, states, group)  # 4 (state-dependent)
-    _stage_5(params, updates, group, lr, weight_decay)
-
-
-def normed_step(
-    algorithm: Algorithm,
-    params: list[torch.Tensor],
-    D: torch.Tensor,
-    norms: torch.Tensor,
-    group: Group,
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-    finite: torch.Tensor | None = None,
-) -> None:
-    """Stages 2-5 of one same-shape stack of a spared group (Steepest's spare_momentum) from
-    its momentum pass's directions D and their norms: local_step without stage 1. With
-    ``finite`` False the directions may hold inf or nan, so the update is zeroed (not scaled
-    by lr = 0, which would keep a nan) before stage 5: p <- p * 1 - 0 * 0 = p."""
-    if finite is not None:
-        lr = torch.where(finite, lr, 0.0)
-        weight_decay = torch.where(finite, weight_decay, 0.0)
-    shape = params[0].shape
-    m, n = D.shape[-2:]
-    U = algorithm.dualize_normed(D, norms, params[0].dtype, group) * algorithm.scale(m, n, group)
-    if finite is not None:
-        U = torch.where(finite, U, 0.0)
-    U = U.reshape(len(params), *shape)
-    _stage_5(params, [U[k] for k in range(len(params))], group, lr, weight_decay)
-
-
-def _stage_5(
-    params: list[torch.Tensor],
-    updates: list[torch.Tensor],
-    group: Group,
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-) -> None:
-    """Algorithm.apply's math with lr and weight decay as 0-dim tensors."""
-    if group.get("cautious_weight_decay", False):
+    if group.get("cautious_weight_decay", False):  # 5
         for p, u in zip(params, updates, strict=True):
             p.sub_((u * p >= 0).to(p.dtype) * p * (lr * weight_decay))
     else:

@@ -47,15 +47,12 @@ def momentum_stack(
     *,
     matrix: tuple[int, int] | None = None,
     kernel: str = "auto",
-    into: Sequence[torch.Tensor] | None = None,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update the momentum buffers of K same-shape tensors and stack their directions' matrices.
 
-    Math (per matrix, MomentumAlgorithm's): M <- beta M + (1 - beta) G, in place (or written
-    into ``into``, M left as it was); the direction is D = (1 - beta) G + beta M with
-    ``nesterov``, else M. With ``finite`` (a 0-dim bool tensor) a False value makes G := M, so
-    M stays and D = M (the engine's no-op step).
+    Math (per matrix, MomentumAlgorithm's): M <- beta M + (1 - beta) G, in place; the direction
+    is D = (1 - beta) G + beta M with ``nesterov``, else M. With ``finite`` (a 0-dim bool
+    tensor) a False value makes G := M, so M stays and D = M (the engine's no-op step).
 
     Args:
         grads, buffers: K >= 1 tensors of one shape with ndim >= 2; buffers are updated in
@@ -68,11 +65,6 @@ def momentum_stack(
             in memory order; default their last two dimensions.
         kernel: "auto" (the Triton kernel for contiguous 32- and 16-bit CUDA tensors, torch
             otherwise), "torch" or "triton" (ValueError where it cannot run).
-        into: K tensors of the buffers' shape and dtype, none of them a buffer, to write the
-            new momentum into (the engine's spare buffers); default: the buffers, in place.
-            Eager calls only (not under torch.compile).
-        out: (stack, norms) tensors to write the result into, shaped and typed as returned
-            (the engine's persistent directions); default: new tensors. Eager calls only.
 
     Returns:
         (D, norms): the directions as one (K b, m, n) tensor in ``dtype`` and the Frobenius
@@ -100,64 +92,15 @@ def momentum_stack(
         raise ValueError(
             f"momentum_stack: matrix={(m, n)} does not divide tensors of shape {tuple(shape)}"
         )
-    _check_into_and_out(buffers, into, out, len(grads) * (numel // (m * n)), (m, n), dtype)
     reason = _triton_unsupported(grads, buffers) if kernel != "torch" else "kernel='torch'"
-    if not reason and into is not None:
-        reason = _triton_unsupported(grads, into)
     if kernel == "triton" and reason:
         raise ValueError(f"momentum_stack: kernel='triton' cannot run: {reason}")
     if reason:
-        result = _momentum_stack_torch(
-            grads, buffers, beta, nesterov, dtype, finite, (m, n), into
-        )  # fmt: skip
-    elif into is None and out is None:  # the compiled step's call: an opaque op for Inductor
-        result = torch.ops.steepest.momentum_stack_triton(
-            list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n
-        )
-    else:
-        kept = list(buffers)
-        result = _launch(
-            list(grads), kept, list(into) if into is not None else kept,
-            float(beta), bool(nesterov), dtype, finite, m, n, out,
-        )  # fmt: skip
-    if out is None:
-        return result
-    if result[0] is not out[0]:
-        out[0].copy_(result[0])
-        out[1].copy_(result[1])
-    return out
-
-
-def _check_into_and_out(
-    buffers: Sequence[torch.Tensor],
-    into: Sequence[torch.Tensor] | None,
-    out: tuple[torch.Tensor, torch.Tensor] | None,
-    rows: int,
-    matrix: tuple[int, int],
-    dtype: torch.dtype,
-) -> None:
-    if into is not None:
-        if len(into) != len(buffers) or any(
-            t.shape != b.shape or t.dtype != b.dtype or t.device != b.device
-            for t, b in zip(into, buffers, strict=True)
-        ):
-            raise ValueError(
-                "momentum_stack: into must hold one tensor of each buffer's shape, dtype and device"
-            )
-        if any(t.data_ptr() == b.data_ptr() for t in into for b in buffers):
-            raise ValueError("momentum_stack: into must not share memory with the buffers")
-    if out is not None:
-        stack, norms = out
-        if stack.shape != (rows, *matrix) or stack.dtype != dtype or not stack.is_contiguous():
-            raise ValueError(
-                f"momentum_stack: out[0] is {tuple(stack.shape)} {stack.dtype}; need a "
-                f"contiguous {(rows, *matrix)} tensor in {dtype}"
-            )
-        if norms.shape != (rows,) or norms.dtype != torch.float64:
-            raise ValueError(
-                f"momentum_stack: out[1] is {tuple(norms.shape)} {norms.dtype}; need "
-                f"({rows},) float64"
-            )
+        return _momentum_stack_torch(grads, buffers, beta, nesterov, dtype, finite, (m, n))
+    stack, norms = torch.ops.steepest.momentum_stack_triton(
+        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n
+    )
+    return stack, norms
 
 
 @torch.library.custom_op(
@@ -179,49 +122,28 @@ def _momentum_stack_triton(
     """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
     declared mutated, so Inductor neither clones them nor the stack around the launches (as it
     did for the bare kernel calls: slower than the unfused stage on an H100)."""
-    return _launch(grads, buffers, buffers, beta, nesterov, dtype, finite, m, n, None)
-
-
-def _launch(
-    grads: list[torch.Tensor],
-    buffers: list[torch.Tensor],
-    into: list[torch.Tensor],
-    beta: float,
-    nesterov: bool,
-    dtype: torch.dtype,
-    finite: torch.Tensor | None,
-    m: int,
-    n: int,
-    out: tuple[torch.Tensor, torch.Tensor] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Triton launches: one per stack through pointer tables, else one per matrix."""
     from ._momentum_triton import BLOCK, momentum_direction_triton, momentum_stack_table_triton
 
     per, size = grads[0].numel() // (m * n), m * n
     blocks = -(-size // BLOCK)
     device = grads[0].device
-    stack = out[0] if out is not None else torch.empty(
-        (len(grads) * per, m, n), dtype=dtype, device=device
-    )  # fmt: skip
+    stack = torch.empty((len(grads) * per, m, n), dtype=dtype, device=device)
     partials = torch.empty((len(grads) * per, blocks), dtype=torch.float64, device=device)
-    tables = _pointer_tables(grads, buffers, into)
+    tables = _pointer_tables(grads, buffers)
     if tables is not None:  # one launch for the stack
         momentum_stack_table_triton(
             *tables, stack, partials, beta, nesterov, finite, per, size
         )  # fmt: skip
-    else:
-        row = 0
-        for g, buf, new in zip(grads, buffers, into, strict=True):  # one launch per matrix
-            for j in range(per):
-                momentum_direction_triton(
-                    g, buf, new, stack, partials, beta, nesterov, finite, size,
-                    j * size, row * size, row * blocks,
-                )  # fmt: skip
-                row += 1
-    if out is None:
         return stack, partials.sum(dim=-1).sqrt()
-    torch.sqrt(partials.sum(dim=-1), out=out[1])
-    return out
+    row = 0
+    for g, buf in zip(grads, buffers, strict=True):  # one launch per matrix
+        for j in range(per):
+            momentum_direction_triton(
+                g, buf, stack, partials, beta, nesterov, finite, size,
+                j * size, row * size, row * blocks,
+            )  # fmt: skip
+            row += 1
+    return stack, partials.sum(dim=-1).sqrt()
 
 
 #: The one-launch kernel's pointer tables, keyed by device, dtypes and data pointers: a
@@ -230,30 +152,26 @@ _TABLES = DeviceTables(kept=64)
 
 
 def _pointer_tables(
-    grads: list[torch.Tensor], buffers: list[torch.Tensor], into: list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.dtype, torch.dtype]] | None:
-    """The int64 data-pointer tables of grads, buffers and the buffers the new momentum goes
-    to on their device, and the two dtypes (steepest.optim.device_tables); None where the
-    one-launch kernel cannot take them: on CPU (Triton's interpreter cannot cast integers to
-    pointers), mixed dtypes, or a table not yet built while a CUDA graph records. Then the
-    caller launches once per matrix."""
+    grads: list[torch.Tensor], buffers: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.dtype, torch.dtype]] | None:
+    """The int64 data-pointer tables of grads and buffers on their device and their two
+    dtypes (steepest.optim.device_tables); None where the one-launch kernel cannot take them:
+    on CPU (Triton's interpreter cannot cast integers to pointers), mixed dtypes, or a table
+    not yet built while a CUDA graph records. Then the caller launches once per matrix."""
     device = grads[0].device
     types = (grads[0].dtype, buffers[0].dtype)
     if device.type != "cuda" or any(
         (g.dtype, b.dtype) != types for g, b in zip(grads, buffers, strict=True)
     ):
         return None
-    tensors = (grads, buffers) if into is buffers else (grads, buffers, into)
     tables = _TABLES.get(
-        (device, len(tensors), *types, *(t.data_ptr() for ts in tensors for t in ts)),
+        (device, *types, *(t.data_ptr() for t in (*grads, *buffers))),
         lambda: tuple(
             torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64, device=device)
-            for ts in tensors
+            for ts in (grads, buffers)
         ),
     )
-    if tables is None:
-        return None
-    return tables[0], tables[1], tables[-1] if into is not buffers else tables[1], types
+    return None if tables is None else (tables[0], tables[1], types)
 
 
 @_momentum_stack_triton.register_fake
@@ -282,18 +200,13 @@ def _momentum_stack_torch(
     dtype: torch.dtype,
     finite: torch.Tensor | None,
     matrix: tuple[int, int],
-    into: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """momentum_stack in torch ops (CPU, and wherever the kernel cannot run)."""
     grads = list(grads)
     if finite is not None:
         grads = [torch.where(finite, g, m) for g, m in zip(grads, buffers, strict=True)]
-    if into is None:
-        torch._foreach_lerp_(list(buffers), grads, 1.0 - beta)
-        into = buffers
-    else:
-        torch._foreach_copy_(list(into), torch._foreach_lerp(list(buffers), grads, 1.0 - beta))
-    directions = torch._foreach_lerp(grads, list(into), beta) if nesterov else into
+    torch._foreach_lerp_(list(buffers), grads, 1.0 - beta)
+    directions = torch._foreach_lerp(grads, list(buffers), beta) if nesterov else buffers
     D = torch.stack(list(directions)).reshape(-1, *matrix)
     norms = torch.linalg.vector_norm(D, dim=(-2, -1), dtype=torch.float64)
     return D.to(dtype), norms

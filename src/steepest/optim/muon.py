@@ -115,8 +115,6 @@ class Muon(Steepest):
             stages 1-4); off by default. For the fastest step on a GPU pass both and
             ``adamw_fused=True`` (bench/step.py).
         master_weights: float32 master copies of bf16/fp16 parameters (see Steepest).
-        spare_momentum: a second momentum buffer per matrix in place of the check pass over
-            the matrices' gradients on the compiled path (see Steepest).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
     """
@@ -146,7 +144,6 @@ class Muon(Steepest):
         compile: bool | str = False,
         cuda_graph: bool = False,
         master_weights: bool = False,
-        spare_momentum: bool = False,
     ) -> None:
         muon = dict(
             lr=lr,
@@ -178,5 +175,4 @@ class Muon(Steepest):
             compile=compile,
             cuda_graph=cuda_graph,
             master_weights=master_weights,
-            spare_momentum=spare_momentum,
         )

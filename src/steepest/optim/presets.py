@@ -31,9 +31,8 @@ class Preset(Steepest):
         params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
             is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
-        compile, cuda_graph, master_weights, spare_momentum: the execution options of
-            Steepest (compiled stacks, CUDA-graph replay of capturable groups, float32 master
-            copies, spare momentum buffers in place of the check pass).
+        compile, cuda_graph, master_weights: the execution options of Steepest (compiled
+            stacks, CUDA-graph replay of capturable groups, float32 master copies).
         **hyperparameters: the algorithm's keys (see ``ALGORITHMS[name].defaults``), and,
             where vectors go to AdamW, adamw_lr, adamw_betas, adamw_eps,
             adamw_weight_decay, adamw_fused. Unknown keys raise ValueError listing the known.
@@ -52,7 +51,6 @@ class Preset(Steepest):
         compile: bool | str = False,
         cuda_graph: bool = False,
         master_weights: bool = False,
-        spare_momentum: bool = False,
         **hyperparameters: Any,
     ) -> None:
         split = self.vector_algorithm == "adamw" and self.algorithm != "adamw"
@@ -73,7 +71,6 @@ class Preset(Steepest):
             compile=compile,
             cuda_graph=cuda_graph,
             master_weights=master_weights,
-            spare_momentum=spare_momentum,
         )
 
     def _rename(self, params: Iterable[Any]) -> Iterable[Any]:

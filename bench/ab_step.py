@@ -16,6 +16,9 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       the products ("staggered"); the momentum kernel capped at 32 or 66
                       programs looping over its blocks, leaving SMs to other streams'
                       products (2.97 and 2.92 ms against 2.93 ms uncapped).
+  R P^2:              the Gram form's R update as R P^2 with P^2 from the symmetric kernel
+                      (steepest.polar.gram.R_UPDATE = "square"), one full s x s product
+                      less per update; "R P^2 check" with the default check on.
   half-products:      the Gram form's s x s products of two iterates as the Triton
                       half-products of commuting_product, not cuBLAS's full products
                       (symmetric.COMMUTING_AUTO_MIN_SIDE = 768; off by default). Measured
@@ -67,6 +70,7 @@ from common import SETS, parameters_with_gradients, pipelined, time_fn, write_re
 import steepest
 import steepest.optim.engine as engine
 import steepest.optim.finite_check as finite_check
+import steepest.polar.gram as gram
 import steepest.polar.kernels.symmetric as symmetric
 from steepest.optim.batching import map_matrices
 
@@ -92,9 +96,11 @@ LOCAL_STEP = engine.local_step
 
 def _target(key: str):
     """(module, attribute) of a setting: steepest.polar.kernels.symmetric for "symmetric.*"
-    keys, steepest.optim.finite_check for "finite_check.*", the engine otherwise."""
+    keys, steepest.optim.finite_check for "finite_check.*", steepest.polar.gram for
+    "gram.*", the engine otherwise."""
     module, _, name = key.rpartition(".")
-    return {"symmetric": symmetric, "finite_check": finite_check}.get(module, engine), name
+    modules = {"symmetric": symmetric, "finite_check": finite_check, "gram": gram}
+    return modules.get(module, engine), name
 
 
 @contextlib.contextmanager
@@ -142,6 +148,7 @@ DEFAULTS = {
     "finite_check.FINITE_KERNEL": finite_check.FINITE_KERNEL,
     "STACK_STREAMS": engine.STACK_STREAMS,
     "symmetric.COMMUTING_AUTO_MIN_SIDE": symmetric.COMMUTING_AUTO_MIN_SIDE,
+    "gram.R_UPDATE": gram.R_UPDATE,
 }
 #: variant -> the engine settings it changes
 VARIANTS = {
@@ -153,6 +160,8 @@ VARIANTS = {
     "half-products": {"symmetric.COMMUTING_AUTO_MIN_SIDE": 768},
     "check foreach": {"nonfinite": "raise", "finite_check.FINITE_KERNEL": "torch"},
     "check kernel": {"nonfinite": "raise"},
+    "R P^2": {"gram.R_UPDATE": "square"},
+    "R P^2 check": {"gram.R_UPDATE": "square", "nonfinite": "raise"},
 }
 
 

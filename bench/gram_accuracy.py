@@ -1,5 +1,6 @@
 """How far the Gram form's result lies from the float64 iteration, with the chain's s x s
-products as cuBLAS full products or as the Triton half-products (commuting_product).
+products as cuBLAS full products or as the Triton half-products (commuting_product), and with
+R updated as P R P or as R P^2 (steepest.polar.gram.R_UPDATE).
 
 For each stack shape and input kind (Gaussian; log-uniform singular values in [1e-3, 1]; a
 rank-8 signal plus 1% noise, like a gradient), msign(form="gram") in float16 with every
@@ -8,7 +9,7 @@ half-products, against the 5-step Polar Express iteration in float64 on the same
 Prints the worst relative Frobenius error over the stack and the worst error of the singular
 values against the float64 map p(s), and times both chains in a CUDA graph.
 
-Usage: python bench/gram_accuracy.py
+Usage: python bench/gram_accuracy.py [--variants cuBLAS,half,R P^2]
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import argparse
 import torch
 from common import in_graph_ms, polar_express_float64, sample_matrices, write_result
 
-from steepest.polar import msign
+from steepest.polar import gram, msign
 from steepest.polar.kernels import symmetric
 
 NEVER = 1 << 30
+#: variant -> (COMMUTING_AUTO_MIN_SIDE, R_UPDATE)
+VARIANTS = {"cuBLAS": (NEVER, "sandwich"), "half": (0, "sandwich"), "R P^2": (NEVER, "square")}
 SHAPES = ((6, 384, 1536), (18, 384, 384), (12, 768, 3072), (12, 768, 2304))
 
 
@@ -41,7 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--variants", default="cuBLAS,half", help=f"of {list(VARIANTS)}")
     args = parser.parse_args(argv)
+    chains = args.variants.split(",")
+    if any(c not in VARIANTS for c in chains):
+        parser.error(f"--variants: choose from {list(VARIANTS)}")
     torch.set_default_device("cuda")
     torch.manual_seed(0)
     symmetric.AUTO_MIN_SIDE = 0
@@ -50,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         for case, G in sample_matrices(count, s, l).items():
             ref = reference(G)
             row: dict = {"shape": (count, s, l), "input": case}
-            for chain, side in (("cuBLAS", NEVER), ("half", 0)):
-                symmetric.COMMUTING_AUTO_MIN_SIDE = side
+            for chain in chains:
+                symmetric.COMMUTING_AUTO_MIN_SIDE, gram.R_UPDATE = VARIANTS[chain]
                 X = G.float()
                 row[f"{chain} rel. error"], row[f"{chain} sv error"] = errors(
                     msign(X, form="gram"), ref
@@ -63,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
             cells = "  ".join(
                 f"{c}: rel {row[f'{c} rel. error']:.2e} sv {row[f'{c} sv error']:.2e}"
                 + (f" {row[f'{c} us']:6.1f} us" if f"{c} us" in row else "")
-                for c in ("cuBLAS", "half")
+                for c in chains
             )
             print(f"{str((count, s, l)):16s} {case:15s} {cells}", flush=True)
-    write_result("gram_accuracy", {"rows": rows}, args.out)
+    symmetric.COMMUTING_AUTO_MIN_SIDE, gram.R_UPDATE = VARIANTS["cuBLAS"]
+    tag = "" if chains == ["cuBLAS", "half"] else "-" + "-".join(c.replace(" ", "") for c in chains)
+    write_result(f"gram_accuracy{tag.replace('^', '')}", {"rows": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from steepest.polar import (
     polar_express_coefficients,
 )
 
+gram_module = importlib.import_module("steepest.polar.gram")
 SHAPES = [(40, 10), (10, 40), (16, 16), (1, 7), (7, 1), (3, 30, 5), (2, 6, 24)]
 RESTARTS = [(), (2,), (1, 3), (1, 2, 3, 4)]
 
@@ -23,7 +24,11 @@ RESTARTS = [(), (2,), (1, 3), (1, 2, 3, 4)]
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("backend", ["newton_schulz", "polar_express"])
 @pytest.mark.parametrize("restarts", RESTARTS)
-def test_gram_form_equals_direct_iteration_in_float64(shape, backend, restarts):
+@pytest.mark.parametrize("r_update", ["sandwich", "square"])
+def test_gram_form_equals_direct_iteration_in_float64(
+    monkeypatch, shape, backend, restarts, r_update
+):
+    monkeypatch.setattr(gram_module, "R_UPDATE", r_update)
     gen = torch.Generator().manual_seed(0)
     G = torch.randn(*shape, dtype=torch.float64, generator=gen)
     X = G / (1.01 * torch.linalg.matrix_norm(G, keepdim=True))

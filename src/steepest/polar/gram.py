@@ -16,6 +16,16 @@ __all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
 #: Newton-Schulz by Restarting").
 GRAM_RESTARTS = (2,)
 
+#: How the Gram form updates R between steps: "sandwich", R_{k+1} = (P_k R_k) P_k, two full
+#: products; or "square", R_{k+1} = R_k P_k^2 with P_k^2 = P_k P_k^T from the symmetric kernel
+#: (half the tiles), one full product. Equal in exact arithmetic (P_k and R_k commute). Read at
+#: each call. "square" made the GPT-2-small step 2.46 against 2.50 ms pipelined on an H100 but
+#: the result 2.5x less accurate on ill-conditioned input (singular values spread over
+#: [1e-3, 1]: relative error 5.3e-2 against 2.1e-2 from the float64 iteration, singular values
+#: 5.9e-2 against 1.7e-2 off; bench/results/gram_accuracy-cuBLAS-RP2-*, ab_step-*R_P_2*), as
+#: the half-products were (symmetric.COMMUTING_AUTO_MIN_SIDE): so the default is "sandwich".
+R_UPDATE = "sandwich"
+
 
 def _segment(
     X: torch.Tensor, coefficients: Sequence[tuple[float, float, float]], kernel: str
@@ -34,7 +44,9 @@ def _segment(
             P = R * b
             P.diagonal(dim1=-2, dim2=-1).add_(a)
         Q = P if Q is None else commuting_product(P, Q, kernel=kernel)
-        if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (P and R commute)
+        if i < last and R_UPDATE == "square":  # R_{k+1} = R P^2 (P and R commute)
+            R = commuting_product(R, symmetric_product(P, kernel=kernel), kernel=kernel)
+        elif i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P
             R = commuting_product(commuting_product(P, R, kernel=kernel), P, kernel=kernel)
     assert Q is not None  # coefficients is not empty
     return torch.bmm(Q, X)

@@ -61,11 +61,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import statistics
 
 import torch
-from common import SETS, parameters_with_gradients, pipelined, time_fn, write_result
+from common import SETS, parameters_with_gradients, pipelined, time_fn, variant_tag, write_result
 
 import steepest
 import steepest.optim.engine as engine
@@ -201,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{k:20s} {v['isolated']:8.3f} ms {v['pipelined']:8.3f} ms  params vs first {gap:.2e}"
         )
-    tag = "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names)  # plain file names
-    write_result(f"ab_step-{args.set}-{tag}", {"summary": summary, "times": times}, args.out)
+    write_result(
+        f"ab_step-{args.set}-{variant_tag(names)}", {"summary": summary, "times": times}, args.out
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -104,6 +105,11 @@ def machine() -> dict:
         except ImportError:
             pass
     return info
+
+
+def variant_tag(names: list[str]) -> str:
+    """Variant names joined into a plain file-name part ("R P^2" -> "R_P_2")."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", n) for n in names)
 
 
 def write_result(name: str, payload: dict, out_dir: str | Path = "bench/results") -> Path:

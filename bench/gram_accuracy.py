@@ -7,7 +7,7 @@ rank-8 signal plus 1% noise, like a gradient), msign(form="gram") in float16 wit
 symmetric product on the Triton kernel, once with the chain on cuBLAS and once on the
 half-products, against the 5-step Polar Express iteration in float64 on the same input.
 Prints the worst relative Frobenius error over the stack and the worst error of the singular
-values against the float64 map p(s), and times both chains in a CUDA graph.
+values against the float64 map p(s), and times each variant in a CUDA graph.
 
 Usage: python bench/gram_accuracy.py [--variants cuBLAS,half,R P^2]
 """
@@ -17,7 +17,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import in_graph_ms, polar_express_float64, sample_matrices, write_result
+from common import (
+    in_graph_ms,
+    polar_express_float64,
+    sample_matrices,
+    variant_tag,
+    write_result,
+)
 
 from steepest.polar import gram, msign
 from steepest.polar.kernels import symmetric
@@ -73,9 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                 for c in chains
             )
             print(f"{str((count, s, l)):16s} {case:15s} {cells}", flush=True)
-    symmetric.COMMUTING_AUTO_MIN_SIDE, gram.R_UPDATE = VARIANTS["cuBLAS"]
-    tag = "" if chains == ["cuBLAS", "half"] else "-" + "-".join(c.replace(" ", "") for c in chains)
-    write_result(f"gram_accuracy{tag.replace('^', '')}", {"rows": rows}, args.out)
+    tag = "" if chains == ["cuBLAS", "half"] else f"-{variant_tag(chains)}"
+    write_result(f"gram_accuracy{tag}", {"rows": rows}, args.out)
 
 
 if __name__ == "__main__":

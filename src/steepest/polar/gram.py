@@ -22,7 +22,7 @@ GRAM_RESTARTS = (2,)
 #: each call. "square" made the GPT-2-small step 2.46 against 2.50 ms pipelined on an H100 but
 #: the result 2.5x less accurate on ill-conditioned input (singular values spread over
 #: [1e-3, 1]: relative error 5.3e-2 against 2.1e-2 from the float64 iteration, singular values
-#: 5.9e-2 against 1.7e-2 off; bench/results/gram_accuracy-cuBLAS-RP2-*, ab_step-*R_P_2*), as
+#: 5.9e-2 against 1.7e-2 off; bench/results/gram_accuracy-cuBLAS-R_P_2-*, ab_step-*R_P_2*), as
 #: the half-products were (symmetric.COMMUTING_AUTO_MIN_SIDE): so the default is "sandwich".
 R_UPDATE = "sandwich"
 
@@ -44,10 +44,11 @@ def _segment(
             P = R * b
             P.diagonal(dim1=-2, dim2=-1).add_(a)
         Q = P if Q is None else commuting_product(P, Q, kernel=kernel)
-        if i < last and R_UPDATE == "square":  # R_{k+1} = R P^2 (P and R commute)
-            R = commuting_product(R, symmetric_product(P, kernel=kernel), kernel=kernel)
-        elif i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P
-            R = commuting_product(commuting_product(P, R, kernel=kernel), P, kernel=kernel)
+        if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P = R P^2 (P and R commute)
+            if R_UPDATE == "square":
+                R = commuting_product(R, symmetric_product(P, kernel=kernel), kernel=kernel)
+            else:
+                R = commuting_product(commuting_product(P, R, kernel=kernel), P, kernel=kernel)
     assert Q is not None  # coefficients is not empty
     return torch.bmm(Q, X)
 

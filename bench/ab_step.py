@@ -19,6 +19,13 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
   R P^2:              the Gram form's R update as R P^2 with P^2 from the symmetric kernel
                       (steepest.polar.gram.R_UPDATE = "square"), one full s x s product
                       less per update; "R P^2 check" with the default check on.
+  pointer loads:      the symmetric kernel loading its tiles through pointers, as before
+                      session 12, not through TMA descriptors (_syrk_triton.USE_TMA);
+                      "pointer loads check" with the default check on: 2.635 against
+                      2.603 ms pipelined for TMA. A first version that also read
+                      column-major operands through descriptors of their transposes made
+                      the step slower, 2.665 against 2.618 ms (not profiled;
+                      bench/results/ab_step-*transposed-tma*).
   half-products:      the Gram form's s x s products of two iterates as the Triton
                       half-products of commuting_product, not cuBLAS's full products
                       (symmetric.COMMUTING_AUTO_MIN_SIDE = 768; off by default). Measured
@@ -70,6 +77,7 @@ import steepest
 import steepest.optim.engine as engine
 import steepest.optim.finite_check as finite_check
 import steepest.polar.gram as gram
+import steepest.polar.kernels._syrk_triton as syrk
 import steepest.polar.kernels.symmetric as symmetric
 from steepest.optim.batching import map_matrices
 
@@ -96,9 +104,9 @@ LOCAL_STEP = engine.local_step
 def _target(key: str):
     """(module, attribute) of a setting: steepest.polar.kernels.symmetric for "symmetric.*"
     keys, steepest.optim.finite_check for "finite_check.*", steepest.polar.gram for
-    "gram.*", the engine otherwise."""
+    "gram.*", the symmetric kernel's launcher for "syrk.*", the engine otherwise."""
     module, _, name = key.rpartition(".")
-    modules = {"symmetric": symmetric, "finite_check": finite_check, "gram": gram}
+    modules = {"symmetric": symmetric, "finite_check": finite_check, "gram": gram, "syrk": syrk}
     return modules.get(module, engine), name
 
 
@@ -148,6 +156,7 @@ DEFAULTS = {
     "STACK_STREAMS": engine.STACK_STREAMS,
     "symmetric.COMMUTING_AUTO_MIN_SIDE": symmetric.COMMUTING_AUTO_MIN_SIDE,
     "gram.R_UPDATE": gram.R_UPDATE,
+    "syrk.USE_TMA": syrk.USE_TMA,
 }
 #: variant -> the engine settings it changes
 VARIANTS = {
@@ -161,6 +170,8 @@ VARIANTS = {
     "check kernel": {"nonfinite": "raise"},
     "R P^2": {"gram.R_UPDATE": "square"},
     "R P^2 check": {"gram.R_UPDATE": "square", "nonfinite": "raise"},
+    "pointer loads": {"syrk.USE_TMA": False},
+    "pointer loads check": {"syrk.USE_TMA": False, "nonfinite": "raise"},
 }
 
 

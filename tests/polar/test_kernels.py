@@ -275,6 +275,44 @@ def test_interpreted_two_operand_kernel_computes_upper_tiles_of_a_b_transposed(c
 
 
 @needs_interpreter
+@pytest.mark.parametrize("config", ["128x64w8s3", "64x64w4s4"])
+@pytest.mark.parametrize("shape", [(2, 200, 64), (1, 136, 200), (3, 8, 24), (1, 264, 136)])
+def test_interpreted_tma_loads_match_float64(config, shape):
+    """The TMA path (tiles through descriptors, rows past s and columns past l zero-filled by
+    the descriptor's bounds) on shapes that are not tile multiples: alone, with C and shift,
+    and with a second operand."""
+    from steepest.polar.kernels._syrk_triton import syrk_triton, tma_usable
+
+    batch, s, l = shape
+    X, C = _inputs(batch, s, l, torch.float16, "cpu", s + l)
+    X = X / 4
+    assert tma_usable(X)
+    for C_used, alpha, beta, shift in ((None, 1.3, 0.0, 0.0), (C, -0.6, 1.7, 2.5)):
+        out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
+        syrk_triton(X, alpha, C_used, beta, out, config=config, shift=shift, tma=True)
+        ref = _oracle(X, alpha, C_used, beta) + shift * torch.eye(s, dtype=torch.float64)
+        assert torch.isfinite(out).all(), "unwritten (NaN) output elements"
+        assert _relative_error(out, ref) < 2e-3
+    A, B = (M.half() for M in _commuting_pair(batch, s, torch.Generator().manual_seed(s)))
+    out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
+    syrk_triton(A, 1.0, None, 0.0, out, config=config, Y=B, tma=True)
+    assert torch.equal(out, out.mT)
+    assert _relative_error(out, A.double() @ B.double()) < 5e-3
+
+
+def test_tma_usable_needs_16_byte_aligned_strides_and_offset():
+    from steepest.polar.kernels._syrk_triton import tma_usable
+
+    X = torch.zeros(2, 16, 24, dtype=torch.float16)
+    assert tma_usable(X)
+    assert not tma_usable(X.mT)  # column-major: pointer loads
+    assert not tma_usable(torch.zeros(2, 16, 20, dtype=torch.float16))  # 40-byte rows
+    assert not tma_usable(X[:, :, 1:])  # offset of 2 bytes
+    assert tma_usable(X[:, 8:, :])  # offset of 8 rows: 384 bytes
+    assert not tma_usable(X[:, :, ::2])  # no unit stride
+
+
+@needs_interpreter
 def test_interpreted_commuting_product_wrapper(monkeypatch):
     """commuting_product's Triton path (layouts, out=, leading dims) on CPU through the
     interpreter, with the CUDA requirement lifted for the test."""
@@ -374,6 +412,26 @@ def test_every_triton_tile_config_matches_float64(config, shape):
         torch.cuda.synchronize()
         assert torch.isfinite(out).all()
         assert _relative_error(out, _oracle(X, -1.1, C_used, beta)) < 1e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("config", ["128x64w8s3", "64x64w4s4"])
+@pytest.mark.parametrize("shape", [(2, 8, 8), (2, 136, 200), (3, 296, 520), (2, 768, 2304)])
+def test_triton_tma_and_pointer_loads_match_float64(config, shape):
+    """Both load paths on the device, alone and with C and shift: each against the oracle."""
+    from steepest.polar.kernels._syrk_triton import syrk_triton, tma_usable
+
+    batch, s, l = shape
+    X, C = _inputs(batch, s, l, torch.float16, "cuda", s * l)
+    X = X / 4
+    assert tma_usable(X)
+    ref = _oracle(X, -1.1, C, 0.5) + 3.0 * torch.eye(s, dtype=torch.float64, device="cuda")
+    for tma in (False, True):
+        out = torch.full((batch, s, s), float("nan"), dtype=torch.float16, device="cuda")
+        syrk_triton(X, -1.1, C, 0.5, out, config=config, shift=3.0, tma=tma)
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all()
+        assert _relative_error(out, ref) < 2e-3
 
 
 @needs_cuda

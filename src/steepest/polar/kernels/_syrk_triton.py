@@ -3,6 +3,15 @@
 Y = X gives the symmetric product X X^T; a symmetric Y that commutes with a symmetric X gives
 the product X Y of commuting symmetric matrices, also symmetric (commuting_product).
 
+Row-major operand tiles are loaded through TMA descriptors (triton.tools.tensor_descriptor)
+where the device has them (compute capability >= 9) and the strides allow, others through
+pointers. Inside
+CUDA graphs on an H100, TMA loads took GPT-2 small's s x s products from 17.1 to 15.5 us
+(float16, with C and shift), 15.2 to 13.5 us (bfloat16 X X^T) and the 768 x 3072 Gram
+product from 47.7 to 42.4 us (bench/results/syrk_tune-*); in the GPT-2-small step the
+symmetric products' kernel time went from 669 to 606 us and the step from 2.635 to 2.603 ms
+pipelined (with the default finiteness check; bench/results/ab_step-*pointer_loads*).
+
 Imported lazily (it imports triton at the top); use steepest.polar.kernels.symmetric_product.
 """
 
@@ -12,7 +21,11 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["TILE_CONFIGS", "pick_config", "syrk_triton"]
+__all__ = ["TILE_CONFIGS", "USE_TMA", "pick_config", "syrk_triton", "tma_usable"]
+
+#: Load tiles through TMA descriptors where they can be used (read at each call; the benches
+#: turn it off to compare).
+USE_TMA = True
 
 #: Named tile configurations (BLOCK, BLOCK_K, num_warps, num_stages) the launcher can use.
 TILE_CONFIGS = {
@@ -54,7 +67,10 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
     NUM_STAGES: tl.constexpr,
+    TMA: tl.constexpr = False,
 ):
+    # With TMA, x_ptr and y_ptr are descriptors of the row-major X and Y, whose bounds
+    # zero-fill the tiles past s and l; their stride arguments are not read.
     # Program (t, batch) owns upper tile number t, counted row by row: row i holds the
     # n_tiles - i tiles (i, i), (i, i + 1), ..., (i, n_tiles - 1).
     t = tl.program_id(0)
@@ -69,25 +85,31 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     offs = tl.arange(0, BLOCK)
     rows_i = i * BLOCK + offs
     rows_j = j * BLOCK + offs
-    # Rows past S wrap onto valid rows: their products are never stored, so loads need no mask.
-    load_i = rows_i % S
-    load_j = rows_j % S
-    ks = tl.arange(0, BLOCK_K)
-    a_ptrs = x_ptr + batch * stride_xb + load_i[:, None] * stride_xr + ks[None, :] * stride_xk
-    b_ptrs = y_ptr + batch * stride_yb + load_j[:, None] * stride_yr + ks[None, :] * stride_yk
-
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
-        if EVEN_K:
-            a = tl.load(a_ptrs)
-            b = tl.load(b_ptrs)
-        else:
-            k_ok = (k0 + ks)[None, :] < L
-            a = tl.load(a_ptrs, mask=k_ok, other=0.0)
-            b = tl.load(b_ptrs, mask=k_ok, other=0.0)
-        acc = tl.dot(a, tl.trans(b), acc)
-        a_ptrs += BLOCK_K * stride_xk
-        b_ptrs += BLOCK_K * stride_yk
+    if TMA:
+        for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
+            a = x_ptr.load([tl.program_id(1), i * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
+            b = y_ptr.load([tl.program_id(1), j * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
+            acc = tl.dot(a, tl.trans(b), acc)
+    else:
+        # Rows past S wrap onto valid rows: their products are never stored, so loads need
+        # no mask.
+        ks = tl.arange(0, BLOCK_K)
+        a_ptrs = x_ptr + batch * stride_xb + (rows_i % S)[:, None] * stride_xr
+        a_ptrs += ks[None, :] * stride_xk
+        b_ptrs = y_ptr + batch * stride_yb + (rows_j % S)[:, None] * stride_yr
+        b_ptrs += ks[None, :] * stride_yk
+        for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                k_ok = (k0 + ks)[None, :] < L
+                a = tl.load(a_ptrs, mask=k_ok, other=0.0)
+                b = tl.load(b_ptrs, mask=k_ok, other=0.0)
+            acc = tl.dot(a, tl.trans(b), acc)
+            a_ptrs += BLOCK_K * stride_xk
+            b_ptrs += BLOCK_K * stride_yk
 
     if HAS_Y:
         if i == j:  # X Y^T's diagonal tile is symmetric only up to rounding: symmetrize it
@@ -98,7 +120,10 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     result = acc * tl.cast(alpha, tl.float32)
     if HAS_C:
         c_ptrs = (
-            c_ptr + batch * stride_cb + load_i[:, None] * stride_cr + load_j[None, :] * stride_cc
+            c_ptr
+            + batch * stride_cb
+            + (rows_i % S)[:, None] * stride_cr
+            + (rows_j % S)[None, :] * stride_cc
         )
         result += tl.cast(beta, tl.float32) * tl.load(c_ptrs).to(tl.float32)
     if HAS_SHIFT:
@@ -133,19 +158,30 @@ def syrk_triton(
     config: str | None = None,
     shift: float = 0.0,
     Y: torch.Tensor | None = None,
+    tma: bool | None = None,
 ) -> torch.Tensor:
     """Launch on 3-D X and Y (batch, s, l; Y defaults to X), C and out (batch, s, s); shift is
-    added on the diagonal. The caller checks arguments."""
+    added on the diagonal; ``tma`` None: TMA loads where tma_usable (and USE_TMA). The caller
+    checks arguments."""
     batch, s, l = X.shape
     name = config if config is not None else pick_config(s, l, batch)
     block, block_k, warps, stages = TILE_CONFIGS[name]
     tiles = triton.cdiv(s, block)
     c = C if C is not None else out
     y = Y if Y is not None else X
+    if tma is None:
+        tma = USE_TMA and tma_usable(X) and (Y is None or tma_usable(Y))
+    x_arg: object = X
+    y_arg: object = y
+    if tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        x_arg = TensorDescriptor.from_tensor(X, [1, block, block_k])
+        y_arg = x_arg if Y is None else TensorDescriptor.from_tensor(y, [1, block, block_k])
     grid = (tiles * (tiles + 1) // 2, batch)
     _syrk_kernel[grid](
-        X,
-        y,
+        x_arg,
+        y_arg,
         c,
         out,
         s,
@@ -172,6 +208,31 @@ def syrk_triton(
         BLOCK=block,
         BLOCK_K=block_k,
         NUM_STAGES=stages,
+        TMA=tma,
         num_warps=warps,
     )
     return out
+
+
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # untyped in torch
+def _has_tma(device: torch.device) -> bool:
+    """Whether the device loads through TMA: CUDA compute capability >= 9 (Hopper on); the
+    CPU runs the kernel only in Triton's interpreter, which takes descriptors too."""
+    if device.type != "cuda":
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def tma_usable(M: torch.Tensor) -> bool:
+    """Whether a (batch, s, l) operand can be read through a TMA descriptor: row-major, its
+    two outer strides and data pointer 16-byte aligned, on a device that has TMA. Column-major
+    operands (a tall matrix's transpose) take the pointer loads: through a descriptor of the
+    transpose they were no faster on an H100 (bench/results/syrk_tune-*). Under
+    torch.compile the pointer cannot be read: Inductor's buffers are aligned, and a misaligned
+    view fails the descriptor's own check when it runs."""
+    size = M.element_size()
+    if M.stride(-1) != 1 or any(st * size % 16 for st in M.stride()[:-1]):
+        return False
+    if not torch.compiler.is_compiling() and M.data_ptr() % 16:
+        return False
+    return bool(_has_tma(M.device))

@@ -10,7 +10,9 @@ pointer loads' 32.8 / 42.1 us for the 768 x 2304 / 768 x 3072 Gram products. A s
 tried a persistent TMA kernel, 132 programs walking the (batch, upper tile) list: 20.5
 against 15.6 us on the float16 s x s product, 55.2 against 42.9 us on the 768 x 3072 one;
 with tl.range(flatten=True) it did not compile under Triton 3.6. Code in commit 3b1866a,
-results in bench/results/syrk_tune-persistent-*.)
+results in bench/results/syrk_tune-persistent-*. A third run loaded each diagonal tile of
+X X^T once per step (a branch around two loops): slower, 16.2 against 15.5 us and 44.5
+against 42.8 us; not kept.)
 
 Usage: python bench/syrk_tune.py [--out bench/results]
 """

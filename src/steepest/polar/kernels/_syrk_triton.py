@@ -5,12 +5,11 @@ the product X Y of commuting symmetric matrices, also symmetric (commuting_produ
 
 Row-major operand tiles are loaded through TMA descriptors (triton.tools.tensor_descriptor)
 where the device has them (compute capability >= 9) and the strides allow, others through
-pointers. Inside
-CUDA graphs on an H100, TMA loads took GPT-2 small's s x s products from 17.1 to 15.5 us
-(float16, with C and shift), 15.2 to 13.5 us (bfloat16 X X^T) and the 768 x 3072 Gram
-product from 47.7 to 42.4 us (bench/results/syrk_tune-*); in the GPT-2-small step the
-symmetric products' kernel time went from 669 to 606 us and the step from 2.635 to 2.603 ms
-pipelined (with the default finiteness check; bench/results/ab_step-*pointer_loads*).
+pointers. Inside CUDA graphs on an H100, TMA loads took GPT-2 small's s x s products from
+17.1 to 15.5 us (float16, with C and shift), 15.2 to 13.5 us (bfloat16 X X^T) and the
+768 x 3072 Gram product from 47.7 to 42.4 us (bench/results/syrk_tune-*); in the GPT-2-small
+step the symmetric products' kernel time went from 669 to 606 us and the step from 2.635 to
+2.603 ms pipelined (with the default finiteness check; bench/results/ab_step-*pointer_loads*).
 
 Imported lazily (it imports triton at the top); use steepest.polar.kernels.symmetric_product.
 """
@@ -85,20 +84,20 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     offs = tl.arange(0, BLOCK)
     rows_i = i * BLOCK + offs
     rows_j = j * BLOCK + offs
+    # Rows past S wrap onto valid rows for the pointer loads and C: their products are never
+    # stored, so those loads need no mask.
+    load_i = rows_i % S
+    load_j = rows_j % S
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    if TMA:
+    if TMA:  # descriptor coordinates are int32: the batch index as program_id gives it
         for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
             a = x_ptr.load([tl.program_id(1), i * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
             b = y_ptr.load([tl.program_id(1), j * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
             acc = tl.dot(a, tl.trans(b), acc)
     else:
-        # Rows past S wrap onto valid rows: their products are never stored, so loads need
-        # no mask.
         ks = tl.arange(0, BLOCK_K)
-        a_ptrs = x_ptr + batch * stride_xb + (rows_i % S)[:, None] * stride_xr
-        a_ptrs += ks[None, :] * stride_xk
-        b_ptrs = y_ptr + batch * stride_yb + (rows_j % S)[:, None] * stride_yr
-        b_ptrs += ks[None, :] * stride_yk
+        a_ptrs = x_ptr + batch * stride_xb + load_i[:, None] * stride_xr + ks[None, :] * stride_xk
+        b_ptrs = y_ptr + batch * stride_yb + load_j[:, None] * stride_yr + ks[None, :] * stride_yk
         for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
             if EVEN_K:
                 a = tl.load(a_ptrs)
@@ -120,10 +119,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     result = acc * tl.cast(alpha, tl.float32)
     if HAS_C:
         c_ptrs = (
-            c_ptr
-            + batch * stride_cb
-            + (rows_i % S)[:, None] * stride_cr
-            + (rows_j % S)[None, :] * stride_cc
+            c_ptr + batch * stride_cb + load_i[:, None] * stride_cr + load_j[None, :] * stride_cc
         )
         result += tl.cast(beta, tl.float32) * tl.load(c_ptrs).to(tl.float32)
     if HAS_SHIFT:

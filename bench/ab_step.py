@@ -26,6 +26,11 @@ Variants of steepest.Muon (compile + cuda_graph, Gram form) on one parameter set
                       column-major operands through descriptors of their transposes made
                       the step slower, 2.665 against 2.618 ms (not profiled;
                       bench/results/ab_step-*transposed-tma*).
+  bf16 stacks:        the fused stage 1 storing bfloat16 directions, which msign copies
+                      into normalized float16 for the Gram form, as before session 13
+                      (engine.PRESCALED_STACKS off; by default float16 directions times a
+                      power-of-two prescale, the normalization folded into the first
+                      products); "bf16 stacks check" with the default check on.
   half-products:      the Gram form's s x s products of two iterates as the Triton
                       half-products of commuting_product, not cuBLAS's full products
                       (symmetric.COMMUTING_AUTO_MIN_SIDE = 768; off by default). Measured
@@ -157,6 +162,7 @@ DEFAULTS = {
     "symmetric.COMMUTING_AUTO_MIN_SIDE": symmetric.COMMUTING_AUTO_MIN_SIDE,
     "gram.R_UPDATE": gram.R_UPDATE,
     "syrk.USE_TMA": syrk.USE_TMA,
+    "PRESCALED_STACKS": engine.PRESCALED_STACKS,
 }
 #: variant -> the engine settings it changes
 VARIANTS = {
@@ -172,6 +178,8 @@ VARIANTS = {
     "R P^2 check": {"gram.R_UPDATE": "square", "nonfinite": "raise"},
     "pointer loads": {"syrk.USE_TMA": False},
     "pointer loads check": {"syrk.USE_TMA": False, "nonfinite": "raise"},
+    "bf16 stacks": {"PRESCALED_STACKS": False},
+    "bf16 stacks check": {"PRESCALED_STACKS": False, "nonfinite": "raise"},
 }
 
 

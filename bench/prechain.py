@@ -24,7 +24,7 @@ from common import SETS, in_graph_ms, write_result
 
 import steepest.optim._momentum_triton as kernel_module
 from steepest.optim.fused_momentum import momentum_stack
-from steepest.polar.msign import NORMALIZATION_SAFETY, _normalize
+from steepest.polar.msign import NORMALIZATION_SAFETY, _normalization, _normalize
 
 BETA = 0.95
 CONFIGS = [(1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8), (16384, 16)]
@@ -32,6 +32,11 @@ CONFIGS = [(1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8), (16384, 16)]
 
 def relative(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def normalized(D: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+    """msign's normalized float16 copy of the stack D (norms: known Frobenius norms)."""
+    return _normalize(D, _normalization(D, 0.0, NORMALIZATION_SAFETY, norms), torch.float16)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,12 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         torch._foreach_lerp_(moms, grads, 1.0 - BETA)
         directions = torch._foreach_lerp(grads, moms, BETA)
         return [
-            _normalize(
-                torch.stack([directions[i] for i in members]),
-                0.0,
-                torch.float16,
-                NORMALIZATION_SAFETY,
-            )
+            normalized(torch.stack([directions[i] for i in members]))
             for members in stacks.values()
         ]
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             D, norms = momentum_stack(
                 [grads[i] for i in members], [moms[i] for i in members], BETA, True, torch.bfloat16
             )
-            out.append(_normalize(D, 0.0, torch.float16, NORMALIZATION_SAFETY, norms))
+            out.append(normalized(D, norms))
         return out
 
     rows: dict[str, float] = {}

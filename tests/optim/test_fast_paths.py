@@ -379,6 +379,58 @@ def test_fused_stage_1_equals_accumulate_then_dualize(monkeypatch, nesterov, fin
             assert torch.equal(p, torch.randn(*s, dtype=torch.float64))  # untouched
 
 
+@pytest.mark.parametrize("form", ["gram", "direct"])
+def test_float16_iterations_take_a_prescaled_float16_stack(monkeypatch, form):
+    """With a float16 iteration, the fused stage 1 of Muon stores float16 directions times
+    the stack's power-of-two prescale (kept across steps by the caller): the parameters
+    follow the unfused step (float32 directions, msign's scaled float16 copy) to float16
+    rounding, and every prescale is a power of two with norm * prescale in [1/2, 1).
+    PolarGrad, whose dualizer is not scale invariant, keeps bfloat16 directions."""
+    from steepest.optim.fused_momentum import momentum_stack
+
+    seen = []
+
+    def spy(grads, *args, **kwargs):
+        seen.append((args[3], kwargs.get("prescale") is not None))
+        return momentum_stack(grads, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "momentum_stack", spy)
+    shapes = [(24, 8), (24, 8), (8, 40), (3, 8, 16)]
+    results = []
+    for name in ("muon", "muon", "polargrad"):
+        fused = len(results) != 1
+        monkeypatch.setattr(engine, "FUSED_MOMENTUM", fused)
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(*s)) for s in shapes]
+        opt = steepest.Muon(ps, polar_dtype=torch.float16, polar_form=form, lr=0.05)
+        group = opt.param_groups[0]
+        group["algorithm"] = name
+        algorithm = steepest.optim.ALGORITHMS[name]
+        states = [opt.state[p] for p in ps]
+        for st, p in zip(states, ps, strict=True):
+            st.setdefault("momentum_buffer", torch.zeros_like(p))
+        pieces = engine._same_shape(list(ps))
+        prescales = [torch.zeros(len(k) * (3 if len(shapes[k[0]]) == 3 else 1)) for k in pieces]
+        lr, wd = torch.tensor(0.05), torch.tensor(0.0)
+        for t in range(4):
+            gen = torch.Generator().manual_seed(t)
+            grads = [torch.randn(p.shape, generator=gen) * 10.0**t for p in ps]
+            with torch.no_grad():
+                engine.local_step(algorithm, ps, grads, states, group, lr, wd, None, prescales)
+        results.append([p.detach().clone() for p in ps])
+        if name == "muon" and fused:
+            assert seen and all(d == torch.float16 and pre for d, pre in seen)
+            for pre in prescales:
+                exponents = torch.log2(pre)
+                assert torch.equal(exponents, exponents.round())
+        if name == "polargrad":
+            assert all(d == torch.bfloat16 and not pre for d, pre in seen)
+        seen.clear()
+    fused, plain, _ = results
+    for a, b in zip(fused, plain, strict=True):
+        assert ((a - b).norm() / b.norm()).item() < 2e-3
+
+
 def test_momentum_raised_from_zero_creates_its_buffers_then_fuses(monkeypatch):
     """A group built with momentum 0 has no buffers; once a schedule raises the momentum the
     first step creates them (unfused) and later steps fuse, matching the eager optimizer."""

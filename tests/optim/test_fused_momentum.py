@@ -220,3 +220,143 @@ def test_interpreted_op_matches_float64_also_compiled(compiled):
     assert stack.shape == (4, 3, 700)
     assert_near(stack, D.reshape(4, 3, 700))
     torch.testing.assert_close(got, D.reshape(4, -1).norm(dim=1), rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------- the prescaled float16 stack
+
+
+def expected_prescale(norms, prescale):
+    """The scale each row carries and the next prescale, by the rule's definition: keep the
+    prescale while norm * prescale lies in [1/4, 8], else 2^-e for norm = f 2^e, f in
+    [1/2, 1); the next prescale is 2^-e (kept for zero norms)."""
+    exact = torch.tensor(
+        [2.0 ** -torch.frexp(torch.tensor(float(x), dtype=torch.float64))[1].item() for x in norms],
+        dtype=torch.float64,
+    )
+    ratio = norms * prescale.double()
+    keep = ((ratio >= 0.25) & (ratio <= 8.0)) | (norms == 0)
+    applied = torch.where(keep, prescale.double(), exact)
+    return applied, torch.where(norms > 0, exact, prescale.double())
+
+
+def check_prescaled(stack, got, prescale, before, D, norms, kept=False):
+    """stack, norms and prescale against the float64 reference under the rule above (with
+    ``kept``, a masked step's: the prescale is not checked here)."""
+    applied, following = expected_prescale(norms, before)
+    assert stack.dtype == torch.float16 and torch.isfinite(stack).all()
+    torch.testing.assert_close(got, norms * applied, rtol=1e-6, atol=0)
+    if not kept:
+        assert torch.equal(prescale.double(), following)
+    scaled = D * applied[:, None, None].reshape(-1, *([1] * (D.ndim - 1)))
+    assert ((stack.double() - scaled).abs().max() / scaled.abs().max()) <= 1e-3
+
+
+@pytest.mark.parametrize("kernel", ["torch", "interpreted op"])
+def test_prescaled_stack_follows_the_rule_across_steps(kernel):
+    """Step 1 from a zero prescale rewrites every row with its own power of two; step 2 keeps
+    it (norms changed little); a gradient spike (x 1e4, far past the window) and a 1e-6 drop
+    make those rows take their own scale; a zero matrix stays zero with its prescale kept;
+    a False finite flag leaves the prescale. Magnitudes 1e-30 and 1e30 land in float16's
+    range all the same."""
+    if kernel != "torch" and not INTERPRETED:
+        pytest.skip("needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)")
+    import steepest.optim.fused_momentum  # noqa: F401  (registers the op)
+
+    def run(grads, buffers, prescale, finite=None):
+        if kernel == "torch":
+            return momentum_stack(
+                grads, buffers, 0.9, True, torch.float16, finite, kernel="torch", prescale=prescale
+            )
+        op = torch.ops.steepest.momentum_stack_triton
+        return op(grads, buffers, 0.9, True, torch.float16, finite, 33, 150, prescale)
+
+    grads, buffers = inputs(5, (33, 150), seed=3)
+    grads[2], buffers[2] = grads[2] * 1e-30, buffers[2] * 1e-30
+    grads[3], buffers[3] = grads[3] * 1e30, buffers[3] * 1e30
+    grads[4].zero_(), buffers[4].zero_()
+    prescale = torch.zeros(5)
+    for step in range(4):
+        if step == 2:
+            grads[0] = grads[0] * 1e4
+            grads[1] = grads[1] * 1e-6
+            buffers[1].mul_(1e-6)
+        finite = torch.tensor(step != 3)
+        ms, D, norms = reference(grads, buffers, 0.9, True, finite=bool(finite))
+        before = prescale.clone()
+        stack, got = run(grads, buffers, prescale, finite)
+        check_prescaled(stack, got, prescale, before, D, norms, kept=step == 3)
+        if step == 3:  # masked: the prescale stays
+            assert torch.equal(prescale, before)
+            continue
+        if step == 1:  # nothing rewritten: every row kept step 1's power of two
+            assert torch.equal(expected_prescale(norms, before)[0], before.double())
+        if step == 2:  # the spike and the drop left the window
+            assert not torch.equal(expected_prescale(norms, before)[0][:2], before[:2].double())
+        assert torch.count_nonzero(stack[4]) == 0
+
+
+@needs_interpreter
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("finite", [None, False])
+def test_interpreted_op_with_prescale_also_compiled(nesterov, finite):
+    """The op with a prescale under torch.compile(fullgraph=True): a row kept in the window
+    (written once) and a row whose prescale would overflow float16 (rewritten by the fixup
+    kernel from G and the updated M), against the float64 reference."""
+    import steepest.optim.fused_momentum  # noqa: F401  (registers the op)
+
+    grads, buffers = inputs(2, (2, 3, 700), seed=11)
+    flag = None if finite is None else torch.tensor(finite)
+    ms, D, norms = reference(grads, buffers, 0.9, nesterov, finite is not False)
+    D, norms = D.reshape(4, 3, 700), D.reshape(4, -1).norm(dim=1)
+    own = torch.tensor([2.0 ** -torch.frexp(x)[1].item() for x in norms], dtype=torch.float32)
+    prescale = torch.stack([own[0], own[1] * 2**20, own[2] / 8, own[3] * 4])  # 2 rows miss
+
+    def run(grads, buffers, prescale):
+        op = torch.ops.steepest.momentum_stack_triton
+        return op(grads, buffers, 0.9, nesterov, torch.float16, flag, 3, 700, prescale)
+
+    before = prescale.clone()
+    stack, got = torch.compile(run, fullgraph=True, backend="eager")(grads, buffers, prescale)
+    for m, want in zip(buffers, ms, strict=True):
+        assert_near(m, want)
+    if finite is None:
+        check_prescaled(stack, got, prescale, before, D, norms)
+    else:  # the masked step: the direction is M, the prescale unchanged
+        check_prescaled(stack, got, before.clone(), before, D, norms, kept=True)
+        assert torch.equal(prescale, before)
+    applied, _ = expected_prescale(norms, before)
+    assert applied[1] != before[1] and applied[2] != before[2]  # the two rewritten rows
+
+
+def test_prescale_is_checked():
+    grads, buffers = inputs(2, (4, 6))
+    before = [m.clone() for m in buffers]
+    with pytest.raises(ValueError, match=r"prescale is \(\(3,\), torch.float32\); need a contiguous \(2,\)"):
+        momentum_stack(grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(3))
+    with pytest.raises(ValueError, match="prescale is"):
+        momentum_stack(grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(2, dtype=torch.float64))
+    assert all(torch.equal(m, b) for m, b in zip(buffers, before, strict=True))
+
+
+@needs_cuda
+@pytest.mark.parametrize("finite", [None, True, False])
+def test_cuda_prescaled_stack_matches_the_torch_path(finite):
+    """The one-launch kernel, the row kernel and the table fixup against the torch path: one
+    row kept, one far past the window (rewritten), a zero matrix, two matrices per tensor."""
+    grads, buffers = inputs(3, (2, 300, 1111), device="cuda")
+    grads[2].zero_(), buffers[2].zero_()
+    twins = [m.clone() for m in buffers]
+    flag = None if finite is None else torch.tensor(finite, device="cuda")
+    prescale = torch.tensor([1e-3, 2.0**30, 1.0, 2.0**-10, 0.5, 0.5], device="cuda")
+    prescale_twin = prescale.clone()
+    common = dict(matrix=(300, 1111))
+    stack, norms = momentum_stack(
+        grads, buffers, 0.95, True, torch.float16, flag, kernel="triton", prescale=prescale, **common
+    )
+    want, want_norms = momentum_stack(
+        grads, twins, 0.95, True, torch.float16, flag, kernel="torch", prescale=prescale_twin, **common
+    )
+    assert torch.equal(prescale, prescale_twin)
+    assert torch.isfinite(stack).all()
+    assert ((stack.double() - want.double()).abs().max() / want.double().abs().max()) <= 2e-3
+    torch.testing.assert_close(norms, want_norms, rtol=1e-6, atol=0)

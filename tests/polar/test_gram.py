@@ -1,6 +1,7 @@
 """The Gram form of the quintic iteration: the direct iteration's map, fewer flops, restarts."""
 
 import importlib
+import os
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from steepest.polar import (
     gram_flop_ratio,
     gram_quintic_iteration,
     msign,
+    newton_schulz_coefficients,
     odd_quintic_iteration,
     polar_express_coefficients,
 )
@@ -117,9 +119,9 @@ def test_flop_ratio_by_hand():
 def test_auto_form_uses_gram_from_aspect_two(monkeypatch, shape, expect_gram):
     calls = []
 
-    def spy(X, coefficients, *, kernel="auto"):
+    def spy(X, coefficients, **kwargs):
         calls.append(X.shape)
-        return gram_quintic_iteration(X, coefficients, kernel=kernel)
+        return gram_quintic_iteration(X, coefficients, **kwargs)
 
     msign_module = importlib.import_module("steepest.polar.msign")  # the package exports msign()
     monkeypatch.setattr(msign_module, "gram_quintic_iteration", spy)
@@ -193,3 +195,101 @@ def test_cuda_gram_form_is_as_accurate_as_the_bf16_direct_form(shape, kernel):
         return ((out.double() - exact).norm() / exact.norm()).item()
 
     assert err(gram) < max(1.5 * err(direct), 2e-2)
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 40), (2, 16, 16), (1, 7, 9)])
+@pytest.mark.parametrize("backend", ["newton_schulz", "cubic", "polar_express"])
+@pytest.mark.parametrize("form", ["direct", "gram"])
+def test_a_scale_argument_iterates_on_the_scaled_stack_in_float64(shape, backend, form):
+    """iterate(X, scale=c) is iterate(c X), c folded into the first products; c = 0 (a zero
+    matrix's normalization) gives exact zeros. "cubic" has c = 0 coefficients: P = a I + b A."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    X = torch.randn(*shape, dtype=torch.float64, generator=gen) * 7
+    c = 1 / (1.01 * torch.linalg.matrix_norm(X))
+    c[0] = 0.0
+    if backend == "polar_express":
+        schedule = polar_express_coefficients(5)
+    else:
+        schedule = newton_schulz_coefficients("jordan" if backend == "newton_schulz" else "cubic", 5)
+    iterate = gram_quintic_iteration if form == "gram" else odd_quintic_iteration
+    folded = iterate(X, schedule, scale=c)
+    expected = iterate(X * c[:, None, None], schedule)
+    assert (folded - expected).abs().max() < 1e-12
+    assert torch.count_nonzero(folded[0]) == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 100), (100, 40), (3, 48, 48)])
+@pytest.mark.parametrize("form", ["gram", "direct"])
+@pytest.mark.parametrize("unit_scaled", [True, False])
+def test_msign_folds_a_unit_scaled_float16_stacks_normalization_into_the_kernels(
+    monkeypatch, shape, form, unit_scaled
+):
+    """A unit-scaled float16 G computed in float16 by the Triton kernels (their CUDA
+    requirement lifted: the interpreter on CPU) is not copied: its scale reaches the
+    iteration, the products see G itself, and the result matches the float64 iteration, with
+    a zero matrix exactly zero. Without unit_scaled msign makes the normalized copy."""
+    from steepest.polar.kernels import symmetric
+
+    if not (symmetric.triton_available() and os.environ.get("TRITON_INTERPRET") == "1"):
+        pytest.skip("needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)")
+    gen = torch.Generator().manual_seed(sum(shape))
+    G = torch.randn(*shape, generator=gen)
+    G = (G * 3 / G.norm()).to(torch.float16)  # norm 3: "unit scaled", 1.01 ||G|| != 1
+    if G.ndim == 3:
+        G[1] = 0
+    ref = msign(G.double(), dtype=torch.float64, form=form)
+    monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
+    monkeypatch.setattr(symmetric, "AUTO_MIN_SIDE", 1)
+    scales = []
+    msign_module = importlib.import_module("steepest.polar.msign")
+    iterate_name = "gram_quintic_iteration" if form == "gram" else "odd_quintic_iteration"
+    iterate = getattr(msign_module, iterate_name)
+
+    def spy(X, coefficients, **kwargs):
+        scales.append(kwargs.get("scale"))
+        same = X.untyped_storage().data_ptr() == G.untyped_storage().data_ptr()
+        assert same == unit_scaled  # no copy exactly when folded
+        return iterate(X, coefficients, **kwargs)
+
+    monkeypatch.setattr(msign_module, iterate_name, spy)
+    out = msign(G, dtype=torch.float16, form=form, out_dtype=torch.float32, unit_scaled=unit_scaled)
+    assert len(scales) == 1
+    if unit_scaled:
+        assert scales[0] is not None and scales[0].dtype == torch.float32
+    else:
+        assert scales[0] is None
+    assert ((out.double() - ref).norm() / ref.norm()).item() < 2e-2
+    if G.ndim == 3:
+        assert torch.count_nonzero(out[1]) == 0
+
+
+def test_msign_copies_a_float16_stack_for_the_torch_products():
+    """The torch path rounds an unscaled float16 product: no fold, the scaled copy as before."""
+    msign_module = importlib.import_module("steepest.polar.msign")
+    G = torch.randn(2, 6, 20).to(torch.float16)
+    plan = msign_module._Plan(G, "polar_express", torch.float16, "gram", torch.float16)
+    assert not plan.folds("polar_express", "auto")
+    assert not plan.folds("polar_express", "torch")
+
+
+@pytest.mark.skipif(not CUDA, reason="the folded normalization needs the Triton kernels on a GPU")
+@pytest.mark.parametrize("shape", [(4, 768, 2304), (3, 3072, 768), (2, 1000, 333), (2, 768, 768)])
+@pytest.mark.parametrize("form", ["gram", "direct"])
+@pytest.mark.parametrize("norm", [0.25, 1.0, 8.0])
+def test_cuda_folded_normalization_is_as_accurate_as_the_scaled_copy(shape, form, norm):
+    """A float16 G with norms at the ends of the prescale window (one zero matrix) through
+    the Triton kernels with the normalization folded in, against the float64 iteration: as
+    accurate as the same kernels on msign's normalized copy."""
+    gen = torch.Generator(device="cuda").manual_seed(sum(shape))
+    G = torch.randn(*shape, device="cuda", generator=gen)
+    G = (G * norm / torch.linalg.matrix_norm(G, keepdim=True)).to(torch.float16)
+    G[1] = 0
+    exact = msign(G.double(), dtype=torch.float64, form=form)
+    folded = msign(G, dtype=torch.float16, form=form, kernel="triton", unit_scaled=True)
+    copied = msign(G, dtype=torch.float16, form=form, kernel="triton")
+    assert torch.count_nonzero(folded[1]) == 0
+
+    def err(out):
+        return ((out.double() - exact).norm() / exact.norm()).item()
+
+    assert err(folded) < 1.2 * err(copied) + 1e-3, (err(folded), err(copied))

@@ -8,6 +8,7 @@ grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 app
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -15,7 +16,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from steepest.polar.msign import default_compute_dtype
+from steepest.polar.msign import iteration_dtype
 
 from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
@@ -155,6 +156,9 @@ class Steepest(Optimizer):
         #: device -> 0-dim bool tensor, "every gradient is finite", read by masked steps
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}  # its pinned host copy (CUDA)
+        #: (param group index, stack's parameter indices) -> the stack's prescale (the fused
+        #: step's float16 directions, momentum_stack), a cache: not part of the state
+        self._prescales: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         self.skipped_steps = 0
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
@@ -397,14 +401,15 @@ class Steepest(Optimizer):
         parameter."""
         lr, wd = self._live_scalars(index, group, params)
         step = _compiled(self.compile, local_step)
+        pieces = _same_shape(grads)
+        prescales = [self._prescale(index, piece, grads) for piece in pieces]
 
         def stages(grads: list[torch.Tensor]) -> list[torch.Tensor]:
             # counted here: a replay skips stages and adds the count GroupGraph recorded
             count = matrix_count(grads, group["matrix_view"], group["blocks"])
             self.stacks.orthogonalizations += count
-            pieces = _same_shape(grads) if STACK_STREAMS > 1 and params[0].is_cuda else []
-            if len(pieces) < 2:
-                step(algorithm, params, grads, states, group, lr, wd, finite)
+            if len(pieces) < 2 or STACK_STREAMS <= 1 or not params[0].is_cuda:
+                step(algorithm, params, grads, states, group, lr, wd, finite, prescales)
                 return []
             # fork: stack k on stream k % STACK_STREAMS (each allocates and reads its own
             # temporaries only), then join; a recording captures the branches as such
@@ -423,6 +428,7 @@ class Steepest(Optimizer):
                         lr,
                         wd,
                         finite,
+                        [prescales[k]],
                     )
             for stream in streams[: len(pieces)]:
                 main.wait_stream(stream)
@@ -433,6 +439,19 @@ class Steepest(Optimizer):
             graph.run(stages, params, grads, states, group, self.stacks)
         else:
             stages(grads)
+
+    def _prescale(self, index: int, piece: list[int], grads: list[torch.Tensor]) -> torch.Tensor:
+        """The float32 prescale of group ``index``'s same-shape stack ``piece``: one entry per
+        stacked matrix, zeros when new (momentum_stack's ``prescale``; the same tensor every
+        step, as a recording reads its address)."""
+        key = (index, tuple(piece))
+        shape = grads[piece[0]].shape
+        rows = len(piece) * (grads[piece[0]].numel() // math.prod(matrix_shape(tuple(shape))[-2:]))
+        prescale = self._prescales.get(key)
+        if prescale is None or prescale.shape != (rows,) or prescale.device != grads[0].device:
+            prescale = torch.zeros(rows, dtype=torch.float32, device=grads[0].device)
+            self._prescales[key] = prescale
+        return prescale
 
     def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
         """STACK_STREAMS streams on device, made once (a recording forks into the same ones)."""
@@ -606,6 +625,7 @@ def local_step(
     lr: torch.Tensor,
     weight_decay: torch.Tensor,
     finite: torch.Tensor | None = None,
+    prescales: Sequence[torch.Tensor] = (),
 ) -> None:
     """Stages 1-5 of a matrix group on one process with lr and weight decay as 0-dim tensors:
     Algorithm.apply's math (decoupled or cautious decay, then p <- p - lr u), written so that
@@ -615,12 +635,13 @@ def local_step(
     With ``finite`` (a 0-dim bool tensor, for algorithms where _maskable holds) a False value
     makes the step an exact no-op: each gradient is replaced by its momentum buffer (zero
     without one), so M <- M + w (M - M) = M, the direction is M (finite), and lr and weight
-    decay are 0, so p <- p * 1 - 0 * u = p."""
+    decay are 0, so p <- p * 1 - 0 * u = p. ``prescales``: one per same-shape stack of
+    params, in _same_shape's order, for the fused stage 1 (momentum_stack's prescale)."""
     if finite is not None:
         lr = torch.where(finite, lr, 0.0)
         weight_decay = torch.where(finite, weight_decay, 0.0)
     if _fusable(algorithm, group, grads, states):
-        updates = _fused_stages_1_to_4(algorithm, grads, states, group, finite)
+        updates = _fused_stages_1_to_4(algorithm, grads, states, group, finite, prescales)
     else:
         if finite is not None:
             grads = [
@@ -667,6 +688,11 @@ def _same_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
 #: direction, stack and Frobenius norm; steepest.optim.fused_momentum) where _fusable holds.
 FUSED_MOMENTUM = True
 
+#: The fused stage 1 stores float16 directions times a power-of-two prescale where the
+#: iteration computes in float16 (read at each call; off: bfloat16 directions and msign's
+#: normalized float16 copy, as before session 13).
+PRESCALED_STACKS = True
+
 
 def _fusable(
     algorithm: Algorithm, group: Group, grads: list[torch.Tensor], states: list[State]
@@ -692,28 +718,38 @@ def _fused_stages_1_to_4(
     states: list[State],
     group: Group,
     finite: torch.Tensor | None,
+    prescales: Sequence[torch.Tensor] = (),
 ) -> list[torch.Tensor]:
     """Stages 1-4 with stage 1 as momentum_stack per same-shape stack: the directions are
-    written once, in bfloat16 where the polar iteration computes in 16 bits (float32
-    otherwise), with their norms, and the dualizer takes both (Algorithm.dualize_normed).
-    The result matches accumulate + dualize up to that rounding of the direction."""
-    polar_dtype = group.get("polar_dtype")
-    compute = polar_dtype if polar_dtype is not None else default_compute_dtype(grads[0].device)
-    stack_dtype = torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
+    written once, with their norms, and the dualizer takes both (Algorithm.dualize_normed).
+    Where the polar iteration computes in float16 (msign's Gram form on CUDA) and the
+    dualizer is scale invariant, the directions are stored in float16, each times a power
+    of two (the stack's entry of ``prescales``), and msign folds their normalization into
+    its first products; other 16-bit iterations take bfloat16 directions, float32 and
+    float64 ones their own dtype. The result matches accumulate + dualize up to that
+    rounding of the direction."""
+    polar_dtype, form = group.get("polar_dtype"), group.get("polar_form", "direct")
     updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
-    for members in _same_shape(grads):
+    for k, members in enumerate(_same_shape(grads)):
         shape, dtype = grads[members[0]].shape, grads[members[0]].dtype
         m, n = matrix_shape(tuple(shape))[-2:]
+        compute = iteration_dtype(m, n, grads[0].device, polar_dtype, form)
+        prescale = None
+        if PRESCALED_STACKS and compute == torch.float16 and algorithm.scale_invariant and prescales:
+            prescale = prescales[k]
+        stack_dtype = compute if compute not in (torch.bfloat16, torch.float16) else torch.bfloat16
         D, norms = momentum_stack(
             [grads[i] for i in members],
             [states[i]["momentum_buffer"] for i in members],
             group["momentum"],
             group["nesterov"],
-            stack_dtype,
+            torch.float16 if prescale is not None else stack_dtype,
             finite,
             matrix=(m, n),
+            prescale=prescale,
         )
-        U = algorithm.dualize_normed(D, norms, dtype, group) * algorithm.scale(m, n, group)
+        U = algorithm.dualize_normed(D, norms, dtype, group, unit_scaled=prescale is not None)
+        U = U * algorithm.scale(m, n, group)
         U = U.reshape(len(members), *shape)
         for k, i in enumerate(members):
             updates[i] = U[k]

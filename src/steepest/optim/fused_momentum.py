@@ -20,7 +20,14 @@ from steepest.polar.kernels import KERNELS, triton_available
 
 from .device_tables import DeviceTables
 
-__all__ = ["momentum_stack"]
+__all__ = ["PRESCALE_WINDOW", "momentum_stack"]
+
+#: With a prescale, a stored matrix keeps the previous step's power-of-two scale while its
+#: Frobenius norm times that scale lies in this window, else it is rewritten with its own
+#: scale (norm in [1/2, 1)). A float16 row of norm at most 8 cannot overflow, and one of
+#: norm at least 1/4 keeps its entries as far from float16's subnormals as msign's
+#: normalized copy within a factor of 4.
+PRESCALE_WINDOW = (0.25, 8.0)
 
 
 def _triton_unsupported(grads: Sequence[torch.Tensor], buffers: Sequence[torch.Tensor]) -> str:
@@ -47,6 +54,7 @@ def momentum_stack(
     *,
     matrix: tuple[int, int] | None = None,
     kernel: str = "auto",
+    prescale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update the momentum buffers of K same-shape tensors and stack their directions' matrices.
 
@@ -65,11 +73,21 @@ def momentum_stack(
             in memory order; default their last two dimensions.
         kernel: "auto" (the Triton kernel for contiguous 32- and 16-bit CUDA tensors, torch
             otherwise), "torch" or "triton" (ValueError where it cannot run).
+        prescale: optional (K b,) float32 tensor, one power of two per matrix, kept by the
+            caller from step to step and updated in place (start from zeros). Each direction
+            is stored times a power of two s: the prescale where its norm times the prescale
+            lies in PRESCALE_WINDOW, else 2^-e for norm = f 2^e, f in [1/2, 1) (those rows
+            are rewritten by a second, rare pass on CUDA). So a float16 stack needs no
+            normalized copy: msign is scale invariant and takes the scaled norms. The next
+            step's prescale is each norm's 2^-e (kept for zero or non-finite norms and on a
+            False ``finite``). Exponents are clamped to [-126, 126] (norms from about 1e-38
+            to 1e38 are stored exactly scaled).
 
     Returns:
         (D, norms): the directions as one (K b, m, n) tensor in ``dtype`` and the Frobenius
         norm of each unrounded direction matrix, (K b,) float64 (summed in float64, so
-        entries of any float32 magnitude neither overflow nor underflow).
+        entries of any float32 magnitude neither overflow nor underflow); with ``prescale``
+        each times its matrix's s, the norms of the stored matrices before rounding.
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (momentum); arXiv 2505.16932,
     Algorithm 1 (the Frobenius normalization msign applies next).
@@ -92,22 +110,37 @@ def momentum_stack(
         raise ValueError(
             f"momentum_stack: matrix={(m, n)} does not divide tensors of shape {tuple(shape)}"
         )
+    rows = len(grads) * (numel // (m * n))
+    if prescale is not None and (
+        not isinstance(prescale, torch.Tensor)
+        or prescale.shape != (rows,)
+        or prescale.dtype != torch.float32
+        or prescale.device != grads[0].device
+        or not prescale.is_contiguous()
+    ):
+        got = (tuple(prescale.shape), prescale.dtype) if isinstance(prescale, torch.Tensor) else prescale
+        raise ValueError(
+            f"momentum_stack: prescale is {got}; need a contiguous ({rows},) float32 tensor "
+            f"on {grads[0].device}, one entry per stacked matrix"
+        )
     reason = _triton_unsupported(grads, buffers) if kernel != "torch" else "kernel='torch'"
     if kernel == "triton" and reason:
         raise ValueError(f"momentum_stack: kernel='triton' cannot run: {reason}")
     if reason:
-        return _momentum_stack_torch(grads, buffers, beta, nesterov, dtype, finite, (m, n))
+        return _momentum_stack_torch(
+            grads, buffers, beta, nesterov, dtype, finite, (m, n), prescale
+        )
     stack, norms = torch.ops.steepest.momentum_stack_triton(
-        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n
+        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n, prescale
     )
     return stack, norms
 
 
 @torch.library.custom_op(
     "steepest::momentum_stack_triton",
-    mutates_args=("buffers",),
+    mutates_args=("buffers", "prescale"),
     schema="(Tensor[] grads, Tensor(a!)[] buffers, float beta, bool nesterov, ScalarType dtype, "
-    "Tensor? finite, int m, int n) -> (Tensor, Tensor)",
+    "Tensor? finite, int m, int n, Tensor(b!)? prescale=None) -> (Tensor, Tensor)",
 )
 def _momentum_stack_triton(
     grads: list[torch.Tensor],
@@ -118,32 +151,43 @@ def _momentum_stack_triton(
     finite: torch.Tensor | None,
     m: int,
     n: int,
+    prescale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
     declared mutated, so Inductor neither clones them nor the stack around the launches (as it
     did for the bare kernel calls: slower than the unfused stage on an H100)."""
-    from ._momentum_triton import BLOCK, momentum_direction_triton, momentum_stack_table_triton
+    from . import _momentum_triton as kernels
 
     per, size = grads[0].numel() // (m * n), m * n
-    blocks = -(-size // BLOCK)
+    blocks = -(-size // kernels.BLOCK)
     device = grads[0].device
     stack = torch.empty((len(grads) * per, m, n), dtype=dtype, device=device)
     partials = torch.empty((len(grads) * per, blocks), dtype=torch.float64, device=device)
     tables = _pointer_tables(grads, buffers)
     if tables is not None:  # one launch for the stack
-        momentum_stack_table_triton(
-            *tables, stack, partials, beta, nesterov, finite, per, size
+        kernels.momentum_stack_table_triton(
+            *tables, stack, partials, beta, nesterov, finite, per, size, prescale
         )  # fmt: skip
-        return stack, partials.sum(dim=-1).sqrt()
-    row = 0
-    for g, buf in zip(grads, buffers, strict=True):  # one launch per matrix
-        for j in range(per):
-            momentum_direction_triton(
-                g, buf, stack, partials, beta, nesterov, finite, size,
-                j * size, row * size, row * blocks,
+    else:
+        for row in range(len(grads) * per):  # one launch per matrix
+            kernels.momentum_direction_triton(
+                grads[row // per], buffers[row // per], stack, partials, beta, nesterov,
+                finite, size, row % per * size, row * size, row * blocks, prescale, row,
             )  # fmt: skip
-            row += 1
-    return stack, partials.sum(dim=-1).sqrt()
+    if prescale is None:
+        return stack, partials.sum(dim=-1).sqrt()
+    norms, applied, fix = kernels.prescale_rows_triton(partials, prescale, finite, PRESCALE_WINDOW)
+    if tables is not None:
+        kernels.fixup_stack_table_triton(
+            *tables, stack, fix, applied, beta, nesterov, finite, per, size
+        )  # fmt: skip
+    else:
+        for row in range(len(grads) * per):
+            kernels.fixup_direction_triton(
+                grads[row // per], buffers[row // per], stack, fix, applied, beta, nesterov,
+                finite, size, row % per * size, row * size, row,
+            )  # fmt: skip
+    return stack, norms
 
 
 #: The one-launch kernel's pointer tables, keyed by device, dtypes and data pointers: a
@@ -184,6 +228,7 @@ def _momentum_stack_triton_fake(
     finite: torch.Tensor | None,
     m: int,
     n: int,
+    prescale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = len(grads) * (grads[0].numel() // (m * n))
     return (
@@ -200,6 +245,7 @@ def _momentum_stack_torch(
     dtype: torch.dtype,
     finite: torch.Tensor | None,
     matrix: tuple[int, int],
+    prescale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """momentum_stack in torch ops (CPU, and wherever the kernel cannot run)."""
     grads = list(grads)
@@ -209,4 +255,27 @@ def _momentum_stack_torch(
     directions = torch._foreach_lerp(grads, list(buffers), beta) if nesterov else buffers
     D = torch.stack(list(directions)).reshape(-1, *matrix)
     norms = torch.linalg.vector_norm(D, dim=(-2, -1), dtype=torch.float64)
-    return D.to(dtype), norms
+    if prescale is None:
+        return D.to(dtype), norms
+    applied = _prescale_rows_torch(norms, prescale, finite)
+    D = D.to(torch.float32) * applied[:, None, None]
+    return D.to(dtype), norms * applied.to(torch.float64)
+
+
+def _prescale_rows_torch(
+    norms: torch.Tensor, prescale: torch.Tensor, finite: torch.Tensor | None
+) -> torch.Tensor:
+    """The scale each row carries, as the Triton row kernel picks it (momentum_stack's
+    ``prescale``); prescale is updated in place for the next step."""
+    _, exponent = torch.frexp(norms)
+    exact = torch.ldexp(torch.ones_like(prescale), -exponent.clamp(-126, 126))
+    ratio = norms * prescale.to(torch.float64)
+    finite_norm = torch.isfinite(norms)
+    low, high = PRESCALE_WINDOW
+    keep = ((ratio >= low) & (ratio <= high)) | (norms == 0) | ~finite_norm
+    applied = torch.where(keep, prescale, exact)
+    update = (norms > 0) & finite_norm
+    if finite is not None:
+        update = update & finite
+    prescale.copy_(torch.where(update, exact, prescale))
+    return applied

@@ -41,6 +41,10 @@ class MuonAlgorithm(MomentumAlgorithm):
     name = "muon"
     defaults: Mapping[str, Any] = {**MOMENTUM_DEFAULTS, **POLAR_DEFAULTS, "scale": "spectral"}
 
+    #: msign is scale invariant: the fused step may hand dualize_normed float16 directions
+    #: each stored times a power of two (steepest.optim.fused_momentum's prescale).
+    scale_invariant = True
+
     def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
@@ -57,9 +61,15 @@ class MuonAlgorithm(MomentumAlgorithm):
         return self.capturable(group) and _owner(kind, "dualize") is _owner(kind, "dualize_normed")
 
     def dualize_normed(
-        self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
+        self,
+        X: torch.Tensor,
+        norms: torch.Tensor,
+        dtype: torch.dtype,
+        group: Group,
+        *,
+        unit_scaled: bool = False,
     ) -> torch.Tensor:
-        return polar(X, group, frobenius=norms, out_dtype=dtype)
+        return polar(X, group, frobenius=norms, out_dtype=dtype, unit_scaled=unit_scaled)
 
     def capturable(self, group: Group) -> bool:
         """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float

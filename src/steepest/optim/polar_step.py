@@ -70,9 +70,10 @@ def polar(
     group: Group,
     frobenius: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
+    unit_scaled: bool = False,
 ) -> torch.Tensor:
     """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor;
-    ``frobenius`` and ``out_dtype`` as in msign).
+    ``frobenius``, ``out_dtype`` and ``unit_scaled`` as in msign).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.
     """
@@ -87,4 +88,5 @@ def polar(
         form=group.get("polar_form", "direct"),
         frobenius=frobenius,
         out_dtype=out_dtype,
+        unit_scaled=unit_scaled,
     )

@@ -33,15 +33,25 @@ class PolarGradAlgorithm(MuonAlgorithm):
         "scale": 1.0,
     }
 
+    #: <X, msign X> grows with X's scale: the fused step stores no prescaled directions.
+    scale_invariant = False
+
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return _times_nuclear(X, polar(X, group))
 
     def dualize_normed(
-        self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
+        self,
+        X: torch.Tensor,
+        norms: torch.Tensor,
+        dtype: torch.dtype,
+        group: Group,
+        *,
+        unit_scaled: bool = False,
     ) -> torch.Tensor:
         """dualize on the fused step's stack: X may be 16-bit (the rounded direction), so
         <X, msign X> is summed in ``dtype`` from X's stored values; msign takes the norms."""
-        return _times_nuclear(X, polar(X, group, frobenius=norms, out_dtype=dtype))
+        O = polar(X, group, frobenius=norms, out_dtype=dtype, unit_scaled=unit_scaled)
+        return _times_nuclear(X, O)
 
 
 def _times_nuclear(X: torch.Tensor, O: torch.Tensor) -> torch.Tensor:

@@ -75,11 +75,23 @@ class Algorithm:
         step then runs stage 1 as steepest.optim.fused_momentum.momentum_stack)."""
         return False
 
+    #: Whether dualize_normed(s X, s norms) = dualize_normed(X, norms) for every s > 0; then
+    #: the fused step may store each direction times a power of two (a float16 stack,
+    #: steepest.optim.fused_momentum.momentum_stack's prescale).
+    scale_invariant = False
+
     def dualize_normed(
-        self, X: torch.Tensor, norms: torch.Tensor, dtype: torch.dtype, group: Group
+        self,
+        X: torch.Tensor,
+        norms: torch.Tensor,
+        dtype: torch.dtype,
+        group: Group,
+        *,
+        unit_scaled: bool = False,
     ) -> torch.Tensor:
         """Stage 3 on an unnormalized (K, m, n) stack X, possibly 16-bit, whose matrices'
-        Frobenius norms are ``norms`` (K,); the result in ``dtype``."""
+        Frobenius norms are ``norms`` (K,); the result in ``dtype``. ``unit_scaled``: the
+        norms lie within a small factor of 1 (a prescaled stack; see msign)."""
         raise NotImplementedError
 
     def scale(self, m: int, n: int, group: Group) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .iteration import quintic_polynomial
 from .kernels import commuting_product, resolve_kernel, symmetric_product
 
 __all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
@@ -28,21 +29,22 @@ R_UPDATE = "sandwich"
 
 
 def _segment(
-    X: torch.Tensor, coefficients: Sequence[tuple[float, float, float]], kernel: str
+    X: torch.Tensor,
+    coefficients: Sequence[tuple[float, float, float]],
+    kernel: str,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """len(coefficients) steps on the Gram matrix of X, then one product with X. The s x s
-    products of two iterates are products of commuting symmetric matrices (commuting_product:
-    half the tiles on the Triton path)."""
-    R = symmetric_product(X, kernel=kernel)
+    """len(coefficients) steps on the Gram matrix of X (of scale * X where given: scale^2 on
+    X X^T, scale on the last P, so that Q X = Q' (scale X)), then one product with X. The
+    s x s products of two iterates are products of commuting symmetric matrices
+    (commuting_product: half the tiles on the Triton path)."""
+    square = None if scale is None else scale * scale
+    R = symmetric_product(X, kernel=kernel, scale=square)
     Q: torch.Tensor | None = None
     last = len(coefficients) - 1
     for i, (a, b, c) in enumerate(coefficients):
         # P = a I + b R + c R^2: the step's matrix polynomial, X_{k+1} = P X_k.
-        if c != 0.0:  # one kernel: the diagonal shift in the product's epilogue
-            P = symmetric_product(R, c, R, b, kernel=kernel, shift=a)
-        else:
-            P = R * b
-            P.diagonal(dim1=-2, dim2=-1).add_(a)
+        P = quintic_polynomial(R, a, b, c, kernel, scale if i == last else None)
         Q = P if Q is None else commuting_product(P, Q, kernel=kernel)
         if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P = R P^2 (P and R commute)
             if R_UPDATE == "square":
@@ -59,6 +61,7 @@ def gram_quintic_iteration(
     *,
     restarts: Sequence[int] = GRAM_RESTARTS,
     kernel: str = "auto",
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The same map as odd_quintic_iteration, computed on the s x s Gram matrix of X.
 
@@ -79,6 +82,9 @@ def gram_quintic_iteration(
             restarts (exact arithmetic only: unstable in half precision).
         kernel: "auto", "torch" or "triton" for the symmetric and commuting products (see
             resolve_kernel).
+        scale: optional (batch,) factors: iterate on scale * X without forming it (scale^2
+            on the first Gram product, scale on the first segment's last polynomial, both in
+            the products' float32 epilogues; msign's normalization of a float16 stack).
 
     Returns:
         A new (batch, s, l) tensor in X's dtype.
@@ -91,7 +97,8 @@ def gram_quintic_iteration(
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        X = _segment(X, steps[start:stop], kernel)
+        X = _segment(X, steps[start:stop], kernel, scale)
+        scale = None
     return X
 
 

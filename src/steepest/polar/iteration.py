@@ -8,7 +8,25 @@ import torch
 
 from .kernels import resolve_kernel, symmetric_product
 
-__all__ = ["odd_quintic_iteration"]
+__all__ = ["odd_quintic_iteration", "quintic_polynomial"]
+
+
+def quintic_polynomial(
+    A: torch.Tensor,
+    a: float,
+    b: float,
+    c: float,
+    kernel: str,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """P = a I + b A + c A^2 for symmetric (batch, s, s) A, times ``scale`` (one factor per
+    matrix) where given: one symmetric product with the shift in its epilogue (c != 0), else
+    b A plus the shift."""
+    if c != 0.0:
+        return symmetric_product(A, c, A, b, kernel=kernel, shift=a, scale=scale)
+    P = A * b
+    P.diagonal(dim1=-2, dim2=-1).add_(a)
+    return P if scale is None else (P * scale[:, None, None]).to(P.dtype)
 
 
 def odd_quintic_iteration(
@@ -16,6 +34,7 @@ def odd_quintic_iteration(
     coefficients: Sequence[tuple[float, float, float]],
     *,
     kernel: str = "auto",
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply X <- a X + (b A + c A^2) X with A = X X^T, once per (a, b, c) triple.
 
@@ -35,6 +54,9 @@ def odd_quintic_iteration(
         kernel: "auto" (default: the Triton kernels on CUDA bfloat16/float16 where they measured
             faster, else torch), "torch" (bmm/baddbmm only; the CPU path) or "triton" (raises
             ValueError where it cannot run). See steepest.polar.kernels.resolve_kernel.
+        scale: optional (batch,) factors: iterate on scale * X without forming it. The first
+            step's A gets scale^2 and its P scale, both in the products' float32 epilogues
+            (msign's normalization of a float16 stack, folded in).
 
     Returns:
         A new (batch, s, l) tensor in X's dtype.
@@ -45,10 +67,14 @@ def odd_quintic_iteration(
     """
     kernel = resolve_kernel(kernel, X)
     for a, b, c in coefficients:
-        if c == 0.0:  # P = a I + b X X^T in one product
+        if scale is not None:  # the first step of scale * X
+            gram = symmetric_product(X, kernel=kernel, scale=scale * scale)
+            poly = quintic_polynomial(gram, a, b, c, kernel, scale)
+            scale = None
+        elif c == 0.0:  # P = a I + b X X^T in one product
             poly = symmetric_product(X, b, kernel=kernel, shift=a)
         else:
             gram = symmetric_product(X, kernel=kernel)
-            poly = symmetric_product(gram, c, gram, b, kernel=kernel, shift=a)
+            poly = quintic_polynomial(gram, a, b, c, kernel)
         X = torch.bmm(poly, X)
     return X

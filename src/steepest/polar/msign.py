@@ -10,7 +10,7 @@ import torch
 
 from .gram import gram_quintic_iteration
 from .iteration import odd_quintic_iteration
-from .kernels import KERNELS
+from .kernels import KERNELS, resolve_kernel
 from .newton_schulz import Coefficients, newton_schulz_coefficients
 from .polar_express import polar_express_coefficients
 from .svd import polar_svd
@@ -21,6 +21,7 @@ __all__ = [
     "GRAM_MIN_ASPECT",
     "NORMALIZATION_SAFETY",
     "default_compute_dtype",
+    "iteration_dtype",
     "msign",
 ]
 
@@ -104,8 +105,13 @@ def _validate(
 
 
 def _validate_known(
-    G: torch.Tensor, frobenius: torch.Tensor | None, out_dtype: torch.dtype | None
+    G: torch.Tensor,
+    frobenius: torch.Tensor | None,
+    out_dtype: torch.dtype | None,
+    unit_scaled: bool = False,
 ) -> None:
+    if not isinstance(unit_scaled, bool):
+        raise ValueError(f"msign: unit_scaled={unit_scaled!r}; need True or False")
     if frobenius is not None and (
         not isinstance(frobenius, torch.Tensor) or frobenius.shape != G.shape[:-2]
     ):
@@ -129,27 +135,28 @@ def _polar_express_schedule(
     return tuple(polar_express_coefficients(steps, lower_bound))
 
 
-def _normalize(
-    X: torch.Tensor,
-    eps: float,
-    compute_dtype: torch.dtype,
-    safety: float,
-    norm: torch.Tensor | None = None,
+def _normalization(
+    X: torch.Tensor, eps: float, safety: float, norm: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """X / (safety * ||X||_F + eps) per matrix, zero matrices staying zero.
+    """1 / (safety * ||X||_F + eps) for every (m, n) matrix of the (K, m, n) stack X, 0 for
+    zero matrices: (K,) float32 (float64 for float64 X).
 
-    ||X||_F is accumulated in float64 (or taken from ``norm``, one float64 value per matrix),
-    so gradients of any float32 magnitude (1e-30 to 1e30) neither underflow to a zero norm nor
-    overflow to inf; the scale is applied in float32 (float64 for float64 input) and rounded
-    once into the compute dtype.
+    ||X||_F is accumulated in float64 (or taken from ``norm``, one value per matrix), so
+    gradients of any float32 magnitude (1e-30 to 1e30) neither underflow to a zero norm nor
+    overflow to inf.
     """
     if norm is None:
-        norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+        norm = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
     else:
-        norm = norm.to(torch.float64).reshape(-1, 1, 1)
+        norm = norm.to(torch.float64).reshape(-1)
     scale = torch.where(norm > 0, 1.0 / (safety * norm + eps), 0.0)
-    scale = scale.to(torch.float64 if X.dtype == torch.float64 else torch.float32)
-    return torch.mul(X, scale, out=torch.empty_like(X, dtype=compute_dtype))
+    return scale.to(torch.float64 if X.dtype == torch.float64 else torch.float32)
+
+
+def _normalize(X: torch.Tensor, scale: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    """X times its per-matrix scale (_normalization) in float32 (float64 for float64 X),
+    rounded once into the compute dtype."""
+    return torch.mul(X, scale[:, None, None], out=torch.empty_like(X, dtype=compute_dtype))
 
 
 def msign(
@@ -165,6 +172,7 @@ def msign(
     form: str = "direct",
     frobenius: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
+    unit_scaled: bool = False,
 ) -> torch.Tensor:
     """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
 
@@ -218,6 +226,14 @@ def msign(
             instead of a reduction over G. Ignored by "svd".
         out_dtype: the result's dtype, default G's (a bfloat16 G with a float32 result keeps
             the iteration's last rounding only).
+        unit_scaled: G's matrices have Frobenius norms within a small factor of 1, as the
+            fused step's prescaled stack (norms in [1/4, 8],
+            steepest.optim.fused_momentum.momentum_stack). A float16 G computed in float16 by
+            the Triton kernels then is not copied: 1 / (1.01 ||G||_F + eps) is folded into
+            the first products' float32 epilogues (one rounding less, no pass over G). Far
+            from unit norm the folded factor shrinks the iteration's first float16
+            polynomials toward subnormals (4x the error at norm 4e3 on an H100), so the
+            default makes the normalized copy. Ignored elsewhere.
 
     Returns:
         A tensor of G's shape, in out_dtype (default G's dtype).
@@ -230,7 +246,7 @@ def msign(
         seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
     _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
-    _validate_known(G, frobenius, out_dtype)
+    _validate_known(G, frobenius, out_dtype, unit_scaled)
     out_dtype = G.dtype if out_dtype is None else out_dtype
     if G.numel() == 0:
         return torch.zeros_like(G, dtype=out_dtype)
@@ -239,15 +255,39 @@ def msign(
         out = polar_svd(G.reshape(-1, *G.shape[-2:]).to(torch.float64 if wide else torch.float32))
         return out.reshape(G.shape).to(out_dtype)
     plan = _Plan(G, backend, dtype, form, out_dtype)
-    X = _normalize(plan.matrices, float(eps), plan.compute_dtype, plan.safety, frobenius)
-    X = X.mT if plan.tall else X
+    scale = _normalization(plan.matrices, float(eps), plan.safety, frobenius)
+    if unit_scaled and plan.folds(backend, kernel):  # the first products apply the scale
+        X = plan.oriented(plan.matrices)
+    else:
+        X = plan.oriented(_normalize(plan.matrices, scale, plan.compute_dtype))
+        scale = None
     if callable(backend):  # _validate: any other str is one of BACKENDS
         X = _call_backend(backend, X, steps)
     else:
         schedule = _schedule(backend, steps, coefficients, lower_bound)
         iterate = gram_quintic_iteration if plan.gram else odd_quintic_iteration
-        X = iterate(X, schedule, kernel=kernel)
+        X = iterate(X, schedule, kernel=kernel, scale=scale)
     return plan.finish(X)
+
+
+def iteration_dtype(
+    m: int, n: int, device: torch.device, dtype: torch.dtype | None = None, form: str = "direct"
+) -> torch.dtype:
+    """The dtype msign's iterative backends compute in for (m, n) matrices on ``device`` with
+    its ``dtype`` and ``form`` arguments: ``dtype`` when given; float16 on CUDA for the Gram
+    form ("gram", or "auto" on matrices with aspect >= GRAM_MIN_ASPECT); else
+    default_compute_dtype(device)."""
+    if dtype is not None:
+        return dtype
+    if _uses_gram(m, n, dtype, form) and device.type == "cuda":
+        return torch.float16
+    return default_compute_dtype(device)
+
+
+def _uses_gram(m: int, n: int, dtype: torch.dtype | None, form: str) -> bool:
+    """Whether msign takes the Gram form for (m, n) matrices (see FORMS)."""
+    rectangular = max(m, n) >= GRAM_MIN_ASPECT * min(m, n)
+    return form == "gram" or (form == "auto" and rectangular and dtype != torch.bfloat16)
 
 
 class _Plan:
@@ -266,15 +306,25 @@ class _Plan:
         self.shape, self.dtype = G.shape, out_dtype
         self.matrices = G.reshape(-1, m, n)
         self.tall = m > n
-        rectangular = max(m, n) >= GRAM_MIN_ASPECT * min(m, n)
-        self.gram = form == "gram" or (form == "auto" and rectangular and dtype != torch.bfloat16)
-        if dtype is not None:
-            self.compute_dtype = dtype
-        elif self.gram and G.device.type == "cuda":
-            self.compute_dtype = torch.float16
-        else:
-            self.compute_dtype = default_compute_dtype(G.device)
+        self.gram = _uses_gram(m, n, dtype, form)
+        self.compute_dtype = iteration_dtype(m, n, G.device, dtype, form)
         self.safety = 1.0 if backend == "newton_schulz" else NORMALIZATION_SAFETY
+
+    def oriented(self, X: torch.Tensor) -> torch.Tensor:
+        """The (K, m, n) stack X as the iteration takes it: wide (transposed when tall)."""
+        return X.mT if self.tall else X
+
+    def folds(self, backend: Backend, kernel: str) -> bool:
+        """Whether the iteration takes the normalization as a factor in its first products'
+        float32 epilogues instead of a scaled copy of G: a float16 G computed in float16 by
+        the Triton kernels (fp32 accumulation, so the unscaled products cannot overflow;
+        the copy is skipped and G rounded once less)."""
+        return (
+            isinstance(backend, str)
+            and self.matrices.dtype == torch.float16
+            and self.compute_dtype == torch.float16
+            and resolve_kernel(kernel, self.oriented(self.matrices)) == "triton"
+        )
 
     def finish(self, X: torch.Tensor) -> torch.Tensor:
         """The iterated wide stack X back in G's orientation and shape, in the output dtype."""

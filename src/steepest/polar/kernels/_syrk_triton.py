@@ -1,4 +1,5 @@
-"""Triton kernel for out = alpha X Y^T + beta C + shift I computing only the upper block-triangle.
+"""Triton kernel for out = alpha X Y^T + beta C + shift I (times an optional factor per matrix)
+computing only the upper block-triangle.
 
 Y = X gives the symmetric product X X^T; a symmetric Y that commutes with a symmetric X gives
 the product X Y of commuting symmetric matrices, also symmetric (commuting_product).
@@ -42,6 +43,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     y_ptr,
     c_ptr,
     out_ptr,
+    scale_ptr,
     S,
     L,
     alpha,
@@ -62,6 +64,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     HAS_C: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
     HAS_Y: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
     EVEN_K: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -125,6 +128,8 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     if HAS_SHIFT:
         if i == j:  # the diagonal lies in the diagonal tiles only
             result += tl.where(offs[:, None] == offs[None, :], tl.cast(shift, tl.float32), 0.0)
+    if HAS_SCALE:  # one float32 factor per matrix on the whole result, before the rounding
+        result *= tl.load(scale_ptr + batch)
     result = result.to(out_ptr.dtype.element_ty)
 
     o_base = out_ptr + batch * stride_ob
@@ -155,10 +160,12 @@ def syrk_triton(
     shift: float = 0.0,
     Y: torch.Tensor | None = None,
     tma: bool | None = None,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Launch on 3-D X and Y (batch, s, l; Y defaults to X), C and out (batch, s, s); shift is
-    added on the diagonal; ``tma`` None: TMA loads where tma_usable (and USE_TMA). The caller
-    checks arguments."""
+    added on the diagonal and ``scale`` (batch,) float32, contiguous, multiplies each matrix's
+    result; ``tma`` None: TMA loads where tma_usable (and USE_TMA). The caller checks
+    arguments."""
     batch, s, l = X.shape
     name = config if config is not None else pick_config(s, l, batch)
     block, block_k, warps, stages = TILE_CONFIGS[name]
@@ -180,6 +187,7 @@ def syrk_triton(
         y_arg,
         c,
         out,
+        scale if scale is not None else out,
         s,
         l,
         float(alpha),
@@ -200,6 +208,7 @@ def syrk_triton(
         HAS_C=C is not None,
         HAS_SHIFT=shift != 0.0,
         HAS_Y=Y is not None,
+        HAS_SCALE=scale is not None,
         EVEN_K=l % block_k == 0,
         BLOCK=block,
         BLOCK_K=block_k,

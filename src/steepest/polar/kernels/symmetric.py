@@ -135,8 +135,9 @@ def symmetric_product(
     kernel: str = "auto",
     out: torch.Tensor | None = None,
     shift: float = 0.0,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """out = alpha X X^T + beta C + shift I for every (..., s, l) matrix X, C symmetric.
+    """out = scale (alpha X X^T + beta C + shift I) for every (..., s, l) matrix X, C symmetric.
 
     Math: X X^T is symmetric, so the Triton kernel computes only the tiles (i, j) with i <= j of
     the s x s result (about half of the 2 s^2 l flops) and writes each tile and its transpose from
@@ -155,10 +156,14 @@ def symmetric_product(
         kernel: "auto" (default), "torch" or "triton" (see resolve_kernel).
         out: optional (..., s, s) tensor in X's dtype to write into (must not alias X or C).
         shift: added to every diagonal entry (default 0).
+        scale: optional factor per matrix, a real tensor of X's leading shape (...,), applied
+            to the whole result in float32 (msign folds its normalization into the first
+            products this way instead of scaling X).
 
     Returns:
         The (..., s, s) result in X's dtype (out when given). The Triton path accumulates in fp32
-        and rounds once; the torch path rounds as cuBLAS does.
+        and rounds once; the torch path rounds as cuBLAS does (with ``scale``, once more after
+        the float32 multiplication).
 
     References:
         seeds/000_0ff94013880c6450.txt, Alg. 2 (A = X X^T, B = b A + c A^2); arXiv 2505.16932,
@@ -166,6 +171,7 @@ def symmetric_product(
     """
     _validate(X, alpha, C, beta, out, shift)
     *lead, s, l = X.shape
+    scale1 = _batch_scale(scale, X)
     # 3-D operands as they are: under torch.compile a reshape of a column-major view (a tall
     # matrix's transpose, as msign passes it) made Inductor copy it to row-major first
     X3 = X if X.ndim == 3 else X.reshape(-1, s, l)
@@ -177,7 +183,7 @@ def symmetric_product(
         out3 = out.view(-1, s, s) if out is not None else X.new_empty(X3.shape[0], s, s)
         if beta == 0.0:
             C3 = None  # as in torch.baddbmm, beta = 0 ignores C (also its NaNs)
-        syrk_triton(X3, float(alpha), C3, float(beta), out3, shift=float(shift))
+        syrk_triton(X3, float(alpha), C3, float(beta), out3, shift=float(shift), scale=scale1)
         return out3.view(*lead, s, s) if out is None else out
     if C3 is None:
         result = torch.bmm(X3, X3.mT)
@@ -187,10 +193,33 @@ def symmetric_product(
         result = torch.baddbmm(C3, X3, X3.mT, beta=beta, alpha=alpha)
     if shift != 0.0:
         result.diagonal(dim1=-2, dim2=-1).add_(shift)
+    if scale1 is not None:
+        wide = torch.float64 if X.dtype == torch.float64 else torch.float32
+        result = (result.to(wide) * scale1.to(wide)[:, None, None]).to(X.dtype)
     result = result.view(*lead, s, s)
     if out is None:
         return result
     return out.copy_(result)
+
+
+def _batch_scale(scale: torch.Tensor | None, X: torch.Tensor) -> torch.Tensor | None:
+    """symmetric_product's per-matrix ``scale`` as a contiguous float32 vector (float64 for a
+    float64 X), one entry per matrix of X; ValueError for another shape or device."""
+    if scale is None:
+        return None
+    if (
+        not isinstance(scale, torch.Tensor)
+        or not scale.is_floating_point()
+        or tuple(scale.shape) != tuple(X.shape[:-2])
+        or scale.device != X.device
+    ):
+        got = (tuple(scale.shape), scale.dtype) if isinstance(scale, torch.Tensor) else scale
+        raise ValueError(
+            f"symmetric_product: scale is {got}; need a real tensor of X's leading shape "
+            f"{tuple(X.shape[:-2])} on {X.device}"
+        )
+    wide = torch.float64 if X.dtype == torch.float64 else torch.float32
+    return scale.reshape(-1).to(wide).contiguous()
 
 
 def _kernel_layout(M: torch.Tensor) -> torch.Tensor:

@@ -65,18 +65,22 @@ def time_fn(fn, *, warmup: int = 3, repeat: int = 20) -> float:
     return statistics.median(times)
 
 
-def pipelined(fn, steps: int = 20) -> float:
-    """Milliseconds per call of `steps` calls back to back between two CUDA events."""
+def pipelined(fn, steps: int = 20, rounds: int = 1) -> float:
+    """Milliseconds per call of `steps` calls back to back between two CUDA events; with
+    `rounds` > 1 the median over that many such runs."""
     if not torch.cuda.is_available():
         return time_fn(fn, warmup=1, repeat=steps)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(steps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / steps
+    samples = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(steps):
+            fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / steps)
+    return statistics.median(samples)
 
 
 def matmul_ceiling(device: torch.device, n: int = 8192, dtype=torch.bfloat16) -> float:

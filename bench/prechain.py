@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         torch._foreach_lerp_(moms, grads, 1.0 - BETA)
         directions = torch._foreach_lerp(grads, moms, BETA)
         return [
-            normalized(torch.stack([directions[i] for i in members]))
-            for members in stacks.values()
+            normalized(torch.stack([directions[i] for i in members])) for members in stacks.values()
         ]
 
     def fused(grads, moms):

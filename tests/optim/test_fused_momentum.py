@@ -211,7 +211,7 @@ def test_interpreted_op_matches_float64_also_compiled(compiled):
     op = torch.ops.steepest.momentum_stack_triton
 
     def run(grads, buffers):
-        return op(grads, buffers, 0.9, True, torch.float32, None, 3, 700)
+        return op(grads, buffers, 0.9, True, torch.float32, None, 3, 700, None)
 
     fn = torch.compile(run, fullgraph=True, backend="eager") if compiled else run
     stack, got = fn(grads, buffers)
@@ -331,10 +331,14 @@ def test_interpreted_op_with_prescale_also_compiled(nesterov, finite):
 def test_prescale_is_checked():
     grads, buffers = inputs(2, (4, 6))
     before = [m.clone() for m in buffers]
-    with pytest.raises(ValueError, match=r"prescale is \(\(3,\), torch.float32\); need a contiguous \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"prescale is \(\(3,\), torch.float32\); need a contiguous \(2,\)"
+    ):
         momentum_stack(grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(3))
     with pytest.raises(ValueError, match="prescale is"):
-        momentum_stack(grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(2, dtype=torch.float64))
+        momentum_stack(
+            grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(2, dtype=torch.float64)
+        )
     assert all(torch.equal(m, b) for m, b in zip(buffers, before, strict=True))
 
 
@@ -351,10 +355,26 @@ def test_cuda_prescaled_stack_matches_the_torch_path(finite):
     prescale_twin = prescale.clone()
     common = dict(matrix=(300, 1111))
     stack, norms = momentum_stack(
-        grads, buffers, 0.95, True, torch.float16, flag, kernel="triton", prescale=prescale, **common
+        grads,
+        buffers,
+        0.95,
+        True,
+        torch.float16,
+        flag,
+        kernel="triton",
+        prescale=prescale,
+        **common,
     )
     want, want_norms = momentum_stack(
-        grads, twins, 0.95, True, torch.float16, flag, kernel="torch", prescale=prescale_twin, **common
+        grads,
+        twins,
+        0.95,
+        True,
+        torch.float16,
+        flag,
+        kernel="torch",
+        prescale=prescale_twin,
+        **common,
     )
     assert torch.equal(prescale, prescale_twin)
     assert torch.isfinite(stack).all()

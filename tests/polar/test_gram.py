@@ -210,7 +210,9 @@ def test_a_scale_argument_iterates_on_the_scaled_stack_in_float64(shape, backend
     if backend == "polar_express":
         schedule = polar_express_coefficients(5)
     else:
-        schedule = newton_schulz_coefficients("jordan" if backend == "newton_schulz" else "cubic", 5)
+        schedule = newton_schulz_coefficients(
+            "jordan" if backend == "newton_schulz" else "cubic", 5
+        )
     iterate = gram_quintic_iteration if form == "gram" else odd_quintic_iteration
     folded = iterate(X, schedule, scale=c)
     expected = iterate(X * c[:, None, None], schedule)

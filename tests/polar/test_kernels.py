@@ -441,7 +441,9 @@ def test_every_triton_tile_config_matches_float64(config, shape):
     from steepest.polar.kernels._syrk_triton import syrk_triton
 
     batch, s, l = shape
-    X, C = _inputs(batch, s, l, torch.bfloat16, "cuda", seed=zlib.crc32(repr((config, shape)).encode()))
+    X, C = _inputs(
+        batch, s, l, torch.bfloat16, "cuda", seed=zlib.crc32(repr((config, shape)).encode())
+    )
     for C_used, beta in ((None, 0.0), (C, 0.5)):
         out = torch.full((batch, s, s), float("nan"), dtype=torch.bfloat16, device="cuda")
         syrk_triton(X, -1.1, C_used, beta, out, config=config)

@@ -48,7 +48,7 @@ def _lerp(start, end, weight):  # type: ignore[no-untyped-def]  # triton.jit rea
     )
 
 
-@triton.jit
+@triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _direction(g, m, beta, NESTEROV: tl.constexpr):  # type: ignore[no-untyped-def]
     # the direction from G and the updated M: lerp(G, M, beta) with Nesterov, else M
     d = m
@@ -173,7 +173,9 @@ def _prescale_rows_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads t
     offs = tl.arange(0, BLOCK_P)
     acc = tl.zeros((BLOCK_P,), dtype=tl.float64)
     for start in range(0, blocks, BLOCK_P):
-        acc += tl.load(partial_ptr + r * blocks + start + offs, mask=start + offs < blocks, other=0.0)
+        acc += tl.load(
+            partial_ptr + r * blocks + start + offs, mask=start + offs < blocks, other=0.0
+        )
     norm = tl.sqrt(tl.sum(acc, axis=0))
     # frexp's exponent from the float64 bits (the norm of float32 entries is a normal float64)
     e = ((norm.to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1022

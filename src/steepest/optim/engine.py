@@ -735,7 +735,12 @@ def _fused_stages_1_to_4(
         m, n = matrix_shape(tuple(shape))[-2:]
         compute = iteration_dtype(m, n, grads[0].device, polar_dtype, form)
         prescale = None
-        if PRESCALED_STACKS and compute == torch.float16 and algorithm.scale_invariant and prescales:
+        if (
+            PRESCALED_STACKS
+            and compute == torch.float16
+            and algorithm.scale_invariant
+            and prescales
+        ):
             prescale = prescales[k]
         stack_dtype = compute if compute not in (torch.bfloat16, torch.float16) else torch.bfloat16
         D, norms = momentum_stack(

@@ -118,7 +118,11 @@ def momentum_stack(
         or prescale.device != grads[0].device
         or not prescale.is_contiguous()
     ):
-        got = (tuple(prescale.shape), prescale.dtype) if isinstance(prescale, torch.Tensor) else prescale
+        got = (
+            (tuple(prescale.shape), prescale.dtype)
+            if isinstance(prescale, torch.Tensor)
+            else prescale
+        )
         raise ValueError(
             f"momentum_stack: prescale is {got}; need a contiguous ({rows},) float32 tensor "
             f"on {grads[0].device}, one entry per stacked matrix"
@@ -140,7 +144,7 @@ def momentum_stack(
     "steepest::momentum_stack_triton",
     mutates_args=("buffers", "prescale"),
     schema="(Tensor[] grads, Tensor(a!)[] buffers, float beta, bool nesterov, ScalarType dtype, "
-    "Tensor? finite, int m, int n, Tensor(b!)? prescale=None) -> (Tensor, Tensor)",
+    "Tensor? finite, int m, int n, Tensor(b!)? prescale) -> (Tensor, Tensor)",
 )
 def _momentum_stack_triton(
     grads: list[torch.Tensor],
@@ -151,11 +155,13 @@ def _momentum_stack_triton(
     finite: torch.Tensor | None,
     m: int,
     n: int,
-    prescale: torch.Tensor | None = None,
+    prescale: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
     declared mutated, so Inductor neither clones them nor the stack around the launches (as it
-    did for the bare kernel calls: slower than the unfused stage on an H100)."""
+    did for the bare kernel calls: slower than the unfused stage on an H100). ``prescale``
+    has no default in the schema: torch 2.11's boxed call dropped a trailing None default,
+    then failed to find the mutated argument."""
     from . import _momentum_triton as kernels
 
     per, size = grads[0].numel() // (m * n), m * n
@@ -228,7 +234,7 @@ def _momentum_stack_triton_fake(
     finite: torch.Tensor | None,
     m: int,
     n: int,
-    prescale: torch.Tensor | None = None,
+    prescale: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = len(grads) * (grads[0].numel() // (m * n))
     return (

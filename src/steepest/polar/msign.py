@@ -255,12 +255,12 @@ def msign(
         out = polar_svd(G.reshape(-1, *G.shape[-2:]).to(torch.float64 if wide else torch.float32))
         return out.reshape(G.shape).to(out_dtype)
     plan = _Plan(G, backend, dtype, form, out_dtype)
-    scale = _normalization(plan.matrices, float(eps), plan.safety, frobenius)
+    normalization = _normalization(plan.matrices, float(eps), plan.safety, frobenius)
+    scale: torch.Tensor | None = None
     if unit_scaled and plan.folds(backend, kernel):  # the first products apply the scale
-        X = plan.oriented(plan.matrices)
+        X, scale = plan.oriented(plan.matrices), normalization
     else:
-        X = plan.oriented(_normalize(plan.matrices, scale, plan.compute_dtype))
-        scale = None
+        X = plan.oriented(_normalize(plan.matrices, normalization, plan.compute_dtype))
     if callable(backend):  # _validate: any other str is one of BACKENDS
         X = _call_backend(backend, X, steps)
     else:

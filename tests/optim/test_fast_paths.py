@@ -420,9 +420,20 @@ def test_float16_iterations_take_a_prescaled_float16_stack(monkeypatch, form):
         results.append([p.detach().clone() for p in ps])
         if name == "muon" and fused:
             assert seen and all(d == torch.float16 and pre for d, pre in seen)
-            for pre in prescales:
+            for piece, pre in zip(pieces, prescales, strict=True):
                 exponents = torch.log2(pre)
                 assert torch.equal(exponents, exponents.round())
+                # the last step's directions (Nesterov, momentum 0.95), one norm per matrix
+                D = torch.cat(
+                    [
+                        torch.lerp(grads[i], states[i]["momentum_buffer"], 0.95).reshape(
+                            -1, *shapes[i][-2:]
+                        )
+                        for i in piece
+                    ]
+                )
+                ratio = torch.linalg.matrix_norm(D.double()) * pre.double()
+                assert ((ratio >= 0.5) & (ratio < 1.0)).all(), ratio
         if name == "polargrad":
             assert all(d == torch.bfloat16 and not pre for d, pre in seen)
         seen.clear()

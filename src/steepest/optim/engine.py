@@ -742,13 +742,18 @@ def _fused_stages_1_to_4(
             and prescales
         ):
             prescale = prescales[k]
-        stack_dtype = compute if compute not in (torch.bfloat16, torch.float16) else torch.bfloat16
+        if prescale is not None:
+            stack_dtype = torch.float16
+        elif compute in (torch.bfloat16, torch.float16):
+            stack_dtype = torch.bfloat16
+        else:
+            stack_dtype = compute
         D, norms = momentum_stack(
             [grads[i] for i in members],
             [states[i]["momentum_buffer"] for i in members],
             group["momentum"],
             group["nesterov"],
-            torch.float16 if prescale is not None else stack_dtype,
+            stack_dtype,
             finite,
             matrix=(m, n),
             prescale=prescale,

@@ -328,8 +328,7 @@ class _Plan:
 
     def finish(self, X: torch.Tensor) -> torch.Tensor:
         """The iterated wide stack X back in G's orientation and shape, in the output dtype."""
-        X = X.mT if self.tall else X
-        return X.reshape(self.shape).to(self.dtype)
+        return self.oriented(X).reshape(self.shape).to(self.dtype)
 
 
 def _schedule(

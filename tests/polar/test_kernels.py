@@ -63,6 +63,20 @@ def _symmetric(batch, s, dtype, device, generator):
     return (C + C.mT).to(device=device, dtype=dtype)
 
 
+def _assert_mirrored(out, config):
+    """Off-diagonal tiles are stored as exact transposes of the computed ones. A diagonal tile is
+    one product whose float32 sums may round differently at (i, j) and (j, i) (the interpreter's
+    tl.dot is a NumPy matmul, whose vectorized reduction order depends on the position), so there
+    one unit in the last place of the stored dtype is allowed."""
+    tile = int(config.split("x")[0])
+    block = torch.arange(out.shape[-1]) // tile
+    same_tile = block[:, None] == block[None, :]
+    assert torch.equal(out[..., ~same_tile], out.mT[..., ~same_tile]), "mirrored tiles differ"
+    gap = (out.float() - out.mT.float()).abs()[..., same_tile]
+    ulp = torch.finfo(out.dtype).eps * out.float().abs()[..., same_tile].clamp_min(1.0)
+    assert (gap <= ulp).all(), "a diagonal tile is not symmetric to one unit in the last place"
+
+
 def _inputs(batch, s, l, dtype, device, seed, transposed=False):
     generator = torch.Generator().manual_seed(seed)
     if transposed:  # a column-major view, as msign passes for tall matrices
@@ -211,7 +225,7 @@ def test_interpreted_triton_kernel_matches_float64(config, shape, transposed):
         syrk_triton(X, alpha, C_used, beta, out, config=config)
         assert torch.isfinite(out).all(), "unwritten (NaN) output elements"
         assert _relative_error(out, _oracle(X, alpha, C_used, beta)) < 2e-3
-        assert torch.equal(out, out.mT), "the mirrored tiles must be exact transposes"
+        _assert_mirrored(out, config)
 
 
 @needs_interpreter
@@ -228,7 +242,7 @@ def test_interpreted_kernel_adds_the_diagonal_shift(config, s):
     syrk_triton(R, -0.6, C, 1.7, out, config=config, shift=3.25)
     ref = _oracle(R, -0.6, C, 1.7) + 3.25 * torch.eye(s, dtype=torch.float64)
     assert _relative_error(out, ref) < 2e-3
-    assert torch.equal(out, out.mT)
+    _assert_mirrored(out, config)
 
 
 @needs_interpreter
@@ -251,7 +265,7 @@ def test_interpreted_kernel_scales_each_matrix_in_float32(config, shape, transpo
     assert torch.isfinite(out).all()
     assert torch.count_nonzero(out[0]) == 0
     assert _relative_error(out, ref) < 2e-3
-    assert torch.equal(out, out.mT)
+    _assert_mirrored(out, config)
 
 
 def test_torch_path_adds_the_diagonal_shift():

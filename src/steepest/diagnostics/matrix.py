@@ -154,6 +154,12 @@ def stable_rank(A: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor of shape (...).
 
+    Example:
+        >>> import torch
+        >>> from steepest.diagnostics import stable_rank
+        >>> stable_rank(torch.diag(torch.tensor([2.0, 1.0, 1.0])))  # (4 + 1 + 1) / 4
+        tensor(1.5000)
+
     References:
         Cesista (2025), Definition 7.
     """

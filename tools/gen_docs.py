@@ -201,8 +201,10 @@ def algorithm_table() -> str:
         summary = first_line(preset) if preset else first_line(type(algorithm))
         out.append(f"| `{name}` | {preset_cell} | {updates} | {defaults} | {summary} |")
     out.append("\n## Norms\n")
-    out.append("`steepest.norms.get(name, **kwargs)` builds these; every one satisfies "
-               "`norm(dualize(G)) == 1` and `<G, dualize(G)> == dual_norm(G)`.\n")
+    out.append(
+        "`steepest.norms.get(name, **kwargs)` builds these; every one satisfies "
+        "`norm(dualize(G)) == 1` and `<G, dualize(G)> == dual_norm(G)`.\n"
+    )
     out.append("| name | class | summary |")
     out.append("|---|---|---|")
     for name in norm_names():

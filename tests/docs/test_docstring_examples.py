@@ -20,9 +20,7 @@ def modules() -> list[str]:
         module = importlib.import_module(package)
         names.append(package)
         if hasattr(module, "__path__"):
-            names += [
-                info.name for info in pkgutil.walk_packages(module.__path__, package + ".")
-            ]
+            names += [info.name for info in pkgutil.walk_packages(module.__path__, package + ".")]
     return names
 
 

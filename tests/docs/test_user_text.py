@@ -14,7 +14,7 @@ PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md"] + [
     page for page in sorted((ROOT / "docs").rglob("*.md")) if "reference" not in page.parts
 ]
 FORBIDDEN = {
-    "a seed document's path (cite the paper: authors, title, arXiv id)": r"seeds/\d{3}|seed \d{3}\b",
+    "a seed document's path (cite the paper instead)": r"seeds/\d{3}|seed \d{3}\b",
     "the team's design notes": r"shared/DESIGN",
     "a numbered period of work": r"\b[Ss]ession \d+",
     "a result-file glob (name one current file or folder)": r"bench/results/\S*\*",

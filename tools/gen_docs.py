@@ -12,6 +12,7 @@ tests/docs/test_generated_docs.py fails when a committed page differs from what 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
 import re
@@ -232,9 +233,13 @@ def main() -> int:
     args = parser.parse_args()
     stale = []
     for path, text in generated().items():
-        if not path.exists() or path.read_text() != text:
+        committed = path.read_text() if path.exists() else ""
+        if committed != text:
             stale.append(path.relative_to(ROOT))
-            if not args.check:
+            if args.check:
+                diff = difflib.unified_diff(committed.splitlines(), text.splitlines(), lineterm="")
+                print("\n".join(list(diff)[:20]), file=sys.stderr)
+            else:
                 path.write_text(text)
     if args.check and stale:
         print("stale: " + ", ".join(map(str, stale)) + "; run tools/gen_docs.py", file=sys.stderr)

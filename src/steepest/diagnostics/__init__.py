@@ -12,9 +12,13 @@ Public API:
     kronecker:  kronecker_approx(H, shape_a, shape_b, rank), kronecker_sum, KroneckerApprox
     monitor:    Monitor(model, optimizer, every=10, metrics=..., path="monitor.jsonl")
 
-References: seeds/000_0ff94013880c6450.txt (Def. 6, 7), seeds/003_e51c56d7d69de86a.txt
-(NDS, Taylor check, layer split, Kronecker Hessians), seeds/004_67262c901d7d220a.txt (nuclear vs
-Frobenius gradient norms, smoothness J and L).
+References:
+    Cesista (2025): F. L. Cesista, "Muon and a selective survey on steepest descent in
+        Riemannian and non-Riemannian manifolds", 2025 (Def. 6, 7: relative size, stable rank).
+    arXiv 2606.04662: "Why Muon outperforms Adam: a curvature perspective" (NDS, Taylor
+        check, layer split, Kronecker Hessians).
+    Shen et al., arXiv 2505.23737: W. Shen, R. Huang, M. Huang, C. Shen, J. Zhang, "On the
+        convergence analysis of Muon" (nuclear vs Frobenius gradient norms, smoothness J, L).
 """
 
 from .curvature import (

@@ -116,7 +116,7 @@ def directional_sharpness(
         float (nan for normalized=True and u = 0).
 
     References:
-        seeds/003_e51c56d7d69de86a.txt (arXiv 2606.04662), the curvature penalty of the
+        arXiv 2606.04662, the curvature penalty of the
         second-order Taylor expansion and its normalization NDS (abstract; Fig. 2).
     """
     params, direction = check_params_and_direction("directional_sharpness", params, direction)
@@ -154,7 +154,7 @@ def taylor_check(
         (curvature / ||u||^2, nan for u = 0), `predicted`, `actual`, `gap`.
 
     References:
-        seeds/003_e51c56d7d69de86a.txt (arXiv 2606.04662): the one-step decomposition into a
+        arXiv 2606.04662: the one-step decomposition into a
         first-order gain and a curvature penalty; the predicted-vs-actual check is the referee's
         major comment there.
     """
@@ -236,7 +236,7 @@ def layer_split(
         rounding), `blocks` (list of u_b^T H_bb u_b per block) and `update_norm_sq` (||u||^2).
 
     References:
-        seeds/003_e51c56d7d69de86a.txt (arXiv 2606.04662), the within-/cross-layer decomposition
+        arXiv 2606.04662, the within-/cross-layer decomposition
         of directional sharpness (Fig. 4, Fig. 9).
     """
     params, direction = check_params_and_direction("layer_split", params, direction)
@@ -279,7 +279,7 @@ def layer_hessian(loss_fn: LossFn, param: torch.Tensor, max_numel: int = 4096) -
         Detached tensor of shape (numel, numel) in param's dtype.
 
     References:
-        seeds/003_e51c56d7d69de86a.txt, Fig. 5, Fig. 10-12 (Hessians of single attention matrices).
+        arXiv 2606.04662, Fig. 5, Fig. 10-12 (Hessians of single attention matrices).
     """
     if not isinstance(param, torch.Tensor) or not param.is_floating_point():
         raise TypeError("layer_hessian: param must be a floating torch.Tensor")

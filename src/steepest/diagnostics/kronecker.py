@@ -57,7 +57,7 @@ def kronecker_approx(
 
     References:
         C. F. Van Loan and N. Pitsianis, "Approximation with Kronecker products", 1993 (cited by
-        seeds/003_e51c56d7d69de86a.txt, ref. [111]); seeds/003_e51c56d7d69de86a.txt, Fig. 5
+        arXiv 2606.04662, ref. [111]); arXiv 2606.04662, Fig. 5
         (energy captured by rank-r Kronecker approximations of attention Hessians).
     """
     check_matrix("kronecker_approx", "H", H)

@@ -154,8 +154,14 @@ def stable_rank(A: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor of shape (...).
 
+    Example:
+        >>> import torch
+        >>> from steepest.diagnostics import stable_rank
+        >>> stable_rank(torch.diag(torch.tensor([2.0, 1.0, 1.0])))  # (4 + 1 + 1) / 4
+        tensor(1.5000)
+
     References:
-        seeds/000_0ff94013880c6450.txt, Definition 7.
+        Cesista (2025), Definition 7.
     """
     check_matrix("stable_rank", "A", A)
     return _stable_rank(_svdvals(A.to(svd_dtype(A))))
@@ -169,7 +175,7 @@ def nuclear_rank(G: torch.Tensor) -> torch.Tensor:
     """Nuclear rank ||G||_*^2 / ||G||_F^2, in [1, rank(G)] (0 for G = 0).
 
     For a gradient this is the ratio that decides whether Muon's rate beats gradient descent's
-    (seed 004: Muon gains when ||grad||_*^2 / ||grad||_F^2 is large against J / L).
+    (arXiv 2505.23737: Muon gains when ||grad||_*^2 / ||grad||_F^2 is large against J / L).
 
     Args:
         G: real floating tensor of shape (..., m, n).
@@ -178,7 +184,7 @@ def nuclear_rank(G: torch.Tensor) -> torch.Tensor:
         Tensor of shape (...).
 
     References:
-        seeds/004_67262c901d7d220a.txt, Fig. 3-4 (||grad||_*^2 and ||grad||_F^2 along training).
+        Shen et al., arXiv 2505.23737, Fig. 3-4 (||grad||_*^2 and ||grad||_F^2 along training).
     """
     check_matrix("nuclear_rank", "G", G)
     return _nuclear_rank(_svdvals(G.to(svd_dtype(G))))
@@ -201,7 +207,7 @@ def effective_rank(A: torch.Tensor) -> torch.Tensor:
 
     References:
         O. Roy and M. Vetterli, "The effective rank: a measure of effective dimensionality",
-        EUSIPCO 2007 (cited by seeds/003_e51c56d7d69de86a.txt, ref. [67]).
+        EUSIPCO 2007 (cited by arXiv 2606.04662, ref. [67]).
     """
     check_matrix("effective_rank", "A", A)
     return _effective_rank(_svdvals(A.to(svd_dtype(A))))
@@ -317,7 +323,7 @@ def relative_size(
         Tensor of shape (...).
 
     References:
-        seeds/000_0ff94013880c6450.txt, Definition 6.
+        Cesista (2025), Definition 6.
     """
     check_matrix("relative_size", "dW", dW)
     check_matrix("relative_size", "W", W)
@@ -349,7 +355,7 @@ def orthogonality_gap(U: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         Tensor of shape (...).
 
     References:
-        seeds/000_0ff94013880c6450.txt, §3.3.1 (msign(G) = U V^T has all singular values 1).
+        Cesista (2025), §3.3.1 (msign(G) = U V^T has all singular values 1).
     """
     check_matrix("orthogonality_gap", "U", U)
     if not isinstance(normalize, bool):

@@ -44,7 +44,7 @@ METRICS = {
     "update": "per parameter: update_stats (update_rms, relative_size, effective_lr, "
     "grad_dual_norm, cosine, angle_deg; for matrices also update_spectral, update_stable_rank, "
     "update_orthogonality_gap, grad_stable_rank, grad_nuclear_rank, grad_effective_rank)",
-    "smoothness": "per matrix parameter, on the line after a recorded step t: seed 004 secant L "
+    "smoothness": "per matrix parameter, on the line after a recorded step t: secant L "
     "(frobenius_smoothness), J (spectral_smoothness), smoothness_ratio J/L between W_t and "
     "W_{t+1}, and muon_advantage = (||g_t||_*^2 / ||g_t||_F^2) * L / J",
     "taylor": "needs loss_fn: the one-step Taylor check of the step just taken (taylor/...)",
@@ -105,9 +105,9 @@ class Monitor:
             No effect on GPU tensors.
 
     References:
-        seeds/003_e51c56d7d69de86a.txt (Taylor check, NDS, layer split);
-        seeds/004_67262c901d7d220a.txt (nuclear/Frobenius ratio, J and L along training);
-        seeds/000_0ff94013880c6450.txt, Def. 6-7 (relative size, stable rank).
+        arXiv 2606.04662 (Taylor check, NDS, layer split);
+        Shen et al., arXiv 2505.23737 (nuclear/Frobenius ratio, J and L along training);
+        Cesista (2025), Def. 6-7 (relative size, stable rank).
     """
 
     def __init__(

@@ -21,7 +21,7 @@ def nuclear_frobenius_ratio(G: torch.Tensor) -> torch.Tensor:
         Tensor of shape (...), in [1, rank(G)] for G != 0.
 
     References:
-        seeds/004_67262c901d7d220a.txt (arXiv 2505.23737), Fig. 3-4 (||grad||_*^2 / ||grad||_F^2).
+        Shen et al., arXiv 2505.23737, Fig. 3-4 (||grad||_*^2 / ||grad||_F^2).
     """
     check_matrix("nuclear_frobenius_ratio", "G", G)
     return nuclear_rank(G)
@@ -50,7 +50,7 @@ def smoothness_estimates(
         (J_est), `ratio` (J_est / L_est); nan where dW = 0.
 
     References:
-        seeds/004_67262c901d7d220a.txt (arXiv 2505.23737), Fig. 3-4 (J_t and L_t along training).
+        Shen et al., arXiv 2505.23737, Fig. 3-4 (J_t and L_t along training).
     """
     tensors = {"W_prev": W_prev, "W": W, "G_prev": G_prev, "G": G}
     for name, X in tensors.items():
@@ -73,9 +73,9 @@ def smoothness_estimates(
 def muon_advantage_ratio(
     G: torch.Tensor, frobenius_smoothness: torch.Tensor, spectral_smoothness: torch.Tensor
 ) -> torch.Tensor:
-    """(||G||_*^2 / ||G||_F^2) * (L / J): above 1 where seed 004's bound favors Muon over GD.
+    """(||G||_*^2 / ||G||_F^2) * (L / J): above 1 where arXiv 2505.23737 favors Muon over GD.
 
-    Math: seed 004 compares GD's rate, driven by ||G||_F^2 / L, with Muon's, driven by
+    Math: arXiv 2505.23737 compares GD's rate, driven by ||G||_F^2 / L, with Muon's, driven by
     ||G||_*^2 / J; Muon's is better when ||G||_*^2 L / (||G||_F^2 J) > 1 (its Equation (7), the
     "average ratio" plotted in Fig. 4(e)).
 
@@ -88,7 +88,7 @@ def muon_advantage_ratio(
         Tensor of shape (...).
 
     References:
-        seeds/004_67262c901d7d220a.txt (arXiv 2505.23737), Fig. 4(e) and its Equation (7).
+        Shen et al., arXiv 2505.23737, Fig. 4(e) and its Equation (7).
     """
     check_matrix("muon_advantage_ratio", "G", G)
     return nuclear_rank(G) * frobenius_smoothness / spectral_smoothness

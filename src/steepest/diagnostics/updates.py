@@ -80,7 +80,7 @@ def update_stats(
     Math (all Frobenius / Euclidean over the whole tensor unless noted; u = -dW is the step
     direction times lr):
         update_rms    = ||dW||_F / sqrt(numel)
-        relative_size = ||dW||_F / ||W_before||_F          (seed 000 Def. 6, Frobenius norm)
+        relative_size = ||dW||_F / ||W_before||_F          (Cesista 2025, Def. 6; Frobenius)
         effective_lr  = ||dW||_F / ||g||_F                 (equals lr for SGD)
         cosine        = <-dW, g> / (||dW||_F ||g||_F),   angle_deg = degrees(arccos(cosine))
         grad_dual_norm = ||g||_* (nuclear norm of the matrix view) for ndim >= 2 (the dual of
@@ -89,7 +89,7 @@ def update_stats(
     values of dW and g (one svdvals call per group of equal shape over all parameters):
     update_spectral = ||dW||_2, update_stable_rank, update_orthogonality_gap
     (`orthogonality_gap(dW, normalize=True)`), grad_stable_rank, grad_nuclear_rank
-    (||g||_*^2 / ||g||_F^2, seed 004) and grad_effective_rank.
+    (||g||_*^2 / ||g||_F^2, arXiv 2505.23737) and grad_effective_rank.
     A parameter without gradient gets only the update statistics. All values are computed as
     tensors and copied to the host once.
 
@@ -103,7 +103,7 @@ def update_stats(
         dict name -> dict of floats.
 
     References:
-        seeds/000_0ff94013880c6450.txt, Definition 6 (relative size) and §2.3 (dual norms).
+        Cesista (2025), Definition 6 (relative size) and §2.3 (dual norms).
     """
     if not isinstance(before, dict):
         raise TypeError("update_stats: before must be the dict returned by snapshot(params)")

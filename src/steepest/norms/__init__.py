@@ -16,15 +16,20 @@ over the last dim; leading dims are a batch. Weights are (..., d_out, d_in) as i
 
 (m = d_out, n = d_in; Spectral(rms=True) is sqrt(n/m) sigma_max with dualizer sqrt(m/n) U V^T.)
 
-Scaling: the RMS factors of the LMO table (seeds/001_69fb9a2ea907674e.txt) are part of the norm,
+Scaling: the RMS factors of the LMO table (Beznosikov (2025)) are part of the norm,
 not a separate step: ColNorm and RowNorm default to rms=True (the table's norms), Spectral to
 rms=False (the plain spectral norm); rms flips each to the other. In every case the object's
 norm is c * (unscaled norm) for a shape factor c, its dual is (unscaled dual) / c and its
 dualizer is (unscaled dualizer) / c, so both identities hold exactly; dualize returns the
 table's LMO direction without its minus sign (optimizers step along -dualize).
 
-References: seeds/000_0ff94013880c6450.txt (§2.3 dualizer, Prop. 4, §4.3);
-seeds/001_69fb9a2ea907674e.txt (LMO table; Scion, arXiv 2502.07529).
+References:
+    Cesista (2025): F. L. Cesista, "Muon and a selective survey on steepest descent in
+        Riemannian and non-Riemannian manifolds", 2025 (§2.3 dualizer, Prop. 4, §4.3).
+    Beznosikov (2025): A. Beznosikov, "Matrix optimization and Muon: a natural perspective on
+        neural network training, part 2", lecture, MIPT, 2025 (the LMO table).
+    T. Pethick et al., "Training deep learning models with norm-constrained LMOs",
+        arXiv 2502.07529 (Scion).
 """
 
 from .base import Norm

@@ -42,7 +42,7 @@ class Norm(ABC):
 
     Shape scaling: a subclass defines an unscaled norm N (`_norm`, `_dual_norm`, `_dualize`) and
     may define a positive factor c = `_scale(shape)` that depends only on the shape (e.g. the RMS
-    factors of the LMO table in seeds/001_69fb9a2ea907674e.txt). The object's norm is then c * N,
+    factors of the LMO table in Beznosikov (2025)). The object's norm is then c * N,
     its dual norm N_* / c and its dualizer dualize_N / c, so both identities hold exactly for the
     scaled norm whatever c is.
 
@@ -51,7 +51,7 @@ class Norm(ABC):
     are a batch. dualize returns a tensor of G's shape and dtype.
 
     References:
-        seeds/000_0ff94013880c6450.txt, §2.3 (the dualizer, eq. for dualizer_{||.||}).
+        Cesista (2025), §2.3 (the dualizer, eq. for dualizer_{||.||}).
     """
 
     #: 2 for matrix norms (reduce over (..., m, n)), 1 for vector norms (reduce over (..., n)).

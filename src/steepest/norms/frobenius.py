@@ -18,7 +18,7 @@ class Frobenius(Norm):
     Shapes: X, G are (..., m, n); norm and dual_norm return (...).
 
     References:
-        seeds/000_0ff94013880c6450.txt, §4.2.1 (Recovering SGD, p = q = 2).
+        Cesista (2025), §4.2.1 (Recovering SGD, p = q = 2).
     """
 
     def _norm(self, X: torch.Tensor) -> torch.Tensor:

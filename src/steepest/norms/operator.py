@@ -37,7 +37,7 @@ class ColNorm(Norm):
         rms: use the RMS factor of the LMO table (default True).
 
     References:
-        seeds/001_69fb9a2ea907674e.txt, the LMO table, column "1 -> RMS (ColNorm)"; the
+        Beznosikov (2025), the LMO table, column "1 -> RMS (ColNorm)"; the
         table is that of Scion (Pethick et al., arXiv 2502.07529).
     """
 
@@ -75,7 +75,7 @@ class RowNorm(Norm):
         rms: use the RMS factor of the LMO table (default True).
 
     References:
-        seeds/001_69fb9a2ea907674e.txt, the LMO table, column "RMS -> inf (RowNorm)"; the
+        Beznosikov (2025), the LMO table, column "RMS -> inf (RowNorm)"; the
         table is that of Scion (Pethick et al., arXiv 2502.07529).
     """
 

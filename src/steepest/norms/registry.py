@@ -44,6 +44,17 @@ def get(name: str | Norm, **kwargs: object) -> Norm:
     Raises:
         ValueError: unknown name (the message lists the allowed names) or bad constructor values.
         TypeError: name of the wrong type, or arguments the norm's constructor does not take.
+
+    Example:
+        >>> import torch
+        >>> from steepest import norms
+        >>> spectral = norms.get("spectral")
+        >>> G = torch.tensor([[3.0, 0.0], [0.0, -1.0]])
+        >>> spectral.dualize(G)  # U V^T
+        tensor([[ 1.,  0.],
+                [ 0., -1.]])
+        >>> spectral.dual_norm(G)  # the nuclear norm, <G, dualize(G)>
+        tensor(4.)
     """
     if isinstance(name, Norm):
         if kwargs:

@@ -73,8 +73,8 @@ class Spectral(Norm):
     matrix (so a callable backend is called once there), raising msign's own message.
 
     References:
-        seeds/000_0ff94013880c6450.txt, eq. dualizer_{||.||_{2->2}} = U V^T and §4.2.2;
-        seeds/001_69fb9a2ea907674e.txt, the LMO table, column "RMS -> RMS (Spectral)".
+        Cesista (2025), eq. dualizer_{||.||_{2->2}} = U V^T and §4.2.2;
+        Beznosikov (2025), the LMO table, column "RMS -> RMS (Spectral)".
     """
 
     def __init__(
@@ -148,7 +148,7 @@ class SchattenP(Norm):
     """The Schatten-p norm ||X||_{S_p} = (sum_i sigma_i^p)^(1/p), 1 <= p <= inf.
 
     Math: with 1/p + 1/q = 1, dual_norm(G) = ||G||_{S_q} and, for G = U diag(sigma) V^T,
-        dualize(G) = U diag(sigma_i^(q-1)) V^T / ||G||_{S_q}^(q-1)       (seed 000, Prop. 4),
+        dualize(G) = U diag(sigma_i^(q-1)) V^T / ||G||_{S_q}^(q-1)       (Cesista 2025, Prop. 4),
     computed as U diag(r_i^(q-1)) V^T / ||r||_q^(q-1) with r = sigma / sigma_max, which is the
     same matrix but cannot overflow. Special cases: p = 2 gives G / ||G||_F (Frobenius); p = inf
     (q = 1) gives U V^T (Spectral); p = 1 (q = inf, dual = spectral norm) puts all weight on the
@@ -166,7 +166,7 @@ class SchattenP(Norm):
         p: the Schatten exponent, a real number in [1, inf] (math.inf for the spectral norm).
 
     References:
-        seeds/000_0ff94013880c6450.txt, Definition 2, Proposition 4, §4.2 and §4.3.
+        Cesista (2025), Definition 2, Proposition 4, §4.2 and §4.3.
     """
 
     def __init__(self, p: float):

@@ -18,7 +18,7 @@ class Sign(Norm):
     Shapes: X, G are (..., m, n); norm and dual_norm return (...).
 
     References:
-        seeds/001_69fb9a2ea907674e.txt, the LMO table, column "1 -> inf (Sign)":
+        Beznosikov (2025), the LMO table, column "1 -> inf (Sign)":
         norm max_ij |A_ij|, LMO A -> -sign(A).
     """
 

@@ -21,8 +21,8 @@ class RMS(Norm):
     Shapes: x, g are (..., n); norm and dual_norm return (...).
 
     References:
-        seeds/001_69fb9a2ea907674e.txt, the LMO table (the RMS vector geometry behind its
-        "RMS" columns); seeds/000_0ff94013880c6450.txt, §2.3 (the dualizer).
+        Beznosikov (2025), the LMO table (the RMS vector geometry behind its
+        "RMS" columns); Cesista (2025), §2.3 (the dualizer).
     """
 
     min_ndim = 1

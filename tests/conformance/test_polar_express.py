@@ -86,3 +86,16 @@ def test_msign_reproduces_algorithm_1():
     opt.step()
     expected = -_algorithm_1(G[0], 5)
     assert ((p.detach() - expected).norm() / expected.norm()).item() < 1e-6  # eps=0 vs 1e-7
+
+
+def test_pytorch_optimizer_polar_express_list_is_another_schedule():
+    """pytorch-optimizer's ns_coeffs="polar_express" is not Algorithm 1's safety-scaled list
+    (its first triple differs by more than 0.3%): reproduce it with coefficients=<that list>."""
+    import pytest
+
+    pytest.importorskip("pytorch_optimizer", reason="pytorch-optimizer is not installed")
+    from pytorch_optimizer.optimizer.utils.matrix import NS_COEFFICIENTS
+
+    theirs = NS_COEFFICIENTS["polar_express"][0]
+    ours = _safe(PUBLISHED[0])
+    assert abs(theirs[0] - ours[0]) > 3e-3 * ours[0]

@@ -25,10 +25,14 @@ BFLOAT16 = 5e-2
 SHAPES = [(32, 16), (16, 48), (24, 24)]
 
 
-def stream(shapes: Sequence[tuple[int, ...]], steps: int, seed: int = 0) -> list[list[torch.Tensor]]:
+def stream(
+    shapes: Sequence[tuple[int, ...]], steps: int, seed: int = 0
+) -> list[list[torch.Tensor]]:
     """``steps`` lists of float64 Gaussian gradients, one per shape: the same for every run."""
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes] for _ in range(steps)]
+    return [
+        [torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes] for _ in range(steps)
+    ]
 
 
 def start(shapes: Sequence[tuple[int, ...]], seed: int = 1) -> list[torch.Tensor]:

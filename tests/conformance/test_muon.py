@@ -11,8 +11,18 @@ import importlib
 
 import pytest
 import torch
-from conformance_helpers import BFLOAT16, FLOAT32, FLOAT64, SHAPES, gap, peer, run, start, stream
-from conformance_helpers import timm_optim
+from conformance_helpers import (
+    BFLOAT16,
+    FLOAT32,
+    FLOAT64,
+    SHAPES,
+    gap,
+    peer,
+    run,
+    start,
+    stream,
+    timm_optim,
+)
 
 import steepest
 
@@ -59,7 +69,9 @@ def test_torch_muon_rms_shape_rule(monkeypatch):
         lambda ps: torch.optim.Muon(ps, **HP, adjust_lr_fn="match_rms_adamw"),
         w0, grads, torch.float32,
     )
-    ours = run(lambda ps: steepest.Muon(ps, **HP, **JORDAN_NS, scale="rms"), w0, grads, torch.float32)
+    ours = run(
+        lambda ps: steepest.Muon(ps, **HP, **JORDAN_NS, scale="rms"), w0, grads, torch.float32
+    )
     assert gap(w0, ours, theirs) < FLOAT32
 
 
@@ -68,7 +80,9 @@ def test_muon_bfloat16_against_float32_oracle(monkeypatch):
     ties to torch.optim.Muon; torch's own bfloat16 run for comparison."""
     w0, grads = start(SHAPES), stream(SHAPES, 6)
     bf16 = {**JORDAN_NS, "polar_dtype": torch.bfloat16}
-    oracle = run(lambda ps: steepest.Muon(ps, **HP, **JORDAN_NS, scale="jordan"), w0, grads, torch.float32)
+    oracle = run(
+        lambda ps: steepest.Muon(ps, **HP, **JORDAN_NS, scale="jordan"), w0, grads, torch.float32
+    )
     ours = run(lambda ps: steepest.Muon(ps, **HP, **bf16, scale="jordan"), w0, grads, torch.float32)
     theirs = run(lambda ps: torch.optim.Muon(ps, **HP), w0, grads, torch.float32)
     assert gap(w0, ours, oracle) < BFLOAT16

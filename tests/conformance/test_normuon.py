@@ -16,8 +16,8 @@ import steepest
 @pytest.mark.parametrize("nesterov", [True, False])
 def test_pytorch_optimizer_normuon_preserve_norm(nesterov, monkeypatch):
     po = peer("pytorch_optimizer", "pytorch-optimizer")
-    for name in ("pytorch_optimizer.optimizer.muon.base", "pytorch_optimizer.optimizer.muon.normuon"):
-        module = importlib.import_module(name)
+    for name in ("base", "normuon"):
+        module = importlib.import_module(f"pytorch_optimizer.optimizer.muon.{name}")
         ns = functools.partial(module.zero_power_via_newton_schulz_5, dtype=torch.float32)
         monkeypatch.setattr(module, "zero_power_via_newton_schulz_5", ns)
     hp = dict(lr=0.02, momentum=0.9, beta2=0.95, weight_decay=0.1, nesterov=nesterov, eps=1e-10)

@@ -36,6 +36,7 @@ def _soap_reference(w0, grads, lr, betas, eps, every):
         m, n = W.shape
         L, R = torch.zeros(m, m, dtype=W.dtype), torch.zeros(n, n, dtype=W.dtype)
         M, V = torch.zeros_like(W), torch.zeros_like(W)
+        QL = QR = torch.eye(m, dtype=W.dtype)  # replaced at call 0, before any use
         for t, step in enumerate(grads):
             G = step[i]
             if t > 0:

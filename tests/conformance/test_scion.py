@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 import torch
-from conformance_helpers import FLOAT32, SHAPES, gap, peer, run, start, stream
+from conformance_helpers import FLOAT32, gap, peer, run, start, stream
 
 import steepest
 

@@ -23,7 +23,8 @@ def test_lion(library):
 
 
 def test_signum_pytorch_optimizer():
-    """pytorch_optimizer.SignSGD(momentum=b): sign of an EMA (b = fraction kept), decoupled decay."""
+    """pytorch_optimizer.SignSGD(momentum=b): the sign of an EMA (b = fraction kept) and
+    decoupled decay."""
     po = peer("pytorch_optimizer", "pytorch-optimizer")
     w0, grads = start(SHAPES), stream(SHAPES, 6)
     theirs = run(lambda ps: po.SignSGD(ps, momentum=0.9, **HP), w0, grads, torch.float32)

@@ -20,7 +20,9 @@ SCHEDULES = {
     "cubic": [CUBIC] * 6,
 }
 # (batch, s, l) with s <= l as the iteration takes it: square, wide, from tall, batched, tiny
-SHAPES = [(1, 48, 48), (1, 64, 256), (1, 64, 256), (4, 32, 96), (8, 16, 16), (2, 5, 7), (1, 100, 300)]
+SHAPES = [
+    (1, 48, 48), (1, 64, 256), (1, 64, 256), (4, 32, 96), (8, 16, 16), (2, 5, 7), (1, 100, 300)
+]
 
 
 def _reference(X, coefficients):

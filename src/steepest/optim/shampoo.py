@@ -42,9 +42,9 @@ def inverse_root(
     with a jitter instead of raising). Eigenvalues are clamped at 0; those <= eps(A's dtype) *
     lambda_max, below the round-off of A's own entries (an exactly singular A), get weight 0
     (a pseudo-inverse root), so directions that A does not see are left out instead of being
-    amplified by epsilon^(-1/root). A float32 eigh with the threshold k * eps * lambda_max
-    zeroed real directions that float64 keeps (ill-conditioned wide statistics): the float32
-    run then ended 1e-3 from the float64 one, 100x farther than a plain float32 SVD root.
+    amplified by epsilon^(-1/root). (A float32 eigh with the threshold k * eps * lambda_max
+    zeroes directions that float64 keeps: 10 steps on 32 x 64 gradients land 2.6e-3 from the
+    float64 run, against 3.1e-6 this way and 2.3e-5 for pytorch-optimizer's float32 SVD root.)
 
     Returns:
         The root in A's dtype, or None when A is not finite or no eigendecomposition

@@ -55,9 +55,8 @@ class SOAPAlgorithm(Algorithm):
     R, bases, V and scale (block_state.py); M is kept for the whole parameter (it is
     elementwise).
 
-    References: N. Vyas, D. Morwani, R. Zhao, I. Shapira, D. Brandfonbrener, L. Janson,
-    S. Kakade, "SOAP: Improving and Stabilizing Shampoo using Adam", arXiv 2409.11321 (2024),
-    Algorithm 3.
+    References: N. Vyas et al., "SOAP: Improving and Stabilizing Shampoo using Adam",
+    arXiv 2409.11321 (2024), Algorithm 3.
     """
 
     name = "soap"
@@ -115,7 +114,7 @@ class SOAPAlgorithm(Algorithm):
             g = grad.to(state["exp_avg"].dtype)
             G = as_matrices(g, view)
             rows = block_rows(group, G.shape[-2])
-            t = int(state["step"])  # Adam steps before this call's
+            t = int(state["step"])  # this call's Adam step; 0 for the initializing call
             state["step"] += 1
             if t > 0:
                 state["exp_avg"].lerp_(g, 1 - beta1)

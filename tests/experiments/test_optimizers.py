@@ -207,9 +207,11 @@ def test_every_member_builds_and_steps_on_a_gpt_with_fused_qkv():
         qkv = model.get_parameter("blocks.0.qkv.weight")
         before = qkv.detach().clone()
         optimizers = build_optimizer(name, model, 1e-3, 1e-3, routing=task.routing())
-        torch.autograd.backward(task.loss(model, next(task.batches(0))))
-        for opt in optimizers:
-            opt.step()
+        for _ in range(2 if name == "soap" else 1):  # SOAP's first step only fits its basis
+            torch.autograd.backward(task.loss(model, next(task.batches(0))))
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad()
         assert not torch.equal(qkv, before), name
         if member.preset is not None:
             blocks = [

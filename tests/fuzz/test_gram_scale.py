@@ -73,23 +73,26 @@ def test_shampoo_with_growing_gradient_scale_matches_numpy():
 
 
 def test_soap_with_growing_gradient_scale_matches_numpy():
-    """SOAP (arXiv 2409.11321, Alg. 3) over |G| ~ 1e-4, 1, 1e4 with the basis refreshed every
-    step, against numpy float64 with G G^T and V formed directly. eps = 1e-3 keeps the
-    rotated step well conditioned (with eps ~ 0 the round-off entries of Q_L^T G Q_R are
-    divided by their own square roots); tolerance 1e-6 on |W| ~ 50 (round-off
-    entries of Q_L^T G Q_R still meet small V in the last, large step)."""
+    """SOAP (arXiv 2409.11321, Alg. 3, in the order of its authors' implementation: rotate
+    with the previous basis, then update L, R and the basis) over |G| ~ 1e-4, 1, 1e4, 1e4 with
+    the basis refreshed every step, against numpy float64 with G G^T and V formed directly.
+    The first call only fits the statistics; square gradients make L and R full rank from it
+    (the basis of a null space is arbitrary). Tolerance 1e-6 on |W| ~ 1."""
     b1, b2, eps, lr = 0.9, 0.95, 1e-3, 0.1
     gen = torch.Generator().manual_seed(9)
-    grads = [torch.randn(4, 6, generator=gen, dtype=torch.float64) * c for c in (1e-4, 1, 1e4)]
+    scales = (1e-4, 1, 1e4, 1e4)
+    grads = [torch.randn(5, 5, generator=gen, dtype=torch.float64) * c for c in scales]
     got = steps("soap", grads, betas=(b1, b2), eps=eps, precondition_every=1)
-    W = np.ones((4, 6))
-    L, R, M, V = np.zeros((4, 4)), np.zeros((6, 6)), np.zeros((4, 6)), np.zeros((4, 6))
-    for t, g in enumerate(grads, start=1):
+    W = np.ones((5, 5))
+    L, R, M, V = np.zeros((5, 5)), np.zeros((5, 5)), np.zeros((5, 5)), np.zeros((5, 5))
+    QL = QR = None
+    for t, g in enumerate(grads):
         G = g.numpy()
+        if t > 0:
+            M = b1 * M + (1 - b1) * G
+            V = b2 * V + (1 - b2) * (QL.T @ G @ QR) ** 2
+            step = (QL.T @ M @ QR / (1 - b1**t)) / (np.sqrt(V / (1 - b2**t)) + eps)
+            W = W - lr * QL @ step @ QR.T
         L, R = b2 * L + (1 - b2) * G @ G.T, b2 * R + (1 - b2) * G.T @ G
         QL, QR = np.linalg.eigh(L)[1], np.linalg.eigh(R)[1]
-        M = b1 * M + (1 - b1) * G
-        V = b2 * V + (1 - b2) * (QL.T @ G @ QR) ** 2
-        step = (QL.T @ M @ QR / (1 - b1**t)) / (np.sqrt(V / (1 - b2**t)) + eps)
-        W = W - lr * QL @ step @ QR.T
     np.testing.assert_allclose(got.numpy(), W, rtol=0, atol=1e-6)

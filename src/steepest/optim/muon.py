@@ -96,7 +96,8 @@ class Muon(Steepest):
     A plain parameter list sends embeddings and output heads to Muon; use
     ``steepest.param_groups(model)`` to send them to AdamW.
 
-    To follow ``torch.optim.Muon`` (up to bf16 rounding; in float32 the two agree to 1e-5):
+    To follow ``torch.optim.Muon`` (up to bf16 rounding; with both iterations in float32 the
+    trajectories agree to 1e-5 of the distance moved, 1.5e-6 measured over 6 steps):
     ``backend="newton_schulz", coefficients="jordan",
     polar_dtype=torch.bfloat16, scale="jordan"``.
 

@@ -13,6 +13,7 @@ import torch
 from .batching import whole_matrix
 from .block_state import block_key, block_rows, block_states, split_rows
 from .checks import check_flag, check_nonnegative
+from .eigen import symmetric_eigh
 from .gram import normalize_gram
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .precision import work_dtype
@@ -29,7 +30,7 @@ _BLOCK_KEYS = ("left", "right", "left_root", "right_root", "stat_scale")
 
 def inverse_root(
     A: torch.Tensor, root: int, epsilon: float, scale: torch.Tensor | None = None
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """(s^2 A + epsilon I)^(-1/root) of symmetric PSD matrices (..., k, k) by eigendecomposition.
 
     ``A`` may hold a statistic divided by s^2 (``scale`` s of shape (..., 1, 1), see gram.py);
@@ -37,25 +38,35 @@ def inverse_root(
     weights computed in float64 so that neither s^2 nor eps / s^2 over- or underflows.
     Without ``scale``, s = 1.
 
-    Eigenvalues are clamped at 0; those <= k * eps(dtype) * lambda_max (round-off of an exactly
-    singular A) get weight 0 (a pseudo-inverse root), so directions that A does not see are
-    left out instead of being amplified by epsilon^(-1/root).
+    The eigendecomposition runs in float64 whatever A's dtype (symmetric_eigh, which retries
+    with a jitter instead of raising). Eigenvalues are clamped at 0; those <= eps(A's dtype) *
+    lambda_max, below the round-off of A's own entries (an exactly singular A), get weight 0
+    (a pseudo-inverse root), so directions that A does not see are left out instead of being
+    amplified by epsilon^(-1/root). (A float32 eigh with the threshold k * eps * lambda_max
+    zeroes directions that float64 keeps: 10 steps on 32 x 64 gradients land 2.6e-3 from the
+    float64 run, against 3.1e-6 this way and 2.3e-5 for pytorch-optimizer's float32 SVD root.)
 
-    References: seeds/000_0ff94013880c6450.txt, §3.3.2 (L^(-1/4), R^(-1/4)).
+    Returns:
+        The root in A's dtype, or None when A is not finite or no eigendecomposition
+        succeeded (the caller keeps its previous root).
+
+    References: V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic Tensor
+    Optimization", arXiv 1802.09568 (2018), Algorithm 1 (L^(-1/4), R^(-1/4)).
     """
-    low = A.dtype in (torch.float16, torch.bfloat16)  # eigh has no half kernels: use float32
-    work = A.float() if low else A
-    lam, Q = torch.linalg.eigh(work)
+    low = A.dtype in (torch.float16, torch.bfloat16)
+    stored = torch.float32 if low else A.dtype  # eigh has no half kernels: float32 statistics
+    decomposition = symmetric_eigh(A.double())
+    if decomposition is None:
+        return None
+    lam, Q = decomposition
     lam = lam.clamp_min(0)
-    top = lam[..., -1:]
-    keep = lam > top * (A.shape[-1] * torch.finfo(work.dtype).eps)
-    if scale is None:
-        weights = torch.where(keep, (lam + epsilon) ** (-1.0 / root), 0.0)
-    else:
-        s = scale.squeeze(-1).double().clamp_min(torch.finfo(torch.float64).tiny)
-        scaled = (lam.double() + epsilon / s.square()) ** (-1.0 / root) * s ** (-2.0 / root)
-        weights = torch.where(keep, scaled, 0.0).to(work.dtype)
-    return ((Q * weights.unsqueeze(-2)) @ Q.mT).to(A.dtype)  # type: ignore[no-any-return]
+    keep = lam > lam[..., -1:] * torch.finfo(stored).eps
+    s = torch.ones((), dtype=torch.float64, device=A.device) if scale is None else (
+        scale.squeeze(-1).double().clamp_min(torch.finfo(torch.float64).tiny)
+    )
+    weights = (lam + epsilon / s.square()) ** (-1.0 / root) * s ** (-2.0 / root)
+    weights = torch.where(keep, weights, 0.0)
+    return ((Q * weights.unsqueeze(-2)) @ Q.mT).to(A.dtype)
 
 
 class ShampooAlgorithm(MomentumAlgorithm):
@@ -146,10 +157,12 @@ class ShampooAlgorithm(MomentumAlgorithm):
         return self.combine(X, state)
 
     def refresh_roots(self, state: State, group: Group) -> None:
-        """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon), L and R unscaled."""
+        """left_root = L^(-1/4), right_root = R^(-1/4) (with epsilon), L and R unscaled; a
+        root whose eigendecomposition fails keeps its previous value."""
         for key in ("left", "right"):
             root = inverse_root(state[key], 4, group["epsilon"], state["stat_scale"])
-            state[f"{key}_root"].copy_(root)
+            if root is not None:  # else keep the previous root: never raise mid-training
+                state[f"{key}_root"].copy_(root)
 
     def combine(self, X: torch.Tensor, state: State) -> torch.Tensor:
         """The preconditioned direction from the roots."""

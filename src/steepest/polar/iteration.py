@@ -21,12 +21,16 @@ def quintic_polynomial(
 ) -> torch.Tensor:
     """P = a I + b A + c A^2 for symmetric (batch, s, s) A, times ``scale`` (one factor per
     matrix) where given: one symmetric product with the shift in its epilogue (c != 0), else
-    b A plus the shift."""
+    b A plus the shift. A bfloat16/float16 P is computed in float32 and rounded once, on every
+    kernel (the torch path as the Triton epilogue)."""
     if c != 0.0:
         return symmetric_product(A, c, A, b, kernel=kernel, shift=a, scale=scale)
-    P = A * b
+    wide = A.float() if A.dtype in (torch.bfloat16, torch.float16) else A
+    P = wide * b
     P.diagonal(dim1=-2, dim2=-1).add_(a)
-    return P if scale is None else (P * scale[:, None, None]).to(P.dtype)
+    if scale is not None:
+        P = P * scale.to(P.dtype)[:, None, None]
+    return P.to(A.dtype)
 
 
 def odd_quintic_iteration(
@@ -48,6 +52,14 @@ def odd_quintic_iteration(
     No host syncs, so torch.compile can capture it; the triples are Python floats and become
     constants.
 
+    Rounding: bfloat16/float16 on the torch path form B = b A + c A^2 in float32, round it
+    once, and add a X in the float32 accumulator of X <- baddbmm(X, B, X, beta=a), the form of
+    torch.optim.Muon. Rounding P = a I + B instead puts a's rounding (relative to |a + B_ii|)
+    into every step: on CPU, P rounded twice gave about twice torch.optim.Muon's error against
+    the float64 iteration, and P rounded once 0.7-1.0x for Jordan's quintic but 1.1-1.3x for
+    the Polar Express schedule, whose first coefficients are large. The Triton kernel rounds P
+    once in its epilogue.
+
     Args:
         X: a (batch, s, l) tensor, s <= l for efficiency, already normalized (spectral norm <= 1).
         coefficients: the per-step (a, b, c) triples, applied in order.
@@ -66,11 +78,20 @@ def odd_quintic_iteration(
         (Horner form).
     """
     kernel = resolve_kernel(kernel, X)
+    shift_in_product = kernel == "torch" and X.dtype in (torch.bfloat16, torch.float16)
     for a, b, c in coefficients:
         if scale is not None:  # the first step of scale * X
             gram = symmetric_product(X, kernel=kernel, scale=scale * scale)
             poly = quintic_polynomial(gram, a, b, c, kernel, scale)
             scale = None
+        elif shift_in_product:  # X <- a X + B X, B = b A + c A^2 rounded once
+            if c == 0.0:
+                update = symmetric_product(X, b, kernel=kernel)
+            else:
+                gram = symmetric_product(X, kernel=kernel)
+                update = symmetric_product(gram, c, gram, b, kernel=kernel)
+            X = torch.baddbmm(X, update, X, beta=a)
+            continue
         elif c == 0.0:  # P = a I + b X X^T in one product
             poly = symmetric_product(X, b, kernel=kernel, shift=a)
         else:

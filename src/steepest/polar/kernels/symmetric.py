@@ -162,8 +162,9 @@ def symmetric_product(
 
     Returns:
         The (..., s, s) result in X's dtype (out when given). The Triton path accumulates in fp32
-        and rounds once; the torch path rounds as cuBLAS does (with ``scale``, once more after
-        the float32 multiplication).
+        and rounds once. The torch path rounds float32/float64 results as cuBLAS does; for
+        bfloat16/float16 operands it rounds the result once after a float32 epilogue (the
+        whole computation in float32 when C is given; see _torch_product).
 
     References:
         seeds/000_0ff94013880c6450.txt, Alg. 2 (A = X X^T, B = b A + c A^2); arXiv 2505.16932,
@@ -185,21 +186,59 @@ def symmetric_product(
             C3 = None  # as in torch.baddbmm, beta = 0 ignores C (also its NaNs)
         syrk_triton(X3, float(alpha), C3, float(beta), out3, shift=float(shift), scale=scale1)
         return out3.view(*lead, s, s) if out is None else out
-    if C3 is None:
-        result = torch.bmm(X3, X3.mT)
-        if alpha != 1.0:
-            result = result * alpha
-    else:
-        result = torch.baddbmm(C3, X3, X3.mT, beta=beta, alpha=alpha)
-    if shift != 0.0:
-        result.diagonal(dim1=-2, dim2=-1).add_(shift)
-    if scale1 is not None:
-        wide = torch.float64 if X.dtype == torch.float64 else torch.float32
-        result = (result.to(wide) * scale1.to(wide)[:, None, None]).to(X.dtype)
-    result = result.view(*lead, s, s)
+    result = _torch_product(X3, alpha, C3, beta, shift, scale1).view(*lead, s, s)
     if out is None:
         return result
     return out.copy_(result)
+
+
+#: Dtypes whose torch-path epilogue runs in float32 and is rounded once (as in the Triton kernel).
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _torch_product(
+    X3: torch.Tensor,
+    alpha: float,
+    C3: torch.Tensor | None,
+    beta: float,
+    shift: float,
+    scale: torch.Tensor | None,
+) -> torch.Tensor:
+    """symmetric_product's torch path on (batch, s, l) operands.
+
+    float32 and float64 operands: one bmm or baddbmm in their dtype, then the diagonal shift and
+    the scale. bfloat16 and float16 operands: the result is rounded to X's dtype once, as the
+    Triton epilogue does: with C (the quintic polynomial of a square Gram matrix) the product
+    and the epilogue run in float32; without C, X X^T is one bmm in X's dtype (accumulated in
+    float32 and rounded once by the backend) and alpha, shift and scale are applied in float32.
+    Rounding b A + c A^2 and then the shift separately doubled the bfloat16 error of the
+    Newton-Schulz and Polar Express iterations against the float64 iteration.
+    """
+    if X3.dtype not in _LOW_PRECISION:
+        if C3 is None:
+            result = torch.bmm(X3, X3.mT)
+            if alpha != 1.0:
+                result = result * alpha
+        else:
+            result = torch.baddbmm(C3, X3, X3.mT, beta=beta, alpha=alpha)
+        if shift != 0.0:
+            result.diagonal(dim1=-2, dim2=-1).add_(shift)
+        if scale is not None:
+            result = (result * scale.to(result.dtype)[:, None, None]).to(X3.dtype)
+        return result
+    if C3 is None:
+        result = torch.bmm(X3, X3.mT)
+        if alpha == 1.0 and shift == 0.0 and scale is None:
+            return result
+        result = result.float() * alpha
+    else:
+        wide = X3.float()
+        result = torch.baddbmm(C3.float(), wide, wide.mT, beta=beta, alpha=alpha)
+    if shift != 0.0:
+        result.diagonal(dim1=-2, dim2=-1).add_(shift)
+    if scale is not None:
+        result = result * scale[:, None, None]
+    return result.to(X3.dtype)
 
 
 def _batch_scale(scale: torch.Tensor | None, X: torch.Tensor) -> torch.Tensor | None:

@@ -62,7 +62,7 @@ class Preset(Steepest):
                 if key in _ADAMW_KEYS
             }
         super().__init__(
-            self._rename(params),
+            params,
             table,
             matrix_algorithm=self.algorithm,
             vector_algorithm=self.vector_algorithm,
@@ -73,16 +73,12 @@ class Preset(Steepest):
             master_weights=master_weights,
         )
 
-    def _rename(self, params: Iterable[Any]) -> Iterable[Any]:
-        if isinstance(params, dict) or not isinstance(params, Iterable):
-            return params
-        items = list(params)
-        if items and isinstance(items[0], dict):
-            return [
-                {**g, "algorithm": self.algorithm} if g.get("algorithm") == "muon" else g
-                for g in items
-            ]
-        return items
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """A group whose algorithm is "muon" (as ``steepest.param_groups`` routes matrices)
+        runs this preset's algorithm; the rest as in Steepest."""
+        if param_group.get("algorithm") == "muon":
+            param_group = {**param_group, "algorithm": self.algorithm}
+        super().add_param_group(param_group)
 
 
 def preset(name: str) -> Callable[[_PresetClass], _PresetClass]:

@@ -6,6 +6,8 @@ the checks a step makes before it writes anything, and the keys that torch's sch
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +16,14 @@ import torch
 
 from .registry import ALGORITHMS
 
-__all__ = ["CACHES", "TorchOptimBehaviour", "check_param_items", "peak_lrs"]
+__all__ = [
+    "CACHES",
+    "HEAD_LIKE_ASPECT",
+    "TorchOptimBehaviour",
+    "check_param_items",
+    "peak_lrs",
+    "warn_head_like",
+]
 
 #: Attributes of Steepest that only cache work (compiled-step scalars, CUDA streams and graph
 #: recordings, prescales, finiteness flags): a pickled or copied optimizer starts them empty.
@@ -41,6 +50,44 @@ def check_param_items(who: str, items: Sequence[Any]) -> None:
             f"{who}: params[{i}] is a {type(item).__name__}; pass tensors, (name, tensor) "
             "pairs or param group dicts"
         )
+
+
+#: A plain 2-D tensor whose long side exceeds this many times its short side looks like an
+#: embedding table (vocab, d) or an output head (classes, d); hidden matrices of transformers
+#: and MLPs stay within 8 (4 d MLPs, 8/3 d SwiGLU, grouped-query K/V projections).
+HEAD_LIKE_ASPECT = 8
+
+
+def warn_head_like(who: str, members: Sequence[Any], algorithm: str) -> None:
+    """Warn once if plain tensors routed to a matrix algorithm look like embeddings or heads.
+
+    ``Muon(model.parameters())`` cannot see modules; ``steepest.param_groups(model)`` can,
+    and sends embeddings and heads to AdamW (J. Liu et al., "Muon is Scalable for LLM
+    Training", arXiv 2502.16982)."""
+    shapes = []
+    for m in members:
+        t = m[1] if isinstance(m, tuple) else m
+        if t.ndim == 2 and max(t.shape) > HEAD_LIKE_ASPECT * max(1, min(t.shape)):
+            shapes.append(
+                f"{m[0]} {tuple(t.shape)}" if isinstance(m, tuple) else str(tuple(t.shape))
+            )
+    if shapes:
+        listed = ", ".join(shapes[:4]) + (f" and {len(shapes) - 4} more" if len(shapes) > 4 else "")
+        warnings.warn(
+            f"{who}: tensors {listed} look like embeddings or output heads (one side over "
+            f"{HEAD_LIKE_ASPECT}x the other) and go to {algorithm!r} as plain tensors; "
+            "steepest.param_groups(model) routes embeddings and heads to AdamW",
+            stacklevel=_caller_level(),
+        )
+
+
+def _caller_level() -> int:
+    """warnings.warn's stacklevel of the first frame outside this package (the user's call)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class TorchOptimBehaviour:
@@ -131,7 +178,7 @@ class TorchOptimBehaviour:
                 "a scalar max_lr erases the ratio of their learning rates. Pass one per "
                 "group, e.g. max_lr=steepest.optim.peak_lrs(optimizer, factor) (each "
                 "group's lr times factor)",
-                stacklevel=3,
+                stacklevel=_caller_level(),
             )
 
 

@@ -20,7 +20,7 @@ from steepest.polar.msign import iteration_dtype
 
 from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
-from .compat import TorchOptimBehaviour, check_param_items
+from .compat import TorchOptimBehaviour, check_param_items, warn_head_like
 from .finite_check import all_finite_into
 from .fused_momentum import momentum_stack
 from .graphs import GroupGraph, cuda_capture
@@ -191,6 +191,8 @@ class Steepest(TorchOptimBehaviour, Optimizer):
                 chosen = [m for m, flag in zip(members, is_matrix, strict=True) if flag == want]
                 if chosen:
                     routed.append({**group, "params": chosen, "algorithm": name})
+                if chosen and want and not ALGORITHMS[name].vectors and ALGORITHMS[name].matrix:
+                    warn_head_like(type(self).__name__, chosen, name)
         return routed
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -273,6 +273,8 @@ def param_groups(
 def _build_groups(
     grouped: Mapping[tuple[Any, ...], list[tuple[str, nn.Parameter]]], scale: str | float | None
 ) -> list[dict[str, Any]]:
+    """One group per (algorithm, view, blocks, decay), the muon groups first: trainers that
+    log one learning rate log the first group's (Hugging Face Trainer's "learning_rate")."""
     groups: list[dict[str, Any]] = []
     for (algorithm, view, block_sizes, decay), members in grouped.items():
         group: dict[str, Any] = {
@@ -287,7 +289,7 @@ def _build_groups(
         elif not decay:
             group["weight_decay"] = 0.0
         groups.append(group)
-    return groups
+    return sorted(groups, key=lambda g: g["algorithm"] != "muon")
 
 
 def _check_options(

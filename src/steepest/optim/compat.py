@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import torch
@@ -84,7 +85,8 @@ def warn_head_like(who: str, members: Sequence[Any], algorithm: str) -> None:
 def _caller_level() -> int:
     """warnings.warn's stacklevel of the first frame outside this package (the user's call)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level

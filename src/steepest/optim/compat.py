@@ -83,11 +83,15 @@ def warn_head_like(who: str, members: Sequence[Any], algorithm: str) -> None:
 
 
 def _caller_level() -> int:
-    """warnings.warn's stacklevel of the first frame outside this package (the user's call)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """warnings.warn's stacklevel of the first frame outside this package and torch (the
+    user's call)."""
+    inside = (
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        os.path.dirname(os.path.abspath(torch.__file__)),
+    )
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
         frame, level = frame.f_back, level + 1
     return level
 

@@ -100,8 +100,8 @@ class TorchOptimBehaviour:
     """Mixin: pickle / deepcopy, the pre-write dtype check, scheduler momentum keys."""
 
     param_groups: list[dict[str, Any]]
-    #: parameter -> its dtype when its state was made (checked before every step)
-    _param_dtypes: dict[torch.Tensor, torch.dtype]
+    #: per param group, the dtypes of its parameters when their state was made
+    _group_dtypes: list[list[torch.dtype]]
 
     def __getstate__(self) -> dict[str, Any]:
         """Every attribute (torch keeps only defaults, state and param_groups, which loses
@@ -132,24 +132,26 @@ class TorchOptimBehaviour:
             group.pop("param_names", None)
             group["params"] = tensors
 
-    def _record_dtypes(self, params: Sequence[torch.Tensor]) -> None:
-        """Remember the dtype each parameter's state was made for."""
-        for p in params:
-            self._param_dtypes[p] = p.dtype
+    def _record_dtypes(self) -> None:
+        """Remember the dtypes each group's state was made for."""
+        self._group_dtypes = [[p.dtype for p in g["params"]] for g in self.param_groups]
 
     def _check_dtypes(self, who: str) -> None:
         """Raise TypeError, before any write, if a parameter with a gradient changed dtype
         since its state was made (e.g. ``model.to(torch.bfloat16)`` mid-training)."""
-        for index, group in enumerate(self.param_groups):
+        for index, (group, made) in enumerate(
+            zip(self.param_groups, self._group_dtypes, strict=True)
+        ):
+            if [p.dtype for p in group["params"]] == made:
+                continue
             for i, p in enumerate(group["params"]):
-                made = self._param_dtypes.get(p, p.dtype)
-                if p.grad is None or made == p.dtype:
+                if p.grad is None or p.dtype == made[i]:
                     continue
                 names = group.get("param_names")
                 name = repr(names[i]) if names else f"param_groups[{index}]['params'][{i}]"
                 raise TypeError(
-                    f"{who}: {name} (shape {tuple(p.shape)}) is now {p.dtype} but its optimizer "
-                    f"state was made for {made} (did the model change dtype, e.g. "
+                    f"{who}: {name} (shape {tuple(p.shape)}) is now {p.dtype} but its "
+                    f"optimizer state was made for {made[i]} (did the model change dtype, e.g. "
                     "model.to(torch.bfloat16), after the optimizer was built?); nothing was "
                     "updated. Cast the state with optimizer.load_state_dict("
                     "optimizer.state_dict()), or build the optimizer after converting the model"

@@ -164,7 +164,7 @@ class Steepest(TorchOptimBehaviour, Optimizer):
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
         self._routes = (matrix_algorithm, vector_algorithm)
-        self._param_dtypes = {}
+        self._group_dtypes = []
         # torch's defaults: schedulers read them (OneCycleLR cycles "momentum" if present).
         super().__init__(self._route(params), self._defaults_for(matrix_algorithm))
 
@@ -254,7 +254,7 @@ class Steepest(TorchOptimBehaviour, Optimizer):
         added = self.param_groups[-1]
         for p in added["params"]:
             self.state[p] = self._init_state(algorithm, p, added)
-        self._record_dtypes(added["params"])
+        self._record_dtypes()
 
     def _init_state(self, algorithm: Algorithm, p: torch.Tensor, group: Group) -> State:
         """The algorithm's fresh state of p; with master_weights and a 16-bit p, the state of
@@ -590,7 +590,7 @@ class Steepest(TorchOptimBehaviour, Optimizer):
         super().load_state_dict(state_dict)
         self.graphs.clear()  # new state tensors: record again
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
-        self._record_dtypes([p for group in self.param_groups for p in group["params"]])
+        self._record_dtypes()
         self.stacks.load_state_dict(state_dict.get("stacks", {}))
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         for group, ids in zip(

@@ -178,7 +178,7 @@ def test_dtype_change_mid_training_fails_cleanly():
     loss_of(model, 2).backward()
     snap = snapshot(model, opt)
     with pytest.raises(
-        TypeError, match=r"'emb.weight'.*now torch.bfloat16.*torch.float32.*load_state_dict"
+        TypeError, match=r"'fc.weight'.*now torch.bfloat16.*torch.float32.*load_state_dict"
     ):
         opt.step()
     assert_same(model, opt, snap)

@@ -201,3 +201,46 @@ def test_unpack_hint_and_tensor_lr():
         steepest.Muon(model.parameters(), lr=torch.tensor(0.01))
     with pytest.raises(ValueError, match=r"adamw_lr=tensor"):
         steepest.Muon(model.parameters(), adamw_lr=torch.tensor(0.01))
+
+
+@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compiled"])
+def test_tiny_gradient_moves_in_proportion_below_eps(compile_):
+    """A direction D with ||D||_F below eps = 1e-7 steps lr * scale * (||D||_F / eps) U V^T;
+    at or above eps the full lr * scale * U V^T (the SVD oracle); eps=0 is scale invariant."""
+    torch.manual_seed(0)
+    G = torch.randn(6, 4, dtype=torch.float64)
+    polar = torch.linalg.svd(G, full_matrices=False)
+    UV = polar.U @ polar.Vh
+    for size, eps, expected in [(1e-30, 1e-7, 1e-23), (1e-9, 1e-7, 1e-2), (1.0, 1e-7, 1.0)]:
+        for eps_, want in [(eps, expected), (0.0, 1.0)]:
+            w = nn.Parameter(torch.zeros(6, 4, dtype=torch.float64))
+            opt = steepest.Muon(
+                [w], lr=1.0, momentum=0.0, backend="svd", scale=1.0, eps=eps_, compile=compile_
+            )
+            w.grad = G / G.norm() * size
+            opt.step()
+            torch.testing.assert_close(-w.detach(), want * UV, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match=r"Muon: eps=-1 must be a finite number >= 0"):
+        steepest.Muon([w], eps=-1)
+
+
+def test_tiny_gradient_on_the_fused_compiled_step():
+    """The fused step (compile=True, Nesterov momentum 0.5, polar_express) damps as the eager
+    one: the direction D = 0.75 G has ||D||_F = 0.75 size, so the step is the full one times
+    min(1, 0.75 size / 1e-7): 7.5e-3 of it for size 1e-9, about 7.5e-24 for 1e-30."""
+    torch.manual_seed(0)
+    G = torch.randn(8, 8)
+    for size, ratio in [(1e-30, 7.5e-24), (1e-9, 7.5e-3)]:
+        largest = []
+        for compile_ in (False, True):
+            steps = []
+            for s in (size, 1.0):
+                w = nn.Parameter(torch.zeros(8, 8))
+                opt = steepest.Muon([w], lr=1.0, momentum=0.5, scale=1.0, compile=compile_)
+                w.grad = G / G.norm() * s
+                opt.step()
+                steps.append(w.detach().double())
+            # the tiny step is the full one scaled (entries, as the norm underflows in float32)
+            torch.testing.assert_close(steps[0], steps[1] * ratio, rtol=1e-2, atol=0)
+            largest.append(steps[0].abs().max().item())
+        assert largest[0] == pytest.approx(largest[1], rel=1e-3)

@@ -772,6 +772,9 @@ def _fused_stages_1_to_4(
             prescale=prescale,
         )
         U = algorithm.dualize_normed(D, norms, dtype, group, unit_scaled=prescale is not None)
+        # the directions' norms: with a prescale the stored ones are scaled, and the updated
+        # prescale is 2^-e for a norm f 2^e, f in [1/2, 1): its reciprocal is within 2x
+        U = algorithm.damp(U, norms if prescale is None else prescale.reciprocal(), group)
         U = U * algorithm.scale(m, n, group)
         U = U.reshape(len(members), *shape)
         for k, i in enumerate(members):

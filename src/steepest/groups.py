@@ -22,7 +22,9 @@ own layout; everything else goes to AdamW. Rules, in order (the first that appli
      (E, in, out) from (E, out, in); ``is_concatenated`` gate|up halves are split), or of
      any parameter whose layout is declared in ``layouts``; their biases go to AdamW.
    * parameters the forward pass of ``example`` uses as a matmul weight
-     (``F.linear(x, W)``: (out, in); ``x @ W``: (in, out), read "transposed").
+     (``F.linear(x, W)`` and ``W @ x``: (out, in); ``x @ W``: (in, out), read "transposed");
+     without ``example``, a 2-D parameter called ``weight`` of any other module, read
+     (out, in) as nn.Linear's.
 5. every other parameter: adamw (vectors, norms, biases, class and position tokens, routers).
 
 AdamW groups of biases, norms and embeddings get ``weight_decay=0`` (as Hugging Face's
@@ -355,19 +357,21 @@ def _classify(
         found = _matrix_of(attr, owner, p, layout, parents)
         if found is not None:
             return found
+    kind = type(module).__name__
+    if kind.endswith("Router"):  # its rows score experts, as a head's rows score classes
+        return _Decision("adamw", f"router ({kind})", "head")
     if traced is not None and id(p) in traced.weights and p.ndim == 2:
         view = traced.weights[id(p)]
         how = "F.linear(x, W)" if view == "auto" else "x @ W, stored (in, out)"
         return _Decision("muon", f"matmul weight in the forward ({how})", "matrix", view)
-    kind = type(module).__name__
     if p_name.endswith("bias"):
         return _Decision("adamw", "bias", "bias")
     if "norm" in kind.lower():
         return _Decision("adamw", f"norm ({kind})", "norm")
     if p.ndim < 2:
         return _Decision("adamw", "vector", "vector")
-    if kind.endswith("Router"):
-        return _Decision("adamw", f"router ({kind})", "head")
+    if p_name == "weight" and p.ndim == 2 and traced is None:
+        return _Decision("muon", f"{kind}.weight, read (out, in) as nn.Linear's", "matrix")
     hint = "; declare layouts= for an expert stack" if p.ndim == 3 else ""
     return _Decision(
         "adamw",
@@ -572,7 +576,8 @@ class _Recorder(TorchFunctionMode):
         elif name == "addmm" and len(args) > 2:
             weight = (self._param(args[2]), "transposed")
         elif name in ("matmul", "__matmul__", "mm", "bmm") and len(args) > 1:
-            weight = (self._param(args[1]), "transposed")
+            right = self._param(args[1])  # x @ W: W stored (in, out); else W @ x: (out, in)
+            weight = (right, "transposed") if right is not None else (self._param(args[0]), "auto")
         elif name.startswith("conv") and len(args) > 1:
             weight = (self._param(args[1]), "flatten")
         if weight[0] is not None:

@@ -154,3 +154,21 @@ def test_drop_in_warns_once_about_embedding_like_tensors():
         warnings.simplefilter("error")
         steepest.Muon(steepest.param_groups(model)[0])
         steepest.Muon(list(model.parameters())[1:])
+
+
+@pytest.mark.parametrize("build", ["gpt2", "llama", "mixtral", "gpt_oss", "bert"])
+def test_forward_trace_agrees_with_the_model_api(build):
+    """Two independent ways to find the head and the matmul weights agree: the Hugging Face
+    API (get_output_embeddings, module types) and one forward pass of a token batch."""
+    import routing_models
+
+    if not available("GPT-2 (transformers)"):
+        pytest.skip("transformers missing")
+    model, _, _ = getattr(routing_models, build)()
+    tokens = torch.randint(0, 48, (2, 5), generator=torch.Generator().manual_seed(0))
+    _, by_api = steepest.param_groups(model)
+    _, by_trace = steepest.param_groups(model, example=tokens)
+    assert [(r.name, r.algorithm, r.matrices) for r in by_api] == [
+        (r.name, r.algorithm, r.matrices) for r in by_trace
+    ]
+    assert model.training  # the trace ran in eval mode and restored the mode

@@ -101,6 +101,12 @@ def test_add_param_group_to_named_groups_and_mixed_groups():
     assert opt.param_groups[-1]["params"] == [extra.bias]
     assert opt.param_groups[-2]["lr"] == opt.param_groups[-1]["lr"] == 0.05
     assert len(opt.param_groups[-2]["param_names"]) == 1
+    new_part = TinyLM(vocab=7, d=4)  # routed by param_groups' rules, then added group by group
+    for group in steepest.param_groups(new_part)[0]:
+        opt.add_param_group(group)
+    routed = {n: g["algorithm"] for g in opt.param_groups for n in g.get("param_names", [])}
+    assert routed["fc.weight"] == "muon" and routed["emb.weight"] == "adamw"
+    assert sum(1 for g in opt.param_groups for p in g["params"] if p is new_part.head.weight) == 1
     plain = steepest.Muon([nn.Parameter(torch.randn(3, 3))])
     named = dict(steepest.param_groups(nn.Linear(2, 3))[0][0])
     plain.add_param_group(named)

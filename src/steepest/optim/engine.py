@@ -54,12 +54,17 @@ class Steepest(TorchOptimBehaviour, Optimizer):
     """Steepest descent under a chosen norm, one algorithm per param group.
 
     Routing: a group with an ``algorithm`` key keeps it. Plain parameters (or a group without
-    the key) are split: tensors with ndim >= 2 go to ``matrix_algorithm``, the rest to
-    ``vector_algorithm``, each group keeping the other keys given. Route embeddings and output
+    the key, also in ``add_param_group``) are split: tensors with ndim >= 2 go to
+    ``matrix_algorithm``, the rest to ``vector_algorithm``, each group keeping the other keys
+    given; plain tensors shaped like embeddings or heads warn once. Route embeddings and output
     heads yourself, or use ``steepest.param_groups(model)`` which does.
 
     State is created eagerly when a parameter is added, so ``state_dict()`` has the same keys
-    before and after the first step. ``state_dict()`` also stores ``skipped_steps``.
+    before and after the first step. ``state_dict()`` also stores ``skipped_steps``. Pickled
+    or deep-copied optimizers keep every option and step as the original. A step first checks
+    that no parameter changed dtype since its state was made (``model.to(torch.bfloat16)``
+    mid-training raises TypeError naming it, before any write). Momentum written by
+    OneCycleLR / CyclicLR goes to each group's own key (AdamW's betas[0], Muon's momentum).
 
     Args:
         params: tensors, (name, tensor) pairs, or dicts (param groups).

@@ -120,8 +120,8 @@ class Muon(Steepest):
 
     Routing: groups from ``steepest.param_groups`` (or any group with an ``algorithm`` key)
     keep their algorithm; plain tensors with ndim >= 2 go to "muon" and the rest to "adamw".
-    A plain parameter list sends embeddings and output heads to Muon; use
-    ``steepest.param_groups(model)`` to send them to AdamW.
+    A plain parameter list sends embeddings and output heads to Muon (tensors shaped like
+    them warn once); use ``steepest.param_groups(model)`` to send them to AdamW.
 
     To follow ``torch.optim.Muon`` (up to bf16 rounding; in float32 the two agree to 1e-5):
     ``backend="newton_schulz", coefficients="jordan",

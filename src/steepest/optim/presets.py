@@ -29,7 +29,9 @@ class Preset(Steepest):
 
     Args:
         params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
-            is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
+            is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm
+            (for AdamW its matrix-view keys are dropped), so every preset takes the groups
+            ``param_groups`` returns; ``add_param_group`` does the same.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
         compile, cuda_graph, master_weights: the execution options of Steepest (compiled
             stacks, CUDA-graph replay of capturable groups, float32 master copies).

@@ -358,7 +358,9 @@ def _classify(
         if found is not None:
             return found
     kind = type(module).__name__
-    if kind.endswith("Router"):  # its rows score experts, as a head's rows score classes
+    if (
+        kind.endswith("Router") and p.ndim >= 2
+    ):  # its rows score experts, as a head's rows score classes
         return _Decision("adamw", f"router ({kind})", "head")
     if traced is not None and id(p) in traced.weights and p.ndim == 2:
         view = traced.weights[id(p)]

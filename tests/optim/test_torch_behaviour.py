@@ -250,3 +250,23 @@ def test_tiny_gradient_on_the_fused_compiled_step():
             torch.testing.assert_close(steps[0], steps[1] * ratio, rtol=1e-2, atol=0)
             largest.append(steps[0].abs().max().item())
         assert largest[0] == pytest.approx(largest[1], rel=1e-3)
+
+
+def test_tiny_gradient_on_the_prescaled_float16_stack():
+    """The fused step's prescaled float16 stack (polar_dtype=float16, also on CPU) knows the
+    direction's norm within a factor 2 (its next prescale 2^-e, norm = f 2^e, f in [1/2, 1)):
+    for ||D||_F = 7.5e-10 the step is between 7.5e-3 and 1.5e-2 of the full one."""
+    torch.manual_seed(0)
+    G = torch.randn(8, 8)
+    largest = []
+    for size in (1e-9, 1.0, 1e-30):
+        w = nn.Parameter(torch.zeros(8, 8))
+        opt = steepest.Muon(
+            [w], lr=1.0, momentum=0.5, scale=1.0, compile=True, polar_dtype=torch.float16
+        )
+        w.grad = G / G.norm() * size
+        opt.step()
+        assert opt._prescales  # the prescaled path ran
+        largest.append(w.detach().abs().max().item())
+    assert 7.5e-3 <= largest[0] / largest[1] <= 1.5e-2
+    assert largest[2] <= 2e-23 * largest[1]

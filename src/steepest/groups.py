@@ -200,7 +200,7 @@ def param_groups(
             owners.setdefault(id(p), []).append((p_name, module))
             named.setdefault(id(p), (full, p))
     traced = _trace(model, example) if example is not None else None
-    head_ids = traced.heads if traced is not None else _api_heads(model)
+    head_ids, head_how = (traced.heads, "the forward") if traced is not None else _api_heads(model)
     parents = _parents(model)
     used: set[str] = set()
 
@@ -220,7 +220,7 @@ def param_groups(
             name,
             p,
             owners[key],
-            head_ids,
+            (head_ids, head_how),
             traced,
             layouts[declared[-1]] if declared else None,
             parents,
@@ -341,7 +341,7 @@ def _classify(
     name: str,
     p: nn.Parameter,
     owners: list[tuple[str, nn.Module]],
-    head_ids: set[int],
+    heads: tuple[set[int], str],
     traced: _Trace | None,
     layout: str | None,
     parents: Parents,
@@ -351,8 +351,8 @@ def _classify(
     if any(isinstance(m, _EMBEDDINGS) for _, m in owners):
         tied = len(owners) > 1
         return _Decision("adamw", "embedding (tied to head)" if tied else "embedding", "embedding")
-    if id(p) in head_ids:
-        return _Decision("adamw", "output head", "head")
+    if id(p) in heads[0]:
+        return _Decision("adamw", f"output head (from {heads[1]})", "head")
     for attr, owner in owners:
         found = _matrix_of(attr, owner, p, layout, parents)
         if found is not None:
@@ -487,15 +487,17 @@ def _row_blocks(
     return out
 
 
-def _api_heads(model: nn.Module) -> set[int]:
-    """ids of the output-head weights from the model's API (rule 3 without ``example``)."""
+def _api_heads(model: nn.Module) -> tuple[set[int], str]:
+    """ids of the output-head weights from the model's API (rule 3 without ``example``),
+    and where they came from."""
     inner = getattr(model, "_orig_mod", model)
     for getter in ("get_output_embeddings", "get_classifier"):
         fn = getattr(inner, getter, None)
         if callable(fn):
             head = fn()
             weight = getattr(head, "weight", None)
-            return {id(weight)} if isinstance(weight, torch.Tensor) else set()
+            found = {id(weight)} if isinstance(weight, torch.Tensor) else set()
+            return found, f"{getter}()"
     inside = {  # torch's attention and transformer layers end in hidden Linears, not heads
         id(m)
         for layer in model.modules()
@@ -503,7 +505,8 @@ def _api_heads(model: nn.Module) -> set[int]:
         for m in layer.modules()
     }
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in inside]
-    return {id(linears[-1].weight)} if linears else set()
+    found = {id(linears[-1].weight)} if linears else set()
+    return found, "the last nn.Linear; example= finds it from a forward"
 
 
 _TORCH_BLOCKS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)

@@ -17,7 +17,9 @@ own layout; everything else goes to AdamW. Rules, in order (the first that appli
    * Hugging Face ``Conv1D`` (GPT-2; found by class name and ``nf``, transformers is not
      imported) stores (d_in, d_out): read "transposed"; GPT-2's fused ``c_attn`` is split
      into its ``split_size`` blocks.
-   * nn.MultiheadAttention's ``in_proj_weight`` (3 E, E): split into Q, K and V.
+   * nn.MultiheadAttention's ``in_proj_weight`` (3 E, E): split into Q, K and V; the
+     recurrent weights of nn.LSTM / nn.GRU split into their 4 / 3 gates; nn.Bilinear's
+     (out, in1, in2) read as (out, in1 * in2).
    * expert stacks (E, ., .) of a Hugging Face experts module (``is_transposed`` tells
      (E, in, out) from (E, out, in); ``is_concatenated`` gate|up halves are split), or of
      any parameter whose layout is declared in ``layouts``; their biases go to AdamW.
@@ -366,7 +368,7 @@ def _classify(
         view = traced.weights[id(p)]
         how = "F.linear(x, W)" if view == "auto" else "x @ W, stored (in, out)"
         return _Decision("muon", f"matmul weight in the forward ({how})", "matrix", view)
-    if p_name.endswith("bias"):
+    if p_name.endswith("bias") or p_name.startswith("bias_"):
         return _Decision("adamw", "bias", "bias")
     if "norm" in kind.lower():
         return _Decision("adamw", f"norm ({kind})", "norm")
@@ -377,7 +379,7 @@ def _classify(
     hint = "; declare layouts= for an expert stack" if p.ndim == 3 else ""
     return _Decision(
         "adamw",
-        f"{kind}.{p_name}: not a matmul weight (token / position embedding){hint}",
+        f"{kind}.{p_name}: not a matmul weight (e.g. a class or position token){hint}",
         "embedding",
     )
 
@@ -415,6 +417,14 @@ def _matrix_of(
                 parts,
             )
         return _Decision("muon", "Conv1D, stored (d_in, d_out)", "matrix", "transposed")
+    if isinstance(module, nn.RNNBase) and attr.startswith(("weight_ih", "weight_hh")):
+        gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+        split = (p.shape[0] // gates,) * gates if gates > 1 else None
+        return _Decision("muon", f"{module.mode} {attr[:9]} (gates split)", "matrix", "auto", split)
+    if isinstance(module, nn.RNNBase) and attr.startswith("weight_hr"):
+        return _Decision("muon", "LSTM projection", "matrix")
+    if isinstance(module, nn.Bilinear) and attr == "weight":
+        return _Decision("muon", "Bilinear, read (out, in1 * in2)", "matrix", "flatten")
     if isinstance(module, nn.MultiheadAttention):
         if attr == "in_proj_weight":
             e = module.embed_dim

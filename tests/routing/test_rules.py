@@ -172,3 +172,31 @@ def test_forward_trace_agrees_with_the_model_api(build):
         (r.name, r.algorithm, r.matrices) for r in by_trace
     ]
     assert model.training  # the trace ran in eval mode and restored the mode
+
+
+def test_recurrent_gates_and_bilinear():
+    """LSTM / GRU input and hidden weights are split into their gates (each gate's block
+    steps by its own polar factor, the SVD oracle), biases go to AdamW undecayed, nn.Bilinear
+    is read (out, in1 * in2)."""
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(6, 8)
+            self.gru = nn.GRU(6, 8)
+            self.bil = nn.Bilinear(3, 5, 7)
+
+    model = Recurrent()
+    groups, report = steepest.param_groups(model)
+    assert report.route_of("lstm.weight_ih_l0").matrices == ((8, 6),) * 4
+    assert report.route_of("gru.weight_hh_l0").matrices == ((8, 8),) * 3
+    assert report.route_of("bil.weight").matrices == ((7, 15),)
+    bias = report.route_of("lstm.bias_ih_l0")
+    assert (bias.algorithm, bias.role, bias.decay) == ("adamw", "bias", False)
+    before, grads = one_step(model, groups)
+    name = "lstm.weight_ih_l0"
+    step = before[name] - model.lstm.weight_ih_l0.detach()
+    for gate in range(4):
+        rows = slice(8 * gate, 8 * gate + 8)
+        want = 0.1 * math.sqrt(8 / 6) * polar(grads[name][rows])
+        torch.testing.assert_close(step[rows].double(), want, atol=1e-5, rtol=1e-4)

@@ -270,3 +270,28 @@ def test_tiny_gradient_on_the_prescaled_float16_stack():
         largest.append(w.detach().abs().max().item())
     assert 7.5e-3 <= largest[0] / largest[1] <= 1.5e-2
     assert largest[2] <= 2e-23 * largest[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the GPU fast path)")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_tiny_gradient_on_the_gpu_fast_path(cuda_graph):
+    """The default GPU path (compile, float16 prescaled stacks through the Triton kernels,
+    optionally recorded) damps a small direction within the documented factor 2, and a
+    1e-30 gradient moves nothing."""
+    torch.manual_seed(0)
+    G = torch.randn(64, 256, device="cuda")
+    largest = []
+    for size in (1e-9, 1.0, 1e-30):
+        w = nn.Parameter(torch.zeros(64, 256, device="cuda"))
+        opt = steepest.Muon(
+            [w], lr=1.0, momentum=0.5, scale=1.0, compile=True, cuda_graph=cuda_graph
+        )
+        for _ in range(3 if cuda_graph else 1):  # a recording replays from its third step
+            w.data.zero_()
+            for s in opt.state.values():
+                s["momentum_buffer"].zero_()
+            w.grad = G / G.norm() * size
+            opt.step()
+        largest.append(w.detach().abs().max().item())
+    assert 7.5e-3 <= largest[0] / largest[1] <= 1.5e-2
+    assert largest[2] <= 2e-23 * largest[1]

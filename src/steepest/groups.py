@@ -27,7 +27,12 @@ own layout; everything else goes to AdamW. Rules, in order (the first that appli
      (``F.linear(x, W)`` and ``W @ x``: (out, in); ``x @ W``: (in, out), read "transposed");
      without ``example``, a 2-D parameter called ``weight`` of any other module, read
      (out, in) as nn.Linear's.
-5. every other parameter: adamw (vectors, norms, biases, class and position tokens, routers).
+5. every other parameter: adamw (vectors, norms, biases, class and position tokens, and the
+   weight of a mixture's router, a module whose class name ends in "Router": its rows score
+   experts as a head's rows score classes).
+
+The muon groups come first in the returned list (trainers that log one learning rate log the
+first group's).
 
 AdamW groups of biases, norms and embeddings get ``weight_decay=0`` (as Hugging Face's
 Trainer excludes biases and norms), unless ``no_decay`` says otherwise.

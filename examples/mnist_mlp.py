@@ -48,7 +48,7 @@ def train(epochs: int = 6, batch: int = 128, seed: int = 0, verbose: bool = True
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = split(seed=seed)
     model = build_model()
-    groups, report = steepest.param_groups(model, num_outputs=10)
+    groups, report = steepest.param_groups(model, example=x_train[:2])  # the head: from a forward
     optimizer = steepest.Muon(groups, lr=0.02, adamw_lr=3e-3, weight_decay=0.0)
     steps = epochs * (len(x_train) // batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 - t / steps)

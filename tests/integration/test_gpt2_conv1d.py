@@ -75,8 +75,9 @@ def test_routing_report_reads_conv1d_weights_transposed():
             continue
         d_in, d_out = route.shape
         assert route.algorithm == "muon" and views[route.name] == "transposed"
-        assert route.matrices == ((d_out, d_in),)
-        assert route.lr_multiplier == pytest.approx(math.sqrt(d_out / d_in))  # spectral rule
+        parts = 3 if route.name.endswith("attn.c_attn.weight") else 1  # fused QKV: split
+        assert route.matrices == ((d_out // parts, d_in),) * parts
+        assert route.lr_multiplier == pytest.approx(math.sqrt(d_out / parts / d_in))  # spectral
         assert "Conv1D" in route.reason
     text = str(report)
     assert "transformer.h.0.mlp.c_fc.weight" in text and "48x12" in text  # (d_out, d_in)
@@ -94,7 +95,8 @@ def test_one_step_equals_the_nn_linear_model_transposed(name):
         losses.append(loss.detach())
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)  # same function
     for m in (model, twin):
-        groups, _ = steepest.param_groups(m)
+        # the twin's c_attn is a plain Linear: split it as the Conv1D's known layout is
+        groups, _ = steepest.param_groups(m, blocks={"*.c_attn.weight": [12] * 3})
         steepest.optimizer(name, groups, lr=0.05).step()
     conv = set(conv1d_names(model))
     twin_params = dict(twin.named_parameters())

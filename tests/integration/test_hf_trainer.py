@@ -65,6 +65,11 @@ def test_trainer_runs_muon_and_resumes_from_checkpoint(tmp_path):
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert len(losses) == 4 and losses[-1] < losses[0]
+    # "learning_rate" is Muon's (param_groups puts the muon groups first), not AdamW's 1e-3
+    logged = [r["learning_rate"] for r in trainer.state.log_history if "learning_rate" in r]
+    assert logged and all(
+        any(lr == pytest.approx(0.02 / (1 + s)) for s in range(5)) for lr in logged
+    )
     hidden = "transformer.h.0.mlp.c_fc.weight"
     assert not torch.equal(dict(model.named_parameters())[hidden], initial[hidden])
     assert (tmp_path / "full" / "checkpoint-2").is_dir()

@@ -83,8 +83,6 @@ def test_bad_group_is_not_added():
         opt.add_param_group({"params": rest[1:], "algorithm": "muon"})
     with pytest.raises(ValueError, match=r"blocks=\[1, 1, 1\].*2 rows"):
         opt.add_param_group({"params": rest[:1], "algorithm": "muon", "blocks": [1, 1, 1]})
-    with pytest.raises(ValueError, match=r"mixes matrices and vectors"):
-        opt.add_param_group({"params": rest})
     assert_unchanged(model, opt, snap)
     opt.add_param_group({"params": rest[:1]})  # no algorithm: a matrix goes to muon
     opt.add_param_group({"params": rest[1:], "lr": 0.1})  # a vector to adamw

@@ -1,4 +1,5 @@
-"""The ``steepest`` command. ``steepest`` alone runs ``steepest compare`` with its defaults.
+"""The ``steepest`` command. ``steepest`` alone prints this help; options without a
+subcommand (``steepest --task quadratic``) run ``steepest compare``.
 
 Subcommands:
     compare     tune and compare optimizers on a task; writes a table, JSON, CSV and plots.
@@ -136,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``steepest`` console script; returns the exit status."""
     given = list(sys.argv[1:] if argv is None else argv)
     argv = given
-    if not given or given[0].startswith("-") and given[0] not in ("-h", "--help"):
-        argv = ["compare", *given]
     parser = build_parser()
+    if not given:  # a comparison takes minutes: say what the command does instead
+        parser.print_help()
+        return 0
+    if given[0].startswith("-") and given[0] not in ("-h", "--help"):
+        argv = ["compare", *given]
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     try:
@@ -152,9 +156,18 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     optimizers = [name.strip() for name in args.optimizers.split(",") if name.strip()]
     bad = [n for n in optimizers if n not in OPTIMIZERS]
-    if bad or not optimizers or len(set(optimizers)) != len(optimizers):
+    repeated = sorted({n for n in optimizers if optimizers.count(n) > 1})
+    if bad or not optimizers or repeated:
+        what = (
+            f"unknown {', '.join(map(repr, bad))}"
+            if bad
+            else f"repeated {', '.join(map(repr, repeated))}"
+            if repeated
+            else "no names"
+        )
         parser.error(
-            f"--optimizers {args.optimizers!r}: give distinct names from {', '.join(OPTIMIZERS)}"
+            f"--optimizers {args.optimizers!r}: {what}; give distinct names from "
+            f"{', '.join(OPTIMIZERS)}"
         )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available; use --device cpu")

@@ -7,6 +7,7 @@ Public API:
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
              AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad; scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
+    peak_lrs(optimizer, factor): per-group max_lr lists for OneCycleLR / CyclicLR
 
 The table of members and their stages: docs/algorithms.md.
 """
@@ -14,6 +15,7 @@ The table of members and their stages: docs/algorithms.md.
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
 from .adamw_preset import AdamW
 from .batching import map_stacked
+from .compat import peak_lrs
 from .engine import Steepest
 from .lion import Lion
 from .muon import Muon, MuonAlgorithm
@@ -56,6 +58,7 @@ __all__ = [
     "available",
     "map_stacked",
     "optimizer",
+    "peak_lrs",
     "register",
     "scion_groups",
 ]

@@ -7,6 +7,8 @@ from collections.abc import Collection
 from numbers import Real
 from typing import Any
 
+import torch
+
 __all__ = [
     "check_choice",
     "check_flag",
@@ -20,7 +22,15 @@ def _is_real(value: object) -> bool:
 
 
 def check_nonnegative(who: str, name: str, value: Any, hint: object) -> None:
-    """Raise unless value is a finite real number >= 0."""
+    """Raise unless value is a finite real number >= 0 (a tensor is named as such: the
+    engine reads hyperparameters as Python numbers, and its compiled path keeps its own
+    device copy of lr and weight decay, so schedules need no tensor lr)."""
+    if isinstance(value, torch.Tensor):
+        example = f"{name}={value.item():.6g}" if value.numel() == 1 else "a float"
+        raise ValueError(
+            f"{who}: {name}={value!r} is a tensor; pass a Python float ({example}): "
+            "hyperparameters are read as numbers, and torch's schedulers work with floats"
+        )
     if not _is_real(value) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{who}: {name}={value!r} must be a finite number >= 0; try {hint}")
 

@@ -20,6 +20,7 @@ from steepest.polar.msign import iteration_dtype
 
 from .batching import Stacks, map_matrices, matrix_count, uses_distributed
 from .checks import check_choice, check_flag
+from .compat import TorchOptimBehaviour, check_param_items, warn_head_like
 from .finite_check import all_finite_into
 from .fused_momentum import momentum_stack
 from .graphs import GroupGraph, cuda_capture
@@ -49,16 +50,21 @@ DualizeAndScale = Callable[[Algorithm, torch.Tensor, Group], torch.Tensor]
 Work = tuple[dict[str, Any], Algorithm, list[torch.Tensor], list[torch.Tensor], list[State]]
 
 
-class Steepest(Optimizer):
+class Steepest(TorchOptimBehaviour, Optimizer):
     """Steepest descent under a chosen norm, one algorithm per param group.
 
     Routing: a group with an ``algorithm`` key keeps it. Plain parameters (or a group without
-    the key) are split: tensors with ndim >= 2 go to ``matrix_algorithm``, the rest to
-    ``vector_algorithm``, each group keeping the other keys given. Route embeddings and output
+    the key, also in ``add_param_group``) are split: tensors with ndim >= 2 go to
+    ``matrix_algorithm``, the rest to ``vector_algorithm``, each group keeping the other keys
+    given; plain tensors shaped like embeddings or heads warn once. Route embeddings and output
     heads yourself, or use ``steepest.param_groups(model)`` which does.
 
     State is created eagerly when a parameter is added, so ``state_dict()`` has the same keys
-    before and after the first step. ``state_dict()`` also stores ``skipped_steps``.
+    before and after the first step. ``state_dict()`` also stores ``skipped_steps``. Pickled
+    or deep-copied optimizers keep every option and step as the original. A step first checks
+    that no parameter changed dtype since its state was made (``model.to(torch.bfloat16)``
+    mid-training raises TypeError naming it, before any write). Momentum written by
+    OneCycleLR / CyclicLR goes to each group's own key (AdamW's betas[0], Muon's momentum).
 
     Args:
         params: tensors, (name, tensor) pairs, or dicts (param groups).
@@ -163,6 +169,7 @@ class Steepest(Optimizer):
         #: dualizes stacks (locally or across ranks, steepest.distributed) and counts them
         self.stacks = Stacks()
         self._routes = (matrix_algorithm, vector_algorithm)
+        self._group_dtypes = []
         # torch's defaults: schedulers read them (OneCycleLR cycles "momentum" if present).
         super().__init__(self._route(params), self._defaults_for(matrix_algorithm))
 
@@ -174,6 +181,7 @@ class Steepest(Optimizer):
         if isinstance(params, torch.Tensor):
             raise TypeError(f"{type(self).__name__}: params must be an iterable, not a Tensor")
         items: list[Any] = list(params)  # tensors, (name, tensor) pairs or group dicts
+        check_param_items(type(self).__name__, items)
         groups: list[dict[str, Any]] = (
             items if items and isinstance(items[0], dict) else [{"params": items}]
         )
@@ -188,6 +196,8 @@ class Steepest(Optimizer):
                 chosen = [m for m, flag in zip(members, is_matrix, strict=True) if flag == want]
                 if chosen:
                     routed.append({**group, "params": chosen, "algorithm": name})
+                if chosen and want and not ALGORITHMS[name].vectors and ALGORITHMS[name].matrix:
+                    warn_head_like(type(self).__name__, chosen, name)
         return routed
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -202,23 +212,27 @@ class Steepest(Optimizer):
         members = list(members)
         group["params"] = members
         tensors = [m[1] if isinstance(m, tuple) else m for m in members]
-        names = [
+        names = list(group.get("param_names") or []) or [
             m[0] if isinstance(m, tuple) else f"param_groups[{index}][{i}]"
             for i, m in enumerate(members)
         ]
         name = group.get("algorithm")
         if name is None:
             kinds = {t.ndim >= 2 for t in tensors}
-            if len(kinds) != 1:
-                raise ValueError(
-                    f"{type(self).__name__}: param group {index} mixes matrices and vectors and "
-                    "names no 'algorithm'; split it or set 'algorithm'"
-                )
+            if len(kinds) > 1:  # a matrix and its bias: routed per tensor, as in __init__
+                group.pop("param_names", None)
+                named = [*zip(names, tensors, strict=True)]
+                for piece in self._route([{**group, "params": named}]):
+                    self.add_param_group(piece)
+                return
             name = self._routes[0] if kinds.pop() else self._routes[1]
             group["algorithm"] = name
         who = f"{type(self).__name__}: param group {index}"
         check_choice(who, "algorithm", name, ALGORITHMS)
         algorithm = ALGORITHMS[name]
+        if not algorithm.matrix:  # an elementwise update reads no matrix view
+            for key in VIEW_DEFAULTS:
+                group.pop(key, None)
         known = dict(self._defaults_for(name), **(VIEW_DEFAULTS if algorithm.matrix else {}))
         unknown = set(group) - set(known) - EXTRA_KEYS
         if unknown:
@@ -236,6 +250,7 @@ class Steepest(Optimizer):
                 )
             if algorithm.matrix and (t.ndim >= 2 or not algorithm.vectors):
                 check_view(who, pname, t.shape, group["matrix_view"], group["blocks"])
+        self._names_like_groups(group, tensors, names)
         saved, self.defaults = self.defaults, {}  # defaults were filled per algorithm above
         try:
             super().add_param_group(group)
@@ -244,6 +259,7 @@ class Steepest(Optimizer):
         added = self.param_groups[-1]
         for p in added["params"]:
             self.state[p] = self._init_state(algorithm, p, added)
+        self._record_dtypes()
 
     def _init_state(self, algorithm: Algorithm, p: torch.Tensor, group: Group) -> State:
         """The algorithm's fresh state of p; with master_weights and a 16-bit p, the state of
@@ -266,6 +282,7 @@ class Steepest(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._before_step(type(self).__name__)
         work = self._gather()
         masked = self._masked_groups(work)
         verdict = self._finite_on_device(work) if masked else None
@@ -578,6 +595,7 @@ class Steepest(Optimizer):
         super().load_state_dict(state_dict)
         self.graphs.clear()  # new state tensors: record again
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+        self._record_dtypes()
         self.stacks.load_state_dict(state_dict.get("stacks", {}))
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         for group, ids in zip(
@@ -759,6 +777,9 @@ def _fused_stages_1_to_4(
             prescale=prescale,
         )
         U = algorithm.dualize_normed(D, norms, dtype, group, unit_scaled=prescale is not None)
+        # the directions' norms: with a prescale the stored ones are scaled, and the updated
+        # prescale is 2^-e for a norm f 2^e, f in [1/2, 1): its reciprocal is within 2x
+        U = algorithm.damp(U, norms if prescale is None else prescale.reciprocal(), group)
         U = U * algorithm.scale(m, n, group)
         U = U.reshape(len(members), *shape)
         for k, i in enumerate(members):

@@ -11,13 +11,18 @@ from torch.optim.optimizer import ParamsT
 from steepest.polar.msign import Backend
 from steepest.polar.newton_schulz import Coefficients
 
+from .checks import check_nonnegative
 from .engine import Steepest
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .polar_step import POLAR_DEFAULTS, check_polar, polar
 from .registry import Group, register
 from .scaling import check_scale, scale_factor
 
-__all__ = ["Muon", "MuonAlgorithm"]
+__all__ = ["EPS", "Muon", "MuonAlgorithm"]
+
+#: Muon's default eps: directions with a smaller Frobenius norm get proportionally shorter
+#: steps (MuonAlgorithm.damp); 1e-7 as in the reference Muon and torch.optim.Muon.
+EPS = 1e-7
 
 
 class MuonAlgorithm(MomentumAlgorithm):
@@ -39,7 +44,12 @@ class MuonAlgorithm(MomentumAlgorithm):
     """
 
     name = "muon"
-    defaults: Mapping[str, Any] = {**MOMENTUM_DEFAULTS, **POLAR_DEFAULTS, "scale": "spectral"}
+    defaults: Mapping[str, Any] = {
+        **MOMENTUM_DEFAULTS,
+        **POLAR_DEFAULTS,
+        "scale": "spectral",
+        "eps": EPS,
+    }
 
     #: msign is scale invariant: the fused step may hand dualize_normed float16 directions
     #: each stored times a power of two (steepest.optim.fused_momentum's prescale).
@@ -49,9 +59,26 @@ class MuonAlgorithm(MomentumAlgorithm):
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
         check_polar(who, hp, prefix)
+        check_nonnegative(who, f"{prefix}eps", hp["eps"], EPS)
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return polar(X, group)
+        norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
+        U: torch.Tensor = polar(X, group)
+        return self.damp(U, norms, group)
+
+    def damp(self, U: torch.Tensor, norms: torch.Tensor, group: Group) -> torch.Tensor:
+        """U times min(1, ||D||_F / eps) per matrix: a direction D whose Frobenius norm is
+        below the group's ``eps`` gets a proportionally shorter step (U exactly when
+        ||D||_F >= eps), so a gradient of 1e-30 moves nothing. The reference Muon
+        normalizes D / (||D||_F + eps) before Newton-Schulz and torch.optim.Muon
+        D / max(||D||_F, eps), both with eps = 1e-7, whose iteration then leaves such a
+        direction small; the factor states that rule for every backend (an exact polar
+        factor is scale invariant). eps = 0: scale invariant."""
+        eps = group["eps"]
+        if eps == 0:
+            return U
+        factor = (norms / eps).clamp(max=1.0).to(U.dtype)
+        return torch.mul(U, factor.reshape(*U.shape[:-2], 1, 1))
 
     def takes_norms(self, group: Group) -> bool:
         """dualize_normed stands in for dualize when both come from the same class: a
@@ -93,8 +120,8 @@ class Muon(Steepest):
 
     Routing: groups from ``steepest.param_groups`` (or any group with an ``algorithm`` key)
     keep their algorithm; plain tensors with ndim >= 2 go to "muon" and the rest to "adamw".
-    A plain parameter list sends embeddings and output heads to Muon; use
-    ``steepest.param_groups(model)`` to send them to AdamW.
+    A plain parameter list sends embeddings and output heads to Muon (tensors shaped like
+    them warn once); use ``steepest.param_groups(model)`` to send them to AdamW.
 
     To follow ``torch.optim.Muon`` (up to bf16 rounding; with both iterations in float32 the
     trajectories agree to 1e-5 of the distance moved, 1.5e-6 measured over 6 steps):
@@ -117,6 +144,9 @@ class Muon(Steepest):
         polar_form: ``msign``'s ``form``: "auto" (default: the Gram form, an iteration on the
             small matrix X X^T, for matrices with aspect ratio >= 2, in float16 on CUDA unless
             polar_dtype is bfloat16; the direct form otherwise), "direct" or "gram".
+        eps: a direction whose Frobenius norm is below eps gets a step shortened by
+            ||D||_F / eps (MuonAlgorithm.damp), default 1e-7; 0 makes the step scale
+            invariant (a gradient of 1e-30 then moves the weights as far as one of 1).
         scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
             (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
@@ -146,6 +176,7 @@ class Muon(Steepest):
         cautious_weight_decay: bool = False,
         momentum_8bit: bool = False,
         rank: int | None = None,
+        eps: float = EPS,
         nonfinite: str = "raise",
         adamw_lr: float = 3e-4,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
@@ -170,6 +201,7 @@ class Muon(Steepest):
             cautious_weight_decay=cautious_weight_decay,
             momentum_8bit=momentum_8bit,
             rank=rank,
+            eps=eps,
         )
         adamw = dict(
             lr=adamw_lr,

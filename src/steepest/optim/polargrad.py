@@ -31,6 +31,7 @@ class PolarGradAlgorithm(MuonAlgorithm):
         "momentum": 0.9,
         "nesterov": False,
         "scale": 1.0,
+        "eps": 0.0,  # the step ||D||_nuc msign(D) already shrinks with D
     }
 
     #: <X, msign X> grows with X's scale: the fused step stores no prescaled directions.

@@ -29,7 +29,9 @@ class Preset(Steepest):
 
     Args:
         params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
-            is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
+            is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm
+            (for AdamW its matrix-view keys are dropped), so every preset takes the groups
+            ``param_groups`` returns; ``add_param_group`` does the same.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
         compile, cuda_graph, master_weights: the execution options of Steepest (compiled
             stacks, CUDA-graph replay of capturable groups, float32 master copies).
@@ -62,7 +64,7 @@ class Preset(Steepest):
                 if key in _ADAMW_KEYS
             }
         super().__init__(
-            self._rename(params),
+            params,
             table,
             matrix_algorithm=self.algorithm,
             vector_algorithm=self.vector_algorithm,
@@ -73,16 +75,12 @@ class Preset(Steepest):
             master_weights=master_weights,
         )
 
-    def _rename(self, params: Iterable[Any]) -> Iterable[Any]:
-        if isinstance(params, dict) or not isinstance(params, Iterable):
-            return params
-        items = list(params)
-        if items and isinstance(items[0], dict):
-            return [
-                {**g, "algorithm": self.algorithm} if g.get("algorithm") == "muon" else g
-                for g in items
-            ]
-        return items
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """A group whose algorithm is "muon" (as ``steepest.param_groups`` routes matrices)
+        runs this preset's algorithm; the rest as in Steepest."""
+        if param_group.get("algorithm") == "muon":
+            param_group = {**param_group, "algorithm": self.algorithm}
+        super().add_param_group(param_group)
 
 
 def preset(name: str) -> Callable[[_PresetClass], _PresetClass]:

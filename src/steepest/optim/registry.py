@@ -94,6 +94,11 @@ class Algorithm:
         norms lie within a small factor of 1 (a prescaled stack; see msign)."""
         raise NotImplementedError
 
+    def damp(self, U: torch.Tensor, norms: torch.Tensor, group: Group) -> torch.Tensor:
+        """Stage 3's last step on a (K, m, n) stack of unit-norm directions U whose inputs had
+        Frobenius norms ``norms`` (K,): identity unless overridden (Muon's eps)."""
+        return U
+
     def scale(self, m: int, n: int, group: Group) -> float:
         """Stage 4: the multiplier of the unit-norm update of an (m, n) matrix."""
         return 1.0

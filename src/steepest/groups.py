@@ -187,8 +187,14 @@ def param_groups(
         one line per parameter.
 
     Example:
+        >>> import torch, steepest
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(16, 16), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(16, 4))
         >>> groups, report = steepest.param_groups(model)
-        >>> print(report)
+        >>> [(g["algorithm"], g["param_names"]) for g in groups]  # doctest: +NORMALIZE_WHITESPACE
+        [('muon', ['0.weight', '2.weight']), ('adamw', ['0.bias', '2.bias', '4.bias']),
+         ('adamw', ['4.weight'])]
         >>> opt = steepest.Muon(groups, lr=0.02, adamw_lr=3e-4)
     """
     overrides, blocks = dict(overrides or {}), dict(blocks or {})

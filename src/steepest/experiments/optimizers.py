@@ -144,6 +144,14 @@ OPTIMIZERS: dict[str, Member] = {
         "sgd",
         0.02,
     ),
+    "mars_muon": Member(
+        "MARS-M: variance-corrected, clipped gradient into Muon (gamma 0.025), RMS 0.2",
+        3e-3,
+        "mars_muon",
+        {},
+        "adamw",
+        1.0,
+    ),
 }
 
 

@@ -5,7 +5,7 @@ Public API:
              vector_algorithm="adamw", nonfinite="raise")
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
-             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad; scion_groups(model, kind)
+             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon; scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
 
 The table of members and their stages: docs/algorithms.md.
@@ -16,6 +16,7 @@ from .adamw_preset import AdamW
 from .batching import map_stacked
 from .engine import Steepest
 from .lion import Lion
+from .mars_muon import MarsMuon
 from .muon import Muon, MuonAlgorithm
 from .normuon import NorMuon
 from .nsgd import NSGD, ClippedSGD
@@ -42,6 +43,7 @@ __all__ = [
     "Algorithm",
     "ClippedSGD",
     "Lion",
+    "MarsMuon",
     "Muon",
     "MuonAlgorithm",
     "NorMuon",

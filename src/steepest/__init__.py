@@ -11,6 +11,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
     CASPR,
     NSGD,
     SOAP,
+    AdaMuon,
     AdamW,
     ClippedSGD,
     Lion,
@@ -40,4 +41,4 @@ __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGra
 __all__ += ["Shampoo"]
 __all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
 __all__ += ["available", "optimizer", "scion_groups"]
-__all__ += ["MarsMuon"]
+__all__ += ["AdaMuon", "MarsMuon"]

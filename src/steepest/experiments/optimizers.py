@@ -152,6 +152,14 @@ OPTIMIZERS: dict[str, Member] = {
         "adamw",
         1.0,
     ),
+    "adamuon": Member(
+        "AdaMuon: msign(sign(M)), element-wise second moment, update RMS 0.2",
+        3e-3,
+        "adamuon",
+        {},
+        "adamw",
+        1.0,
+    ),
 }
 
 

@@ -5,13 +5,15 @@ Public API:
              vector_algorithm="adamw", nonfinite="raise")
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
-             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon; scion_groups(model, kind)
+             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon;
+             scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
 
 The table of members and their stages: docs/algorithms.md.
 """
 
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
+from .adamuon import AdaMuon
 from .adamw_preset import AdamW
 from .batching import map_stacked
 from .engine import Steepest
@@ -39,6 +41,7 @@ __all__ = [
     "SCALES",
     "SOAP",
     "Shampoo",
+    "AdaMuon",
     "AdamW",
     "Algorithm",
     "ClippedSGD",

@@ -14,6 +14,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
     AdaMuon,
     AdamW,
     ClippedSGD,
+    Dion,
     Lion,
     MarsMuon,
     Muon,
@@ -41,4 +42,4 @@ __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGra
 __all__ += ["Shampoo"]
 __all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
 __all__ += ["available", "optimizer", "scion_groups"]
-__all__ += ["AdaMuon", "MarsMuon"]
+__all__ += ["AdaMuon", "Dion", "MarsMuon"]

@@ -160,6 +160,14 @@ OPTIMIZERS: dict[str, Member] = {
         "adamw",
         1.0,
     ),
+    "dion": Member(
+        "Dion: full-rank power iteration with error feedback (0.95), spectral scale",
+        0.02,
+        "dion",
+        {},
+        "muon",
+        1.0,
+    ),
 }
 
 

@@ -5,7 +5,7 @@ Public API:
              vector_algorithm="adamw", nonfinite="raise")
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
-             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon;
+             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion;
              scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
 
@@ -16,6 +16,7 @@ from . import adamw as _adamw  # noqa: F401  (registers "adamw")
 from .adamuon import AdaMuon
 from .adamw_preset import AdamW
 from .batching import map_stacked
+from .dion import Dion
 from .engine import Steepest
 from .lion import Lion
 from .mars_muon import MarsMuon
@@ -45,6 +46,7 @@ __all__ = [
     "AdamW",
     "Algorithm",
     "ClippedSGD",
+    "Dion",
     "Lion",
     "MarsMuon",
     "Muon",

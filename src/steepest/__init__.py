@@ -20,6 +20,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
     Muon,
     NorMuon,
     PolarGrad,
+    PSGDKron,
     Schatten,
     Scion,
     Shampoo,
@@ -42,4 +43,4 @@ __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGra
 __all__ += ["Shampoo"]
 __all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
 __all__ += ["available", "optimizer", "scion_groups"]
-__all__ += ["AdaMuon", "Dion", "MarsMuon"]
+__all__ += ["AdaMuon", "Dion", "MarsMuon", "PSGDKron"]

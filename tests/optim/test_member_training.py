@@ -9,7 +9,7 @@ from torch import nn
 import steepest
 
 #: member -> the loss after 60 steps measured on this problem (CPU, float32)
-MEASURED = {"mars_muon": 0.892, "adamuon": 0.963, "dion": 0.713}
+MEASURED = {"mars_muon": 0.892, "adamuon": 0.963, "dion": 0.713, "psgd_kron": 0.832}
 
 
 def problem():

@@ -168,6 +168,14 @@ OPTIMIZERS: dict[str, Member] = {
         "muon",
         1.0,
     ),
+    "psgd_kron": Member(
+        "PSGD-Kron: Kronecker factors fitted to whiten the momentum (0.9), update RMS <= 1.1",
+        3e-3,
+        "psgd_kron",
+        {},
+        "adamw",
+        1.0,
+    ),
 }
 
 

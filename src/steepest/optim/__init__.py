@@ -5,7 +5,8 @@ Public API:
              vector_algorithm="adamw", nonfinite="raise")
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
-             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion;
+             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion,
+             PSGDKron;
              scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
 
@@ -25,6 +26,7 @@ from .normuon import NorMuon
 from .nsgd import NSGD, ClippedSGD
 from .polargrad import PolarGrad
 from .presets import PRESETS, available, optimizer
+from .psgd_kron import PSGDKron
 from .registry import ALGORITHMS, Algorithm, register
 from .scaling import SCALES
 from .schatten import Schatten
@@ -39,6 +41,7 @@ __all__ = [
     "CASPR",
     "NSGD",
     "PRESETS",
+    "PSGDKron",
     "SCALES",
     "SOAP",
     "Shampoo",

@@ -17,6 +17,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
     Dion,
     Lion,
     MarsMuon,
+    MuLoCo,
     Muon,
     NorMuon,
     PolarGrad,
@@ -43,4 +44,4 @@ __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGra
 __all__ += ["Shampoo"]
 __all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
 __all__ += ["available", "optimizer", "scion_groups"]
-__all__ += ["AdaMuon", "Dion", "MarsMuon", "PSGDKron"]
+__all__ += ["AdaMuon", "Dion", "MarsMuon", "MuLoCo", "PSGDKron"]

@@ -6,7 +6,7 @@ Public API:
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
              AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion,
-             PSGDKron;
+             PSGDKron; MuLoCo (K simulated workers around a preset);
              scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
 
@@ -21,6 +21,7 @@ from .dion import Dion
 from .engine import Steepest
 from .lion import Lion
 from .mars_muon import MarsMuon
+from .muloco import MuLoCo
 from .muon import Muon, MuonAlgorithm
 from .normuon import NorMuon
 from .nsgd import NSGD, ClippedSGD
@@ -52,6 +53,7 @@ __all__ = [
     "Dion",
     "Lion",
     "MarsMuon",
+    "MuLoCo",
     "Muon",
     "MuonAlgorithm",
     "NorMuon",

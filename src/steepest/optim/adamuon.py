@@ -68,7 +68,9 @@ class AdaMuonAlgorithm(MuonAlgorithm):
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)
-        state["second_moment"] = torch.zeros_like(p, dtype=work_dtype(p.dtype))
+        # the whole matrix's shape (a plain tensor also for an FSDP2 shard: rescale sees
+        # the whole update)
+        state["second_moment"] = torch.zeros(p.shape, dtype=work_dtype(p.dtype), device=p.device)
         return state
 
     def capturable(self, group: Group) -> bool:

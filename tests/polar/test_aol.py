@@ -72,9 +72,9 @@ def test_aol_is_exact_where_the_rows_are_orthogonal_and_equal():
 
 
 def test_muon_group_option_and_errors():
-    """The group key polar_precondition="aol" reaches msign through the optimizer (the step equals msign
-    with AOL and lower bound 1e-2 times the spectral scale); a bad name raises before any
-    write."""
+    """The group key polar_precondition="aol" reaches msign through the optimizer (the step
+    equals msign with AOL and lower bound 1e-2 times the spectral scale); a bad name raises
+    before any write."""
     G = gaussian((16, 48), 3).float()
     p = torch.nn.Parameter(torch.zeros(16, 48))
     p.grad = G.clone()

@@ -11,12 +11,17 @@ from steepest.optim import (  # the family: one engine, one preset per member
     CASPR,
     NSGD,
     SOAP,
+    AdaMuon,
     AdamW,
     ClippedSGD,
+    Dion,
     Lion,
+    MarsMuon,
+    MuLoCo,
     Muon,
     NorMuon,
     PolarGrad,
+    PSGDKron,
     Schatten,
     Scion,
     Shampoo,
@@ -39,3 +44,4 @@ __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGra
 __all__ += ["Shampoo"]
 __all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
 __all__ += ["available", "optimizer", "scion_groups"]
+__all__ += ["AdaMuon", "Dion", "MarsMuon", "MuLoCo", "PSGDKron"]

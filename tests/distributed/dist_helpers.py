@@ -75,6 +75,7 @@ FAMILY = {
 }
 FAMILY["soap"] = {"eps": 1e-3}
 FAMILY["normuon"] = FAMILY["muon"] = FAMILY["polargrad"] = {"backend": "svd"}
+FAMILY["mars_muon"] = FAMILY["adamuon"] = {"backend": "svd"}
 
 
 def family_optimizer(net: Net, name: str) -> steepest.Steepest:

@@ -144,6 +144,38 @@ OPTIMIZERS: dict[str, Member] = {
         "sgd",
         0.02,
     ),
+    "mars_muon": Member(
+        "MARS-M: variance-corrected, clipped gradient into Muon (gamma 0.025), RMS 0.2",
+        3e-3,
+        "mars_muon",
+        {},
+        "adamw",
+        1.0,
+    ),
+    "adamuon": Member(
+        "AdaMuon: msign(sign(M)), element-wise second moment, update RMS 0.2",
+        3e-3,
+        "adamuon",
+        {},
+        "adamw",
+        1.0,
+    ),
+    "dion": Member(
+        "Dion: full-rank power iteration with error feedback (0.95), spectral scale",
+        0.02,
+        "dion",
+        {},
+        "muon",
+        1.0,
+    ),
+    "psgd_kron": Member(
+        "PSGD-Kron: Kronecker factors fitted to whiten the momentum (0.9), update RMS <= 1.1",
+        3e-3,
+        "psgd_kron",
+        {},
+        "adamw",
+        1.0,
+    ),
 }
 
 

@@ -5,7 +5,9 @@ Public API:
              vector_algorithm="adamw", nonfinite="raise")
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
-             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad; scion_groups(model, kind)
+             AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion,
+             PSGDKron; MuLoCo (K simulated workers around a preset);
+             scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
     peak_lrs(optimizer, factor): per-group max_lr lists for OneCycleLR / CyclicLR
 
@@ -13,16 +15,21 @@ The table of members and their stages: docs/algorithms.md.
 """
 
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
+from .adamuon import AdaMuon
 from .adamw_preset import AdamW
 from .batching import map_stacked
 from .compat import peak_lrs
+from .dion import Dion
 from .engine import Steepest
 from .lion import Lion
+from .mars_muon import MarsMuon
+from .muloco import MuLoCo
 from .muon import Muon, MuonAlgorithm
 from .normuon import NorMuon
 from .nsgd import NSGD, ClippedSGD
 from .polargrad import PolarGrad
 from .presets import PRESETS, available, optimizer
+from .psgd_kron import PSGDKron
 from .registry import ALGORITHMS, Algorithm, register
 from .scaling import SCALES
 from .schatten import Schatten
@@ -37,13 +44,18 @@ __all__ = [
     "CASPR",
     "NSGD",
     "PRESETS",
+    "PSGDKron",
     "SCALES",
     "SOAP",
     "Shampoo",
+    "AdaMuon",
     "AdamW",
     "Algorithm",
     "ClippedSGD",
+    "Dion",
     "Lion",
+    "MarsMuon",
+    "MuLoCo",
     "Muon",
     "MuonAlgorithm",
     "NorMuon",

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from .batching import whole_matrix
-from .checks import check_nonnegative, check_unit_interval
+from .block_state import block_key, block_rows, split_rows
+from .checks import check_choice, check_nonnegative, check_unit_interval
 from .muon import MuonAlgorithm
 from .precision import work_dtype
 from .presets import Preset, preset
@@ -33,6 +34,13 @@ class NorMuonAlgorithm(MuonAlgorithm):
     either way, so v is one entry per row of the whole view, and the update equals NorMuon's
     on the blocks as separate parameters.
 
+    ``neurons`` picks the axis of v: "rows" (default, the paper: one entry per output
+    neuron), "columns" (one entry per column, v in R^n, mean over rows), or "auto": rows for a
+    matrix with m >= n and columns for a wide one (m < n), the shape rule of the NorMuon
+    implementations in modded-nanogpt and nanochat. With "columns" or "auto" each row block
+    has its own v (state keys "column_second_moment/<block>", or without blocks
+    "column_second_moment"), chosen by the block's own shape.
+
     References: arXiv 2510.05491 (Li et al., NorMuon: Making Muon more efficient and
     scalable), Algorithm 1.
     """
@@ -45,18 +53,26 @@ class NorMuonAlgorithm(MuonAlgorithm):
         "beta2": 0.95,
         "eps": 1e-8,
         "scale": "rms",
+        "neurons": "rows",
     }
 
     def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_unit_interval(who, f"{prefix}beta2", hp["beta2"], 0.95)
         check_nonnegative(who, f"{prefix}eps", hp["eps"], 1e-8)
+        check_choice(who, f"{prefix}neurons", hp["neurons"], NEURONS)
 
     def init_state(self, p: torch.Tensor, group: Group) -> State:
         state = super().init_state(p, group)
-        rows = matrix_shape(p.shape, group["matrix_view"])[:-1]
+        *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
         dtype = work_dtype(p.dtype)
-        state["neuron_second_moment"] = torch.zeros(rows, dtype=dtype, device=p.device)
+        if group["neurons"] == "rows":
+            state["neuron_second_moment"] = torch.zeros(*batch, m, dtype=dtype, device=p.device)
+            return state
+        for i, rows in enumerate(block_rows(group, m)):
+            size = rows if _row_axis(group["neurons"], rows, n) else n
+            key = block_key("column_second_moment", i, group)
+            state[key] = torch.zeros(*batch, size, dtype=dtype, device=p.device)
         return state
 
     def scale(self, m: int, n: int, group: Group) -> float:
@@ -65,6 +81,10 @@ class NorMuonAlgorithm(MuonAlgorithm):
     def rescale(
         self, updates: list[torch.Tensor], states: list[State], group: Group
     ) -> list[torch.Tensor]:
+        if group["neurons"] != "rows":
+            return [
+                self.rescale_by_shape(u, s, group) for u, s in zip(updates, states, strict=True)
+            ]
         out = []
         for update, state in zip(updates, states, strict=True):
             u, back = whole_matrix(update)  # FSDP2: the whole matrix (v is per row of it)
@@ -82,6 +102,35 @@ class NorMuonAlgorithm(MuonAlgorithm):
                 new.mul_(ratio * scale_factor(group["scale"], m, n))  # a view: in normalized
             out.append(back(from_matrices(normalized, u.shape, group["matrix_view"]).to(u.dtype)))
         return out
+
+    def rescale_by_shape(self, update: torch.Tensor, state: State, group: Group) -> torch.Tensor:
+        """rescale with ``neurons`` "columns" or "auto": per row block, v over the block's
+        rows (mean over columns) or columns (mean over rows), then the norm restored."""
+        u, back = whole_matrix(update)
+        O = as_matrices(u, group["matrix_view"]).to(work_dtype(u.dtype))
+        rows = block_rows(group, O.shape[-2])
+        pieces = []
+        for i, block in enumerate(split_rows(O, rows)):
+            m, n = block.shape[-2:]
+            axis = -1 if _row_axis(group["neurons"], m, n) else -2
+            v = state[block_key("column_second_moment", i, group)]
+            v.lerp_(block.square().mean(dim=axis), 1 - group["beta2"])
+            new = block / (v.sqrt() + group["eps"]).unsqueeze(axis)
+            before = torch.linalg.vector_norm(block, dim=(-2, -1), keepdim=True)
+            after = torch.linalg.vector_norm(new, dim=(-2, -1), keepdim=True)
+            ratio = torch.where(after > 0, before / torch.where(after > 0, after, 1.0), 0.0)
+            pieces.append(new * (ratio * scale_factor(group["scale"], m, n)))
+        normalized = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+        return back(from_matrices(normalized, u.shape, group["matrix_view"]).to(u.dtype))
+
+
+#: The axes NorMuon's second moment can run over (``neurons``).
+NEURONS = ("rows", "columns", "auto")
+
+
+def _row_axis(neurons: str, m: int, n: int) -> bool:
+    """True when v has one entry per row of an (m, n) matrix under ``neurons``."""
+    return neurons == "rows" or (neurons == "auto" and m >= n)
 
 
 register(NorMuonAlgorithm())

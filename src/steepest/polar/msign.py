@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .aol import PRECONDITIONERS, aol_rescale
 from .gram import gram_quintic_iteration
 from .iteration import odd_quintic_iteration
 from .kernels import KERNELS, resolve_kernel
@@ -173,6 +174,7 @@ def msign(
     frobenius: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
     unit_scaled: bool = False,
+    precondition: str | None = None,
 ) -> torch.Tensor:
     """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
 
@@ -234,6 +236,13 @@ def msign(
             from unit norm the folded factor shrinks the iteration's first float16
             polynomials toward subnormals (4x the error at norm 4e3 on an H100), so the
             default makes the normalized copy. Ignored elsewhere.
+        precondition: None (default) or "aol": the iterative backends rescale the rows of
+            the normalized wide stack by steepest.polar.aol.aol_rescale before iterating
+            (Turbo-Muon, arXiv 2512.04632), which bounds the spectral norm by 1 and raises
+            the small singular values, so that one step fewer (with a Polar Express
+            schedule for a larger ``lower_bound``, e.g. 1e-2) can reach the error of the
+            standard schedule; it also moves the result toward the polar factor of the
+            rescaled matrix (see aol_rescale). Ignored by "svd".
 
     Returns:
         A tensor of G's shape, in out_dtype (default G's dtype).
@@ -247,6 +256,11 @@ def msign(
     """
     _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
     _validate_known(G, frobenius, out_dtype, unit_scaled)
+    if precondition is not None and precondition not in PRECONDITIONERS:
+        raise ValueError(
+            f"msign: precondition={precondition!r} is unknown; use None or one of "
+            f"{list(PRECONDITIONERS)}"
+        )
     out_dtype = G.dtype if out_dtype is None else out_dtype
     if G.numel() == 0:
         return torch.zeros_like(G, dtype=out_dtype)
@@ -257,10 +271,12 @@ def msign(
     plan = _Plan(G, backend, dtype, form, out_dtype)
     normalization = _normalization(plan.matrices, float(eps), plan.safety, frobenius)
     scale: torch.Tensor | None = None
-    if unit_scaled and plan.folds(backend, kernel):  # the first products apply the scale
-        X, scale = plan.oriented(plan.matrices), normalization
+    if unit_scaled and precondition is None and plan.folds(backend, kernel):
+        X, scale = plan.oriented(plan.matrices), normalization  # the first products scale
     else:
         X = plan.oriented(_normalize(plan.matrices, normalization, plan.compute_dtype))
+    if precondition == "aol":
+        X = aol_rescale(X)
     if callable(backend):  # _validate: any other str is one of BACKENDS
         X = _call_backend(backend, X, steps)
     else:

@@ -1,0 +1,196 @@
+"""The "dion" member: orthonormalized low-rank updates by amortized power iteration with
+error feedback (Dion)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .batching import whole_matrix
+from .block_state import block_key, block_rows, block_states, split_rows
+from .checks import check_choice, check_flag, check_nonnegative, check_unit_interval
+from .precision import work_dtype
+from .presets import Preset, preset
+from .registry import Algorithm, Group, State, register
+from .scaling import check_scale, scale_factor
+from .views import as_matrices, from_matrices, matrix_shape
+
+__all__ = ["ORTHONORMALIZERS", "Dion", "DionAlgorithm", "dion_rank", "orthonormalize_columns"]
+
+#: How P = B Q is given orthonormal columns: Householder QR, or randomized Cholesky-QR.
+ORTHONORMALIZERS = ("qr", "cholesky_qr")
+
+#: The per-block state of Dion (block_state.py): the error-feedback momentum and Q.
+_BLOCK_KEYS = ("momentum_buffer", "right_factor")
+
+
+def dion_rank(m: int, n: int, rank: int | None, rank_fraction: float) -> int:
+    """The power iteration's rank r for an (m, n) matrix: ``rank`` (at most min(m, n)) if
+    given, else ceil(rank_fraction * min(m, n)), at least 1."""
+    full = min(m, n)
+    if rank is not None:
+        return min(rank, full)
+    return max(1, min(full, math.ceil(rank_fraction * full)))
+
+
+def orthonormalize_columns(P: torch.Tensor, method: str, seed: int = 0) -> torch.Tensor:
+    """An orthonormal basis of the column space of each (..., m, r) matrix P, r <= m.
+
+    "qr": the Q factor of torch.linalg.qr. "cholesky_qr": randomized Cholesky-QR: sketch
+    S P with a Gaussian S of (ceil(1.25 r), m) scaled by 1/sqrt(rows) (drawn from ``seed``),
+    R from the QR of the small sketch, P R^(-1), then one Cholesky-QR pass (P^T P = L L^T,
+    P L^(-T)) to restore orthonormality; matrices whose Gram matrix is not positive
+    definite (rank-deficient P) fall back to QR.
+
+    References: Ahn et al., "Dion: Distributed Orthonormalized Updates", arXiv 2504.05295,
+    the randomized Cholesky-QR of the orthonormalization step; Fukaya et al., CholeskyQR2.
+    """
+    if method == "qr":
+        exact: torch.Tensor = torch.linalg.qr(P).Q
+        return exact
+    m, r = P.shape[-2:]
+    rows = min(m, math.ceil(1.25 * r))
+    gen = torch.Generator(device=P.device).manual_seed(seed)
+    S = torch.randn(rows, m, generator=gen, device=P.device, dtype=P.dtype) / math.sqrt(rows)
+    R = torch.linalg.qr(S @ P).R
+    Y = torch.linalg.solve_triangular(R, P, upper=True, left=False)
+    L, info = torch.linalg.cholesky_ex(Y.mT @ Y)
+    Z: torch.Tensor = torch.linalg.solve_triangular(L.mT, Y, upper=True, left=False)
+    good = (info == 0) & Z.isfinite().all(dim=(-2, -1))
+    if bool(good.all()):
+        return Z
+    fallback: torch.Tensor = torch.linalg.qr(P).Q
+    return torch.where(good[..., None, None], torch.nan_to_num(Z), fallback)
+
+
+class DionAlgorithm(Algorithm):
+    """Dion: one step of power iteration per update on the momentum, with error feedback.
+
+    Math, per matrix view (m, n) with momentum mu, rank r, right factor Q (n, r):
+        B = M + G
+        P = orthonormalize(B Q)                       (m, r), QR or randomized Cholesky-QR
+        R = B^T P                                      (n, r)
+        M <- B - (1 - mu) P R^T                        (error feedback)
+        Q <- column_normalize(R)                       (a zero column of R: no update
+                                                        along it, Q keeps its old column)
+        W <- (1 - lr wd) W - lr * scale(m, n) * P Q^T  (default scale sqrt(m / n))
+    ``power_iterations`` > 1 repeats the two middle lines with the new Q before the error
+    feedback (the paper uses 1, amortized over steps by the warm start). r is ``rank``, or
+    ceil(rank_fraction * min(m, n)). Q starts as Gaussian columns of unit norm drawn from
+    ``seed`` (the same on every process); the iteration runs in float32 for 16-bit
+    parameters, on B divided by its Frobenius norm (the update is scale invariant; the
+    error feedback is scaled back). With row ``blocks`` each block is its own matrix with
+    its own M and Q.
+
+    When Q spans B's top right singular vectors (at full rank r = min(m, n): after the power
+    iteration has converged, e.g. with many ``power_iterations``), P Q^T = U V^T, and since
+    B_t = mu B_(t-1) + G_t is Muon's momentum divided by (1 - mu), Dion is Muon (plain
+    momentum) with an exact polar factor.
+
+    References: Ahn, Xu, Abreu, Fan, Magakyan, Sharma, Zhan, Langford, "Dion: Distributed
+    Orthonormalized Updates", arXiv 2504.05295, Alg. 1 (single device).
+    """
+
+    name = "dion"
+    defaults: Mapping[str, Any] = {
+        "lr": 0.02,
+        "momentum": 0.95,
+        "weight_decay": 0.0,
+        "cautious_weight_decay": False,
+        "rank": None,
+        "rank_fraction": 1.0,
+        "orthonormalize": "qr",
+        "power_iterations": 1,
+        "seed": 0,
+        "scale": "spectral",
+    }
+
+    def validate(self, who: str, hp: Group, prefix: str = "") -> None:
+        check_nonnegative(who, f"{prefix}lr", hp["lr"], 0.02)
+        check_unit_interval(who, f"{prefix}momentum", hp["momentum"], 0.95)
+        check_nonnegative(who, f"{prefix}weight_decay", hp["weight_decay"], 0.0)
+        check_flag(who, f"{prefix}cautious_weight_decay", hp["cautious_weight_decay"])
+        rank = hp["rank"]
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"{who}: {prefix}rank={rank!r} must be None or an int >= 1")
+        fraction = hp["rank_fraction"]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ValueError(f"{who}: {prefix}rank_fraction={fraction!r} must be in (0, 1]")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"{who}: {prefix}rank_fraction={fraction!r} must be in (0, 1]")
+        check_choice(who, f"{prefix}orthonormalize", hp["orthonormalize"], ORTHONORMALIZERS)
+        for key in ("power_iterations", "seed"):
+            value, low = hp[key], 1 if key == "power_iterations" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{who}: {prefix}{key}={value!r} must be an int >= {low}")
+        check_scale(who, hp["scale"])
+
+    def init_state(self, p: torch.Tensor, group: Group) -> State:
+        *batch, m, n = matrix_shape(p.shape, group["matrix_view"])
+        dtype = work_dtype(p.dtype)
+        gen = torch.Generator().manual_seed(group["seed"])
+        state: State = {}
+        for i, rows in enumerate(block_rows(group, m)):
+            r = dion_rank(rows, n, group["rank"], group["rank_fraction"])
+            Q = torch.randn(*batch, n, r, generator=gen, dtype=torch.float64)
+            Q = Q / torch.linalg.vector_norm(Q, dim=-2, keepdim=True).clamp_min(1e-30)
+            state[block_key("right_factor", i, group)] = Q.to(dtype=dtype, device=p.device)
+            zeros = torch.zeros(*batch, rows, n, dtype=dtype, device=p.device)
+            state[block_key("momentum_buffer", i, group)] = zeros
+        return state
+
+    def precondition(
+        self, directions: list[torch.Tensor], states: list[State], group: Group
+    ) -> list[torch.Tensor]:
+        out = []
+        for direction, state in zip(directions, states, strict=True):
+            G, back = whole_matrix(direction)  # FSDP2: Q belongs to the whole matrix
+            X = as_matrices(G, group["matrix_view"]).to(work_dtype(G.dtype))
+            rows = block_rows(group, X.shape[-2])
+            blocks = block_states(state, _BLOCK_KEYS, len(rows), group)
+            parts = [
+                self.power_step(piece, block, group)
+                for piece, block in zip(split_rows(X, rows), blocks, strict=True)
+            ]
+            update = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+            out.append(back(from_matrices(update, G.shape, group["matrix_view"]).to(G.dtype)))
+        return out
+
+    def power_step(self, G: torch.Tensor, state: State, group: Group) -> torch.Tensor:
+        """One matrix (row block) G with its M and Q: update both, return P Q^T."""
+        M, Q = state["momentum_buffer"], state["right_factor"]
+        B = M + G
+        size = torch.linalg.vector_norm(B, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+        size = torch.where(size > 0, size, 1.0).to(B.dtype)
+        Bn = B / size
+        P, R, normalized = Bn, Q, Q  # replaced below: power_iterations >= 1
+        for _ in range(group["power_iterations"]):
+            P = orthonormalize_columns(Bn @ Q, group["orthonormalize"], group["seed"])
+            R = Bn.mT @ P
+            norms = torch.linalg.vector_norm(R, dim=-2, keepdim=True)
+            live = norms > 0  # a zero column of R (B has no mass there) adds nothing
+            normalized = R / torch.where(live, norms, 1.0)
+            Q = torch.where(live, normalized, Q)
+        M.copy_(B - (1 - group["momentum"]) * size * (P @ R.mT))
+        state["right_factor"].copy_(Q)
+        update: torch.Tensor = P @ normalized.mT
+        return update
+
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
+        return X  # stage 2 returns the orthonormalized update P Q^T
+
+    def scale(self, m: int, n: int, group: Group) -> float:
+        return scale_factor(group["scale"], m, n)
+
+
+register(DionAlgorithm())
+
+
+@preset("dion")
+class Dion(Preset):
+    """Dion on the matrices, AdamW on the rest."""
+
+    algorithm = "dion"

@@ -1,0 +1,178 @@
+"""MuLoCo: DiLoCo's outer loop around K workers that each train with a family member (Muon),
+simulated in one process."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from .checks import check_choice, check_nonnegative, check_unit_interval
+from .engine import Steepest
+from .presets import optimizer
+from .quantize import dequantize, quantize, quantized_zeros
+
+__all__ = ["COMPRESSIONS", "MuLoCo"]
+
+#: How each worker's outer gradient is compressed before averaging (with error feedback).
+COMPRESSIONS = (None, "topk", "int8")
+
+
+class MuLoCo:
+    """K simulated workers, each with its own copy of the parameters and its own inner
+    optimizer (a preset, default "muon"); every ``sync_every`` steps an outer Nesterov-SGD step
+    on the averaged parameter deltas.
+
+    Math (global weights x, worker k's weights x_k, H = sync_every):
+        inner: x_k <- inner_k.step(x_k, grad f_k(x_k))        H times, each worker its batch
+        outer: Delta_k = x - x_k  (+ e_k, compressed to c_k, e_k <- Delta_k + e_k - c_k)
+               Delta = mean_k c_k  (c_k = Delta_k without compression)
+               x <- NesterovSGD(x, grad = Delta, lr = outer_lr, momentum = outer_momentum)
+               x_k <- x for every k
+    The model's parameters hold x between steps (and x_k while worker k's closure runs). With
+    H = 1, outer_lr = 1 and outer_momentum = 0 the outer step is x <- mean_k x_k: the mean of
+    the workers' inner steps, which is one synchronous data-parallel inner step when the
+    workers see the same gradient (for Muon, msign of a mean of different gradients is not
+    the mean of their msigns, so with different batches it is not data-parallel Muon).
+    The inner optimizers keep their state across rounds (each its own momentum).
+
+    Args:
+        params: the model's parameters (a list of tensors).
+        workers: K >= 1.
+        sync_every: H >= 1 inner steps per outer step.
+        outer_lr: the outer learning rate (> 0), default 0.7.
+        outer_momentum: the outer Nesterov momentum in [0, 1), default 0.9.
+        compression: None, "topk" (keep the ``topk_fraction`` largest entries of each
+            tensor's delta) or "int8" (block-wise int8, steepest.optim.quantize), both with
+            error feedback per worker.
+        topk_fraction: the kept fraction for "topk", in (0, 1], default 0.1.
+        inner: the preset name of the inner optimizer, default "muon".
+        **inner_hyperparameters: passed to every worker's ``steepest.optimizer(inner, ...)``.
+
+    Example:
+        >>> import torch, steepest
+        >>> w = torch.nn.Parameter(torch.zeros(4, 3))
+        >>> opt = steepest.optim.muloco.MuLoCo([w], workers=2, sync_every=2, lr=0.02)
+        >>> def closure(k):
+        ...     def run():
+        ...         loss = ((w - k) ** 2).sum()
+        ...         loss.backward()
+        ...         return loss
+        ...     return run
+        >>> _ = opt.step([closure(0), closure(1)])
+
+    References: Thérien, Huang, Rish, Belilovsky, "MuLoCo: Muon is a practical inner
+    optimizer for DiLoCo", arXiv 2505.23725; Douillard et al., "DiLoCo: Distributed
+    Low-Communication Training of Language Models", arXiv 2311.08455 (the outer loop).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        workers: int,
+        sync_every: int = 30,
+        outer_lr: float = 0.7,
+        outer_momentum: float = 0.9,
+        compression: str | None = None,
+        topk_fraction: float = 0.1,
+        inner: str = "muon",
+        **inner_hyperparameters: Any,
+    ) -> None:
+        who = "MuLoCo"
+        for name, value in (("workers", workers), ("sync_every", sync_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{who}: {name}={value!r} must be an int >= 1")
+        check_nonnegative(who, "outer_lr", outer_lr, 0.7)
+        if outer_lr == 0:
+            raise ValueError(f"{who}: outer_lr=0 must be > 0; try 0.7")
+        check_unit_interval(who, "outer_momentum", outer_momentum, 0.9)
+        if compression is not None:
+            check_choice(who, "compression", compression, ("topk", "int8"))
+        if isinstance(topk_fraction, bool) or not isinstance(topk_fraction, (int, float)):
+            raise ValueError(f"{who}: topk_fraction={topk_fraction!r} must be in (0, 1]")
+        if not 0 < topk_fraction <= 1:
+            raise ValueError(f"{who}: topk_fraction={topk_fraction!r} must be in (0, 1]")
+        if isinstance(params, torch.Tensor):
+            raise ValueError(f"{who}: params must be a non-empty list of tensors, not a Tensor")
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{who}: params must be a non-empty list of tensors")
+        self.workers, self.sync_every = workers, sync_every
+        self.compression, self.topk_fraction = compression, topk_fraction
+        self.inner: list[Steepest] = [
+            optimizer(inner, self.params, **inner_hyperparameters) for _ in range(workers)
+        ]
+        with torch.no_grad():
+            self.global_params = [p.detach().clone() for p in self.params]
+            self.local = [[p.detach().clone() for p in self.params] for _ in range(workers)]
+        self.errors = [[torch.zeros_like(p) for p in self.params] for _ in range(workers)]
+        self.outer = torch.optim.SGD(
+            self.global_params,
+            lr=outer_lr,
+            momentum=outer_momentum,
+            nesterov=outer_momentum > 0,
+        )
+        self.steps = 0
+
+    def step(self, closures: Sequence[Callable[[], Any]]) -> list[Any]:
+        """One inner step of every worker (closure k computes worker k's loss and calls
+        backward at x_k, which the model's parameters hold while it runs), then the outer
+        step if H inner steps have passed. Returns the closures' losses."""
+        if len(closures) != self.workers:
+            raise ValueError(
+                f"MuLoCo: step got {len(closures)} closures; need one per worker ({self.workers})"
+            )
+        losses = []
+        for k, closure in enumerate(closures):
+            self._load(self.local[k])
+            self.inner[k].zero_grad()
+            with torch.enable_grad():
+                losses.append(closure())
+            self.inner[k].step()
+            with torch.no_grad():
+                torch._foreach_copy_(self.local[k], self.params)
+        self.steps += 1
+        if self.steps % self.sync_every == 0:
+            self._outer_step()
+        self._load(self.global_params)
+        return losses
+
+    @torch.no_grad()
+    def _outer_step(self) -> None:
+        """x <- NesterovSGD(x, mean_k compressed(x - x_k)); every x_k <- x."""
+        for i, x in enumerate(self.global_params):
+            total = torch.zeros_like(
+                x, dtype=torch.float32 if x.dtype != torch.float64 else x.dtype
+            )
+            for k in range(self.workers):
+                delta = (x - self.local[k][i]).to(total.dtype) + self.errors[k][i].to(total.dtype)
+                sent = self._compress(delta)
+                self.errors[k][i].copy_(delta - sent)
+                total += sent
+            x.grad = (total / self.workers).to(x.dtype)
+        self.outer.step()
+        for k in range(self.workers):
+            torch._foreach_copy_(self.local[k], self.global_params)
+        for x in self.global_params:
+            x.grad = None
+
+    def _compress(self, delta: torch.Tensor) -> torch.Tensor:
+        """The part of delta a worker sends: all of it, its top-k entries, or its int8 copy."""
+        if self.compression is None:
+            return delta
+        if self.compression == "topk":
+            count = max(1, math.ceil(self.topk_fraction * delta.numel()))
+            flat = delta.reshape(-1)
+            kept = torch.zeros_like(flat)
+            index = flat.abs().topk(count).indices
+            kept[index] = flat[index]
+            return kept.view_as(delta)
+        q = quantized_zeros(delta)
+        quantize(delta, q["codes"], q["absmax"])
+        return dequantize(q["codes"], q["absmax"], delta)
+
+    @torch.no_grad()
+    def _load(self, values: list[torch.Tensor]) -> None:
+        torch._foreach_copy_(self.params, values)

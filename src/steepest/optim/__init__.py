@@ -2,7 +2,10 @@
 
 Public API:
     Steepest(params, hyperparameters=None, *, matrix_algorithm="muon",
-             vector_algorithm="adamw", nonfinite="raise")
+             vector_algorithm="adamw", nonfinite="raise", compile=None, cuda_graph=None,
+             master_weights=False, fast=None)
+    FastPath (the fast path's options), GroupPath (a row of fast_path_report()),
+    FastPathNotice
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
              AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad; scion_groups(model, kind)
@@ -14,7 +17,8 @@ The table of members and their stages: docs/algorithms.md.
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
 from .adamw_preset import AdamW
 from .batching import map_stacked
-from .engine import Steepest
+from .engine import FastPathNotice, GroupPath, Steepest
+from .fast import FastPath
 from .lion import Lion
 from .muon import Muon, MuonAlgorithm
 from .normuon import NorMuon
@@ -41,6 +45,9 @@ __all__ = [
     "AdamW",
     "Algorithm",
     "ClippedSGD",
+    "FastPath",
+    "FastPathNotice",
+    "GroupPath",
     "Lion",
     "Muon",
     "MuonAlgorithm",

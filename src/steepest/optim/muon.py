@@ -12,6 +12,7 @@ from steepest.polar.msign import Backend
 from steepest.polar.newton_schulz import Coefficients
 
 from .engine import Steepest
+from .fast.options import FastPath
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .polar_step import POLAR_DEFAULTS, check_polar, polar
 from .registry import Group, register
@@ -41,8 +42,7 @@ class MuonAlgorithm(MomentumAlgorithm):
     name = "muon"
     defaults: Mapping[str, Any] = {**MOMENTUM_DEFAULTS, **POLAR_DEFAULTS, "scale": "spectral"}
 
-    #: msign is scale invariant: the fused step may hand dualize_normed float16 directions
-    #: each stored times a power of two (steepest.optim.fused_momentum's prescale).
+    fused_momentum = True
     scale_invariant = True
 
     def validate(self, who: str, hp: Group, prefix: str = "") -> None:
@@ -52,13 +52,6 @@ class MuonAlgorithm(MomentumAlgorithm):
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return polar(X, group)
-
-    def takes_norms(self, group: Group) -> bool:
-        """dualize_normed stands in for dualize when both come from the same class: a
-        subclass that changes dualize (PolarGrad's nuclear-norm factor) stays on the unfused
-        stage 1 unless it also defines its own dualize_normed."""
-        kind = type(self)
-        return self.capturable(group) and _owner(kind, "dualize") is _owner(kind, "dualize_normed")
 
     def dualize_normed(
         self,
@@ -71,18 +64,17 @@ class MuonAlgorithm(MomentumAlgorithm):
     ) -> torch.Tensor:
         return polar(X, group, frobenius=norms, out_dtype=dtype, unit_scaled=unit_scaled)
 
-    def capturable(self, group: Group) -> bool:
-        """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float
-        momentum (no host sync, no Python-side state)."""
-        return group["backend"] in ("newton_schulz", "polar_express") and not group["momentum_8bit"]
+    def uncapturable(self, group: Group) -> str:
+        """The iterative backends with float momentum are capturable (no host sync, no
+        Python-side state)."""
+        if group["backend"] not in ("newton_schulz", "polar_express"):
+            return f"backend={group['backend']!r} is not one of the iterative polar backends"
+        if group["momentum_8bit"]:
+            return "momentum_8bit=True (8-bit momentum is not recorded)"
+        return ""
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
-
-
-def _owner(kind: type, name: str) -> type:
-    """The class in kind's method resolution order that defines the attribute name."""
-    return next(c for c in kind.__mro__ if name in vars(c))
 
 
 register(MuonAlgorithm())
@@ -121,10 +113,10 @@ class Muon(Steepest):
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_fused: AdamW
             hyperparameters of the non-matrix groups (torch's AdamW math).
-        compile, cuda_graph: the GPU fast paths of Steepest (compiled stacks, recorded
-            stages 1-4); off by default. For the fastest step on a GPU pass both and
-            ``adamw_fused=True`` (bench/step.py).
+        compile, cuda_graph: the GPU fast path of Steepest (the five stages compiled and
+            recorded); default None: on for CUDA parameters, off elsewhere.
         master_weights: float32 master copies of bf16/fp16 parameters (see Steepest).
+        fast: the fast path's options (steepest.optim.fast.FastPath).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
     """
@@ -151,9 +143,10 @@ class Muon(Steepest):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
         adamw_fused: bool | None = None,
-        compile: bool | str = False,
-        cuda_graph: bool = False,
+        compile: bool | str | None = None,
+        cuda_graph: bool | None = None,
         master_weights: bool = False,
+        fast: FastPath | None = None,
     ) -> None:
         muon = dict(
             lr=lr,
@@ -185,4 +178,5 @@ class Muon(Steepest):
             compile=compile,
             cuda_graph=cuda_graph,
             master_weights=master_weights,
+            fast=fast,
         )

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .engine import Steepest
+from .fast.options import FastPath
 from .muon import Muon
 
 __all__ = ["PRESETS", "Preset", "available", "optimizer", "preset"]
@@ -31,8 +32,8 @@ class Preset(Steepest):
         params: tensors, (name, tensor) pairs or param groups. A group whose ``algorithm``
             is "muon" (as from ``steepest.param_groups``) is given this preset's algorithm.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
-        compile, cuda_graph, master_weights: the execution options of Steepest (compiled
-            stacks, CUDA-graph replay of capturable groups, float32 master copies).
+        compile, cuda_graph, master_weights, fast: the execution options of Steepest (the
+            fast path, on for CUDA parameters by default; float32 master copies; FastPath).
         **hyperparameters: the algorithm's keys (see ``ALGORITHMS[name].defaults``), and,
             where vectors go to AdamW, adamw_lr, adamw_betas, adamw_eps,
             adamw_weight_decay, adamw_fused. Unknown keys raise ValueError listing the known.
@@ -48,9 +49,10 @@ class Preset(Steepest):
         params: Iterable[Any],
         nonfinite: str = "raise",
         *,
-        compile: bool | str = False,
-        cuda_graph: bool = False,
+        compile: bool | str | None = None,
+        cuda_graph: bool | None = None,
         master_weights: bool = False,
+        fast: FastPath | None = None,
         **hyperparameters: Any,
     ) -> None:
         split = self.vector_algorithm == "adamw" and self.algorithm != "adamw"
@@ -71,6 +73,7 @@ class Preset(Steepest):
             compile=compile,
             cuda_graph=cuda_graph,
             master_weights=master_weights,
+            fast=fast,
         )
 
     def _rename(self, params: Iterable[Any]) -> Iterable[Any]:

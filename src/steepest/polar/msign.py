@@ -222,13 +222,13 @@ def msign(
             unless dtype=torch.bfloat16 is asked for: the Gram form loses accuracy in bfloat16).
         frobenius: the Frobenius norms of G's matrices when already known, G.shape[:-2]
             values (float64 where G is low precision, e.g. from the fused step's
-            steepest.optim.fused_momentum.momentum_stack); used by the iterative backends
+            steepest.optim.fast.fused_momentum.momentum_stack); used by the iterative backends
             instead of a reduction over G. Ignored by "svd".
         out_dtype: the result's dtype, default G's (a bfloat16 G with a float32 result keeps
             the iteration's last rounding only).
         unit_scaled: G's matrices have Frobenius norms within a small factor of 1, as the
             fused step's prescaled stack (norms in [1/4, 8],
-            steepest.optim.fused_momentum.momentum_stack). A float16 G computed in float16 by
+            steepest.optim.fast.fused_momentum.momentum_stack). A float16 G computed in float16 by
             the Triton kernels then is not copied: 1 / (1.01 ||G||_F + eps) is folded into
             the first products' float32 epilogues (one rounding less, no pass over G). Far
             from unit norm the folded factor shrinks the iteration's first float16

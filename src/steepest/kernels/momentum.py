@@ -5,7 +5,7 @@ through tables of data pointers. With a prescale, a row kernel then turns the pa
 into norms and picks each matrix's scale, and a fixup kernel rewrites the rare matrices
 whose prescale missed (fused_momentum.momentum_stack's ``prescale``).
 
-Imported lazily (it imports triton at the top); use steepest.optim.fused_momentum.
+Imported lazily (it imports triton at the top); use steepest.optim.fast.fused_momentum.
 """
 
 from __future__ import annotations

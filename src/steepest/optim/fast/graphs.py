@@ -1,13 +1,9 @@
-"""Optional CUDA-graph replay of the matrix stages 1-4 of one param group.
+"""CUDA-graph replay of the five stages of one param group.
 
 A Muon step on many matrices launches hundreds of small kernels; on a GPU the launches, not
-the arithmetic, set its time (GPT-2 small on an H100: about 20 ms of launches for 7 ms of
-kernels, bench/results/). ``GroupGraph`` records stages 1-4 (accumulate, precondition, dualize
-and scale, rescale) of one group once and replays the recording on later steps. Stage 5
-(weight decay and ``p -= lr * u``) stays outside the recording and reads the group's current
-``lr`` and ``weight_decay``, so learning-rate schedules work unchanged; with ``compile`` the
-recorded function is the engine's compiled five-stage graph, which reads lr and weight decay
-from 0-dim tensors the engine refreshes before every replay.
+the arithmetic, set its time. ``GroupGraph`` records the five stages of one group once and
+replays the recording on later steps. The stages read lr and weight decay from 0-dim tensors
+refreshed before every replay, so learning-rate schedules work unchanged.
 
 What the recording assumes, and how each assumption is kept:
 
@@ -17,13 +13,12 @@ What the recording assumes, and how each assumption is kept:
   into the recorded gradient tensors when their storage differs.
 * The same hyperparameters. Every group key except ``lr`` and ``weight_decay`` is baked into
   the recording; when one changes (a momentum schedule) the group is re-recorded.
-* No host synchronisation and no Python-side state in stages 1-4: only algorithms whose
-  ``capturable(group)`` is True are recorded (the iterative polar backends of the Muon
-  members); the others run eagerly.
+* No host synchronisation and no Python-side state in the stages: only groups whose
+  algorithm declares them capturable (``Algorithm.uncapturable(group)`` is "") are recorded.
 
-``capture`` is injectable: ``cuda_capture`` records with ``torch.cuda.graph``; the CPU tests
-use ``closure_capture``, which replays the recorded Python closure on the recorded tensors and
-so reproduces exactly what a stale recording would read.
+``capture`` is injectable (``FastPath.capture``): ``cuda_capture`` records with
+``torch.cuda.graph``; the CPU tests use ``closure_capture``, which replays the recorded Python
+closure on the recorded tensors and so reproduces exactly what a stale recording would read.
 
 References: PyTorch CUDA Graphs (torch.cuda.graph, "whole network capture" and static inputs).
 """
@@ -37,8 +32,8 @@ import torch
 
 __all__ = ["GroupGraph", "closure_capture", "cuda_capture"]
 
-#: A recorder: takes a function of no arguments returning the updates, returns its replay.
-Capture = Callable[[Callable[[], list[torch.Tensor]]], Callable[[], list[torch.Tensor]]]
+#: A recorder: takes a function of no arguments, returns its replay.
+Capture = Callable[[Callable[[], object]], Callable[[], object]]
 
 #: Group keys read outside the recording (stage 5) or not hyperparameters at all.
 LIVE_KEYS = frozenset({"params", "param_names", "lr", "weight_decay", "initial_lr"})
@@ -47,7 +42,7 @@ LIVE_KEYS = frozenset({"params", "param_names", "lr", "weight_decay", "initial_l
 _Key = tuple[tuple[tuple[str, str], ...], tuple[int, ...], tuple[int, ...]]
 
 
-def cuda_capture(fn: Callable[[], list[torch.Tensor]]) -> Callable[[], list[torch.Tensor]]:
+def cuda_capture(fn: Callable[[], object]) -> Callable[[], object]:
     """Record fn's kernels with torch.cuda.graph; the replay returns fn's (static) outputs."""
     graph = torch.cuda.CUDAGraph()
     side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch stub: untyped __new__
@@ -56,14 +51,14 @@ def cuda_capture(fn: Callable[[], list[torch.Tensor]]) -> Callable[[], list[torc
         outputs = fn()
     torch.cuda.current_stream().wait_stream(side)
 
-    def replay() -> list[torch.Tensor]:
+    def replay() -> object:
         graph.replay()
         return outputs
 
     return replay
 
 
-def closure_capture(fn: Callable[[], list[torch.Tensor]]) -> Callable[[], list[torch.Tensor]]:
+def closure_capture(fn: Callable[[], object]) -> Callable[[], object]:
     """The CPU stand-in of cuda_capture: nothing runs now; the replay calls fn again on the
     tensors it closed over, as a CUDA graph would read the recorded addresses."""
     return fn
@@ -82,7 +77,7 @@ def _signature(group: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 class GroupGraph:
-    """Stages 1-4 of one param group, run eagerly for ``warmup`` steps, then recorded once
+    """The stages of one param group, run eagerly for ``warmup`` steps, then recorded once
     and replayed.
 
     Args:
@@ -100,23 +95,24 @@ class GroupGraph:
         self.recordings = 0
         self._key: _Key | None = None
         self._eager_steps = 0
-        self._replay: Callable[[], list[torch.Tensor]] | None = None
+        self._replay: Callable[[], object] | None = None
         self._grads: list[torch.Tensor] = []
         self._count = (0, 0)
 
     def run(
         self,
-        stages: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+        stages: Callable[[list[torch.Tensor]], object],
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
         states: list[dict[str, Any]],
         group: Mapping[str, Any],
         counters: Any,
-    ) -> list[torch.Tensor]:
-        """The updates of stages 1-4 for these gradients.
+    ) -> object:
+        """Run the stages for these gradients (eagerly, recording, or from the recording);
+        returns what they return (a replay: what the recorded call returned).
 
         Args:
-            stages: the eager stages 1-4, a function of the gradients.
+            stages: the stages, a function of the gradients.
             params, grads, states, group: the group's work for this step.
             counters: the optimizer's ``Stacks``; its orthogonalization counters advance on
                 every replay as they would eagerly.

@@ -3,7 +3,7 @@
 Program p reads one chunk of one tensor (its table row: tensor index and start) through a
 table of data pointers, sums x - x (0 for a finite x, nan for inf or nan) and clears the flag
 if the sum is not 0. Imported lazily (it imports triton at the top); use
-steepest.optim.finite_check, which builds the tables and sets the chunk size.
+steepest.optim.fast.finite_check, which builds the tables and sets the chunk size.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._momentum_triton import TRITON_TYPES
+from .momentum import TRITON_TYPES
 
 __all__ = ["clear_if_nonfinite_triton"]
 

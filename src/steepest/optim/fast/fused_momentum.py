@@ -1,18 +1,14 @@
 """Stage 1 of the fused Muon step in one pass per matrix: momentum, direction, stack and norm.
 
-The fused step (``compile=True``) otherwise writes each float32 direction, reads it again for
-its Frobenius norm and a third time to scale and cast it for msign: 26 bytes of traffic per
-entry. ``momentum_stack`` reads G and M, writes M and the direction in a 16-bit dtype straight
-into its stack, and sums the direction's squares on the way (14 bytes per entry); msign then
-takes the norms instead of computing them (its ``frobenius`` argument). On CUDA the whole
-stack is one Triton launch reading its tensors through tables of data pointers, cached by
-address: GPT-2 small's four stacks 0.41 ms against 0.53 ms in 48 per-matrix launches on one
-H100 (bench/results/kernels-gpt2-small-streams1-session10-*).
-
-With a ``prescale`` the stack is float16, each direction times a power of two kept from the
-previous step, and msign folds the normalization into its first products (``unit_scaled``):
-no normalized float16 copy of the stack is made. The GPT-2-small step went from 2.59 to
-2.48 ms pipelined on an H100 (bench/results/ab_step-gpt2-small-session13-prescaled-*).
+Unfused, the step writes each float32 direction, reads it again for its Frobenius norm and a
+third time to scale and cast it for msign (26 bytes of traffic per entry). ``momentum_stack``
+reads G and M, writes M and the direction in a 16-bit dtype straight into its stack, and sums
+the direction's squares on the way (14 bytes per entry); msign then takes the norms (its
+``frobenius`` argument). On CUDA a whole stack is one Triton launch (steepest.kernels.momentum)
+reading its tensors through tables of data pointers, cached by address. With a ``prescale``
+the stack is float16, each direction times a power of two kept from the previous step, and
+msign folds the normalization into its first products (``unit_scaled``), so no normalized
+copy of the stack is made. The torch reference is ``momentum_stack(..., kernel="torch")``.
 """
 
 from __future__ import annotations
@@ -21,7 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-from steepest.polar.kernels import KERNELS, triton_available
+from steepest.kernels import triton_available
+from steepest.polar.kernels import KERNELS
 
 from .device_tables import DeviceTables
 
@@ -167,7 +164,7 @@ def _momentum_stack_triton(
     did for the bare kernel calls: slower than the unfused stage on an H100). ``prescale``
     has no default in the schema: torch 2.11's boxed call dropped a trailing None default,
     then failed to find the mutated argument."""
-    from . import _momentum_triton as kernels
+    from steepest.kernels import momentum as kernels
 
     per, size = grads[0].numel() // (m * n), m * n
     blocks = -(-size // kernels.BLOCK)
@@ -210,7 +207,7 @@ def _pointer_tables(
     grads: list[torch.Tensor], buffers: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.dtype, torch.dtype]] | None:
     """The int64 data-pointer tables of grads and buffers on their device and their two
-    dtypes (steepest.optim.device_tables); None where the one-launch kernel cannot take them:
+    dtypes (steepest.optim.fast.device_tables); None where the one-launch kernel cannot take them:
     on CPU (Triton's interpreter cannot cast integers to pointers), mixed dtypes, or a table
     not yet built while a CUDA graph records. Then the caller launches once per matrix."""
     device = grads[0].device

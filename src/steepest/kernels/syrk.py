@@ -1,18 +1,12 @@
-"""Triton kernel for out = alpha X Y^T + beta C + shift I (times an optional factor per matrix)
-computing only the upper block-triangle.
-
-Y = X gives the symmetric product X X^T; a symmetric Y that commutes with a symmetric X gives
-the product X Y of commuting symmetric matrices, also symmetric (commuting_product).
+"""Triton kernel for out = alpha X X^T + beta C + shift I (times an optional factor per matrix)
+computing only the upper block-triangle and mirroring it.
 
 Row-major operand tiles are loaded through TMA descriptors (triton.tools.tensor_descriptor)
 where the device has them (compute capability >= 9) and the strides allow, others through
-pointers. Inside CUDA graphs on an H100, TMA loads took GPT-2 small's s x s products from
-17.1 to 15.5 us (float16, with C and shift), 15.2 to 13.5 us (bfloat16 X X^T) and the
-768 x 3072 Gram product from 47.7 to 42.4 us (bench/results/syrk_tune-*); in the GPT-2-small
-step the symmetric products' kernel time went from 669 to 606 us and the step from 2.635 to
-2.603 ms pipelined (with the default finiteness check; bench/results/ab_step-*pointer_loads*).
+pointers; TMA loads measured faster inside CUDA graphs on an H100.
 
-Imported lazily (it imports triton at the top); use steepest.polar.kernels.symmetric_product.
+Torch reference: steepest.polar.kernels.symmetric_product(kernel="torch"). Imported lazily (it
+imports triton at the top); use steepest.polar.kernels.symmetric_product.
 """
 
 from __future__ import annotations
@@ -21,11 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["TILE_CONFIGS", "USE_TMA", "pick_config", "syrk_triton", "tma_usable"]
-
-#: Load tiles through TMA descriptors where they can be used (read at each call; the benches
-#: turn it off to compare).
-USE_TMA = True
+__all__ = ["TILE_CONFIGS", "pick_config", "syrk_triton", "tma_usable"]
 
 #: Named tile configurations (BLOCK, BLOCK_K, num_warps, num_stages) the launcher can use.
 TILE_CONFIGS = {
@@ -40,7 +30,6 @@ TILE_CONFIGS = {
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
 def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annotations
     x_ptr,
-    y_ptr,
     c_ptr,
     out_ptr,
     scale_ptr,
@@ -52,9 +41,6 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     stride_xb,
     stride_xr,
     stride_xk,
-    stride_yb,
-    stride_yr,
-    stride_yk,
     stride_cb,
     stride_cr,
     stride_cc,
@@ -63,7 +49,6 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     stride_oc,
     HAS_C: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
-    HAS_Y: tl.constexpr,
     HAS_SCALE: tl.constexpr,
     EVEN_K: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -71,7 +56,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     NUM_STAGES: tl.constexpr,
     TMA: tl.constexpr = False,
 ):
-    # With TMA, x_ptr and y_ptr are descriptors of the row-major X and Y, whose bounds
+    # With TMA, x_ptr is a descriptor of the row-major X, whose bounds
     # zero-fill the tiles past s and l; their stride arguments are not read.
     # Program (t, batch) owns upper tile number t, counted row by row: row i holds the
     # n_tiles - i tiles (i, i), (i, i + 1), ..., (i, n_tiles - 1).
@@ -95,12 +80,12 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
     if TMA:  # descriptor coordinates are int32: the batch index as program_id gives it
         for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
             a = x_ptr.load([tl.program_id(1), i * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
-            b = y_ptr.load([tl.program_id(1), j * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
+            b = x_ptr.load([tl.program_id(1), j * BLOCK, k0]).reshape(BLOCK, BLOCK_K)
             acc = tl.dot(a, tl.trans(b), acc)
     else:
         ks = tl.arange(0, BLOCK_K)
         a_ptrs = x_ptr + batch * stride_xb + load_i[:, None] * stride_xr + ks[None, :] * stride_xk
-        b_ptrs = y_ptr + batch * stride_yb + load_j[:, None] * stride_yr + ks[None, :] * stride_yk
+        b_ptrs = x_ptr + batch * stride_xb + load_j[:, None] * stride_xr + ks[None, :] * stride_xk
         for k0 in tl.range(0, L, BLOCK_K, num_stages=NUM_STAGES):
             if EVEN_K:
                 a = tl.load(a_ptrs)
@@ -111,11 +96,7 @@ def _syrk_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads the annota
                 b = tl.load(b_ptrs, mask=k_ok, other=0.0)
             acc = tl.dot(a, tl.trans(b), acc)
             a_ptrs += BLOCK_K * stride_xk
-            b_ptrs += BLOCK_K * stride_yk
-
-    if HAS_Y:
-        if i == j:  # X Y^T's diagonal tile is symmetric only up to rounding: symmetrize it
-            acc = (acc + tl.trans(acc)) * 0.5
+            b_ptrs += BLOCK_K * stride_xk
 
     # The scalars in float32: torch.compile passes Python floats as float64, which would
     # widen the whole epilogue to float64 (1.4-1.5x slower kernels on an H100).
@@ -158,33 +139,27 @@ def syrk_triton(
     out: torch.Tensor,
     config: str | None = None,
     shift: float = 0.0,
-    Y: torch.Tensor | None = None,
     tma: bool | None = None,
     scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Launch on 3-D X and Y (batch, s, l; Y defaults to X), C and out (batch, s, s); shift is
-    added on the diagonal and ``scale`` (batch,) float32, contiguous, multiplies each matrix's
-    result; ``tma`` None: TMA loads where tma_usable (and USE_TMA). The caller checks
-    arguments."""
+    """Launch on 3-D X (batch, s, l), C and out (batch, s, s); shift is added on the diagonal
+    and ``scale`` (batch,) float32, contiguous, multiplies each matrix's result; ``tma`` None:
+    TMA loads where tma_usable. The caller checks arguments."""
     batch, s, l = X.shape
     name = config if config is not None else pick_config(s, l, batch)
     block, block_k, warps, stages = TILE_CONFIGS[name]
     tiles = triton.cdiv(s, block)
     c = C if C is not None else out
-    y = Y if Y is not None else X
     if tma is None:
-        tma = USE_TMA and tma_usable(X) and (Y is None or tma_usable(Y))
+        tma = tma_usable(X)
     x_arg: object = X
-    y_arg: object = y
     if tma:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         x_arg = TensorDescriptor.from_tensor(X, [1, block, block_k])
-        y_arg = x_arg if Y is None else TensorDescriptor.from_tensor(y, [1, block, block_k])
     grid = (tiles * (tiles + 1) // 2, batch)
     _syrk_kernel[grid](
         x_arg,
-        y_arg,
         c,
         out,
         scale if scale is not None else out,
@@ -196,9 +171,6 @@ def syrk_triton(
         X.stride(0),
         X.stride(1),
         X.stride(2),
-        y.stride(0),
-        y.stride(1),
-        y.stride(2),
         c.stride(0),
         c.stride(1),
         c.stride(2),
@@ -207,7 +179,6 @@ def syrk_triton(
         out.stride(2),
         HAS_C=C is not None,
         HAS_SHIFT=shift != 0.0,
-        HAS_Y=Y is not None,
         HAS_SCALE=scale is not None,
         EVEN_K=l % block_k == 0,
         BLOCK=block,
@@ -232,7 +203,7 @@ def tma_usable(M: torch.Tensor) -> bool:
     """Whether a (batch, s, l) operand can be read through a TMA descriptor: row-major, its
     two outer strides and data pointer 16-byte aligned, on a device that has TMA. Column-major
     operands (a tall matrix's transpose) take the pointer loads: through a descriptor of the
-    transpose they were no faster on an H100 (bench/results/syrk_tune-*). Under
+    transpose they were no faster on an H100. Under
     torch.compile the pointer cannot be read: Inductor's buffers are aligned, and a misaligned
     view fails the descriptor's own check when it runs."""
     size = M.element_size()

@@ -1,8 +1,9 @@
 """Whether every entry of many tensors is finite, into a device flag, without a host sync.
 
 On CUDA (with triton, contiguous tensors) one Triton launch per dtype reads every tensor
-through a table of data pointers (steepest.optim._finite_triton); elsewhere, and where the
-kernel cannot run, the foreach max-abs reduction of steepest.optim.batching.finite_each.
+through a table of data pointers (steepest.kernels.finite); elsewhere, where the kernel
+cannot run and with kernel="torch", the foreach max-abs reduction of
+steepest.optim.batching.finite_each (the reference).
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from functools import partial
 
 import torch
 
-from steepest.polar.kernels import triton_available
+from steepest.kernels import triton_available
 
-from .batching import finite_each
+from ..batching import finite_each
 from .device_tables import DeviceTables
 
-__all__ = ["CHUNK", "FINITE_KERNEL", "all_finite_into"]
+__all__ = ["CHUNK", "all_finite_into"]
 
-#: "auto" (the Triton kernel where it can run) or "torch" (always the foreach reduction).
-FINITE_KERNEL = "auto"
 #: Entries of one tensor each program of the kernel reads.
 CHUNK = 1 << 16
 #: The kernel's dtypes (it sums in float32).
@@ -31,15 +30,18 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _TABLES = DeviceTables(kept=8)
 
 
-def all_finite_into(flag: torch.Tensor, tensors: list[torch.Tensor]) -> None:
-    """flag (a 0-dim bool tensor on the tensors' one device) := no tensor holds inf or nan."""
+def all_finite_into(flag: torch.Tensor, tensors: list[torch.Tensor], kernel: str = "auto") -> None:
+    """flag (a 0-dim bool tensor on the tensors' one device) := no tensor holds inf or nan.
+
+    ``kernel``: "auto" (the Triton kernel where it can run) or "torch" (the foreach
+    reduction)."""
     if not tensors:
         flag.fill_(True)
         return
-    if not _kernel_runs(tensors):
+    if kernel == "torch" or not _kernel_runs(tensors):
         flag.copy_(finite_each(tensors).all())
         return
-    from ._finite_triton import clear_if_nonfinite_triton
+    from steepest.kernels.finite import clear_if_nonfinite_triton
 
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
@@ -57,10 +59,8 @@ def all_finite_into(flag: torch.Tensor, tensors: list[torch.Tensor]) -> None:
 
 
 def _kernel_runs(tensors: list[torch.Tensor]) -> bool:
-    return (
-        FINITE_KERNEL == "auto"
-        and triton_available()
-        and all(t.is_cuda and t.is_contiguous() and t.dtype in KERNEL_DTYPES for t in tensors)
+    return triton_available() and all(
+        t.is_cuda and t.is_contiguous() and t.dtype in KERNEL_DTYPES for t in tensors
     )
 
 

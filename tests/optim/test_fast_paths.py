@@ -353,7 +353,7 @@ def test_device_side_check_only_where_the_no_op_is_exact():
         assert [r.device_check for r in opt.fast_path_report()] == [on_device], opt
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+@pytest.mark.cuda
 @pytest.mark.parametrize("nonfinite", ["raise", "skip"])
 def test_device_side_check_on_a_recorded_cuda_step(nonfinite):
     """The real fast path: inductor, a CUDA-graph recording, the verdict copied to pinned host
@@ -529,7 +529,7 @@ def test_momentum_raised_from_zero_creates_its_buffers_then_fuses(monkeypatch):
     torch._dynamo.reset()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+@pytest.mark.cuda
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_stack_streams_on_cuda_give_the_one_stream_result(monkeypatch, cuda_graph):
     """Same-shape stacks on side streams (FastPath.streams) run the same kernels as on one
@@ -562,7 +562,7 @@ def test_stack_streams_on_cuda_give_the_one_stream_result(monkeypatch, cuda_grap
     torch._dynamo.reset()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", ["muon", "polargrad"])
 def test_fused_stage_1_on_cuda_matches_the_unfused_step(monkeypatch, name):
     """On CUDA the fused stage 1 stacks the direction in bfloat16 (Triton momentum kernel,
@@ -618,4 +618,100 @@ def test_compiled_step_of_every_maskable_member_equals_eager(monkeypatch, name):
     assert fused, f"the fused stage 1 never ran for {name}"
     for p, q in zip(ps, qs, strict=True):
         torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    torch._dynamo.reset()
+
+
+def test_polar_kernel_is_a_group_key_that_reaches_msign(monkeypatch):
+    """Each group names msign's kernel (polar_kernel): checked at construction, passed per
+    call, so two groups of one optimizer can differ; the torch choice gives the default's
+    result on CPU (where "auto" resolves to torch)."""
+    import steepest.optim.polar_step as polar_step
+
+    with pytest.raises(ValueError, match=r"polar_kernel='cublas' is unknown; use one of"):
+        steepest.Muon([torch.nn.Parameter(torch.randn(4, 4))], polar_kernel="cublas")
+    seen = []
+    real = polar_step.msign
+
+    def spy(X, **kwargs):
+        seen.append(kwargs["kernel"])
+        return real(X, **kwargs)
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(6, 4))
+    groups = [
+        {"params": [a], "algorithm": "muon", "polar_kernel": "torch"},
+        {"params": [b], "algorithm": "muon"},
+    ]
+    opt = steepest.Muon(groups)
+    monkeypatch.setattr(polar_step, "msign", spy)
+    before = [a.detach().clone(), b.detach().clone()]
+    a.grad = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    b.grad = a.grad.clone()
+    opt.step()
+    assert seen == ["torch", "auto"]
+    step_a, step_b = before[0] - a.detach(), before[1] - b.detach()
+    assert step_a.abs().sum() > 0
+    torch.testing.assert_close(step_a, step_b, atol=1e-6, rtol=0)  # up to p - lr u rounding
+
+
+def test_a_group_added_later_is_compiled_and_recorded_and_matches_eager():
+    """add_param_group after the first recordings: the new group (new shapes: a recompile)
+    gets its own recording, the old one keeps its own, and both follow the eager twin."""
+    torch._dynamo.reset()
+    ps, qs, fast, eager = make_pair(
+        {"compile": "eager", "cuda_graph": True}, lr=0.05, polar_dtype=torch.float64
+    )
+    extra = [torch.nn.Parameter(torch.randn(5, 7, dtype=torch.float64)) for _ in range(2)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in extra]
+    for t in range(8):
+        if t == 3:
+            fast.add_param_group({"params": extra, "algorithm": "muon", "lr": 0.03})
+            eager.add_param_group({"params": twins, "algorithm": "muon", "lr": 0.03})
+            ps, qs = ps + extra, qs + twins
+        feed(ps, qs, fresh=True, seed=t)
+        fast.step()
+        eager.step()
+        for p, q in zip(ps, qs, strict=True):
+            torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    assert {i: g.recordings for i, g in fast.graphs.items()} == {0: 1, 2: 1}
+    paths = [r.path for r in fast.fast_path_report()]
+    assert paths == ["compiled+recorded", "eager", "compiled+recorded"]  # AdamW: its own step
+    torch._dynamo.reset()
+
+
+@pytest.mark.cuda
+def test_the_default_optimizer_on_cuda_takes_the_fast_path_and_says_so():
+    """steepest.Muon(params) on CUDA compiles and records its matrix group (the report says
+    so, one FastPathNotice at the first step, none later), matches the eager optimizer, and
+    compile=False, cuda_graph=False turns it off without a notice."""
+    import warnings
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    shapes = [(96, 64), (64, 64), (96, 64), (32,)]
+    ps = [torch.nn.Parameter(torch.randn(*s, device="cuda")) for s in shapes]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    kwargs = {"lr": 0.02, "polar_dtype": torch.float32}
+    fast = steepest.Muon(ps, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eager = steepest.Muon(qs, compile=False, cuda_graph=False, **kwargs)
+        for t in range(6):
+            gen = torch.Generator(device="cuda").manual_seed(t)
+            for p, q in zip(ps, qs, strict=True):
+                p.grad = torch.randn(p.shape, device="cuda", generator=gen)
+                q.grad = p.grad.clone()
+            fast.step()
+            eager.step()
+    notices = [w for w in caught if issubclass(w.category, steepest.optim.FastPathNotice)]
+    assert len(notices) == 1 and "compile=False, cuda_graph=False" in str(notices[0].message)
+    report = fast.fast_path_report()
+    assert [(r.path, r.device_check) for r in report] == [
+        ("compiled+recorded", True),
+        ("eager", False),
+    ]
+    assert [r.path for r in eager.fast_path_report()] == ["eager", "eager"]
+    assert fast.graphs[0].recordings == 1
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4)
     torch._dynamo.reset()

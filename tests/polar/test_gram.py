@@ -170,10 +170,7 @@ def test_gram_iteration_compiles_without_graph_breaks():
     assert torch.equal(core(X, schedule), gram_quintic_iteration(X, schedule))
 
 
-CUDA = torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not CUDA, reason="the float16 Gram form with Triton kernels needs a GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize(
     "shape", [(4, 768, 2304), (2, 3072, 768), (3, 1000, 333), (2, 130, 777), (1, 2048, 8192)]
 )
@@ -272,7 +269,7 @@ def test_msign_copies_a_float16_stack_for_the_torch_products():
     assert not plan.folds("polar_express", "torch")
 
 
-@pytest.mark.skipif(not CUDA, reason="the folded normalization needs the Triton kernels on a GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize("shape", [(4, 768, 2304), (3, 3072, 768), (2, 1000, 333), (2, 768, 768)])
 @pytest.mark.parametrize("form", ["gram", "direct"])
 @pytest.mark.parametrize("norm", [0.25, 1.0, 8.0])

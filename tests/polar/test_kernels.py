@@ -5,7 +5,7 @@ float32 products land near 1e-6 relative error; bfloat16 operands with fp32 accu
 bfloat16 rounding of the output near 3e-3, so bfloat16 cases assert ||out - ref|| / ||ref|| < 1e-2.
 Every output buffer is filled with NaN first, so an element the kernel never writes fails the test.
 
-The CUDA tests need a GPU with triton (run on the device machine; CI has no GPU: they skip).
+The tests marked cuda need a GPU with triton (`pytest -m cuda`; without a GPU they skip).
 The CPU tests run everywhere and cover the torch fallback, the kernel choice and the errors;
 the interpreter tests run the Triton kernel itself on CPU (Triton's interpreter, float16
 operands: its tl.dot mishandles bfloat16), so CI checks every tile config's indexing, masks,
@@ -27,8 +27,7 @@ from steepest.polar.kernels import (
     triton_available,
 )
 
-CUDA = torch.cuda.is_available() and triton_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="Triton kernels need a CUDA GPU with triton")
+needs_cuda = pytest.mark.cuda
 
 # (batch, s, l): not divisible by 64 or 128, batch 1 and > 1, s = l, s > l, tiny.
 SHAPES = [

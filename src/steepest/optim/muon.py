@@ -32,8 +32,8 @@ class MuonAlgorithm(MomentumAlgorithm):
     backend, steps, coefficients, polar_dtype and polar_form (or, for backend "randomized_svd", the
     rank-``rank`` factor of ``steepest.polar.randomized_polar``).
     Group keys: lr, momentum, nesterov, weight_decay, cautious_weight_decay, momentum_8bit,
-    backend, coefficients, steps, polar_dtype, polar_form, rank, scale (plus the view keys
-    matrix_view and blocks read by the engine).
+    backend, coefficients, steps, polar_dtype, polar_form, polar_kernel, rank, scale (plus the
+    view keys matrix_view and blocks read by the engine).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
     Condition 1 (spectral scale); arXiv 2502.16982 (rms scale).
@@ -108,6 +108,9 @@ class Muon(Steepest):
         polar_form: ``msign``'s ``form``: "auto" (default: the Gram form, an iteration on the
             small matrix X X^T, for matrices with aspect ratio >= 2, in float16 on CUDA unless
             polar_dtype is bfloat16; the direct form otherwise), "direct" or "gram".
+        polar_kernel: ``msign``'s ``kernel`` for the polar products: "auto" (default: the
+            Triton symmetric-product kernel on CUDA where it measured faster), "torch" or
+            "triton".
         scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
             (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
@@ -133,6 +136,7 @@ class Muon(Steepest):
         steps: int = 5,
         polar_dtype: torch.dtype | None = None,
         polar_form: str = "auto",
+        polar_kernel: str = "auto",
         scale: str | float = "spectral",
         cautious_weight_decay: bool = False,
         momentum_8bit: bool = False,
@@ -158,6 +162,7 @@ class Muon(Steepest):
             steps=steps,
             polar_dtype=polar_dtype,
             polar_form=polar_form,
+            polar_kernel=polar_kernel,
             scale=scale,
             cautious_weight_decay=cautious_weight_decay,
             momentum_8bit=momentum_8bit,

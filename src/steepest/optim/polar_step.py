@@ -1,7 +1,8 @@
 """Stage 3 for the spectral members: the polar factor of a stack under the group's backend.
 
 Backends: those of ``steepest.polar.msign`` ("svd", "newton_schulz", "polar_express" or a
-callable, with the group's ``polar_form``: "direct", "gram" or "auto") and "randomized_svd"
+callable, with the group's ``polar_form``: "direct", "gram" or "auto", and ``polar_kernel``:
+"auto", "torch" or "triton", msign's ``kernel``) and "randomized_svd"
 (a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``, for low-rank updates;
 arXiv 2509.14562).
 """
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from steepest.polar import BACKENDS, msign, randomized_polar
+from steepest.polar.kernels import KERNELS
 
 from .registry import Group
 
@@ -28,12 +30,19 @@ POLAR_DEFAULTS: dict[str, Any] = {
     "polar_dtype": None,
     "rank": None,
     "polar_form": "auto",
+    "polar_kernel": "auto",
 }
 
 
 def check_polar(who: str, hp: Group, prefix: str = "") -> None:
-    """Raise ValueError naming a bad backend, rank, steps, coefficients or polar_dtype."""
+    """Raise ValueError naming a bad backend, rank, steps, coefficients, polar_dtype,
+    polar_form or polar_kernel."""
     backend = hp["backend"]
+    kernel = hp.get("polar_kernel", "auto")
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise ValueError(
+            f"{who}: {prefix}polar_kernel={kernel!r} is unknown; use one of {list(KERNELS)}"
+        )
     if not (callable(backend) or (isinstance(backend, str) and backend in POLAR_BACKENDS)):
         raise ValueError(
             f"{who}: {prefix}backend={backend!r} is unknown; use one of {list(POLAR_BACKENDS)} "
@@ -86,6 +95,7 @@ def polar(
         dtype=group["polar_dtype"],
         coefficients=group["coefficients"],
         form=group.get("polar_form", "direct"),
+        kernel=group.get("polar_kernel", "auto"),
         frobenius=frobenius,
         out_dtype=out_dtype,
         unit_scaled=unit_scaled,

@@ -18,7 +18,7 @@ from steepest.polar.kernels import KERNELS
 
 from .registry import Group
 
-__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "polar"]
+__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "compute_dtype", "polar"]
 
 POLAR_BACKENDS = (*BACKENDS, "randomized_svd")
 
@@ -74,6 +74,28 @@ def check_polar(who: str, hp: Group, prefix: str = "") -> None:
         raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
 
 
+def _native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+#: A fact of the machine, read once: whether the CPU has native bfloat16 matrix products.
+NATIVE_BF16 = _native_bf16()
+
+
+def compute_dtype(group: Group, X: torch.Tensor) -> torch.dtype | None:
+    """The polar iteration's dtype for the stack X: the group's ``polar_dtype``; when None,
+    bfloat16 for a 32- or 16-bit stack on a CPU with native bfloat16 matrix products (about
+    twice as fast as float32 there; the 5-step Polar Express factor's error against the
+    exact U V^T grows from 8.9% to 9.1%), else msign's default (None: bfloat16 on CUDA,
+    float16 for its Gram form; float32 elsewhere)."""
+    dtype = group["polar_dtype"]
+    if dtype is None and X.device.type == "cpu" and X.dtype != torch.float64 and NATIVE_BF16:
+        return torch.bfloat16
+    return dtype
+
+
 def polar(
     X: torch.Tensor,
     group: Group,
@@ -92,7 +114,7 @@ def polar(
         X,
         backend=group["backend"],
         steps=group["steps"],
-        dtype=group["polar_dtype"],
+        dtype=compute_dtype(group, X),
         coefficients=group["coefficients"],
         form=group.get("polar_form", "direct"),
         kernel=group.get("polar_kernel", "auto"),

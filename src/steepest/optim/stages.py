@@ -19,6 +19,7 @@ from steepest.polar.msign import iteration_dtype
 
 from .batching import map_matrices
 from .fast.fused_momentum import momentum_stack
+from .polar_step import compute_dtype
 from .registry import Algorithm, Group, State
 from .views import matrix_shape
 
@@ -138,11 +139,12 @@ def fused_stages_1_to_4(
     products; other 16-bit iterations take bfloat16 directions, float32 and float64 ones their
     own dtype. The result matches accumulate + dualize up to that rounding of the direction.
     """
-    polar_dtype, form = group.get("polar_dtype"), group.get("polar_form", "direct")
+    form = group.get("polar_form", "direct")
     updates: list[torch.Tensor] = list(grads)  # every entry is replaced below
     for k, members in enumerate(same_shape(grads)):
         shape, dtype = grads[members[0]].shape, grads[members[0]].dtype
         m, n = matrix_shape(tuple(shape))[-2:]
+        polar_dtype = compute_dtype(group, grads[members[0]])
         compute = iteration_dtype(m, n, grads[0].device, polar_dtype, form)
         prescale = None
         if compute == torch.float16 and algorithm.scale_invariant and prescales:

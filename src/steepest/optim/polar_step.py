@@ -90,7 +90,7 @@ def compute_dtype(group: Group, X: torch.Tensor) -> torch.dtype | None:
     twice as fast as float32 there; the 5-step Polar Express factor's error against the
     exact U V^T grows from 8.9% to 9.1%), else msign's default (None: bfloat16 on CUDA,
     float16 for its Gram form; float32 elsewhere)."""
-    dtype = group["polar_dtype"]
+    dtype: torch.dtype | None = group["polar_dtype"]
     if dtype is None and X.device.type == "cpu" and X.dtype != torch.float64 and NATIVE_BF16:
         return torch.bfloat16
     return dtype

@@ -32,8 +32,8 @@ from typing import Any
 
 from torch import nn
 
+from steepest.matrices.views import check_view, matrix_shape
 from steepest.optim.scaling import check_scale, scale_factor
-from steepest.optim.views import check_view, matrix_shape
 
 __all__ = ["Route", "RoutingReport", "param_groups"]
 

@@ -14,9 +14,10 @@ Public API:
 The table of members and their stages: docs/algorithms.md.
 """
 
+from steepest.matrices.stacking import map_stacked
+
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
 from .adamw_preset import AdamW
-from .batching import map_stacked
 from .engine import FastPathNotice, GroupPath, Steepest
 from .fast import FastPath
 from .lion import Lion

@@ -16,12 +16,13 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
+from steepest.matrices.views import check_view
+
 from .batching import Stacks
 from .checks import check_choice, check_flag
 from .fast.options import FastPath
 from .fast.runner import FastGroups
 from .registry import ALGORITHMS, Algorithm, Group, State
-from .views import check_view
 
 __all__ = ["FastPathNotice", "GroupPath", "Steepest"]
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from steepest.matrices.views import as_matrices, from_matrices, matrix_shape
+
 from .batching import whole_matrix
 from .checks import check_nonnegative, check_unit_interval
 from .muon import MuonAlgorithm
@@ -14,7 +16,6 @@ from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import Group, State, register
 from .scaling import scale_factor
-from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["NorMuon", "NorMuonAlgorithm"]
 

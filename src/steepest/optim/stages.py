@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from steepest.matrices.stacking import map_matrices
+from steepest.matrices.views import matrix_shape
 from steepest.polar.msign import iteration_dtype
 
-from .batching import map_matrices
 from .fast.fused_momentum import momentum_stack
 from .polar_step import compute_dtype
 from .registry import Algorithm, Group, State
-from .views import matrix_shape
 
 __all__ = ["apply_update", "fused_stages_1_to_4", "run_stages", "same_shape"]
 

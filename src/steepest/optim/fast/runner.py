@@ -17,10 +17,12 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-from ..batching import Stacks, matrix_count, uses_distributed
+from steepest.matrices.stacking import matrix_count
+from steepest.matrices.views import matrix_shape
+
+from ..batching import Stacks, uses_distributed
 from ..registry import Algorithm, Group, State
 from ..stages import Dualize, run_stages, same_shape
-from ..views import matrix_shape
 from .finite_check import all_finite_into
 from .graphs import GroupGraph, cuda_capture
 from .options import FastPath

@@ -630,11 +630,11 @@ def test_polar_kernel_is_a_group_key_that_reaches_msign(monkeypatch):
     with pytest.raises(ValueError, match=r"polar_kernel='cublas' is unknown; use one of"):
         steepest.Muon([torch.nn.Parameter(torch.randn(4, 4))], polar_kernel="cublas")
     seen = []
-    real = polar_step.msign
+    real = polar_step.msign_normed
 
-    def spy(X, **kwargs):
+    def spy(X, frobenius, **kwargs):
         seen.append(kwargs["kernel"])
-        return real(X, **kwargs)
+        return real(X, frobenius, **kwargs)
 
     torch.manual_seed(0)
     a, b = torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(6, 4))
@@ -643,7 +643,7 @@ def test_polar_kernel_is_a_group_key_that_reaches_msign(monkeypatch):
         {"params": [b], "algorithm": "muon"},
     ]
     opt = steepest.Muon(groups)
-    monkeypatch.setattr(polar_step, "msign", spy)
+    monkeypatch.setattr(polar_step, "msign_normed", spy)
     before = [a.detach().clone(), b.detach().clone()]
     a.grad = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
     b.grad = a.grad.clone()

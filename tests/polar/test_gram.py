@@ -13,6 +13,7 @@ from steepest.polar import (
     gram_flop_ratio,
     gram_quintic_iteration,
     msign,
+    msign_normed,
     newton_schulz_coefficients,
     odd_quintic_iteration,
     polar_express_coefficients,
@@ -246,9 +247,9 @@ def test_msign_folds_a_unit_scaled_float16_stacks_normalization_into_the_kernels
         return iterate(X, coefficients, **kwargs)
 
     monkeypatch.setattr(msign_module, iterate_name, spy)
-    out = msign(
-        G, dtype=torch.float16, form=form, out_dtype=torch.float32, unit_scaled=unit_scaled,
-        kernel="triton",
+    out = msign_normed(
+        G, None, dtype=torch.float16, form=form, out_dtype=torch.float32,
+        unit_scaled=unit_scaled, kernel="triton",
     )  # fmt: skip
     assert len(scales) == 1
     if unit_scaled:
@@ -282,7 +283,9 @@ def test_cuda_folded_normalization_is_as_accurate_as_the_scaled_copy(shape, form
     G = (G * norm / torch.linalg.matrix_norm(G, keepdim=True)).to(torch.float16)
     G[1] = 0
     exact = msign(G.double(), dtype=torch.float64, form=form)
-    folded = msign(G, dtype=torch.float16, form=form, kernel="triton", unit_scaled=True)
+    folded = msign_normed(
+        G, None, dtype=torch.float16, form=form, kernel="triton", unit_scaled=True
+    )
     copied = msign(G, dtype=torch.float16, form=form, kernel="triton")
     assert torch.count_nonzero(folded[1]) == 0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from steepest.polar import BACKENDS, msign, randomized_polar
+from steepest.polar import BACKENDS, msign, msign_normed, randomized_polar
 from steepest.polar.kernels import KERNELS
 
 from .registry import Group
@@ -104,21 +104,21 @@ def polar(
     unit_scaled: bool = False,
 ) -> torch.Tensor:
     """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor;
-    ``frobenius``, ``out_dtype`` and ``unit_scaled`` as in msign).
+    ``frobenius``, ``out_dtype`` and ``unit_scaled`` as in msign_normed, for the fused step).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.
     """
     if group["backend"] == "randomized_svd":
         return randomized_polar(X, group["rank"]).to(out_dtype or X.dtype)
-    return msign(
+    return msign_normed(
         X,
+        frobenius,
         backend=group["backend"],
         steps=group["steps"],
         dtype=compute_dtype(group, X),
         coefficients=group["coefficients"],
         form=group.get("polar_form", "direct"),
         kernel=group.get("polar_kernel", "auto"),
-        frobenius=frobenius,
         out_dtype=out_dtype,
         unit_scaled=unit_scaled,
     )

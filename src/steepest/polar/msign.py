@@ -23,6 +23,7 @@ __all__ = [
     "default_compute_dtype",
     "iteration_dtype",
     "msign",
+    "msign_normed",
 ]
 
 #: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
@@ -170,9 +171,6 @@ def msign(
     eps: float = 0.0,
     kernel: str = "auto",
     form: str = "direct",
-    frobenius: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None,
-    unit_scaled: bool = False,
 ) -> torch.Tensor:
     """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
 
@@ -220,8 +218,45 @@ def msign(
             computes in float16 on CUDA, whose finer mantissa the s x s products need) or
             "auto" (gram where the long side is at least GRAM_MIN_ASPECT times the short one,
             unless dtype=torch.bfloat16 is asked for: the Gram form loses accuracy in bfloat16).
-        frobenius: the Frobenius norms of G's matrices when already known, G.shape[:-2]
-            values (float64 where G is low precision, e.g. from the fused step's
+
+    Returns:
+        A tensor of G's shape and dtype.
+
+    Compilation: odd_quintic_iteration is the pure core and compiles with fullgraph=True.
+    msign itself compiles with fullgraph=True when steps stays a static int
+    (torch.compile(msign, dynamic=False)); the Polar Express schedule is a compile-time constant.
+
+    References:
+        seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
+    """
+    return msign_normed(
+        G, None, backend, steps, dtype, coefficients, lower_bound, eps=eps, kernel=kernel, form=form
+    )
+
+
+def msign_normed(
+    G: torch.Tensor,
+    frobenius: torch.Tensor | None,
+    backend: Backend = "polar_express",
+    steps: int = 5,
+    dtype: torch.dtype | None = None,
+    coefficients: Coefficients = None,
+    lower_bound: float = 1e-3,
+    *,
+    eps: float = 0.0,
+    kernel: str = "auto",
+    form: str = "direct",
+    out_dtype: torch.dtype | None = None,
+    unit_scaled: bool = False,
+) -> torch.Tensor:
+    """msign(G) for the fused optimizer step, whose stage 1 hands over a (possibly 16-bit,
+    prescaled) stack together with its matrices' Frobenius norms.
+
+    The same map as msign (its arguments mean the same), plus:
+
+    Args:
+        frobenius: the Frobenius norms of G's matrices when already known (None: computed),
+            G.shape[:-2] values (float64 where G is low precision, e.g. from the fused step's
             steepest.optim.fast.fused_momentum.momentum_stack); used by the iterative backends
             instead of a reduction over G. Ignored by "svd".
         out_dtype: the result's dtype, default G's (a bfloat16 G with a float32 result keeps
@@ -237,13 +272,6 @@ def msign(
 
     Returns:
         A tensor of G's shape, in out_dtype (default G's dtype).
-
-    Compilation: odd_quintic_iteration is the pure core and compiles with fullgraph=True.
-    msign itself compiles with fullgraph=True when steps stays a static int
-    (torch.compile(msign, dynamic=False)); the Polar Express schedule is a compile-time constant.
-
-    References:
-        seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
     _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
     _validate_known(G, frobenius, out_dtype, unit_scaled)

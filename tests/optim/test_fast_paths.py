@@ -715,3 +715,25 @@ def test_the_default_optimizer_on_cuda_takes_the_fast_path_and_says_so():
     for p, q in zip(ps, qs, strict=True):
         torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4)
     torch._dynamo.reset()
+
+
+def test_a_step_inside_the_callers_torch_compile_runs_the_stages_eagerly():
+    """Under an outer torch.compile of the training step the optimizer neither compiles nor
+    records on its own (the caller's graph holds the stages), even when asked to record, and
+    the result equals the eager step."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64)) for _ in range(2)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    kwargs = {"lr": 0.05, "polar_dtype": torch.float64}
+    inner = steepest.Muon(ps, cuda_graph=True, fast=STAND_IN, **kwargs)
+    eager = steepest.Muon(qs, **kwargs)
+    step = torch.compile(inner.step, backend="eager")
+    for t in range(3):
+        feed(ps, qs, fresh=True, seed=t)
+        step()
+        eager.step()
+    assert inner.graphs == {}
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
+    torch._dynamo.reset()

@@ -139,6 +139,8 @@ class FastGroups:
         """The path of one matrix group with these parameters, and why not a faster one."""
         cuda = bool(params) and all(p.is_cuda for p in params)
         backend = self.compile if self.compile is not None else ("inductor" if cuda else False)
+        if torch.compiler.is_compiling():  # the caller compiles the step: trace it eagerly
+            return Plan(False, False, False, False, "inside the caller's torch.compile")
         if self.stacks.distributed is not None or uses_distributed(params):
             why = "torch.distributed: stacks are dualized across ranks"
         else:

@@ -384,3 +384,26 @@ def test_bad_frobenius_and_out_dtype_are_named():
         msign_normed(G, torch.ones(3))
     with pytest.raises(ValueError, match="out_dtype=torch.int32"):
         msign_normed(G, None, out_dtype=torch.int32)
+
+
+def test_polar_config_is_validated_at_construction_and_runs_msign():
+    """PolarConfig checks every field when built (the same messages as msign's, and the
+    coefficient schedule), is immutable, and config(G) equals msign(G, ...)."""
+    from steepest.polar import PolarConfig
+
+    with pytest.raises(ValueError, match="backend='nope' is unknown"):
+        PolarConfig(backend="nope")
+    with pytest.raises(ValueError, match="steps=0"):
+        PolarConfig(steps=0)
+    with pytest.raises(ValueError, match="form='sideways' is unknown"):
+        PolarConfig(form="sideways")
+    with pytest.raises(ValueError, match="coefficients"):
+        PolarConfig(coefficients="jordan")  # only for newton_schulz
+    with pytest.raises(ValueError, match="not a known Newton-Schulz schedule"):
+        PolarConfig(backend="newton_schulz", coefficients="quartic")  # found by the schedule
+    config = PolarConfig(backend="newton_schulz", coefficients="jordan", dtype=torch.float64)
+    with pytest.raises(AttributeError):
+        config.steps = 3  # type: ignore[misc]
+    G = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = msign(G, "newton_schulz", dtype=torch.float64, coefficients="jordan")
+    assert torch.equal(config(G), want)

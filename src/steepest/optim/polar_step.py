@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from steepest.polar import BACKENDS, msign, msign_normed, randomized_polar
+from steepest.polar import BACKENDS, PolarConfig, msign_normed, randomized_polar
 from steepest.polar.kernels import KERNELS
 
 from .registry import Group
@@ -61,9 +61,8 @@ def check_polar(who: str, hp: Group, prefix: str = "") -> None:
         )
     if callable(backend):
         return
-    try:  # a dry run on a zero matrix checks steps / dtype / coefficients
-        msign(
-            torch.zeros(1, 2, 2),
+    try:  # the configuration object checks steps / dtype / coefficients / form
+        PolarConfig(
             backend=backend,
             steps=hp["steps"],
             dtype=hp["polar_dtype"],

@@ -5,6 +5,8 @@ Public API:
           *, eps=0.0, kernel="auto", form="direct")
     msign_normed(G, frobenius, ..., out_dtype=None, unit_scaled=False): msign of a stack whose
           Frobenius norms are known (the fused optimizer step)
+    PolarConfig(backend, steps, dtype, coefficients, lower_bound, eps, kernel, form): a
+          validated msign configuration; config(G) runs msign with it
     orthogonality_error(G, O)
     polar_express_coefficients(steps, lower_bound=1e-3), optimal_odd_quintic(lower, upper)
     newton_schulz_coefficients(coefficients, steps), JORDAN, CUBIC
@@ -22,6 +24,7 @@ from .msign import (
     FORMS,
     GRAM_MIN_ASPECT,
     NORMALIZATION_SAFETY,
+    PolarConfig,
     default_compute_dtype,
     msign,
     msign_normed,
@@ -53,6 +56,7 @@ __all__ = [
     "gram_quintic_iteration",
     "msign",
     "msign_normed",
+    "PolarConfig",
     "newton_schulz_coefficients",
     "odd_quintic_iteration",
     "optimal_odd_quintic",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ __all__ = [
     "FORMS",
     "GRAM_MIN_ASPECT",
     "NORMALIZATION_SAFETY",
+    "PolarConfig",
     "default_compute_dtype",
     "iteration_dtype",
     "msign",
@@ -74,6 +76,20 @@ def _validate(
         raise TypeError(f"msign: G has dtype {G.dtype}; need a real floating dtype")
     if G.ndim < 2:
         raise ValueError(f"msign: G has shape {tuple(G.shape)}; need (..., m, n) with ndim >= 2")
+    _validate_config(backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
+
+
+def _validate_config(
+    backend: Backend,
+    steps: int,
+    dtype: torch.dtype | None,
+    coefficients: Coefficients,
+    lower_bound: float,
+    eps: float,
+    kernel: str,
+    form: str,
+) -> None:
+    """ValueError naming the first bad msign argument (msign's and PolarConfig's checks)."""
     if not (callable(backend) or backend in BACKENDS):
         raise ValueError(
             f"msign: backend={backend!r} is unknown; use one of {list(BACKENDS)} "
@@ -158,6 +174,48 @@ def _normalize(X: torch.Tensor, scale: torch.Tensor, compute_dtype: torch.dtype)
     """X times its per-matrix scale (_normalization) in float32 (float64 for float64 X),
     rounded once into the compute dtype."""
     return torch.mul(X, scale[:, None, None], out=torch.empty_like(X, dtype=compute_dtype))
+
+
+@dataclass(frozen=True)
+class PolarConfig:
+    """A validated msign configuration: backend, steps, compute dtype, Newton-Schulz
+    coefficients, Polar Express lower bound, eps, product kernel and form (each as in msign).
+
+    Construction checks every field and, for the iterative backends, builds the step schedule
+    (so a coefficient list of the wrong length fails here, not at the first call); calling the
+    object runs msign with it.
+
+    Example:
+        >>> import torch
+        >>> from steepest.polar import PolarConfig
+        >>> config = PolarConfig(backend="newton_schulz", coefficients="jordan", steps=5)
+        >>> config(torch.randn(2, 4, 6)).shape
+        torch.Size([2, 4, 6])
+    """
+
+    backend: Backend = "polar_express"
+    steps: int = 5
+    dtype: torch.dtype | None = None
+    coefficients: Coefficients = None
+    lower_bound: float = 1e-3
+    eps: float = 0.0
+    kernel: str = "auto"
+    form: str = "direct"
+
+    def __post_init__(self) -> None:
+        _validate_config(
+            self.backend, self.steps, self.dtype, self.coefficients, self.lower_bound,
+            self.eps, self.kernel, self.form,
+        )  # fmt: skip
+        if isinstance(self.backend, str) and self.backend != "svd":
+            _schedule(self.backend, self.steps, self.coefficients, self.lower_bound)
+
+    def __call__(self, G: torch.Tensor) -> torch.Tensor:
+        """msign(G) under this configuration."""
+        return msign(
+            G, self.backend, self.steps, self.dtype, self.coefficients, self.lower_bound,
+            eps=self.eps, kernel=self.kernel, form=self.form,
+        )  # fmt: skip
 
 
 def msign(

@@ -129,7 +129,7 @@ def write_result(name: str, payload: dict, out_dir: str | Path = "bench/results"
 
 def in_graph_ms(fn, reps: int) -> float:
     """Mean milliseconds of fn() inside a recorded CUDA graph of `reps` calls."""
-    from steepest.optim.graphs import cuda_capture
+    from steepest.optim.fast.graphs import cuda_capture
 
     for _ in range(3):
         fn()  # warm up outside the recording (Triton compilation, cuBLAS heuristics)

@@ -35,7 +35,7 @@ def _short_wide(batch: int, m: int, n: int, device) -> torch.Tensor:
 
 def _product_row(name, op, operand, C, beta, torch_fn, flop, ceiling) -> dict:
     """Time one product through torch and through every Triton tile config."""
-    from steepest.polar.kernels._syrk_triton import TILE_CONFIGS, pick_config, syrk_triton
+    from steepest.kernels.syrk import TILE_CONFIGS, pick_config, syrk_triton
 
     batch, s, l = operand.shape
     alpha = 1.0 if C is None else 2.0315

@@ -28,7 +28,7 @@ import torch
 from common import SETS, parameters_with_gradients, pipelined, time_fn, write_result
 
 import steepest
-import steepest.optim.engine as engine
+from steepest.optim.fast import FastPath
 from steepest.polar import msign
 
 #: kernel names of matrix products (cuBLAS, our Triton syrk, Inductor's templates)
@@ -95,18 +95,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--stack-streams", type=int, default=engine.STACK_STREAMS)
+    parser.add_argument("--streams", type=int, default=FastPath().streams, help="FastPath.streams")
     parser.add_argument("--kernels", action="store_true", help="write the kernel CSV")
     parser.add_argument(
         "--profile", default="ignore", choices=("raise", "ignore"), help="nonfinite= profiled"
     )
     args = parser.parse_args(argv)
-    engine.STACK_STREAMS = args.stack_streams
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_default_device(device)
     shapes = SETS[args.set]
     params = parameters_with_gradients(shapes)
-    fast = {"compile": True, "cuda_graph": device.type == "cuda", "polar_form": "auto"}
+    fast = {
+        "compile": True,
+        "cuda_graph": device.type == "cuda",
+        "polar_form": "auto",
+        "fast": FastPath(streams=args.streams),
+    }
     ms: dict[str, float] = {}
     optimizers = {}
     for nonfinite in ("raise", "ignore"):

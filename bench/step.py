@@ -1,30 +1,29 @@
 """Optimizer step time: steepest.Muon against torch.optim.Muon, fused AdamW and the floor.
 
-One run measures, side by side on one device and on the same parameters and gradients:
-the bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, steepest.Muon's step
-(eager; with ``cuda_graph=True``; with ``compile=True, cuda_graph=True`` and its defaults:
-``polar_form="auto"``, the Gram form for rectangular matrices, and the Triton symmetric kernels
-where "auto" picks them; the same with the direct form, with cuBLAS only and with jordan
-newton_schulz), torch.optim.Muon's step and fused AdamW's step. Two times per row: "isolated",
-one step between CUDA events with a sync after each (host overhead included), and
-"pipelined", 20 steps back to back divided by 20 (the host runs ahead, as in a training loop).
-Prints ms, the floor's share and ratios; writes JSON to bench/results/.
+One run measures, side by side on one device and on the same parameters and gradients: the
+bf16 matmul ceiling, the arithmetic floor of 5 quintic steps, and these rows (--rows picks a
+subset of ours, in order):
+  default            steepest.Muon(params): on CUDA the fast path (compiled and recorded)
+  fast path          steepest.Muon(params, compile=True, cuda_graph=True): the same, asked for
+  eager              steepest.Muon(params, compile=False, cuda_graph=False)
+  direct form        the fast path with polar_form="direct"
+  cuBLAS             the fast path with polar_kernel="torch"
+  jordan NS          the fast path with jordan Newton-Schulz (torch.optim.Muon's iteration)
+then torch.optim.Muon and fused AdamW. Two times per row: "isolated", one step between CUDA
+events with a sync after each (host overhead included), and "pipelined", 20 steps back to
+back divided by 20 (the host runs ahead, as in a training loop), the median of 5 runs. Prints
+ms, the floor's share and ratios, and the default row against the fast-path row; writes JSON.
 
-Until session 13 this script called torch.set_default_device, whose TorchFunctionMode
-intercepts every torch call the optimizers' host code makes: the fast-path step read
-4.1-5.7 ms isolated and 2.6-3.6 ms pipelined here against 2.6-3.2 / 2.44-2.53 ms in
-bench/ab_step.py and a plain script on the same machines (bench/results/step-session13-*).
-Each optimizer built in one process also makes later ones' steps a little slower on the
-host (0.50 against 0.90 ms of host time per step), so the default fast-path row (the
-issue's target) is built first. --rows runs a subset of our rows in the given order.
+The default row is built first: each optimizer built in one process makes later ones' host
+code a little slower. torch.set_default_device is not used: its mode intercepts every torch
+call the optimizers' host code makes.
 
-Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408] [--rows "..."]
+Usage: python bench/step.py [--sets gpt2-small,1.3b,moe-64x2048x1408] [--rows default,...]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 
 import torch
@@ -39,34 +38,28 @@ from common import (
 )
 
 import steepest
-from steepest.polar.kernels import symmetric
 
-
-@contextlib.contextmanager
-def cublas_only():
-    """kernel="auto" resolves to cuBLAS for every shape while active."""
-    saved = symmetric.AUTO_MIN_SIDE
-    symmetric.AUTO_MIN_SIDE = 1 << 30
-    try:
-        yield
-    finally:
-        symmetric.AUTO_MIN_SIDE = saved
-
-
-#: Pipelined times are the median over this many runs (one run of 20 steps read 2.60 ms for
-#: the GPT-2-small default row in session 13, where bench/ab_step.py's medians of 5 read
-#: 2.47-2.48 ms on the same machine).
+#: Pipelined times are the median over this many runs of 20 steps.
 ROUNDS = 5
 
+FAST = {"compile": True, "cuda_graph": True}
+#: our rows: name -> steepest.Muon keyword arguments (built one at a time: memory)
+ROWS = {
+    "default": {},
+    "fast path": FAST,
+    "eager": {"compile": False, "cuda_graph": False},
+    "direct form": {**FAST, "polar_form": "direct"},
+    "cuBLAS": {**FAST, "polar_kernel": "torch"},
+    "jordan NS": {**FAST, "backend": "newton_schulz", "coefficients": "jordan", "scale": "jordan"},
+}
 
-def time_step(opt, context=contextlib.nullcontext) -> tuple[float, float]:
-    """Warm up (eager steps, compilation, recording) inside the context (a kernel choice),
-    then time (isolated: median of 20 steps; pipelined: median over ROUNDS runs of 20 steps
-    back to back)."""
-    with context():
-        for _ in range(4):
-            opt.step()
-        return time_fn(opt.step, warmup=1, repeat=20), pipelined(opt.step, rounds=ROUNDS)
+
+def time_step(opt) -> tuple[float, float]:
+    """Warm up (eager steps, compilation, recording), then time (isolated: median of 20
+    steps; pipelined: median over ROUNDS runs of 20 steps back to back)."""
+    for _ in range(4):
+        opt.step()
+    return time_fn(opt.step, warmup=1, repeat=20), pipelined(opt.step, rounds=ROUNDS)
 
 
 def bench_set(name: str, device: torch.device, ceiling: float, rows: str = "") -> dict:
@@ -74,23 +67,12 @@ def bench_set(name: str, device: torch.device, ceiling: float, rows: str = "") -
     params = parameters_with_gradients(shapes, device)
     floor_ms = sum(quintic_flops(m, n, 5) for m, n in shapes) / (ceiling * 1e12) * 1e3
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    fast = {"compile": True, "cuda_graph": True}
-    jordan = {"backend": "newton_schulz", "coefficients": "jordan", "scale": "jordan"}
-    plain = contextlib.nullcontext
-    ours = {  # name -> (keyword arguments, context); built one at a time (memory)
-        "steepest.Muon compile+graph": (fast, plain),  # first: see the module docstring
-        "steepest.Muon eager": ({}, plain),
-        "steepest.Muon cuda_graph": ({"cuda_graph": True}, plain),
-        "steepest.Muon compile+graph direct form": ({**fast, "polar_form": "direct"}, plain),
-        "steepest.Muon compile+graph cuBLAS": (fast, cublas_only),
-        "steepest.Muon jordan NS compile+graph": ({**jordan, **fast}, plain),
-    }
-    if rows:  # a subset of our rows, in the order given
-        ours = {k: ours[k] for k in rows.split(",")}
-    ms, piped = {}, {}
-    for k, (kwargs, context) in ours.items():
+    ours = {k: ROWS[k] for k in rows.split(",")} if rows else ROWS
+    ms, piped, paths = {}, {}, {}
+    for k, kwargs in ours.items():
         opt = steepest.Muon(params, lr=0.02, **kwargs)
-        ms[k], piped[k] = time_step(opt, context)
+        ms[k], piped[k] = time_step(opt)
+        paths[k] = [row.path for row in opt.fast_path_report()]
         del opt  # free its state and recording before the next one
         gc.collect()
         if device.type == "cuda":
@@ -108,6 +90,7 @@ def bench_set(name: str, device: torch.device, ceiling: float, rows: str = "") -
         "floor_ms": floor_ms,
         "ms": ms,
         "pipelined_ms": piped,
+        "paths": paths,
     }
 
 
@@ -138,6 +121,9 @@ def main(argv=None) -> None:
                 f"{r['floor_ms'] / ms:5.2f}/{r['floor_ms'] / piped:4.2f}  "
                 f"{torch_muon / ms:6.2f}x/{torch_piped / piped:5.2f}x"
             )
+        if "default" in r["ms"] and "fast path" in r["ms"]:
+            ratio = r["pipelined_ms"]["default"] / r["pipelined_ms"]["fast path"]
+            print(f"default / fast path (pipelined): {ratio:.3f} (paths {r['paths']['default']})")
         # written after every set, so a run cut short keeps what it measured
         path = write_result(args.name, {"ceiling_tflops": ceiling, "sets": results}, args.out)
     print(f"\nwrote {path}")

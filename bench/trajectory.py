@@ -1,30 +1,20 @@
-"""A 100-step GPT trajectory with the Triton kernels on against the cuBLAS fallback.
+"""A 100-step GPT trajectory under kernel and fast-path choices, against cuBLAS and float32.
 
-Trains the 6-layer, 384-wide char GPT on tiny-shakespeare four times from the same
-initialization and batches with steepest.Muon (compile=True, cuda_graph=True):
-  * "triton": bf16 direct iteration, the Triton symmetric kernels for every shape,
+Trains the 6-layer, 384-wide char GPT on tiny-shakespeare from the same initialization and
+batches with steepest.Muon (compile=True, cuda_graph=True) in these variants:
+  * "triton": bf16 direct iteration, the Triton symmetric kernel (polar_kernel="triton"),
   * "gram":   the Gram form (polar_form="gram") in float16 for every matrix, kernels "auto",
-  * "gram-triton": the same with the Triton symmetric products (with the diagonal shift in
-              their epilogue) for every shape, the chain's products in cuBLAS (the default),
-  * "gram-triton-half": the same with the chain's products as Triton half-products of
-              commuting iterates too (commuting_product, opt-in),
-  * "cublas": bf16 direct iteration, cuBLAS only (the fallback),
+  * "gram-triton": the same with polar_kernel="triton",
+  * "cublas": bf16 direct iteration, cuBLAS only (polar_kernel="torch"),
   * "fp32":   float32 direct iteration, cuBLAS only (the bf16 tolerance reference),
-  * "default": the defaults (polar_form="auto", kernels "auto", the fused stage 1 writing
-              bfloat16 directions: steepest.optim.fused_momentum),
-  * "default-unfused": the same with engine.FUSED_MOMENTUM off (float32 directions, cast to
-              float16 after the normalization),
+  * "default": the defaults (polar_form="auto", kernels "auto", the fused stage 1),
+  * "default-unfused": the same with FastPath(fused_momentum=False),
 and prints the largest loss difference along the run and the final relative parameter distance
 of triton, gram and gram-triton vs cublas and of default vs default-unfused, next to cublas vs
-fp32. Pass: each stays within the
-bf16-vs-fp32 gap (at most 2x it, or 1e-2 in loss).
+fp32. Pass: each stays within the bf16-vs-fp32 gap (at most 2x it, or 1e-2 in loss).
 
---seed changes the initialization and the batches (default 0, as in earlier results).
---variants runs a subset (the pairs whose both variants ran are compared; the pass needs
-cublas and fp32).
-
-(bench/results/trajectory-half-products-run*: two session-8 runs in which "gram-triton"
-named today's gram-triton-half and "gram-triton-full-chain" today's gram-triton.)
+--seed changes the initialization and the batches. --variants runs a subset (the pairs whose
+both variants ran are compared; the pass needs cublas and fp32).
 
 Usage: python bench/trajectory.py [--steps 100] [--device cuda] [--variants gram-triton,cublas,fp32]
 """
@@ -38,34 +28,26 @@ import torch.nn.functional as F
 from common import write_result
 
 import steepest
-import steepest.optim.engine as engine
 from steepest.data import load_shakespeare
 from steepest.experiments.gpt import GPT, GPTConfig
-from steepest.polar.kernels import symmetric
+from steepest.optim.fast import FastPath
 
-NEVER = 1 << 30
-DEFAULT_MIN_SIDE = symmetric.AUTO_MIN_SIDE
-DEFAULT_COMMUTING_SIDE = symmetric.COMMUTING_AUTO_MIN_SIDE
-#: variant -> (AUTO_MIN_SIDE, COMMUTING_AUTO_MIN_SIDE, polar_dtype, polar_form, FUSED_MOMENTUM)
+#: variant -> (polar_kernel, polar_dtype, polar_form, FastPath.fused_momentum)
 VARIANTS = {
-    "triton": (0, 0, torch.bfloat16, "direct", True),
-    "gram": (DEFAULT_MIN_SIDE, DEFAULT_COMMUTING_SIDE, None, "gram", True),
-    "gram-triton": (0, DEFAULT_COMMUTING_SIDE, None, "gram", True),
-    "gram-triton-half": (0, 0, None, "gram", True),
-    "cublas": (NEVER, NEVER, torch.bfloat16, "direct", True),
-    "fp32": (NEVER, NEVER, torch.float32, "direct", True),
-    "default": (DEFAULT_MIN_SIDE, DEFAULT_COMMUTING_SIDE, None, "auto", True),
-    "default-unfused": (DEFAULT_MIN_SIDE, DEFAULT_COMMUTING_SIDE, None, "auto", False),
+    "triton": ("triton", torch.bfloat16, "direct", True),
+    "gram": ("auto", None, "gram", True),
+    "gram-triton": ("triton", None, "gram", True),
+    "cublas": ("torch", torch.bfloat16, "direct", True),
+    "fp32": ("torch", torch.float32, "direct", True),
+    "default": ("auto", None, "auto", True),
+    "default-unfused": ("auto", None, "auto", False),
 }
 
 
 def run(
     variant: str, steps: int, data: torch.Tensor, device, seed: int = 0
 ) -> tuple[list[float], list]:
-    min_side, commuting_side, polar_dtype, polar_form, fused = VARIANTS[variant]
-    symmetric.AUTO_MIN_SIDE = min_side
-    symmetric.COMMUTING_AUTO_MIN_SIDE = commuting_side
-    engine.FUSED_MOMENTUM = fused  # read when the step compiles (its first call)
+    polar_kernel, polar_dtype, polar_form, fused = VARIANTS[variant]
     torch._dynamo.reset()
     torch.manual_seed(seed)
     cfg = GPTConfig(65, 256, 6, 6, 384)
@@ -78,6 +60,8 @@ def run(
         adamw_fused=True,
         polar_dtype=polar_dtype,
         polar_form=polar_form,
+        polar_kernel=polar_kernel,
+        fast=FastPath(fused_momentum=fused),
         compile=True,
         cuda_graph=True,
     )
@@ -122,8 +106,6 @@ def main(argv=None) -> None:
         "triton-cublas": ("triton", "cublas"),
         "gram-cublas": ("gram", "cublas"),
         "gram-triton-cublas": ("gram-triton", "cublas"),
-        "half-cublas": ("gram-triton-half", "cublas"),
-        "half-full": ("gram-triton-half", "gram-triton"),
         "default-unfused": ("default", "default-unfused"),
         "cublas-fp32": ("cublas", "fp32"),
     }

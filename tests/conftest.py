@@ -8,7 +8,18 @@ machine with a GPU the variable stays unset and the compiled kernels run in the 
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` (``pytest -m cuda`` selects them) are skipped without a GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `pytest -m cuda` on one)")
+    for item in items:
+        if "cuda" in item.keywords and item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

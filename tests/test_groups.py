@@ -175,7 +175,7 @@ def test_conv1d_weights_use_the_transposed_view_and_blocks_split_its_rows():
 def test_transposed_view_reads_and_writes_the_transpose():
     """views.py: the matrices of a (d_in, d_out) tensor under "transposed" are W^T (a view,
     no copy), split into row blocks of W^T, and join_matrices gives W back."""
-    from steepest.optim.views import join_matrices, matrix_shape, split_matrices
+    from steepest.matrices.views import join_matrices, matrix_shape, split_matrices
 
     W = torch.randn(2, 5, 3)  # a batch of two (5, 3) stored matrices
     assert matrix_shape(W.shape, "transposed") == (2, 3, 5)

@@ -15,6 +15,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
     AdamW,
     ClippedSGD,
     Dion,
+    FastPath,
     Lion,
     MarsMuon,
     MuLoCo,
@@ -38,7 +39,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
 __version__ = "0.1.0"
 
 __all__ = ["norms", "polar", "__version__"]
-__all__ += ["Muon", "Steepest", "param_groups"]
+__all__ += ["FastPath", "Muon", "Steepest", "param_groups"]
 __all__ += ["diagnostics"]
 __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGrad", "SOAP"]
 __all__ += ["Shampoo"]

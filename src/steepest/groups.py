@@ -55,8 +55,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from steepest.matrices.views import View, check_view, matrix_shape
 from steepest.optim.scaling import check_scale, scale_factor
-from steepest.optim.views import View, check_view, matrix_shape
 
 __all__ = ["LAYOUTS", "NO_DECAY", "Route", "RoutingReport", "param_groups"]
 

@@ -116,3 +116,28 @@ def test_smoothness_estimates_on_linear_gradient_map():
     assert math.isnan(same["frobenius_smoothness"].item())
     with pytest.raises(ValueError, match="shapes differ"):
         dg.smoothness_estimates(W0, W0, W0, W0.T)
+
+
+def test_stacked_expert_weights_are_read_as_the_optimizers_batch_of_matrices():
+    """A 3-D (experts, m, n) weight is a batch of matrices, as the optimizers read it
+    (steepest.matrices): the update's spectral norm is the largest over the experts, its
+    stable rank that of their block-diagonal matrix (SVD oracle per expert), not of the
+    (experts, m n) reshape."""
+    import steepest.diagnostics as dg
+
+    gen = torch.Generator().manual_seed(3)
+    W = torch.randn(4, 6, 5, dtype=torch.float64, generator=gen)
+    before = dg.snapshot({"experts": W})
+    W.add_(
+        torch.randn(4, 6, 5, dtype=torch.float64, generator=gen)
+        * torch.tensor([1.0, 3.0, 0.5, 2.0]).view(4, 1, 1)
+    )
+    stats = dg.update_stats({"experts": W}, before, grads={"experts": None})["experts"]
+    dW = W - before["experts"]
+    s = torch.linalg.svdvals(dW).flatten()  # every expert's singular values
+    assert stats["update_spectral"] == pytest.approx(s.max().item(), rel=1e-12)
+    stable = (s.square().sum() / s.max().square()).item()
+    assert stats["update_stable_rank"] == pytest.approx(stable, rel=1e-12)
+    flat = torch.linalg.svdvals(dW.reshape(4, -1))  # the reshape read: a different number
+    assert abs(flat.max().item() - s.max().item()) > 1e-3
+    assert dg.matrix_view(W).shape == (4, 6, 5)

@@ -42,8 +42,10 @@ def check_compiled_step(backend: str, atol: float) -> None:
     model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
     eager_model = copy.deepcopy(model)
     x, y = torch.randn(16, 8), torch.randn(16, 4)
-    opt = steepest.Muon(model.parameters(), weight_decay=0.01)
-    eager_opt = steepest.Muon(eager_model.parameters(), weight_decay=0.01)
+    # float32 iterations: Inductor keeps bfloat16 intermediates in float32, eager rounds them
+    kwargs = {"weight_decay": 0.01, "polar_dtype": torch.float32}
+    opt = steepest.Muon(model.parameters(), **kwargs)
+    eager_opt = steepest.Muon(eager_model.parameters(), **kwargs)
     compiled = torch.compile(make_step(model, opt, x, y), backend=backend)
     eager = make_step(eager_model, eager_opt, x, y)
 

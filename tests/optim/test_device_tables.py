@@ -4,7 +4,7 @@ the oldest table dropped first. What a CUDA-graph recording keeps is checked on 
 
 import torch
 
-from steepest.optim.device_tables import DeviceTables
+from steepest.optim.fast.device_tables import DeviceTables
 
 
 def test_builds_once_per_key_and_drops_the_oldest():

@@ -6,9 +6,9 @@ run its pointer casts, so the kernel itself is checked on the device)."""
 import pytest
 import torch
 
-from steepest.optim.finite_check import CHUNK, _kernel_runs, all_finite_into
+from steepest.optim.fast.finite_check import CHUNK, _kernel_runs, all_finite_into
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.cuda
 #: sizes around the kernel's chunk and load block, and tiny ones
 SIZES = [(CHUNK + 1,), (3, 5), (4096,), (2 * CHUNK - 1,), (1,), (700, 300)]
 

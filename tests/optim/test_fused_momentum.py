@@ -7,14 +7,14 @@ import os
 import pytest
 import torch
 
-from steepest.optim.fused_momentum import momentum_stack
+from steepest.optim.fast.fused_momentum import momentum_stack
 from steepest.polar.kernels import triton_available
 
 INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
 needs_interpreter = pytest.mark.skipif(
     not INTERPRETED, reason="needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)"
 )
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.cuda
 
 
 def reference(grads, buffers, beta, nesterov, finite=True):
@@ -88,7 +88,7 @@ def test_errors_name_the_problem():
 @pytest.mark.parametrize("numel", [4096, 5000, 300])
 def test_interpreted_kernel_matches_float64(nesterov, finite, numel):
     """The kernel itself (masks past the end, partial sums per block, the finite flag)."""
-    from steepest.optim._momentum_triton import BLOCK, momentum_direction_triton
+    from steepest.kernels.momentum import BLOCK, momentum_direction_triton
 
     (g,), (m,) = inputs(1, (numel,), seed=numel)
     ms, D, norms = reference([g], [m], 0.8, nesterov, finite is not False)
@@ -129,7 +129,7 @@ def test_cuda_one_launch_kernel_matches_float64(nesterov, finite):
     """The whole stack in one launch through pointer tables: tensors of two matrices each,
     matrices of a size that is no multiple of the block, the finite flag; mixed dtypes fall
     back to one launch per matrix and agree too."""
-    from steepest.optim import fused_momentum
+    from steepest.optim.fast import fused_momentum
 
     grads, buffers = inputs(3, (2, 300, 1111), seed=5, device="cuda")
     ms, D, _ = reference(grads, buffers, 0.9, nesterov, finite is not False)
@@ -161,8 +161,8 @@ def test_cuda_one_launch_kernel_matches_float64(nesterov, finite):
 def test_a_recording_keeps_its_pointer_tables_when_the_cache_evicts_them(monkeypatch):
     """A CUDA graph replays the one-launch kernel on the tables it recorded: evicting them from
     the cache (one entry kept here) and filling freed memory must not change its result."""
-    from steepest.optim import fused_momentum
-    from steepest.optim.device_tables import DeviceTables
+    from steepest.optim.fast import fused_momentum
+    from steepest.optim.fast.device_tables import DeviceTables
 
     monkeypatch.setattr(fused_momentum, "_TABLES", DeviceTables(kept=1))
     grads, buffers = inputs(2, (300, 1111), seed=7, device="cuda")
@@ -204,7 +204,7 @@ def test_interpreted_op_matches_float64_also_compiled(compiled):
     """The custom op that wraps the kernel launches (what torch.compile sees on CUDA), run
     eagerly and under torch.compile(fullgraph=True): its fake and real outputs agree in
     shape, and the buffers are updated in place."""
-    import steepest.optim.fused_momentum  # noqa: F401  (registers the op)
+    import steepest.optim.fast.fused_momentum  # noqa: F401  (registers the op)
 
     grads, buffers = inputs(2, (2, 3, 700), seed=9)
     ms, D, norms = reference(grads, buffers, 0.9, True)
@@ -260,7 +260,7 @@ def test_prescaled_stack_follows_the_rule_across_steps(kernel):
     range all the same."""
     if kernel != "torch" and not INTERPRETED:
         pytest.skip("needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)")
-    import steepest.optim.fused_momentum  # noqa: F401  (registers the op)
+    import steepest.optim.fast.fused_momentum  # noqa: F401  (registers the op)
 
     def run(grads, buffers, prescale, finite=None):
         if kernel == "torch":
@@ -302,7 +302,7 @@ def test_interpreted_op_with_prescale_also_compiled(nesterov, finite):
     """The op with a prescale under torch.compile(fullgraph=True): a row kept in the window
     (written once) and a row whose prescale would overflow float16 (rewritten by the fixup
     kernel from G and the updated M), against the float64 reference."""
-    import steepest.optim.fused_momentum  # noqa: F401  (registers the op)
+    import steepest.optim.fast.fused_momentum  # noqa: F401  (registers the op)
 
     grads, buffers = inputs(2, (2, 3, 700), seed=11)
     flag = None if finite is None else torch.tensor(finite)

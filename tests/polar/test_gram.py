@@ -13,6 +13,7 @@ from steepest.polar import (
     gram_flop_ratio,
     gram_quintic_iteration,
     msign,
+    msign_normed,
     newton_schulz_coefficients,
     odd_quintic_iteration,
     polar_express_coefficients,
@@ -26,11 +27,7 @@ RESTARTS = [(), (2,), (1, 3), (1, 2, 3, 4)]
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("backend", ["newton_schulz", "polar_express"])
 @pytest.mark.parametrize("restarts", RESTARTS)
-@pytest.mark.parametrize("r_update", ["sandwich", "square"])
-def test_gram_form_equals_direct_iteration_in_float64(
-    monkeypatch, shape, backend, restarts, r_update
-):
-    monkeypatch.setattr(gram_module, "R_UPDATE", r_update)
+def test_gram_form_equals_direct_iteration_in_float64(shape, backend, restarts):
     gen = torch.Generator().manual_seed(0)
     G = torch.randn(*shape, dtype=torch.float64, generator=gen)
     X = G / (1.01 * torch.linalg.matrix_norm(G, keepdim=True))
@@ -174,10 +171,7 @@ def test_gram_iteration_compiles_without_graph_breaks():
     assert torch.equal(core(X, schedule), gram_quintic_iteration(X, schedule))
 
 
-CUDA = torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not CUDA, reason="the float16 Gram form with Triton kernels needs a GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize(
     "shape", [(4, 768, 2304), (2, 3072, 768), (3, 1000, 333), (2, 130, 777), (1, 2048, 8192)]
 )
@@ -241,7 +235,6 @@ def test_msign_folds_a_unit_scaled_float16_stacks_normalization_into_the_kernels
         G[1] = 0
     ref = msign(G.double(), dtype=torch.float64, form=form)
     monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
-    monkeypatch.setattr(symmetric, "AUTO_MIN_SIDE", 1)
     scales = []
     msign_module = importlib.import_module("steepest.polar.msign")
     iterate_name = "gram_quintic_iteration" if form == "gram" else "odd_quintic_iteration"
@@ -254,7 +247,10 @@ def test_msign_folds_a_unit_scaled_float16_stacks_normalization_into_the_kernels
         return iterate(X, coefficients, **kwargs)
 
     monkeypatch.setattr(msign_module, iterate_name, spy)
-    out = msign(G, dtype=torch.float16, form=form, out_dtype=torch.float32, unit_scaled=unit_scaled)
+    out = msign_normed(
+        G, None, dtype=torch.float16, form=form, out_dtype=torch.float32,
+        unit_scaled=unit_scaled, kernel="triton",
+    )  # fmt: skip
     assert len(scales) == 1
     if unit_scaled:
         assert scales[0] is not None and scales[0].dtype == torch.float32
@@ -274,7 +270,7 @@ def test_msign_copies_a_float16_stack_for_the_torch_products():
     assert not plan.folds("polar_express", "torch")
 
 
-@pytest.mark.skipif(not CUDA, reason="the folded normalization needs the Triton kernels on a GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize("shape", [(4, 768, 2304), (3, 3072, 768), (2, 1000, 333), (2, 768, 768)])
 @pytest.mark.parametrize("form", ["gram", "direct"])
 @pytest.mark.parametrize("norm", [0.25, 1.0, 8.0])
@@ -287,7 +283,9 @@ def test_cuda_folded_normalization_is_as_accurate_as_the_scaled_copy(shape, form
     G = (G * norm / torch.linalg.matrix_norm(G, keepdim=True)).to(torch.float16)
     G[1] = 0
     exact = msign(G.double(), dtype=torch.float64, form=form)
-    folded = msign(G, dtype=torch.float16, form=form, kernel="triton", unit_scaled=True)
+    folded = msign_normed(
+        G, None, dtype=torch.float16, form=form, kernel="triton", unit_scaled=True
+    )
     copied = msign(G, dtype=torch.float16, form=form, kernel="triton")
     assert torch.count_nonzero(folded[1]) == 0
 

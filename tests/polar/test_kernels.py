@@ -5,7 +5,7 @@ float32 products land near 1e-6 relative error; bfloat16 operands with fp32 accu
 bfloat16 rounding of the output near 3e-3, so bfloat16 cases assert ||out - ref|| / ||ref|| < 1e-2.
 Every output buffer is filled with NaN first, so an element the kernel never writes fails the test.
 
-The CUDA tests need a GPU with triton (run on the device machine; CI has no GPU: they skip).
+The tests marked cuda need a GPU with triton (`pytest -m cuda`; without a GPU they skip).
 The CPU tests run everywhere and cover the torch fallback, the kernel choice and the errors;
 the interpreter tests run the Triton kernel itself on CPU (Triton's interpreter, float16
 operands: its tl.dot mishandles bfloat16), so CI checks every tile config's indexing, masks,
@@ -22,14 +22,12 @@ from steepest.polar import msign, odd_quintic_iteration, polar_express_coefficie
 from steepest.polar.kernels import (
     AUTO_MIN_SIDE,
     KERNELS,
-    commuting_product,
     resolve_kernel,
     symmetric_product,
     triton_available,
 )
 
-CUDA = torch.cuda.is_available() and triton_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="Triton kernels need a CUDA GPU with triton")
+needs_cuda = pytest.mark.cuda
 
 # (batch, s, l): not divisible by 64 or 128, batch 1 and > 1, s = l, s > l, tiny.
 SHAPES = [
@@ -214,7 +212,7 @@ needs_interpreter = pytest.mark.skipif(
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 19), (1, 129, 191), (2, 200, 64)])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_interpreted_triton_kernel_matches_float64(config, shape, transposed):
-    from steepest.polar.kernels._syrk_triton import syrk_triton
+    from steepest.kernels.syrk import syrk_triton
 
     batch, s, l = shape
     seed = zlib.crc32(repr((config, shape, transposed)).encode())  # str hashes vary per run
@@ -234,7 +232,7 @@ def test_interpreted_triton_kernel_matches_float64(config, shape, transposed):
 def test_interpreted_kernel_adds_the_diagonal_shift(config, s):
     """shift I lands on the diagonal of every diagonal tile (and nowhere else): the whole
     quintic polynomial a I + b R + c R^2 from one launch."""
-    from steepest.polar.kernels._syrk_triton import syrk_triton
+    from steepest.kernels.syrk import syrk_triton
 
     X, C = _inputs(2, s, s, torch.float16, "cpu", seed=s)
     R = (X / 4 + X.mT / 4).contiguous()
@@ -257,7 +255,7 @@ def test_interpreted_kernel_scales_each_matrix_in_float32(config, shape, transpo
     scale = torch.rand(batch, generator=torch.Generator().manual_seed(1)) / (64 * 64 * l)
     scale[0] = 0.0
     out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
-    from steepest.polar.kernels._syrk_triton import syrk_triton
+    from steepest.kernels.syrk import syrk_triton
 
     syrk_triton(X, 1.0, C, 2e-4, out, config=config, shift=1e-3, scale=scale)
     ref = _oracle(X, 1.0, C, 2e-4) + 1e-3 * torch.eye(s, dtype=torch.float64)
@@ -281,7 +279,7 @@ def test_torch_path_adds_the_diagonal_shift():
 def test_interpreted_triton_kernel_writes_only_its_output():
     """Rows and columns past s wrap onto valid rows for loading; nothing outside out[:s, :s]
     (here: a larger buffer's margin) may be written."""
-    from steepest.polar.kernels._syrk_triton import syrk_triton
+    from steepest.kernels.syrk import syrk_triton
 
     X, _ = _inputs(1, 70, 90, torch.float16, "cpu", seed=5)
     buffer = torch.zeros(1, 80, 80, dtype=torch.float16)
@@ -292,46 +290,14 @@ def test_interpreted_triton_kernel_writes_only_its_output():
     assert _relative_error(out, _oracle(X / 4, 1.0, None, 0.0)) < 2e-3
 
 
-def _commuting_pair(batch, s, generator):
-    """Symmetric A = U diag(a) U^T and B = U diag(b) U^T (commuting), float64."""
-    Z = torch.randn(batch, s, s, generator=generator, dtype=torch.float64)
-    U = torch.linalg.qr(Z)[0]
-    a = torch.rand(batch, 1, s, generator=generator, dtype=torch.float64) * 2 - 1
-    b = torch.rand(batch, 1, s, generator=generator, dtype=torch.float64) * 2 - 1
-    return (U * a) @ U.mT, (U * b) @ U.mT
-
-
-@needs_interpreter
-@pytest.mark.parametrize("config", ["128x64w8s3", "64x64w4s4"])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 70), (1, 129)])
-def test_interpreted_two_operand_kernel_computes_upper_tiles_of_a_b_transposed(config, shape):
-    """With Y the kernel computes the tiles i <= j of X Y^T and mirrors them: against the
-    float64 upper tiles of the same fp16 inputs (which commute only up to rounding)."""
-    from steepest.polar.kernels._syrk_triton import syrk_triton
-
-    batch, s = shape
-    A, B = (M.half() for M in _commuting_pair(batch, s, torch.Generator().manual_seed(s)))
-    out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
-    syrk_triton(A, 1.0, None, 0.0, out, config=config, Y=B)
-    ref = A.double() @ B.double().mT
-    assert torch.isfinite(out).all()
-    assert torch.equal(out, out.mT)
-    tile = 128 if config.startswith("128") else 64
-    blocks = torch.arange(s) // tile
-    computed = blocks[:, None] <= blocks[None, :]  # tiles of the upper block-triangle
-    assert _relative_error(out[:, computed], ref[:, computed]) < 2e-3
-    # and it is A B of the (nearly) commuting pair everywhere
-    assert _relative_error(out, A.double() @ B.double()) < 5e-3
-
-
 @needs_interpreter
 @pytest.mark.parametrize("config", ["128x64w8s3", "64x64w4s4"])
 @pytest.mark.parametrize("shape", [(2, 200, 64), (1, 136, 200), (3, 8, 24), (1, 264, 136)])
 def test_interpreted_tma_loads_match_float64(config, shape):
     """The TMA path (tiles through descriptors, rows past s and columns past l zero-filled by
-    the descriptor's bounds) on shapes that are not tile multiples: alone, with C and shift,
-    and with a second operand."""
-    from steepest.polar.kernels._syrk_triton import syrk_triton, tma_usable
+    the descriptor's bounds) on shapes that are not tile multiples: alone and with C and
+    shift."""
+    from steepest.kernels.syrk import syrk_triton, tma_usable
 
     batch, s, l = shape
     X, C = _inputs(batch, s, l, torch.float16, "cpu", s + l)
@@ -343,15 +309,10 @@ def test_interpreted_tma_loads_match_float64(config, shape):
         ref = _oracle(X, alpha, C_used, beta) + shift * torch.eye(s, dtype=torch.float64)
         assert torch.isfinite(out).all(), "unwritten (NaN) output elements"
         assert _relative_error(out, ref) < 2e-3
-    A, B = (M.half() for M in _commuting_pair(batch, s, torch.Generator().manual_seed(s)))
-    out = torch.full((batch, s, s), float("nan"), dtype=torch.float16)
-    syrk_triton(A, 1.0, None, 0.0, out, config=config, Y=B, tma=True)
-    assert torch.equal(out, out.mT)
-    assert _relative_error(out, A.double() @ B.double()) < 5e-3
 
 
 def test_tma_usable_needs_16_byte_aligned_strides_and_offset():
-    from steepest.polar.kernels._syrk_triton import tma_usable
+    from steepest.kernels.syrk import tma_usable
 
     X = torch.zeros(2, 16, 24, dtype=torch.float16)
     assert tma_usable(X)
@@ -363,64 +324,27 @@ def test_tma_usable_needs_16_byte_aligned_strides_and_offset():
 
 
 @needs_interpreter
-def test_interpreted_commuting_product_wrapper(monkeypatch):
-    """commuting_product's Triton path (layouts, out=, leading dims) on CPU through the
-    interpreter, with the CUDA requirement lifted for the test."""
-    from steepest.polar.kernels import symmetric
-
-    monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
-    A, B = (M.half() for M in _commuting_pair(3, 90, torch.Generator().manual_seed(7)))
-    ref = A.double() @ B.double()
-    A_view = A.mT.contiguous().mT  # the same symmetric values, column-major layout
-    out = torch.full((3, 90, 90), float("nan"), dtype=torch.float16)
-    result = commuting_product(A_view, B, kernel="triton", out=out)
-    assert result is out and torch.equal(out, out.mT)
-    assert _relative_error(out, ref) < 5e-3
-    batched = commuting_product(A.view(1, 3, 90, 90), B.view(1, 3, 90, 90), kernel="triton")
-    assert batched.shape == (1, 3, 90, 90) and torch.equal(batched[0], out)
-
-
-@needs_interpreter
-@pytest.mark.parametrize("commuting_side", [1, 1 << 30], ids=["half-products", "cublas-chain"])
-def test_interpreted_gram_msign_routes_by_the_live_thresholds(monkeypatch, commuting_side):
-    """msign's Gram form with kernel="auto" on CPU through the interpreter, the CUDA
-    requirement lifted: the symmetric products take the Triton kernel because AUTO_MIN_SIDE,
-    read at call time, allows it (threshold 1), the chain's commuting products only when
-    COMMUTING_AUTO_MIN_SIDE allows. Either way the result matches the float64 iteration."""
-    import steepest.polar.kernels._syrk_triton as syrk_module
+def test_interpreted_gram_msign_takes_the_symmetric_kernel(monkeypatch):
+    """msign's Gram form with kernel="triton" on CPU through the interpreter, the CUDA
+    requirement lifted: every symmetric product takes the Triton kernel, the products of two
+    iterates stay full products, and the result matches the float64 iteration."""
+    import steepest.kernels.syrk as syrk_module
     from steepest.polar.kernels import symmetric
 
     G = torch.randn(2, 40, 100, generator=torch.Generator().manual_seed(9))
     ref = msign(G.double(), dtype=torch.float64, form="gram")  # torch bmm: the oracle
     monkeypatch.setattr(symmetric, "_triton_unsupported", lambda X: None)
-    monkeypatch.setattr(symmetric, "AUTO_MIN_SIDE", 1)
-    monkeypatch.setattr(symmetric, "COMMUTING_AUTO_MIN_SIDE", commuting_side)
-    calls = {"symmetric": 0, "commuting": 0}
+    calls = []
     launch = syrk_module.syrk_triton
 
-    def spy(X, alpha, C, beta, out, config=None, shift=0.0, Y=None, **kwargs):
-        calls["symmetric" if Y is None else "commuting"] += 1
-        return launch(X, alpha, C, beta, out, config, shift, Y, **kwargs)
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return launch(*args, **kwargs)
 
     monkeypatch.setattr(syrk_module, "syrk_triton", spy)
-    out = msign(G, dtype=torch.float16, form="gram")
-    assert calls["symmetric"] == 7  # X X^T twice, R^2 in each of the 5 steps
-    assert calls["commuting"] == (9 if commuting_side == 1 else 0)  # Q P: 3, P R P: 2 x 3
+    out = msign(G, dtype=torch.float16, form="gram", kernel="triton")
+    assert len(calls) == 7  # X X^T twice, R^2 in each of the 5 steps
     assert _relative_error(out, ref) < 2e-2
-
-
-def test_commuting_product_torch_path_and_errors():
-    A, B = _commuting_pair(2, 12, torch.Generator().manual_seed(8))
-    assert torch.equal(commuting_product(A, B, kernel="torch"), A @ B)
-    assert torch.allclose(commuting_product(A, B), B @ A, atol=1e-12)  # they commute
-    with pytest.raises(ValueError, match=r"commuting_product: A \(2, 12, 12\) and B \(2, 12, 11\)"):
-        commuting_product(A, B[..., :11])
-    with pytest.raises(ValueError, match="need one dtype"):
-        commuting_product(A, B.float())
-    with pytest.raises(ValueError, match="kernel='triton' cannot run"):
-        commuting_product(A, B, kernel="triton")
-    with pytest.raises(ValueError, match="product='cubic' is unknown"):
-        resolve_kernel("auto", A, "cubic")
 
 
 # ---------------------------------------------------------------- CUDA: the Triton kernels
@@ -452,7 +376,7 @@ def test_triton_symmetric_product_matches_float64(shape, with_c, transposed):
 )
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 129, 191), (1, 256, 256), (3, 300, 520)])
 def test_every_triton_tile_config_matches_float64(config, shape):
-    from steepest.polar.kernels._syrk_triton import syrk_triton
+    from steepest.kernels.syrk import syrk_triton
 
     batch, s, l = shape
     X, C = _inputs(
@@ -471,7 +395,7 @@ def test_every_triton_tile_config_matches_float64(config, shape):
 @pytest.mark.parametrize("shape", [(2, 8, 8), (2, 136, 200), (3, 296, 520), (2, 768, 2304)])
 def test_triton_tma_and_pointer_loads_match_float64(config, shape):
     """Both load paths on the device, alone and with C and shift: each against the oracle."""
-    from steepest.polar.kernels._syrk_triton import syrk_triton, tma_usable
+    from steepest.kernels.syrk import syrk_triton, tma_usable
 
     batch, s, l = shape
     X, C = _inputs(batch, s, l, torch.float16, "cuda", s * l)
@@ -506,39 +430,6 @@ def test_msign_with_triton_kernels_is_as_accurate_as_torch(shape):
     err_torch = _relative_error(msign(G, kernel="torch"), ref)
     assert err_triton < 1.5 * err_torch + 2e-3, (err_triton, err_torch)
     assert err_triton < 5e-2
-
-
-@needs_cuda
-@pytest.mark.parametrize("shape", [(1, 1), (3, 129), (2, 768), (1, 1000)])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_triton_commuting_product_matches_float64(shape, dtype):
-    batch, s = shape
-    A, B = _commuting_pair(batch, s, torch.Generator().manual_seed(s))
-    A, B = A.to("cuda", dtype), B.to("cuda", dtype)
-    out = torch.full((batch, s, s), float("nan"), dtype=dtype, device="cuda")
-    commuting_product(A, B, kernel="triton", out=out)
-    torch.cuda.synchronize()
-    assert torch.isfinite(out).all()
-    assert torch.equal(out, out.mT)
-    assert _relative_error(out, A.double() @ B.double()) < 1e-2
-
-
-@needs_cuda
-def test_gram_form_with_half_products_is_as_accurate_on_gaussian_input(monkeypatch):
-    """The Gram chain with Triton half-products (COMMUTING_AUTO_MIN_SIDE lowered to 768) is as
-    close to the fp64 polar factor as with cuBLAS's full products (the default) on Gaussian
-    input. (On ill-conditioned input it is about 3x farther: bench/gram_accuracy.py, and why
-    the half-products stay off.)"""
-    from steepest.polar.kernels import symmetric
-
-    generator = torch.Generator().manual_seed(21)
-    G = torch.randn(4, 768, 3072, generator=generator).cuda()
-    ref = msign(G.double(), dtype=torch.float64)
-    full = msign(G, form="gram")
-    monkeypatch.setattr(symmetric, "COMMUTING_AUTO_MIN_SIDE", 768)
-    half = msign(G, form="gram")
-    err_full, err_half = _relative_error(full, ref), _relative_error(half, ref)
-    assert err_half < 1.2 * err_full + 1e-3, (err_half, err_full)
 
 
 @needs_cuda

@@ -21,6 +21,7 @@ from steepest.polar import (
     JORDAN,
     default_compute_dtype,
     msign,
+    msign_normed,
     odd_quintic_iteration,
     orthogonality_error,
     polar_express_coefficients,
@@ -354,32 +355,55 @@ def test_msign_and_core_iteration_compile_without_graph_breaks():
 @pytest.mark.parametrize("form", ["direct", "gram"])
 @pytest.mark.parametrize("backend", ["polar_express", "newton_schulz"])
 def test_known_frobenius_norms_stand_in_for_the_reduction(form, backend):
-    """msign(G, frobenius=||G||_F) equals msign(G); a given norm is what divides G."""
+    """msign_normed(G, ||G||_F) equals msign(G); a given norm is what divides G."""
     G = torch.randn(3, 6, 20, dtype=torch.float64)
     norms = torch.linalg.vector_norm(G, dim=(-2, -1))
     plain = msign(G, backend, form=form)
-    torch.testing.assert_close(msign(G, backend, form=form, frobenius=norms), plain)
-    halved = msign(G, backend, form=form, frobenius=2 * norms)  # iterates on G / (2.02 ||G||)
+    torch.testing.assert_close(msign_normed(G, norms, backend, form=form), plain)
+    halved = msign_normed(G, 2 * norms, backend, form=form)  # iterates on G / (2.02 ||G||)
     assert not torch.allclose(halved, plain, atol=1e-3)
-    torch.testing.assert_close(halved, msign(G / 2, backend, form=form, frobenius=norms))
+    torch.testing.assert_close(halved, msign_normed(G / 2, norms, backend, form=form))
 
 
 def test_out_dtype_keeps_a_low_precision_input_from_rounding_the_result():
     G = torch.randn(2, 8, 24)
     low = G.to(torch.bfloat16)
     norms = torch.linalg.vector_norm(G, dim=(-2, -1), dtype=torch.float64)
-    out = msign(low, frobenius=norms, out_dtype=torch.float32, dtype=torch.float32)
+    out = msign_normed(low, norms, out_dtype=torch.float32, dtype=torch.float32)
     assert out.dtype == torch.float32
-    want = msign(low.float(), dtype=torch.float32, frobenius=norms)
+    want = msign_normed(low.float(), norms, dtype=torch.float32)
     torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
-    assert msign(low, out_dtype=torch.float32).dtype == torch.float32
-    assert msign(low, "svd", out_dtype=torch.float64).dtype == torch.float64
-    assert msign(low[:, :0], out_dtype=torch.float32).dtype == torch.float32
+    assert msign_normed(low, None, out_dtype=torch.float32).dtype == torch.float32
+    assert msign_normed(low, None, "svd", out_dtype=torch.float64).dtype == torch.float64
+    assert msign_normed(low[:, :0], None, out_dtype=torch.float32).dtype == torch.float32
 
 
 def test_bad_frobenius_and_out_dtype_are_named():
     G = torch.randn(2, 3, 4)
     with pytest.raises(ValueError, match=r"frobenius has shape \(3,\); need G's leading shape"):
-        msign(G, frobenius=torch.ones(3))
+        msign_normed(G, torch.ones(3))
     with pytest.raises(ValueError, match="out_dtype=torch.int32"):
-        msign(G, out_dtype=torch.int32)
+        msign_normed(G, None, out_dtype=torch.int32)
+
+
+def test_polar_config_is_validated_at_construction_and_runs_msign():
+    """PolarConfig checks every field when built (the same messages as msign's, and the
+    coefficient schedule), is immutable, and config(G) equals msign(G, ...)."""
+    from steepest.polar import PolarConfig
+
+    with pytest.raises(ValueError, match="backend='nope' is unknown"):
+        PolarConfig(backend="nope")
+    with pytest.raises(ValueError, match="steps=0"):
+        PolarConfig(steps=0)
+    with pytest.raises(ValueError, match="form='sideways' is unknown"):
+        PolarConfig(form="sideways")
+    with pytest.raises(ValueError, match="coefficients"):
+        PolarConfig(coefficients="jordan")  # only for newton_schulz
+    with pytest.raises(ValueError, match="not a known Newton-Schulz schedule"):
+        PolarConfig(backend="newton_schulz", coefficients="quartic")  # found by the schedule
+    config = PolarConfig(backend="newton_schulz", coefficients="jordan", dtype=torch.float64)
+    with pytest.raises(AttributeError):
+        config.steps = 3  # type: ignore[misc]
+    G = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = msign(G, "newton_schulz", dtype=torch.float64, coefficients="jordan")
+    assert torch.equal(config(G), want)

@@ -7,6 +7,7 @@ of shape (...). Half-precision inputs are measured in float32. A zero matrix has
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -106,36 +107,41 @@ def _grouped_svdvals(matrices: Sequence[torch.Tensor]) -> list[tuple[list[int], 
 def _padded_singular_values(
     matrices: Sequence[torch.Tensor], dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Singular values of 2-D matrices as rows of one zero-padded tensor (one svdvals per shape).
+    """Singular values of matrices as rows of one zero-padded tensor (one svdvals per shape).
 
     Zero padding leaves every statistic built from sums of s, s^2 or s log s unchanged, so the
-    ranks of all matrices come from a handful of tensor operations on the result.
+    ranks of all matrices come from a handful of tensor operations on the result. A batch
+    (b, m, n) is one row: the singular values of its block-diagonal matrix, all b min(m, n)
+    of them in descending order.
 
     Args:
-        matrices: non-empty list of real floating 2-D tensors with min(m, n) >= 1, all on one
-            device.
+        matrices: non-empty list of real floating tensors (..., m, n) with min(m, n) >= 1,
+            all on one device.
         dtype: dtype of the result (float64 keeps the statistics of float32 inputs exact).
 
     Returns:
-        (S, lengths): S of shape (len(matrices), max min(m, n)) on the first matrix's device,
-        descending in each row and zero beyond `lengths[i] = min(m_i, n_i)`.
+        (S, lengths): S of shape (len(matrices), max length) on the first matrix's device,
+        descending in each row and zero beyond `lengths[i]` (b min(m_i, n_i) for a batch).
     """
-    if not matrices or any(X.ndim != 2 or min(X.shape) < 1 for X in matrices):
+    if not matrices or any(X.ndim < 2 or min(X.shape[-2:]) < 1 for X in matrices):
         raise ValueError(
-            "_padded_singular_values: need a non-empty list of 2-D matrices with both sides >= 1, "
-            f"got shapes {[tuple(X.shape) for X in matrices]}"
+            "_padded_singular_values: need a non-empty list of (..., m, n) matrices with both "
+            f"sides >= 1, got shapes {[tuple(X.shape) for X in matrices]}"
         )
-    width = max(min(X.shape) for X in matrices)
+    counts = [math.prod(X.shape[:-2]) * min(X.shape[-2:]) for X in matrices]
+    width = max(counts)
     rows, order = [], []
     for indices, s in _grouped_svdvals(matrices):
         s = s.to(device=matrices[0].device, dtype=dtype)
+        if s.ndim > 2:  # batches: one row of all their singular values, descending
+            s = s.flatten(1).sort(dim=-1, descending=True).values
         rows.append(torch.nn.functional.pad(s, (0, width - s.shape[-1])))
         order.extend(indices)
     S = torch.cat(rows) if len(rows) > 1 else rows[0]
     position = torch.empty(len(order), dtype=torch.long)
     position[torch.tensor(order)] = torch.arange(len(order))
     S = S.index_select(0, position.to(S.device))
-    lengths = torch.tensor([min(X.shape) for X in matrices], device=S.device)
+    lengths = torch.tensor(counts, device=S.device)
     return S, lengths
 
 

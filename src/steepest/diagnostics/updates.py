@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from steepest.matrices.views import as_matrices
+
 from ._checks import svd_dtype
 from .matrix import _effective_rank, _nuclear_rank, _padded_singular_values, _ratio, _stable_rank
 
@@ -28,8 +30,11 @@ StatTable = dict[str, tuple[list[str], torch.Tensor]]
 
 
 def matrix_view(X: torch.Tensor) -> torch.Tensor | None:
-    """The matrix a parameter is treated as: (out, in*...) for ndim >= 2, None for vectors."""
-    return X.reshape(X.shape[0], -1) if X.ndim >= 2 else None
+    """The matrices the optimizers read a parameter as (steepest.matrices.as_matrices,
+    "auto"): (out, in) for ndim 2, a batch of (m, n) matrices for a stacked (experts, m, n)
+    weight, (out, in*kh*kw) for a conv weight; None for vectors. A batch's statistics are
+    those of its block-diagonal matrix (the union of its matrices' singular values)."""
+    return as_matrices(X) if X.ndim >= 2 else None
 
 
 def _named(fn: str, params: Params) -> list[tuple[str, torch.Tensor]]:

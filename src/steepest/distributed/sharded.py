@@ -24,19 +24,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
-from steepest.optim.batching import map_matrices
+from steepest.matrices.stacking import map_matrices
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-    from steepest.optim.batching import Stacks
-    from steepest.optim.views import View
+    from steepest.matrices.views import View
+
+
+class Stacks(Protocol):
+    """What the dualizer reads of the optimizer's stacks hook (steepest.optim.batching.Stacks):
+    its step count and counted stack functions."""
+
+    steps: int
+
+    def counted(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], *, block: bool = False
+    ) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
 
 #: (kind, exchange group, replica group) of one direction; see ``_layout``.
 _Layout = tuple[str, "ProcessGroup | None", "ProcessGroup | None"]

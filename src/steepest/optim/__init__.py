@@ -2,7 +2,10 @@
 
 Public API:
     Steepest(params, hyperparameters=None, *, matrix_algorithm="muon",
-             vector_algorithm="adamw", nonfinite="raise")
+             vector_algorithm="adamw", nonfinite="raise", compile=None, cuda_graph=None,
+             master_weights=False, fast=None)
+    FastPath (the fast path's options), GroupPath (a row of fast_path_report()),
+    FastPathNotice
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
              AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion,
@@ -14,13 +17,15 @@ Public API:
 The table of members and their stages: docs/algorithms.md.
 """
 
+from steepest.matrices.stacking import map_stacked
+
 from . import adamw as _adamw  # noqa: F401  (registers "adamw")
 from .adamuon import AdaMuon
 from .adamw_preset import AdamW
-from .batching import map_stacked
 from .compat import peak_lrs
 from .dion import Dion
-from .engine import Steepest
+from .engine import FastPathNotice, GroupPath, Steepest
+from .fast import FastPath
 from .lion import Lion
 from .mars_muon import MarsMuon
 from .muloco import MuLoCo
@@ -53,6 +58,9 @@ __all__ = [
     "Algorithm",
     "ClippedSGD",
     "Dion",
+    "FastPath",
+    "FastPathNotice",
+    "GroupPath",
     "Lion",
     "MarsMuon",
     "MuLoCo",

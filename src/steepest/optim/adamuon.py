@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from steepest.matrices.views import as_matrices, from_matrices
+
 from .batching import whole_matrix
 from .block_state import block_rows, split_rows
 from .checks import check_flag, check_nonnegative, check_unit_interval
@@ -15,7 +17,6 @@ from .muon import MuonAlgorithm
 from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import Group, State, register
-from .views import as_matrices, from_matrices
 
 __all__ = ["AdaMuon", "AdaMuonAlgorithm"]
 

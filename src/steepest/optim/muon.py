@@ -13,6 +13,7 @@ from steepest.polar.newton_schulz import Coefficients
 
 from .checks import check_nonnegative
 from .engine import Steepest
+from .fast.options import FastPath
 from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
 from .polar_step import POLAR_DEFAULTS, check_polar, polar
 from .registry import Group, register
@@ -36,8 +37,8 @@ class MuonAlgorithm(MomentumAlgorithm):
     backend, steps, coefficients, polar_dtype and polar_form (or, for backend "randomized_svd", the
     rank-``rank`` factor of ``steepest.polar.randomized_polar``).
     Group keys: lr, momentum, nesterov, weight_decay, cautious_weight_decay, momentum_8bit,
-    backend, coefficients, steps, polar_dtype, polar_form, rank, scale (plus the view keys
-    matrix_view and blocks read by the engine).
+    backend, coefficients, steps, polar_dtype, polar_form, polar_kernel, rank, scale (plus the
+    view keys matrix_view and blocks read by the engine).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
     Condition 1 (spectral scale); arXiv 2502.16982 (rms scale).
@@ -51,8 +52,7 @@ class MuonAlgorithm(MomentumAlgorithm):
         "eps": EPS,
     }
 
-    #: msign is scale invariant: the fused step may hand dualize_normed float16 directions
-    #: each stored times a power of two (steepest.optim.fused_momentum's prescale).
+    fused_momentum = True
     scale_invariant = True
 
     def validate(self, who: str, hp: Group, prefix: str = "") -> None:
@@ -80,13 +80,6 @@ class MuonAlgorithm(MomentumAlgorithm):
         factor = (norms / eps).clamp(max=1.0).to(U.dtype)
         return torch.mul(U, factor.reshape(*U.shape[:-2], 1, 1))
 
-    def takes_norms(self, group: Group) -> bool:
-        """dualize_normed stands in for dualize when both come from the same class: a
-        subclass that changes dualize (PolarGrad's nuclear-norm factor) stays on the unfused
-        stage 1 unless it also defines its own dualize_normed."""
-        kind = type(self)
-        return self.capturable(group) and _owner(kind, "dualize") is _owner(kind, "dualize_normed")
-
     def dualize_normed(
         self,
         X: torch.Tensor,
@@ -98,18 +91,17 @@ class MuonAlgorithm(MomentumAlgorithm):
     ) -> torch.Tensor:
         return polar(X, group, frobenius=norms, out_dtype=dtype, unit_scaled=unit_scaled)
 
-    def capturable(self, group: Group) -> bool:
-        """Stages 1-4 can be recorded in a CUDA graph: the iterative backends and float
-        momentum (no host sync, no Python-side state)."""
-        return group["backend"] in ("newton_schulz", "polar_express") and not group["momentum_8bit"]
+    def uncapturable(self, group: Group) -> str:
+        """The iterative backends with float momentum are capturable (no host sync, no
+        Python-side state)."""
+        if group["backend"] not in ("newton_schulz", "polar_express"):
+            return f"backend={group['backend']!r} is not one of the iterative polar backends"
+        if group["momentum_8bit"]:
+            return "momentum_8bit=True (8-bit momentum is not recorded)"
+        return ""
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
-
-
-def _owner(kind: type, name: str) -> type:
-    """The class in kind's method resolution order that defines the attribute name."""
-    return next(c for c in kind.__mro__ if name in vars(c))
 
 
 register(MuonAlgorithm())
@@ -147,15 +139,18 @@ class Muon(Steepest):
         eps: a direction whose Frobenius norm is below eps gets a step shortened by
             ||D||_F / eps (MuonAlgorithm.damp), default 1e-7; 0 makes the step scale
             invariant (a gradient of 1e-30 then moves the weights as far as one of 1).
+        polar_kernel: ``msign``'s ``kernel`` for the polar products: "auto" (default: the
+            Triton symmetric-product kernel on CUDA where it measured faster), "torch" or
+            "triton".
         scale: shape rule on the matrix view (m, n) = (d_out, d_in): "spectral" sqrt(m/n)
             (default), "jordan" sqrt(max(1, m/n)), "rms" 0.2 sqrt(max(m, n)), or a float.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_fused: AdamW
             hyperparameters of the non-matrix groups (torch's AdamW math).
-        compile, cuda_graph: the GPU fast paths of Steepest (compiled stacks, recorded
-            stages 1-4); off by default. For the fastest step on a GPU pass both and
-            ``adamw_fused=True`` (bench/step.py).
+        compile, cuda_graph: the GPU fast path of Steepest (the five stages compiled and
+            recorded); default None: on for CUDA parameters, off elsewhere.
         master_weights: float32 master copies of bf16/fp16 parameters (see Steepest).
+        fast: the fast path's options (steepest.optim.fast.FastPath).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
     """
@@ -172,6 +167,7 @@ class Muon(Steepest):
         steps: int = 5,
         polar_dtype: torch.dtype | None = None,
         polar_form: str = "auto",
+        polar_kernel: str = "auto",
         scale: str | float = "spectral",
         cautious_weight_decay: bool = False,
         momentum_8bit: bool = False,
@@ -183,9 +179,10 @@ class Muon(Steepest):
         adamw_eps: float = 1e-8,
         adamw_weight_decay: float = 0.0,
         adamw_fused: bool | None = None,
-        compile: bool | str = False,
-        cuda_graph: bool = False,
+        compile: bool | str | None = None,
+        cuda_graph: bool | None = None,
         master_weights: bool = False,
+        fast: FastPath | None = None,
     ) -> None:
         muon = dict(
             lr=lr,
@@ -197,6 +194,7 @@ class Muon(Steepest):
             steps=steps,
             polar_dtype=polar_dtype,
             polar_form=polar_form,
+            polar_kernel=polar_kernel,
             scale=scale,
             cautious_weight_decay=cautious_weight_decay,
             momentum_8bit=momentum_8bit,
@@ -218,4 +216,5 @@ class Muon(Steepest):
             compile=compile,
             cuda_graph=cuda_graph,
             master_weights=master_weights,
+            fast=fast,
         )

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from steepest.matrices.views import as_matrices, from_matrices, matrix_shape
+
 from .batching import whole_matrix
 from .block_state import block_key, block_rows, split_rows
 from .checks import check_choice, check_nonnegative, check_unit_interval
@@ -15,7 +17,6 @@ from .precision import work_dtype
 from .presets import Preset, preset
 from .registry import Group, State, register
 from .scaling import scale_factor
-from .views import as_matrices, from_matrices, matrix_shape
 
 __all__ = ["NorMuon", "NorMuonAlgorithm"]
 
@@ -46,6 +47,8 @@ class NorMuonAlgorithm(MuonAlgorithm):
     """
 
     name = "normuon"
+    #: The second moment of stage 4 makes a masked step inexact: stage 1 stays unfused.
+    fused_momentum = False
     defaults: Mapping[str, Any] = {
         **MuonAlgorithm.defaults,
         "lr": 0.01,

@@ -5,7 +5,8 @@ steepest.polar.aol), with a Polar Express schedule for lower bound AOL_LOWER_BOU
 with one step fewer (``steps=4``).
 
 Backends: those of ``steepest.polar.msign`` ("svd", "newton_schulz", "polar_express" or a
-callable, with the group's ``polar_form``: "direct", "gram" or "auto") and "randomized_svd"
+callable, with the group's ``polar_form``: "direct", "gram" or "auto", and ``polar_kernel``:
+"auto", "torch" or "triton", msign's ``kernel``) and "randomized_svd"
 (a rank-``rank`` polar factor, ``steepest.polar.randomized_polar``, for low-rank updates;
 arXiv 2509.14562).
 """
@@ -16,11 +17,12 @@ from typing import Any
 
 import torch
 
-from steepest.polar import BACKENDS, msign, randomized_polar
+from steepest.polar import BACKENDS, PolarConfig, msign_normed, randomized_polar
+from steepest.polar.kernels import KERNELS
 
 from .registry import Group
 
-__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "polar"]
+__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "compute_dtype", "polar"]
 
 POLAR_BACKENDS = (*BACKENDS, "randomized_svd")
 
@@ -33,6 +35,7 @@ POLAR_DEFAULTS: dict[str, Any] = {
     "rank": None,
     "polar_form": "auto",
     "polar_precondition": None,
+    "polar_kernel": "auto",
 }
 
 #: The lower bound of the Polar Express schedule after AOL preconditioning: of 1e-3, 3e-3,
@@ -42,8 +45,14 @@ AOL_LOWER_BOUND = 1e-2
 
 
 def check_polar(who: str, hp: Group, prefix: str = "") -> None:
-    """Raise ValueError naming a bad backend, rank, steps, coefficients or polar_dtype."""
+    """Raise ValueError naming a bad backend, rank, steps, coefficients, polar_dtype,
+    polar_form or polar_kernel."""
     backend = hp["backend"]
+    kernel = hp.get("polar_kernel", "auto")
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise ValueError(
+            f"{who}: {prefix}polar_kernel={kernel!r} is unknown; use one of {list(KERNELS)}"
+        )
     if not (callable(backend) or (isinstance(backend, str) and backend in POLAR_BACKENDS)):
         raise ValueError(
             f"{who}: {prefix}backend={backend!r} is unknown; use one of {list(POLAR_BACKENDS)} "
@@ -62,9 +71,8 @@ def check_polar(who: str, hp: Group, prefix: str = "") -> None:
         )
     if callable(backend):
         return
-    try:  # a dry run on a zero matrix checks steps / dtype / coefficients
-        msign(
-            torch.zeros(1, 2, 2),
+    try:  # the configuration object checks steps / dtype / coefficients / form
+        PolarConfig(
             backend=backend,
             steps=hp["steps"],
             dtype=hp["polar_dtype"],
@@ -76,6 +84,28 @@ def check_polar(who: str, hp: Group, prefix: str = "") -> None:
         raise ValueError(f"{who}: {str(err).removeprefix('msign: ')}") from None
 
 
+def _native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+#: A fact of the machine, read once: whether the CPU has native bfloat16 matrix products.
+NATIVE_BF16 = _native_bf16()
+
+
+def compute_dtype(group: Group, X: torch.Tensor) -> torch.dtype | None:
+    """The polar iteration's dtype for the stack X: the group's ``polar_dtype``; when None,
+    bfloat16 for a 32- or 16-bit stack on a CPU with native bfloat16 matrix products (about
+    twice as fast as float32 there; the 5-step Polar Express factor's error against the
+    exact U V^T grows from 8.9% to 9.1%), else msign's default (None: bfloat16 on CUDA,
+    float16 for its Gram form; float32 elsewhere)."""
+    dtype: torch.dtype | None = group["polar_dtype"]
+    if dtype is None and X.device.type == "cpu" and X.dtype != torch.float64 and NATIVE_BF16:
+        return torch.bfloat16
+    return dtype
+
+
 def polar(
     X: torch.Tensor,
     group: Group,
@@ -84,20 +114,21 @@ def polar(
     unit_scaled: bool = False,
 ) -> torch.Tensor:
     """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor;
-    ``frobenius``, ``out_dtype`` and ``unit_scaled`` as in msign).
+    ``frobenius``, ``out_dtype`` and ``unit_scaled`` as in msign_normed, for the fused step).
 
     References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.
     """
     if group["backend"] == "randomized_svd":
         return randomized_polar(X, group["rank"]).to(out_dtype or X.dtype)
-    return msign(
+    return msign_normed(
         X,
+        frobenius,
         backend=group["backend"],
         steps=group["steps"],
-        dtype=group["polar_dtype"],
+        dtype=compute_dtype(group, X),
         coefficients=group["coefficients"],
         form=group.get("polar_form", "direct"),
-        frobenius=frobenius,
+        kernel=group.get("polar_kernel", "auto"),
         out_dtype=out_dtype,
         unit_scaled=unit_scaled,
         **_preconditioned(group),

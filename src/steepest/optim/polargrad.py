@@ -36,6 +36,8 @@ class PolarGradAlgorithm(MuonAlgorithm):
 
     #: <X, msign X> grows with X's scale: the fused step stores no prescaled directions.
     scale_invariant = False
+    #: dualize_normed below is PolarGrad's own dualizer on a stack with known norms.
+    fused_momentum = True
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return _times_nuclear(X, polar(X, group))

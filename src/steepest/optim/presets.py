@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .engine import Steepest
+from .fast.options import FastPath
 from .muon import Muon
 
 __all__ = ["PRESETS", "Preset", "available", "optimizer", "preset"]
@@ -33,8 +34,8 @@ class Preset(Steepest):
             (for AdamW its matrix-view keys are dropped), so every preset takes the groups
             ``param_groups`` returns; ``add_param_group`` does the same.
         nonfinite: "raise", "skip" or "ignore" (see Steepest).
-        compile, cuda_graph, master_weights: the execution options of Steepest (compiled
-            stacks, CUDA-graph replay of capturable groups, float32 master copies).
+        compile, cuda_graph, master_weights, fast: the execution options of Steepest (the
+            fast path, on for CUDA parameters by default; float32 master copies; FastPath).
         **hyperparameters: the algorithm's keys (see ``ALGORITHMS[name].defaults``), and,
             where vectors go to AdamW, adamw_lr, adamw_betas, adamw_eps,
             adamw_weight_decay, adamw_fused. Unknown keys raise ValueError listing the known.
@@ -50,9 +51,10 @@ class Preset(Steepest):
         params: Iterable[Any],
         nonfinite: str = "raise",
         *,
-        compile: bool | str = False,
-        cuda_graph: bool = False,
+        compile: bool | str | None = None,
+        cuda_graph: bool | None = None,
         master_weights: bool = False,
+        fast: FastPath | None = None,
         **hyperparameters: Any,
     ) -> None:
         split = self.vector_algorithm == "adamw" and self.algorithm != "adamw"
@@ -73,6 +75,7 @@ class Preset(Steepest):
             compile=compile,
             cuda_graph=cuda_graph,
             master_weights=master_weights,
+            fast=fast,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

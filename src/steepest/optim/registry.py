@@ -8,8 +8,13 @@ A matrix algorithm (``matrix = True``) supplies the per-stage methods and the en
     scale(m, n, group)                     -> float             (4: shape rule)
     rescale(updates, states, group)        -> updates           (4: state-dependent, identity
                                                                  unless overridden: NorMuon)
-    apply(params, updates, group)                               (5: decoupled or cautious
-                                                                 weight decay, p -= lr * u)
+    (5, the engine's: decoupled or cautious weight decay, p -= lr * u; stages.apply_update)
+
+An algorithm declares what the GPU fast path may do with it (steepest.optim.fast):
+``uncapturable(group)`` says why its stages cannot be compiled and recorded for that group
+("" when they can), ``fused_momentum`` that its stage 1 is plain EMA momentum with no state in
+stages 2-4 and a ``dualize_normed``, and ``scale_invariant`` that its dualizer ignores the
+input's scale.
 
 ``vectors = True`` lets a matrix algorithm also take tensors with ndim < 2, read as one
 (1, numel) row (elementwise rules such as sign descent, and the RMS norm of Scion).
@@ -70,14 +75,19 @@ class Algorithm:
         """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
         raise NotImplementedError
 
-    def takes_norms(self, group: Group) -> bool:
-        """Whether ``dualize_normed`` can stand in for ``dualize`` in this group (the fused
-        step then runs stage 1 as steepest.optim.fused_momentum.momentum_stack)."""
-        return False
+    def uncapturable(self, group: Group) -> str:
+        """Why stages 1-4 of this group cannot be compiled as one graph and recorded ("" when
+        they can: no host synchronisation and no Python-side state)."""
+        return f"{self.name!r} declares no capturable stages"
 
-    #: Whether dualize_normed(s X, s norms) = dualize_normed(X, norms) for every s > 0; then
-    #: the fused step may store each direction times a power of two (a float16 stack,
-    #: steepest.optim.fused_momentum.momentum_stack's prescale).
+    #: Stage 1 is MomentumAlgorithm's EMA momentum, stages 2 and 4's rescale are identities
+    #: and ``dualize_normed`` computes ``dualize`` from known norms. The compiled step then
+    #: runs stage 1 as steepest.optim.fast.fused_momentum.momentum_stack, and masks a step
+    #: with a non-finite gradient into an exact no-op (the device-side check).
+    fused_momentum = False
+
+    #: dualize_normed(s X, s norms) = dualize_normed(X, norms) for every s > 0; the fused
+    #: step may then store each direction times a power of two (a float16 stack).
     scale_invariant = False
 
     def dualize_normed(
@@ -108,22 +118,6 @@ class Algorithm:
     ) -> list[torch.Tensor]:
         """Stage 4, the part that needs per-parameter state; identity by default."""
         return updates
-
-    def apply(self, params: list[torch.Tensor], updates: list[torch.Tensor], group: Group) -> None:
-        """Stage 5: weight decay, then p <- p - lr * u.
-
-        Decoupled (default): p <- (1 - lr wd) p - lr u (arXiv 1711.05101). Cautious
-        (group key ``cautious_weight_decay=True``): the decay acts only where u * p >= 0,
-        p <- p - lr (u + wd 1[u * p >= 0] p) (arXiv 2510.12402, Alg. 1).
-        """
-        lr, wd = group["lr"], group["weight_decay"]
-        if wd != 0 and group.get("cautious_weight_decay", False):
-            for p, u in zip(params, updates, strict=True):
-                mask = (u * p >= 0).to(p.dtype)
-                p.addcmul_(mask, p, value=-lr * wd)
-        elif wd != 0:
-            torch._foreach_mul_(params, 1.0 - lr * wd)
-        torch._foreach_add_(params, updates, alpha=-lr)
 
     def update(
         self,

@@ -3,6 +3,10 @@
 Public API:
     msign(G, backend="polar_express", steps=5, dtype=None, coefficients=None, lower_bound=1e-3,
           *, eps=0.0, kernel="auto", form="direct")
+    msign_normed(G, frobenius, ..., out_dtype=None, unit_scaled=False): msign of a stack whose
+          Frobenius norms are known (the fused optimizer step)
+    PolarConfig(backend, steps, dtype, coefficients, lower_bound, eps, kernel, form): a
+          validated msign configuration; config(G) runs msign with it
     orthogonality_error(G, O)
     polar_express_coefficients(steps, lower_bound=1e-3), optimal_odd_quintic(lower, upper)
     newton_schulz_coefficients(coefficients, steps), JORDAN, CUBIC
@@ -20,8 +24,10 @@ from .msign import (
     FORMS,
     GRAM_MIN_ASPECT,
     NORMALIZATION_SAFETY,
+    PolarConfig,
     default_compute_dtype,
     msign,
+    msign_normed,
 )
 from .newton_schulz import CUBIC, JORDAN, NEWTON_SCHULZ_SCHEDULES, newton_schulz_coefficients
 from .orthogonality import orthogonality_error
@@ -49,6 +55,8 @@ __all__ = [
     "gram_flop_ratio",
     "gram_quintic_iteration",
     "msign",
+    "msign_normed",
+    "PolarConfig",
     "newton_schulz_coefficients",
     "odd_quintic_iteration",
     "optimal_odd_quintic",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from .iteration import quintic_polynomial
-from .kernels import commuting_product, resolve_kernel, symmetric_product
+from .kernels import resolve_kernel, symmetric_product
 
 __all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
 
@@ -16,16 +16,6 @@ __all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
 #: Gram Newton-Schulz (Dao lab, "Gram Newton-Schulz", 2026, section "Stabilizing Gram
 #: Newton-Schulz by Restarting").
 GRAM_RESTARTS = (2,)
-
-#: How the Gram form updates R between steps: "sandwich", R_{k+1} = (P_k R_k) P_k, two full
-#: products; or "square", R_{k+1} = R_k P_k^2 with P_k^2 = P_k P_k^T from the symmetric kernel
-#: (half the tiles), one full product. Equal in exact arithmetic (P_k and R_k commute). Read at
-#: each call. "square" made the GPT-2-small step 2.46 against 2.50 ms pipelined on an H100 but
-#: the result 2.5x less accurate on ill-conditioned input (singular values spread over
-#: [1e-3, 1]: relative error 5.3e-2 against 2.1e-2 from the float64 iteration, singular values
-#: 5.9e-2 against 1.7e-2 off; bench/results/gram_accuracy-cuBLAS-R_P_2-*, ab_step-*R_P_2*), as
-#: the half-products were (symmetric.COMMUTING_AUTO_MIN_SIDE): so the default is "sandwich".
-R_UPDATE = "sandwich"
 
 
 def _segment(
@@ -36,8 +26,9 @@ def _segment(
 ) -> torch.Tensor:
     """len(coefficients) steps on the Gram matrix of X (of scale * X where given: scale^2 on
     X X^T, scale on the last P, so that Q X = Q' (scale X)), then one product with X. The
-    s x s products of two iterates are products of commuting symmetric matrices
-    (commuting_product: half the tiles on the Triton path)."""
+    products of two iterates are full cuBLAS products: Triton half-products of these
+    commuting symmetric matrices were faster on an H100 but about 3x less accurate on
+    ill-conditioned input."""
     square = None if scale is None else scale * scale
     R = symmetric_product(X, kernel=kernel, scale=square)
     Q: torch.Tensor | None = None
@@ -45,12 +36,9 @@ def _segment(
     for i, (a, b, c) in enumerate(coefficients):
         # P = a I + b R + c R^2: the step's matrix polynomial, X_{k+1} = P X_k.
         P = quintic_polynomial(R, a, b, c, kernel, scale if i == last else None)
-        Q = P if Q is None else commuting_product(P, Q, kernel=kernel)
-        if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P = R P^2 (P and R commute)
-            if R_UPDATE == "square":
-                R = commuting_product(R, symmetric_product(P, kernel=kernel), kernel=kernel)
-            else:
-                R = commuting_product(commuting_product(P, R, kernel=kernel), P, kernel=kernel)
+        Q = P if Q is None else torch.bmm(P, Q)
+        if i < last:  # R_{k+1} = X_{k+1} X_{k+1}^T = P R P (R P^2 was faster, less accurate)
+            R = torch.bmm(torch.bmm(P, R), P)
     assert Q is not None  # coefficients is not empty
     return torch.bmm(Q, X)
 
@@ -80,7 +68,7 @@ def gram_quintic_iteration(
         coefficients: the per-step (a, b, c) triples, applied in order.
         restarts: step counts after which to restart, default GRAM_RESTARTS = (2,); () never
             restarts (exact arithmetic only: unstable in half precision).
-        kernel: "auto", "torch" or "triton" for the symmetric and commuting products (see
+        kernel: "auto", "torch" or "triton" for the symmetric products (see
             resolve_kernel).
         scale: optional (batch,) factors: iterate on scale * X without forming it (scale^2
             on the first Gram product, scale on the first segment's last polynomial, both in

@@ -48,7 +48,7 @@ def odd_quintic_iteration(
     kernel="triton" computes one block-triangle and mirrors it, b A and a I added in the
     epilogue), then X <- P X as one bmm. (A baddbmm(X, P, X, beta=a) with P = b A + c A^2
     makes cuBLAS copy X into its output first: 70 against 54 us per step on twelve 768 x 768
-    matrices on an H100, as accurate against the float64 iteration; bench/results/square_step-*.)
+    matrices on an H100, as accurate against the float64 iteration.)
     No host syncs, so torch.compile can capture it; the triples are Python floats and become
     constants.
 

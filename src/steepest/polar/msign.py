@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,9 +22,11 @@ __all__ = [
     "FORMS",
     "GRAM_MIN_ASPECT",
     "NORMALIZATION_SAFETY",
+    "PolarConfig",
     "default_compute_dtype",
     "iteration_dtype",
     "msign",
+    "msign_normed",
 ]
 
 #: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
@@ -74,6 +77,20 @@ def _validate(
         raise TypeError(f"msign: G has dtype {G.dtype}; need a real floating dtype")
     if G.ndim < 2:
         raise ValueError(f"msign: G has shape {tuple(G.shape)}; need (..., m, n) with ndim >= 2")
+    _validate_config(backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
+
+
+def _validate_config(
+    backend: Backend,
+    steps: int,
+    dtype: torch.dtype | None,
+    coefficients: Coefficients,
+    lower_bound: float,
+    eps: float,
+    kernel: str,
+    form: str,
+) -> None:
+    """ValueError naming the first bad msign argument (msign's and PolarConfig's checks)."""
     if not (callable(backend) or backend in BACKENDS):
         raise ValueError(
             f"msign: backend={backend!r} is unknown; use one of {list(BACKENDS)} "
@@ -160,6 +177,58 @@ def _normalize(X: torch.Tensor, scale: torch.Tensor, compute_dtype: torch.dtype)
     return torch.mul(X, scale[:, None, None], out=torch.empty_like(X, dtype=compute_dtype))
 
 
+def _validate_precondition(precondition: str | None) -> None:
+    if precondition is not None and precondition not in PRECONDITIONERS:
+        raise ValueError(
+            f"msign: precondition={precondition!r} is unknown; use None or one of "
+            f"{list(PRECONDITIONERS)}"
+        )
+
+
+@dataclass(frozen=True)
+class PolarConfig:
+    """A validated msign configuration: backend, steps, compute dtype, Newton-Schulz
+    coefficients, Polar Express lower bound, eps, product kernel and form (each as in msign).
+
+    Construction checks every field and, for the iterative backends, builds the step schedule
+    (so a coefficient list of the wrong length fails here, not at the first call); calling the
+    object runs msign with it.
+
+    Example:
+        >>> import torch
+        >>> from steepest.polar import PolarConfig
+        >>> config = PolarConfig(backend="newton_schulz", coefficients="jordan", steps=5)
+        >>> config(torch.randn(2, 4, 6)).shape
+        torch.Size([2, 4, 6])
+    """
+
+    backend: Backend = "polar_express"
+    steps: int = 5
+    dtype: torch.dtype | None = None
+    coefficients: Coefficients = None
+    lower_bound: float = 1e-3
+    eps: float = 0.0
+    kernel: str = "auto"
+    form: str = "direct"
+    precondition: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate_config(
+            self.backend, self.steps, self.dtype, self.coefficients, self.lower_bound,
+            self.eps, self.kernel, self.form,
+        )  # fmt: skip
+        _validate_precondition(self.precondition)
+        if isinstance(self.backend, str) and self.backend != "svd":
+            _schedule(self.backend, self.steps, self.coefficients, self.lower_bound)
+
+    def __call__(self, G: torch.Tensor) -> torch.Tensor:
+        """msign(G) under this configuration."""
+        return msign(
+            G, self.backend, self.steps, self.dtype, self.coefficients, self.lower_bound,
+            eps=self.eps, kernel=self.kernel, form=self.form, precondition=self.precondition,
+        )  # fmt: skip
+
+
 def msign(
     G: torch.Tensor,
     backend: Backend = "polar_express",
@@ -171,9 +240,6 @@ def msign(
     eps: float = 0.0,
     kernel: str = "auto",
     form: str = "direct",
-    frobenius: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None,
-    unit_scaled: bool = False,
     precondition: str | None = None,
 ) -> torch.Tensor:
     """The matrix sign (polar factor) msign(G) = U V^T of every (..., m, n) matrix in G.
@@ -222,20 +288,6 @@ def msign(
             computes in float16 on CUDA, whose finer mantissa the s x s products need) or
             "auto" (gram where the long side is at least GRAM_MIN_ASPECT times the short one,
             unless dtype=torch.bfloat16 is asked for: the Gram form loses accuracy in bfloat16).
-        frobenius: the Frobenius norms of G's matrices when already known, G.shape[:-2]
-            values (float64 where G is low precision, e.g. from the fused step's
-            steepest.optim.fused_momentum.momentum_stack); used by the iterative backends
-            instead of a reduction over G. Ignored by "svd".
-        out_dtype: the result's dtype, default G's (a bfloat16 G with a float32 result keeps
-            the iteration's last rounding only).
-        unit_scaled: G's matrices have Frobenius norms within a small factor of 1, as the
-            fused step's prescaled stack (norms in [1/4, 8],
-            steepest.optim.fused_momentum.momentum_stack). A float16 G computed in float16 by
-            the Triton kernels then is not copied: 1 / (1.01 ||G||_F + eps) is folded into
-            the first products' float32 epilogues (one rounding less, no pass over G). Far
-            from unit norm the folded factor shrinks the iteration's first float16
-            polynomials toward subnormals (4x the error at norm 4e3 on an H100), so the
-            default makes the normalized copy. Ignored elsewhere.
         precondition: None (default) or "aol": the iterative backends rescale the rows of
             the normalized wide stack by steepest.polar.aol.aol_rescale before iterating
             (Turbo-Muon, arXiv 2512.04632), which bounds the spectral norm by 1 and raises
@@ -245,7 +297,7 @@ def msign(
             rescaled matrix (see aol_rescale). Ignored by "svd".
 
     Returns:
-        A tensor of G's shape, in out_dtype (default G's dtype).
+        A tensor of G's shape and dtype.
 
     Compilation: odd_quintic_iteration is the pure core and compiles with fullgraph=True.
     msign itself compiles with fullgraph=True when steps stays a static int
@@ -254,13 +306,56 @@ def msign(
     References:
         seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
+    return msign_normed(
+        G, None, backend, steps, dtype, coefficients, lower_bound,
+        eps=eps, kernel=kernel, form=form, precondition=precondition,
+    )  # fmt: skip
+
+
+def msign_normed(
+    G: torch.Tensor,
+    frobenius: torch.Tensor | None,
+    backend: Backend = "polar_express",
+    steps: int = 5,
+    dtype: torch.dtype | None = None,
+    coefficients: Coefficients = None,
+    lower_bound: float = 1e-3,
+    *,
+    eps: float = 0.0,
+    kernel: str = "auto",
+    form: str = "direct",
+    out_dtype: torch.dtype | None = None,
+    unit_scaled: bool = False,
+    precondition: str | None = None,
+) -> torch.Tensor:
+    """msign(G) for the fused optimizer step, whose stage 1 hands over a (possibly 16-bit,
+    prescaled) stack together with its matrices' Frobenius norms.
+
+    The same map as msign (its arguments mean the same), plus:
+
+    Args:
+        frobenius: the Frobenius norms of G's matrices when already known (None: computed),
+            G.shape[:-2] values (float64 where G is low precision, e.g. from the fused step's
+            steepest.optim.fast.fused_momentum.momentum_stack); used by the iterative backends
+            instead of a reduction over G. Ignored by "svd".
+        out_dtype: the result's dtype, default G's (a bfloat16 G with a float32 result keeps
+            the iteration's last rounding only).
+        unit_scaled: G's matrices have Frobenius norms within a small factor of 1, as the
+            fused step's prescaled stack (norms in [1/4, 8],
+            steepest.optim.fast.fused_momentum.momentum_stack). A float16 G computed in float16 by
+            the Triton kernels then is not copied: 1 / (1.01 ||G||_F + eps) is folded into
+            the first products' float32 epilogues (one rounding less, no pass over G). Far
+            from unit norm the folded factor shrinks the iteration's first float16
+            polynomials toward subnormals (4x the error at norm 4e3 on an H100), so the
+            default makes the normalized copy. Ignored elsewhere.
+        precondition: as in msign.
+
+    Returns:
+        A tensor of G's shape, in out_dtype (default G's dtype).
+    """
     _validate(G, backend, steps, dtype, coefficients, lower_bound, eps, kernel, form)
     _validate_known(G, frobenius, out_dtype, unit_scaled)
-    if precondition is not None and precondition not in PRECONDITIONERS:
-        raise ValueError(
-            f"msign: precondition={precondition!r} is unknown; use None or one of "
-            f"{list(PRECONDITIONERS)}"
-        )
+    _validate_precondition(precondition)
     out_dtype = G.dtype if out_dtype is None else out_dtype
     if G.numel() == 0:
         return torch.zeros_like(G, dtype=out_dtype)

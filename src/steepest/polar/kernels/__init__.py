@@ -1,20 +1,17 @@
-"""GPU kernels for the polar iterations, each with a pure-torch fallback chosen per call.
+"""The polar iterations' symmetric product, with a pure-torch path chosen per call.
 
 Public API:
     symmetric_product(X, alpha=1.0, C=None, beta=0.0, *, kernel="auto", out=None, shift=0.0)
-    commuting_product(A, B, *, kernel="auto", out=None): A B of commuting symmetric matrices
-    resolve_kernel(kernel, X, product="symmetric"), triton_available(), KERNELS, TRITON_DTYPES
+    resolve_kernel(kernel, X), triton_available(), KERNELS, TRITON_DTYPES, AUTO_MIN_SIDE
 
-The Triton module is imported only when a Triton kernel runs, so this package imports without
-triton (CPU installs, CI).
+The Triton kernel (steepest.kernels.syrk) is imported only when it runs, so this package
+imports without triton (CPU installs, CI).
 """
 
 from .symmetric import (
     AUTO_MIN_SIDE,
-    COMMUTING_AUTO_MIN_SIDE,
     KERNELS,
     TRITON_DTYPES,
-    commuting_product,
     resolve_kernel,
     symmetric_product,
     triton_available,
@@ -22,10 +19,8 @@ from .symmetric import (
 
 __all__ = [
     "AUTO_MIN_SIDE",
-    "COMMUTING_AUTO_MIN_SIDE",
     "KERNELS",
     "TRITON_DTYPES",
-    "commuting_product",
     "resolve_kernel",
     "symmetric_product",
     "triton_available",

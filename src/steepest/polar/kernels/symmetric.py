@@ -1,19 +1,18 @@
-"""symmetric_product (alpha X X^T + beta C) and commuting_product (A B of commuting symmetric
-matrices) for batched operands, through torch or a Triton kernel that computes half the tiles."""
+"""symmetric_product (alpha X X^T + beta C) for batched operands, through torch or a Triton
+kernel that computes half the tiles (steepest.kernels.syrk)."""
 
 from __future__ import annotations
 
-import importlib.util
+from typing import Final
 
 import torch
 
+from steepest.kernels import triton_available
+
 __all__ = [
     "AUTO_MIN_SIDE",
-    "COMMUTING_AUTO_MIN_SIDE",
     "KERNELS",
-    "PRODUCTS",
     "TRITON_DTYPES",
-    "commuting_product",
     "resolve_kernel",
     "symmetric_product",
     "triton_available",
@@ -26,31 +25,9 @@ KERNELS = ("auto", "torch", "triton")
 #: Operand dtypes the Triton kernel takes (fp32 accumulation inside).
 TRITON_DTYPES = (torch.bfloat16, torch.float16)
 
-#: "auto" uses the Triton kernel only from this short side s on. Measured on one H100
-#: (bench/results/kernels-NVIDIA-H100-80GB-HBM3.json).
-AUTO_MIN_SIDE = 768
-
-#: "auto" uses the Triton kernel for commuting_product from this short side on: never, by
-#: default. On one H100 a half-product at s = 768 takes 16.6 us inside the compiled step
-#: against cuBLAS's 21.2 us for the full product (bench/results/ops_graph-*), and the
-#: GPT-2-small step took 2.59 against 2.65 ms pipelined with them. But they lose accuracy on
-#: ill-conditioned input: with singular values spread over [1e-3, 1], or a rank-8 signal plus
-#: noise, the Gram form's result lies 6e-2 from the float64 iteration against 2e-2 with the
-#: cuBLAS chain, its singular values up to 0.12 off against 0.017 (as accurate on Gaussian
-#: input only; bench/gram_accuracy.py). In four 100-step char-GPT trajectories they moved the
-#: loss 0.023-0.032 from the cuBLAS run, against 0.008-0.013 for the cuBLAS chain
-#: (bench/results/trajectory-half-*).
-COMMUTING_AUTO_MIN_SIDE = 1 << 30
-
-#: The products resolve_kernel chooses for: "symmetric" (X X^T, b A + c A^2) or "commuting"
-#: (A B of commuting symmetric matrices).
-PRODUCTS = ("symmetric", "commuting")
-
-
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # untyped in torch
-def triton_available() -> bool:
-    """Whether the triton package can be imported (checked without importing it)."""
-    return importlib.util.find_spec("triton") is not None
+#: "auto" uses the Triton kernel from this short side s on, where it measured faster than
+#: cuBLAS on an H100 (bench/kernels.py).
+AUTO_MIN_SIDE: Final = 768
 
 
 def _triton_unsupported(X: torch.Tensor) -> str | None:
@@ -64,18 +41,15 @@ def _triton_unsupported(X: torch.Tensor) -> str | None:
     return None
 
 
-def resolve_kernel(kernel: str, X: torch.Tensor, product: str = "symmetric") -> str:
+def resolve_kernel(kernel: str, X: torch.Tensor) -> str:
     """Turn a per-call `kernel` choice into "torch" or "triton" for the (..., s, l) operand X.
 
     "auto" gives "triton" when the kernel can run (CUDA, bfloat16/float16, triton installed) and
-    the short side s is at least the product's threshold, AUTO_MIN_SIDE ("symmetric") or
-    COMMUTING_AUTO_MIN_SIDE ("commuting"), read at each call, where it measured faster than
-    cuBLAS; "torch" otherwise. "triton" raises ValueError when the kernel cannot run.
+    the short side s is at least AUTO_MIN_SIDE, where it measured faster than cuBLAS; "torch"
+    otherwise. "triton" raises ValueError when the kernel cannot run.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is unknown; use one of {list(KERNELS)}")
-    if product not in PRODUCTS:
-        raise ValueError(f"product={product!r} is unknown; use one of {list(PRODUCTS)}")
     if kernel == "torch":
         return "torch"
     reason = _triton_unsupported(X)
@@ -83,8 +57,7 @@ def resolve_kernel(kernel: str, X: torch.Tensor, product: str = "symmetric") -> 
         if reason is not None:
             raise ValueError(f"kernel='triton' cannot run: {reason}; use kernel='auto' or 'torch'")
         return "triton"
-    min_side = AUTO_MIN_SIDE if product == "symmetric" else COMMUTING_AUTO_MIN_SIDE
-    if reason is None and min(X.shape[-2], X.shape[-1]) >= min_side:
+    if reason is None and min(X.shape[-2], X.shape[-1]) >= AUTO_MIN_SIDE:
         return "triton"
     return "torch"
 
@@ -178,7 +151,7 @@ def symmetric_product(
     X3 = X if X.ndim == 3 else X.reshape(-1, s, l)
     C3 = C if C is None or C.ndim == 3 else C.reshape(-1, s, s)
     if resolve_kernel(kernel, X) == "triton" and X3.numel() > 0:
-        from ._syrk_triton import syrk_triton
+        from steepest.kernels.syrk import syrk_triton
 
         X3 = _kernel_layout(X3)
         out3 = out.view(-1, s, s) if out is not None else X.new_empty(X3.shape[0], s, s)
@@ -265,53 +238,3 @@ def _kernel_layout(M: torch.Tensor) -> torch.Tensor:
     """M as the Triton kernel reads it: row- or column-major matrices in place (its loads
     follow the strides), any other layout copied to row-major."""
     return M if M.stride(-1) == 1 or M.stride(-2) == 1 else M.contiguous()
-
-
-def commuting_product(
-    A: torch.Tensor, B: torch.Tensor, *, kernel: str = "auto", out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """A B for batched symmetric (..., s, s) matrices A and B that commute, so A B is symmetric.
-
-    Math: (A B)^T = B A = A B. Tile (i, j) of A B is A[rows i] B[rows j]^T (B is symmetric),
-    so the symmetric-product kernel with a second operand computes the tiles i <= j (half the
-    2 s^3 flops), symmetrizes the diagonal tiles ((T + T^T) / 2) and mirrors the rest: the
-    result is exactly symmetric. Every s x s product of the Gram form is of this kind, as all
-    its iterates are polynomials in the first Gram matrix (steepest.polar.gram). The torch
-    path is one bmm (not symmetrized). Symmetry and commutation are the caller's promise, not
-    checked (that would cost a product).
-
-    Args:
-        A, B: (..., s, s) tensors of one shape, dtype and device.
-        kernel: "auto" (Triton from s >= COMMUTING_AUTO_MIN_SIDE where it can run: off by
-            default), "torch" or "triton" (see resolve_kernel).
-        out: optional contiguous (..., s, s) tensor in A's dtype (must not alias A or B).
-
-    Returns:
-        The (..., s, s) product (out when given).
-
-    References: seeds/000_0ff94013880c6450.txt, Alg. 2; Dao lab, "Gram Newton-Schulz" (2026).
-    """
-    if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):
-        raise TypeError("commuting_product: A and B must be tensors")
-    if A.ndim < 2 or A.shape[-1] != A.shape[-2] or A.shape != B.shape:
-        raise ValueError(
-            f"commuting_product: A {tuple(A.shape)} and B {tuple(B.shape)}; need two square "
-            "(..., s, s) tensors of one shape"
-        )
-    if A.dtype != B.dtype or A.device != B.device:
-        raise ValueError(
-            f"commuting_product: A is {A.dtype} on {A.device}, B {B.dtype} on {B.device}; "
-            "need one dtype and device"
-        )
-    _validate(A, 1.0, None, 0.0, out)
-    s = A.shape[-1]
-    A3, B3 = (M if M.ndim == 3 else M.reshape(-1, s, s) for M in (A, B))
-    if resolve_kernel(kernel, A, "commuting") == "triton" and A3.numel() > 0:
-        from ._syrk_triton import syrk_triton
-
-        A3, B3 = _kernel_layout(A3), _kernel_layout(B3)
-        out3 = out.view(-1, s, s) if out is not None else A.new_empty(A3.shape[0], s, s)
-        syrk_triton(A3, 1.0, None, 0.0, out3, Y=B3)
-        return out3.view(A.shape) if out is None else out
-    result = torch.bmm(A3, B3).view(A.shape)
-    return result if out is None else out.copy_(result)

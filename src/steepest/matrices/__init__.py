@@ -1,0 +1,34 @@
+"""The matrix view of a tensor and the stacking of same-shape matrices, shared by the
+optimizers, the parameter routing, the distributed dualizer and the diagnostics.
+
+Public API:
+    views: VIEWS, View, matrix_shape, as_matrices, from_matrices, split_matrices,
+           join_matrices, check_view
+    stacking: map_stacked, map_matrices, matrix_count
+"""
+
+from .stacking import map_matrices, map_stacked, matrix_count
+from .views import (
+    VIEWS,
+    View,
+    as_matrices,
+    check_view,
+    from_matrices,
+    join_matrices,
+    matrix_shape,
+    split_matrices,
+)
+
+__all__ = [
+    "VIEWS",
+    "View",
+    "as_matrices",
+    "check_view",
+    "from_matrices",
+    "join_matrices",
+    "map_matrices",
+    "map_stacked",
+    "matrix_count",
+    "matrix_shape",
+    "split_matrices",
+]

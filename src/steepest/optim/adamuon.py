@@ -74,8 +74,13 @@ class AdaMuonAlgorithm(MuonAlgorithm):
         state["second_moment"] = torch.zeros(p.shape, dtype=work_dtype(p.dtype), device=p.device)
         return state
 
-    def capturable(self, group: Group) -> bool:
-        return False  # stages 1 and 4 differ from Muon's recorded ones
+    #: stage 1 differs from Muon's plain EMA momentum, so neither the fused stage 1 nor the
+    #: prescaled float16 stack applies
+    fused_momentum = False
+    scale_invariant = False
+
+    def uncapturable(self, group: Group) -> str:
+        return "stages 1 and 4 differ from Muon's recorded ones"
 
     def accumulate(
         self, grads: list[torch.Tensor], states: list[State], group: Group

@@ -75,8 +75,13 @@ class MarsMuonAlgorithm(MuonAlgorithm):
         state["step"] = torch.zeros((), dtype=torch.int64, device="cpu")
         return state
 
-    def capturable(self, group: Group) -> bool:
-        return False  # the step counter and the clipping norm are read on the host
+    #: stage 1 differs from Muon's plain EMA momentum, so neither the fused stage 1 nor the
+    #: prescaled float16 stack applies
+    fused_momentum = False
+    scale_invariant = False
+
+    def uncapturable(self, group: Group) -> str:
+        return "the step counter and the clipping norm are read on the host"
 
     def accumulate(
         self, grads: list[torch.Tensor], states: list[State], group: Group

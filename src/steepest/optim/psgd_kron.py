@@ -142,8 +142,8 @@ class PSGDKronAlgorithm(MomentumAlgorithm):
         state["step"] = torch.zeros((), dtype=torch.int64, device="cpu")
         return state
 
-    def capturable(self, group: Group) -> bool:
-        return False  # the refit coin is drawn on the host
+    def uncapturable(self, group: Group) -> str:
+        return "the refit coin is drawn on the host"
 
     def precondition(
         self, directions: list[torch.Tensor], states: list[State], group: Group

@@ -79,7 +79,7 @@ def test_muon_group_option_and_errors():
     p = torch.nn.Parameter(torch.zeros(16, 48))
     p.grad = G.clone()
     group = {"params": [p], "algorithm": "muon", "polar_precondition": "aol"}
-    steepest.Muon([group], lr=1.0, momentum=0.0, steps=4).step()
+    steepest.Muon([group], lr=1.0, momentum=0.0, steps=4, polar_dtype=torch.float32).step()
     expected = -msign(G, steps=4, precondition="aol", lower_bound=1e-2) * (16 / 48) ** 0.5
     torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match=r"precondition='turbo' is unknown; use None or one"):

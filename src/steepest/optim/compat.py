@@ -199,9 +199,10 @@ def peak_lrs(optimizer: torch.optim.Optimizer, factor: float) -> list[float]:
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
         >>> groups, _ = steepest.param_groups(model)
         >>> opt = steepest.Muon(groups, lr=0.02, adamw_lr=3e-4)
-        >>> peak_lrs(opt, 10.0)
+        >>> [round(lr, 6) for lr in steepest.optim.peak_lrs(opt, 10.0)]
         [0.2, 0.003, 0.003]
-        >>> sched = torch.optim.lr_scheduler.OneCycleLR(opt, peak_lrs(opt, 10.0), total_steps=100)
+        >>> sched = torch.optim.lr_scheduler.OneCycleLR(opt, steepest.optim.peak_lrs(opt, 10.0),
+        ...                                             total_steps=100)
     """
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise ValueError(f"peak_lrs: factor={factor!r} must be a number > 0")

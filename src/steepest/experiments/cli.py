@@ -24,8 +24,14 @@ import torch
 import steepest
 from steepest.experiments.compare import compare, default_settings
 from steepest.experiments.optimizers import OPTIMIZERS
-from steepest.experiments.report import format_table, write_csv, write_json, write_plots
-from steepest.experiments.reproduce import TARGET_CHOICES, TARGETS
+from steepest.experiments.report import (
+    format_table,
+    write_csv,
+    write_json,
+    write_json_record,
+    write_plots,
+)
+from steepest.experiments.reproduce import CLEARLY, QUICK_OPTIONS, TARGET_CHOICES, TARGETS
 from steepest.experiments.tasks import TASKS, make_task, parse_key_values, parse_options
 
 __all__ = ["main", "build_parser"]
@@ -158,8 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (default: all cores available to the process)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    r = sub.add_parser("reproduce", help="reproduce a seed document's figure")
-    r.add_argument("name", choices=list(TARGETS))
+    r = sub.add_parser("reproduce", help="test a paper's claim: figure, JSON and verdict")
+    r.add_argument("name", nargs="?", choices=list(TARGETS), help="the target (or --all)")
+    r.add_argument("--all", action="store_true", help="run every target; print a verdict table")
+    r.add_argument(
+        "--quick", action="store_true", help="the targets' small settings (minutes on a CPU)"
+    )
     r.add_argument("--out", type=Path, help="output folder (default runs/reproduce)")
     r.add_argument(
         "--option",
@@ -291,18 +301,48 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
 
 
 def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    if (args.name is None) == (not args.all):
+        parser.error("reproduce: give one target NAME or --all (not both)")
+    names = list(TARGETS) if args.all else [args.name]
+    if args.all and args.option:
+        parser.error("reproduce --all: --option applies to one target; drop it or name one")
     try:
-        options = target_options(args.name, args.option)
+        options = {} if args.all else target_options(args.name, args.option)
     except ValueError as err:
         parser.error(str(err))
     out = args.out or Path("runs") / "reproduce"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-    start = time.perf_counter()
-    TARGETS[args.name](out, progress=not args.no_progress, **options)
-    print(
-        f"reproduce {args.name}: {time.perf_counter() - start:.0f} s; wrote "
-        f"{out / (args.name + '.png')} and {out / (args.name + '.json')} "
-        f"({shlex.join(['steepest', *argv])})"
-    )
+    table = []
+    for name in names:
+        start = time.perf_counter()
+        kwargs = {**(QUICK_OPTIONS[name] if args.quick else {}), **options}
+        record = TARGETS[name](out, progress=not args.no_progress, **kwargs)
+        seconds = time.perf_counter() - start
+        record.update(_provenance(["steepest", *argv], seconds))
+        write_json_record(record, out / f"{name}.json")
+        print(f"\nreproduce {name} ({seconds:.0f} s): wrote {out / name}.png and .json")
+        for v in record["verdicts"]:
+            print(f"  claim:     {v['claim']}")
+            print(f"  criterion: {v['criterion']}")
+            print(f"  verdict:   {v['outcome']}: {v['evidence']}")
+            label = v["criterion"][1:].partition("]")[0] if v["criterion"][0] == "[" else ""
+            table.append((name, v["outcome"], label))
+    print(f"\n{CLEARLY}\n")
+    width = max(len(n) for n, _, _ in table)
+    for name, outcome, label in table:
+        print(f"{name.ljust(width)}  {outcome.ljust(12)}  {label}".rstrip())
     return 0
+
+
+def _provenance(command: list[str], seconds: float) -> dict[str, Any]:
+    """Machine, versions, the command and its wall time, for a result file."""
+    return {
+        "device": f"cpu ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads)",
+        "torch_version": torch.__version__,
+        "steepest_version": steepest.__version__,
+        "python_version": platform.python_version(),
+        "command": shlex.join(command),
+        "wall_time_s": seconds,
+    }

@@ -11,7 +11,14 @@ from typing import Any
 
 from steepest.experiments.runner import RunResult
 
-__all__ = ["format_table", "write_json", "write_csv", "write_plots"]
+__all__ = [
+    "format_footer",
+    "format_table",
+    "write_csv",
+    "write_json",
+    "write_json_record",
+    "write_plots",
+]
 
 
 def _fmt(stat: dict[str, Any], spec: str = ".4g") -> str:
@@ -171,6 +178,11 @@ def write_json(record: dict[str, Any], path: Path) -> None:
         record,
         runs=[dict(dataclasses.asdict(r), best_val_loss=r.best_val_loss) for r in record["runs"]],
     )
+    path.write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n")
+
+
+def write_json_record(record: dict[str, Any], path: Path) -> None:
+    """A record of plain values and dataclasses as strict JSON (``None`` for inf / nan)."""
     path.write_text(json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n")
 
 

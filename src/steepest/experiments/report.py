@@ -153,7 +153,8 @@ def format_footer(record: dict[str, Any]) -> list[str]:
     lines.append(
         f"fixed: task {record['task']} ({options}); linear warmup then {record['schedule']} "
         f"decay to 0; AdamW beta1={ADAMW_BETAS[0]}, eps=1e-8, weight decay 0 on every group; "
-        f"beta2 of non-AdamW members' AdamW groups untuned unless listed above; {members}; "
+        f"beta2 of non-AdamW members' AdamW groups untuned unless listed above; "
+        f"{members + '; ' if members else ''}"
         f"eval every {record['eval_every']} steps; seeds {', '.join(map(str, record['seeds']))}."
     )
     return lines

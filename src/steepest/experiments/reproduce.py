@@ -642,10 +642,11 @@ def imbalance(
 
     The ``imbalanced-gmm`` task. Each optimizer's matrix lr is tuned first (log grid widened
     until the best is inside) at the largest ratio on seed ``seeds`` (not reported), by the
-    final balanced accuracy (ties broken by the validation loss); then every ratio and seed trains ``steps`` steps (cosine) with
-    evaluations every ``steps / 10``. Arms: GD (``sgd``), AdamW, Muon and exact spectral GD
-    (``specgd``, SVD). Criterion: :data:`CRITERIA` ``["imbalance"]`` (at the end and at
-    ``steps / 5``, where the paper's learning-order effect should show).
+    final balanced accuracy (ties broken by the validation loss); then every ratio and seed
+    trains ``steps`` steps (cosine) with evaluations every ``steps / 10``. Arms: GD (``sgd``),
+    AdamW, Muon and exact spectral GD (``specgd``, SVD). Criterion: :data:`CRITERIA`
+    ``["imbalance"]`` (at the end and at ``steps / 5``, where the paper's learning-order effect
+    should show).
 
     References:
         Vasudeva et al., arXiv 2510.22980 (Muon and Adam on imbalanced Gaussian mixtures).

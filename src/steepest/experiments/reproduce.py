@@ -74,7 +74,8 @@ def dualized_singular_values(G: torch.Tensor, p: float) -> torch.Tensor:
     """Singular values of ``SchattenP(p).dualize(G)``, descending, shape ``(..., min(m, n))``.
 
     Math: sigma_i(dualize(G)) = sigma_i^(q-1) / ||sigma||_q^(q-1), 1/p + 1/q = 1
-    (seeds/000_0ff94013880c6450.txt, Prop. 4).
+    (Cesista 2025, "Muon and a selective survey on steepest descent in Riemannian and
+    non-Riemannian manifolds", Prop. 4).
     """
     values: torch.Tensor = torch.linalg.svdvals(SchattenP(p).dualize(G))
     return values
@@ -297,14 +298,14 @@ def low_rank(
     momentum: float = 0.9,
     seeds: int = 3,
 ) -> dict[str, Any]:
-    """Steps to f / f(0) <= ``threshold`` of Muon and GD on seed 004's quadratic, float64.
+    """Steps to f / f(0) <= ``threshold`` of Muon and GD on Shen et al.'s quadratic, float64.
 
     Q has k dominant eigenvalues in [0.1, 1] and m - k equal to ``tail`` (the concentrated
     family), W* is
     Gaussian, W0 = 0; L = 2. Two step-size protocols: ``seed`` (GD at its constant 1/L, Muon
     at the constant lr that reaches the threshold in the fewest steps, as the paper chooses
     Muon's step) and ``both tuned`` (GD's constant step tuned the same way). Muon is momentum
-    ``momentum`` then exact msign (SVD). Beside each outcome: seed 004's Eq. 7 ratio
+    ``momentum`` then exact msign (SVD). Beside each outcome: the paper's Eq. 7 ratio
     ``muon_advantage_ratio`` at W0 with L = 2 lambda_max and J = 2 (sum of the n largest
     eigenvalues). Criterion: :data:`CRITERIA` ``["low-rank"]``.
 
@@ -380,7 +381,7 @@ def low_rank(
         ax.set_title(f"protocol: {name}")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"seed 004 quadratic {m} x {n}, float64, {seeds} seeds")
+    fig.suptitle(f"Shen et al. quadratic {m} x {n}, float64, {seeds} seeds")
     fig.tight_layout()
     fig.savefig(out / "low-rank.png")
     plt.close(fig)

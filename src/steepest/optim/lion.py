@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from steepest.norms import Norm, Sign
+
 from .checks import check_flag, check_nonnegative, check_unit_interval
 from .momentum import MomentumAlgorithm
 from .presets import Preset, preset
@@ -65,8 +67,8 @@ class LionAlgorithm(MomentumAlgorithm):
         self.update_momentum(grads, states, group, beta2)
         return directions
 
-    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return torch.sign(X)
+    def norm(self, group: Group) -> Norm:
+        return Sign()
 
 
 register(LionAlgorithm())

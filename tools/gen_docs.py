@@ -215,9 +215,7 @@ def algorithm_table() -> str:
         defaults = ", ".join(f"{k}={cell(v)}" for k, v in algorithm.defaults.items())
         summary = first_line(preset) if preset else first_line(type(algorithm))
         norm = stage_3_norm(algorithm)
-        out.append(
-            f"| `{name}` | {preset_cell} | {updates} | {norm} | {defaults} | {summary} |"
-        )
+        out.append(f"| `{name}` | {preset_cell} | {updates} | {norm} | {defaults} | {summary} |")
     out.append(
         "\nThe stage-3 norm is the norm whose dualizer the member's stage 3 computes "
         "(`Algorithm.norm(group)`, with the defaults); - where stage 3 is not a norm's "

@@ -9,11 +9,11 @@ import torch
 
 from steepest.norms import Norm, Sign
 
-from .checks import check_flag, check_nonnegative, check_unit_interval
-from .momentum import MomentumAlgorithm
-from .presets import Preset, preset
-from .quantize import dequantize
-from .registry import Group, State, register
+from ..checks import check_flag, check_nonnegative, check_unit_interval
+from ..momentum import MomentumAlgorithm
+from ..presets import Preset, preset
+from ..quantize import dequantize
+from ..registry import Group, State, register
 
 __all__ = ["Lion", "LionAlgorithm"]
 

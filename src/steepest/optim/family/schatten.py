@@ -8,10 +8,10 @@ from typing import Any
 
 from steepest.norms import Norm, SchattenP
 
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .presets import Preset, preset
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..presets import Preset, preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["Schatten", "SchattenAlgorithm"]
 

@@ -9,11 +9,11 @@ import torch
 
 from steepest.norms import Frobenius, Norm
 
-from .checks import check_nonnegative
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .presets import Preset, preset
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..checks import check_nonnegative
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..presets import Preset, preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["ClippedSGD", "NSGD", "NSGDAlgorithm"]
 

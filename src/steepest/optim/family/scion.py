@@ -14,11 +14,11 @@ from torch import nn
 
 from steepest.norms import Norm, get
 
-from .checks import check_flag, check_nonnegative
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .polar_step import POLAR_DEFAULTS, GroupSpectral, check_polar
-from .presets import Preset, preset
-from .registry import Group, register
+from ..checks import check_flag, check_nonnegative
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..polar_step import POLAR_DEFAULTS, GroupSpectral, check_polar
+from ..presets import Preset, preset
+from ..registry import Group, register
 
 __all__ = ["SCION_NORMS", "Scion", "ScionAlgorithm", "UScion", "scion_groups"]
 

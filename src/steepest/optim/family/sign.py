@@ -7,10 +7,10 @@ from typing import Any
 
 from steepest.norms import Norm, Sign
 
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .presets import Preset, preset
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..presets import Preset, preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["SignSGD", "Signum", "SignumAlgorithm"]
 

@@ -12,13 +12,14 @@ from steepest.norms import Norm
 from steepest.polar.msign import Backend
 from steepest.polar.newton_schulz import Coefficients
 
-from .checks import check_nonnegative
-from .engine import Steepest
-from .fast.options import FastPath
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .polar_step import POLAR_DEFAULTS, GroupSpectral, check_polar, polar
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..checks import check_nonnegative
+from ..engine import Steepest
+from ..fast.options import FastPath
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..polar_step import POLAR_DEFAULTS, GroupSpectral, check_polar, polar
+from ..presets import preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["EPS", "Muon", "MuonAlgorithm"]
 
@@ -113,6 +114,7 @@ class MuonAlgorithm(MomentumAlgorithm):
 register(MuonAlgorithm())
 
 
+@preset("muon")
 class Muon(Steepest):
     """Muon for the matrices of a model and AdamW for everything else, in one optimizer.
 

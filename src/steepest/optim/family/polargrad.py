@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..polar_step import polar
+from ..presets import Preset, preset
+from ..registry import Group, register
 from .muon import MuonAlgorithm
-from .polar_step import polar
-from .presets import Preset, preset
-from .registry import Group, register
 
 __all__ = ["PolarGrad", "PolarGradAlgorithm"]
 

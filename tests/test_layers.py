@@ -4,6 +4,8 @@ the module import graph has no cycle.
 
 Layers, bottom to top: kernels, matrices, data -> polar -> norms -> distributed -> optim ->
 groups -> diagnostics -> experiments (steepest/__init__.py, the top, may import anything).
+Inside optim, the engine does not depend on the members: no module of steepest.optim outside
+steepest.optim.family imports a member (only steepest/optim/__init__.py, which lists them).
 """
 
 from __future__ import annotations
@@ -99,6 +101,26 @@ def test_the_kernels_import_nothing_from_the_package():
         if not t.startswith("steepest.kernels")
     ]
     assert not inward, inward
+
+
+def _is_member(module: str) -> bool:
+    return module.startswith("steepest.optim.family")
+
+
+def test_the_engine_imports_no_member():
+    core = [m for m in GRAPH if m.startswith("steepest.optim.") and not _is_member(m)]
+    assert "steepest.optim.engine" in core and "steepest.optim.registry" in core
+    inward = [
+        f"{m} -> {t}" for m in core for t in GRAPH[m] if _is_member(t) or t == "steepest.optim"
+    ]
+    assert not inward, "the engine imports the members:\n" + "\n".join(sorted(inward))
+
+
+def test_every_member_module_is_listed_in_the_family():
+    members = {m for m in GRAPH if _is_member(m) and m != "steepest.optim.family"}
+    assert len(members) >= 18
+    listed = GRAPH["steepest.optim.family"]
+    assert members <= listed, sorted(members - listed)
 
 
 def test_the_module_import_graph_has_no_cycle():

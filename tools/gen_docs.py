@@ -177,9 +177,20 @@ def cell(value: Any) -> str:
     return repr(value).replace("|", "\\|")
 
 
+def stage_3_norm(algorithm: Any) -> str:
+    """The registered name of the norm an algorithm dualizes under with its defaults, or -."""
+    from steepest.norms import available, norm_class
+
+    norm = algorithm.norm(algorithm.defaults) if algorithm.matrix else None
+    if norm is None:
+        return "-"
+    names = [name for name in available() if isinstance(norm, norm_class(name))]
+    return f"`{names[0]}`" if names else f"`{type(norm).__name__}`"
+
+
 def algorithm_table() -> str:
     from steepest.norms import available as norm_names
-    from steepest.norms import get as norm_class
+    from steepest.norms import norm_class
     from steepest.optim import ALGORITHMS, PRESETS, SCALES
 
     out = [HEADER, "# Registered algorithms and norms\n"]
@@ -190,8 +201,8 @@ def algorithm_table() -> str:
         "sources: [the family](algorithms.md).\n"
     )
     out.append("## Algorithms\n")
-    out.append("| name | preset | updates | defaults | summary |")
-    out.append("|---|---|---|---|---|")
+    out.append("| name | preset | updates | stage-3 norm | defaults | summary |")
+    out.append("|---|---|---|---|---|---|")
     for name in sorted(ALGORITHMS):
         algorithm = ALGORITHMS[name]
         preset = PRESETS.get(name)
@@ -203,7 +214,13 @@ def algorithm_table() -> str:
         )
         defaults = ", ".join(f"{k}={cell(v)}" for k, v in algorithm.defaults.items())
         summary = first_line(preset) if preset else first_line(type(algorithm))
-        out.append(f"| `{name}` | {preset_cell} | {updates} | {defaults} | {summary} |")
+        norm = stage_3_norm(algorithm)
+        out.append(f"| `{name}` | {preset_cell} | {updates} | {norm} | {defaults} | {summary} |")
+    out.append(
+        "\nThe stage-3 norm is the norm whose dualizer the member's stage 3 computes "
+        "(`Algorithm.norm(group)`, with the defaults); - where stage 3 is not a norm's "
+        "dualizer (a preconditioned direction passed through, a clip)."
+    )
     out.append("\n## Norms\n")
     out.append(
         "`steepest.norms.get(name, **kwargs)` builds these; every one satisfies "
@@ -212,7 +229,7 @@ def algorithm_table() -> str:
     out.append("| name | class | summary |")
     out.append("|---|---|---|")
     for name in norm_names():
-        cls = type(norm_class(name, **({"p": 4} if name == "schatten" else {})))
+        cls = norm_class(name)
         out.append(f"| `{name}` | `steepest.norms.{cls.__name__}` | {first_line(cls)} |")
     out.append("\n## Shape rules (stage 4)\n")
     out.append("A group's `scale` is one of these names or a positive float (that number).\n")

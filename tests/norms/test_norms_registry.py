@@ -12,7 +12,9 @@ NAMES = ("colnorm", "frobenius", "rms", "rownorm", "schatten", "sign", "spectral
 
 
 def test_available_lists_every_name():
-    assert norms.available() == NAMES
+    names = norms.available()
+    assert names == tuple(sorted(names)) and all(name == name.lower() for name in names)
+    assert set(NAMES) <= set(names)  # the shipped norms; a new one registers itself
 
 
 @pytest.mark.parametrize(
@@ -117,3 +119,33 @@ def test_matrix_norms_reject_bad_inputs(norm):
 def test_vector_norm_rejects_scalars():
     with pytest.raises(ValueError, match=r"RMS.norm: X has shape \(\); need \(..., n\)"):
         RMS().norm(torch.tensor(1.0))
+
+
+def test_register_norm_adds_a_name_and_refuses_a_taken_one():
+    from steepest.norms import registry
+
+    with pytest.raises(ValueError, match="norm name 'sign' is empty or taken"):
+        norms.register_norm("sign")(Sign)
+
+    try:
+
+        @norms.register_norm("Doubled")
+        class Doubled(Norm):
+            """2 ||X||_F: a scaled Frobenius norm."""
+
+            def _scale(self, shape):
+                return 2.0
+
+            _norm = Frobenius._norm
+            _dual_norm = Frobenius._dual_norm
+            _dualize = Frobenius._dualize
+
+        assert "doubled" in norms.available()
+        assert norms.norm_class("DOUBLED") is Doubled
+        G = torch.tensor([[3.0, 4.0]])
+        T = norms.get("doubled").dualize(G)
+        torch.testing.assert_close(T, torch.tensor([[0.3, 0.4]]))
+        torch.testing.assert_close(norms.get("doubled").norm(T), torch.tensor(1.0))
+    finally:
+        registry._REGISTRY.pop("doubled", None)
+    assert "doubled" not in norms.available()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import steepest
-from steepest.optim.dion import dion_rank, orthonormalize_columns
+from steepest.optim.family.dion import dion_rank, orthonormalize_columns
 
 DT = torch.float64
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import steepest
-from steepest.optim.muloco import MuLoCo
+from steepest.optim.family.muloco import MuLoCo
 
 DT = torch.float64
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import steepest
-from steepest.optim.psgd_kron import fit_factors, update_probability
+from steepest.optim.family.psgd_kron import fit_factors, update_probability
 
 DT = torch.float64
 

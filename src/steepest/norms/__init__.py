@@ -4,15 +4,11 @@ Every norm satisfies norm(dualize(G)) == 1 and <G, dualize(G)> == dual_norm(G) f
 zero G dualizes to zeros. Matrix norms reduce over the last two dims (..., m, n), vector norms
 over the last dim; leading dims are a batch. Weights are (..., d_out, d_in) as in nn.Linear.
 
-| name        | class        | norm                          | dualize(G)                          |
-| ----------- | ------------ | ----------------------------- | ----------------------------------- |
-| "frobenius" | Frobenius()  | ||X||_F                       | G / ||G||_F                         |
-| "spectral"  | Spectral()   | sigma_max                     | U V^T                               |
-| "schatten"  | SchattenP(p) | (sum sigma^p)^(1/p)           | U diag(s^(q-1)) V^T / ||G||_q^(q-1) |
-| "sign"      | Sign()       | max_ij |x_ij|                 | sign(G)                             |
-| "colnorm"   | ColNorm()    | max_j ||col_j||_2 / sqrt(m)   | sqrt(m) col_j / ||col_j||_2         |
-| "rownorm"   | RowNorm()    | sqrt(n) max_i ||row_i||_2     | row_i / (sqrt(n) ||row_i||_2)       |
-| "rms"       | RMS()        | ||x||_2 / sqrt(n)  (vectors)  | sqrt(n) g / ||g||_2                 |
+The registered norms (steepest.norms.available(); a new norm is a Norm subclass in its own
+module, registered with @register_norm(name) and imported below) and their formulas are listed
+in the generated algorithm table of the docs. Frobenius (||X||_F, dualizer G / ||G||_F),
+Spectral (sigma_max, U V^T), SchattenP(p), Sign (max-entry, sign(G)), ColNorm, RowNorm and
+RMS (vectors) are the ones shipped.
 
 (m = d_out, n = d_in; Spectral(rms=True) is sqrt(n/m) sigma_max with dualizer sqrt(m/n) U V^T.)
 
@@ -35,7 +31,7 @@ References:
 from .base import Norm
 from .frobenius import Frobenius
 from .operator import ColNorm, RowNorm
-from .registry import available, get
+from .registry import available, get, norm_class, register_norm
 from .schatten import SchattenP, Spectral, singular_values
 from .sign import Sign
 from .vector import RMS
@@ -51,5 +47,7 @@ __all__ = [
     "Spectral",
     "available",
     "get",
+    "norm_class",
+    "register_norm",
     "singular_values",
 ]

@@ -70,12 +70,20 @@ class Norm(ABC):
     def dualize(self, G: torch.Tensor) -> torch.Tensor:
         """argmax_{||T|| = 1} <G, T> per matrix (or vector); zeros where G is zero."""
         G = check_tensor(f"{type(self).__name__}.dualize", "G", G, self.min_ndim)
-        return self._dualize(G) / self._scale(G.shape)
+        scale = self._scale(G.shape)
+        T = self._dualize(G)
+        return T if scale == 1.0 else T / scale
 
     def inner(self, G: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         """<G, T>: the entrywise product summed over the reduced dims; shape G.shape[:-min_ndim]."""
         dims = tuple(range(-self.min_ndim, 0))
         return (G * T).sum(dim=dims)
+
+    @classmethod
+    def examples(cls) -> list[Norm]:
+        """Configurations the registry's property tests run (exact backends); one per
+        distinct case of the constructor's arguments. Default: the no-argument instance."""
+        return [cls()]
 
     # -- what a subclass defines ------------------------------------------------------------
     @abstractmethod

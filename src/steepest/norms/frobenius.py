@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from .base import Norm
+from .registry import register_norm
 
 __all__ = ["Frobenius"]
 
 
+@register_norm("frobenius")
 class Frobenius(Norm):
     """||X||_F = sqrt(sum_ij x_ij^2) over the last two dims; self-dual.
 
@@ -28,5 +30,8 @@ class Frobenius(Norm):
         return torch.linalg.vector_norm(G, dim=(-2, -1))  # type: ignore[no-any-return]
 
     def _dualize(self, G: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(G, dim=(-2, -1), keepdim=True)
-        return G / torch.where(norm > 0, norm, 1.0)
+        # the norm accumulated in float64 (a 16-bit G's sum of squares can overflow or lose
+        # digits), then cast back; a zero (or non-finite) norm gives zeros
+        norm = torch.linalg.vector_norm(G, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+        norm = norm.to(G.dtype)
+        return torch.where(norm > 0, G / torch.where(norm > 0, norm, 1.0), 0.0)

@@ -11,6 +11,7 @@ import math
 import torch
 
 from .base import Norm, check_bool
+from .registry import register_norm
 
 __all__ = ["ColNorm", "RowNorm"]
 
@@ -21,6 +22,7 @@ def _normalize_along(G: torch.Tensor, dim: int) -> torch.Tensor:
     return G / torch.where(norm > 0, norm, 1.0)
 
 
+@register_norm("colnorm")
 class ColNorm(Norm):
     """The largest column norm, by default in RMS units: the 1 -> RMS operator norm.
 
@@ -44,6 +46,10 @@ class ColNorm(Norm):
     def __init__(self, rms: bool = True):
         self.rms = check_bool("ColNorm", "rms", rms)
 
+    @classmethod
+    def examples(cls) -> list[Norm]:
+        return [cls(), cls(rms=False)]
+
     def _params(self) -> dict[str, object]:
         return {"rms": self.rms}
 
@@ -60,6 +66,7 @@ class ColNorm(Norm):
         return _normalize_along(G, dim=-2)
 
 
+@register_norm("rownorm")
 class RowNorm(Norm):
     """The largest row norm, by default in RMS units: the RMS -> inf operator norm.
 
@@ -81,6 +88,10 @@ class RowNorm(Norm):
 
     def __init__(self, rms: bool = True):
         self.rms = check_bool("RowNorm", "rms", rms)
+
+    @classmethod
+    def examples(cls) -> list[Norm]:
+        return [cls(), cls(rms=False)]
 
     def _params(self) -> dict[str, object]:
         return {"rms": self.rms}

@@ -3,25 +3,50 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import TypeVar
 
 from .base import Norm
-from .frobenius import Frobenius
-from .operator import ColNorm, RowNorm
-from .schatten import SchattenP, Spectral
-from .sign import Sign
-from .vector import RMS
 
-__all__ = ["available", "get"]
+__all__ = ["available", "get", "norm_class", "register_norm"]
 
-_REGISTRY: dict[str, type[Norm]] = {
-    "colnorm": ColNorm,
-    "frobenius": Frobenius,
-    "rms": RMS,
-    "rownorm": RowNorm,
-    "schatten": SchattenP,
-    "sign": Sign,
-    "spectral": Spectral,
-}
+#: name -> Norm subclass; filled by ``register_norm`` as the norm modules are imported.
+_REGISTRY: dict[str, type[Norm]] = {}
+
+N = TypeVar("N", bound=type[Norm])
+
+
+def register_norm(name: str) -> Callable[[N], N]:
+    """Class decorator: make ``norms.get(name)`` build this Norm (a name may be taken once).
+
+    The registered class's ``examples()`` are the configurations the property tests run.
+    """
+
+    def add(cls: N) -> N:
+        key = name.lower()
+        if not key or key in _REGISTRY:
+            raise ValueError(f"register_norm: norm name {name!r} is empty or taken")
+        _REGISTRY[key] = cls
+        return cls
+
+    return add
+
+
+def norm_class(name: str) -> type[Norm]:
+    """The Norm subclass registered under ``name`` (case-insensitive)."""
+    key = _check_name(name)
+    return _REGISTRY[key]
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(
+            f"norms.get: name={name!r} must be a str or a Norm; use one of {list(available())}"
+        )
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"norms.get: unknown norm name={name!r}; use one of {list(available())}")
+    return key
 
 
 def available() -> tuple[str, ...]:
@@ -63,14 +88,7 @@ def get(name: str | Norm, **kwargs: object) -> Norm:
                 "pass either a configured instance or a name with kwargs"
             )
         return name
-    if not isinstance(name, str):
-        raise TypeError(
-            f"norms.get: name={name!r} must be a str or a Norm; use one of {list(available())}"
-        )
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"norms.get: unknown norm name={name!r}; use one of {list(available())}")
-    cls = _REGISTRY[key]
+    cls = norm_class(name)
     accepted = [
         parameter.name
         for parameter in inspect.signature(cls).parameters.values()

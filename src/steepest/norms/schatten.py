@@ -10,6 +10,7 @@ import torch
 from steepest.polar import msign
 
 from .base import Norm, check_bool
+from .registry import register_norm
 
 __all__ = ["SchattenP", "Spectral"]
 
@@ -44,6 +45,7 @@ def schatten_of_singular_values(s: torch.Tensor, p: float) -> torch.Tensor:
     return top * ratio.pow(p).sum(dim=-1).pow(1.0 / p)
 
 
+@register_norm("spectral")
 class Spectral(Norm):
     """The spectral norm ||X||_{S_inf} = sigma_max(X), dualized by msign (U V^T).
 
@@ -99,6 +101,10 @@ class Spectral(Norm):
         except (TypeError, ValueError) as error:
             raise type(error)(f"Spectral: {error}") from None
 
+    @classmethod
+    def examples(cls) -> list[Norm]:
+        return [cls(), cls(rms=True)]
+
     def _msign(self, G: torch.Tensor) -> torch.Tensor:
         return msign(
             G,
@@ -144,6 +150,7 @@ def _check_p(p: object) -> float:
     return float(p)
 
 
+@register_norm("schatten")
 class SchattenP(Norm):
     """The Schatten-p norm ||X||_{S_p} = (sum_i sigma_i^p)^(1/p), 1 <= p <= inf.
 
@@ -177,6 +184,10 @@ class SchattenP(Norm):
             self.q = 1.0
         else:
             self.q = self.p / (self.p - 1.0)
+
+    @classmethod
+    def examples(cls) -> list[Norm]:
+        return [cls(p) for p in (1, 1.25, 2, 3, 7.5, math.inf)]
 
     def _params(self) -> dict[str, object]:
         return {"p": self.p}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from .base import Norm
+from .registry import register_norm
 
 __all__ = ["Sign"]
 
 
+@register_norm("sign")
 class Sign(Norm):
     """||X||_max = max_ij |x_ij| over the last two dims (the 1 -> inf operator norm).
 

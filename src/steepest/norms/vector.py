@@ -7,10 +7,12 @@ import math
 import torch
 
 from .base import Norm
+from .registry import register_norm
 
 __all__ = ["RMS"]
 
 
+@register_norm("rms")
 class RMS(Norm):
     """||x||_rms = ||x||_2 / sqrt(n) over the last dim (n = x.shape[-1]).
 

@@ -14,35 +14,44 @@ Public API:
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
     peak_lrs(optimizer, factor): per-group max_lr lists for OneCycleLR / CyclicLR
 
-The table of members and their stages: docs/algorithms.md.
+The members live in steepest.optim.family, one module each; the table of members and their
+stages: docs/algorithms.md.
 """
 
 from steepest.matrices.stacking import map_stacked
 
-from . import adamw as _adamw  # noqa: F401  (registers "adamw")
-from .adamuon import AdaMuon
-from .adamw_preset import AdamW
 from .compat import peak_lrs
-from .dion import Dion
 from .engine import FastPathNotice, GroupPath, Steepest
+from .family import (
+    CASPR,
+    NSGD,
+    SOAP,
+    AdaMuon,
+    AdamW,
+    ClippedSGD,
+    Dion,
+    Lion,
+    MarsMuon,
+    MuLoCo,
+    Muon,
+    MuonAlgorithm,
+    NorMuon,
+    PolarGrad,
+    PSGDKron,
+    Schatten,
+    Scion,
+    Shampoo,
+    SignSGD,
+    Signum,
+    SpecGD,
+    UScion,
+    muloco,  # noqa: F401  (the module named in MuLoCo's docstring example)
+    scion_groups,
+)
 from .fast import FastPath
-from .lion import Lion
-from .mars_muon import MarsMuon
-from .muloco import MuLoCo
-from .muon import Muon, MuonAlgorithm
-from .normuon import NorMuon
-from .nsgd import NSGD, ClippedSGD
-from .polargrad import PolarGrad
 from .presets import PRESETS, available, optimizer
-from .psgd_kron import PSGDKron
 from .registry import ALGORITHMS, Algorithm, register
 from .scaling import SCALES
-from .schatten import Schatten
-from .scion import Scion, UScion, scion_groups
-from .shampoo import CASPR, Shampoo
-from .sign import SignSGD, Signum
-from .soap import SOAP
-from .specgd import SpecGD
 
 __all__ = [
     "ALGORITHMS",

@@ -13,16 +13,25 @@ arXiv 2509.14562).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
+from steepest.norms import Norm, Spectral
 from steepest.polar import BACKENDS, PolarConfig, msign_normed, randomized_polar
 from steepest.polar.kernels import KERNELS
 
 from .registry import Group
 
-__all__ = ["POLAR_BACKENDS", "POLAR_DEFAULTS", "check_polar", "compute_dtype", "polar"]
+__all__ = [
+    "POLAR_BACKENDS",
+    "POLAR_DEFAULTS",
+    "GroupSpectral",
+    "check_polar",
+    "compute_dtype",
+    "polar",
+]
 
 POLAR_BACKENDS = (*BACKENDS, "randomized_svd")
 
@@ -143,3 +152,37 @@ def _preconditioned(group: Group) -> dict[str, Any]:
     if group["backend"] == "polar_express":
         return {"precondition": precondition, "lower_bound": AOL_LOWER_BOUND}
     return {"precondition": precondition}
+
+
+class GroupSpectral(Spectral):
+    """The spectral norm whose dualizer is ``polar(X, group)``: the group's polar backend.
+
+    The stage-3 norm of the spectral members (Muon and its family, Scion's "spectral"):
+    norm and dual_norm are Spectral's (exact, by the singular values); dualize runs the
+    group's backend, form, kernel and preconditioning, so it is exact only for
+    backend="svd". rms=True is the RMS -> RMS operator norm (dualizer sqrt(m/n) U V^T).
+    The group was checked by ``check_polar``, so nothing is validated here.
+    """
+
+    def __init__(self, group: Group, rms: bool = False) -> None:
+        self.group = group
+        self.rms = rms
+
+    @classmethod
+    def examples(cls) -> list[Norm]:
+        exact = {**POLAR_DEFAULTS, "backend": "svd"}
+        return [cls(exact), cls(exact, rms=True)]
+
+    def _params(self) -> dict[str, object]:
+        return {"backend": self.group["backend"], "steps": self.group["steps"], "rms": self.rms}
+
+    def dualize(self, G: torch.Tensor) -> torch.Tensor:
+        """polar(G, group) (times sqrt(m/n) with rms=True) for a (..., m, n) stack."""
+        U = polar(G, self.group)
+        if self.rms:
+            m, n = G.shape[-2:]
+            U.mul_(math.sqrt(m / n))
+        return U
+
+    def _dualize(self, G: torch.Tensor) -> torch.Tensor:
+        return polar(G, self.group)

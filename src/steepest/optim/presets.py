@@ -12,12 +12,11 @@ from typing import Any, TypeVar
 
 from .engine import Steepest
 from .fast.options import FastPath
-from .muon import Muon
 
 __all__ = ["PRESETS", "Preset", "available", "optimizer", "preset"]
 
 #: name -> preset class; filled by ``preset`` as the member modules are imported.
-PRESETS: dict[str, type[Steepest]] = {"muon": Muon}
+PRESETS: dict[str, type[Steepest]] = {}
 
 #: A Steepest subclass, as the ``preset`` decorator receives and returns it.
 _PresetClass = TypeVar("_PresetClass", bound=type[Steepest])

@@ -4,7 +4,11 @@ A matrix algorithm (``matrix = True``) supplies the per-stage methods and the en
 
     accumulate(grads, states, group)       -> directions        (1: momentum, EMA, Nesterov)
     precondition(directions, states, group) -> directions       (2: identity unless overridden)
-    dualize(X, group)                      -> unit-norm X       (3: on a (K, m, n) stack)
+    norm(group)                            -> Norm or None      (3: the norm stage 3 dualizes
+                                                                 under; steepest.norms)
+    dualize(X, group)                      -> unit-norm X       (3: on a (K, m, n) stack;
+                                                                 norm(group).dualize(X) unless
+                                                                 overridden)
     scale(m, n, group)                     -> float             (4: shape rule)
     rescale(updates, states, group)        -> updates           (4: state-dependent, identity
                                                                  unless overridden: NorMuon)
@@ -29,6 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+from steepest.norms import Norm
 
 __all__ = ["ALGORITHMS", "Algorithm", "Group", "State", "register"]
 
@@ -71,9 +77,19 @@ class Algorithm:
         """Stage 2: identity by default."""
         return directions
 
+    def norm(self, group: Group) -> Norm | None:
+        """Stage 3's norm for this group: ``dualize`` is its dualizer (up to a member's
+        documented per-matrix factor, e.g. Muon's eps damping). None: stage 3 is not a norm's
+        dualizer (a preconditioner's output passed through, a clip)."""
+        return None
+
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack."""
-        raise NotImplementedError
+        """Stage 3: the unit-norm direction of every matrix in a (K, m, n) stack; by default
+        the dualizer of ``norm(group)``."""
+        norm = self.norm(group)
+        if norm is None:
+            raise NotImplementedError(f"{self.name!r} defines neither norm nor dualize")
+        return norm.dualize(X)
 
     def uncapturable(self, group: Group) -> str:
         """Why stages 1-4 of this group cannot be compiled as one graph and recorded ("" when

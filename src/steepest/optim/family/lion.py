@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 
-from .checks import check_flag, check_nonnegative, check_unit_interval
-from .momentum import MomentumAlgorithm
-from .presets import Preset, preset
-from .quantize import dequantize
-from .registry import Group, State, register
+from steepest.norms import Norm, Sign
+
+from ..checks import check_flag, check_nonnegative, check_unit_interval
+from ..momentum import MomentumAlgorithm
+from ..presets import Preset, preset
+from ..quantize import dequantize
+from ..registry import Group, State, register
 
 __all__ = ["Lion", "LionAlgorithm"]
 
@@ -65,8 +67,8 @@ class LionAlgorithm(MomentumAlgorithm):
         self.update_momentum(grads, states, group, beta2)
         return directions
 
-    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return torch.sign(X)
+    def norm(self, group: Group) -> Norm:
+        return Sign()
 
 
 register(LionAlgorithm())

@@ -9,14 +9,14 @@ import torch
 
 from steepest.matrices.views import as_matrices, from_matrices, matrix_shape
 
-from .batching import whole_matrix
-from .block_state import block_key, block_rows, split_rows
-from .checks import check_choice, check_nonnegative, check_unit_interval
+from ..batching import whole_matrix
+from ..block_state import block_key, block_rows, split_rows
+from ..checks import check_choice, check_nonnegative, check_unit_interval
+from ..precision import work_dtype
+from ..presets import Preset, preset
+from ..registry import Group, State, register
+from ..scaling import scale_factor
 from .muon import MuonAlgorithm
-from .precision import work_dtype
-from .presets import Preset, preset
-from .registry import Group, State, register
-from .scaling import scale_factor
 
 __all__ = ["NorMuon", "NorMuonAlgorithm"]
 

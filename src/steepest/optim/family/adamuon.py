@@ -10,13 +10,13 @@ import torch
 
 from steepest.matrices.views import as_matrices, from_matrices
 
-from .batching import whole_matrix
-from .block_state import block_rows, split_rows
-from .checks import check_flag, check_nonnegative, check_unit_interval
+from ..batching import whole_matrix
+from ..block_state import block_rows, split_rows
+from ..checks import check_flag, check_nonnegative, check_unit_interval
+from ..precision import work_dtype
+from ..presets import Preset, preset
+from ..registry import Group, State, register
 from .muon import MuonAlgorithm
-from .precision import work_dtype
-from .presets import Preset, preset
-from .registry import Group, State, register
 
 __all__ = ["AdaMuon", "AdaMuonAlgorithm"]
 

@@ -11,13 +11,13 @@ import torch
 
 from steepest.matrices.views import as_matrices, from_matrices, matrix_shape
 
-from .batching import whole_matrix
-from .block_state import block_key, block_rows, block_states, split_rows
-from .checks import check_choice, check_flag, check_nonnegative, check_unit_interval
-from .precision import work_dtype
-from .presets import Preset, preset
-from .registry import Algorithm, Group, State, register
-from .scaling import check_scale, scale_factor
+from ..batching import whole_matrix
+from ..block_state import block_key, block_rows, block_states, split_rows
+from ..checks import check_choice, check_flag, check_nonnegative, check_unit_interval
+from ..precision import work_dtype
+from ..presets import Preset, preset
+from ..registry import Algorithm, Group, State, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["ORTHONORMALIZERS", "Dion", "DionAlgorithm", "dion_rank", "orthonormalize_columns"]
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from .checks import check_choice, check_nonnegative, check_unit_interval
-from .engine import Steepest
-from .presets import optimizer
-from .quantize import dequantize, quantize, quantized_zeros
+from ..checks import check_choice, check_nonnegative, check_unit_interval
+from ..engine import Steepest
+from ..presets import optimizer
+from ..quantize import dequantize, quantize, quantized_zeros
 
 __all__ = ["COMPRESSIONS", "MuLoCo"]
 

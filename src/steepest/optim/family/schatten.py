@@ -6,14 +6,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import torch
+from steepest.norms import Norm, SchattenP
 
-from steepest.norms import SchattenP
-
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .presets import Preset, preset
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..presets import Preset, preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["Schatten", "SchattenAlgorithm"]
 
@@ -41,8 +39,8 @@ class SchattenAlgorithm(MomentumAlgorithm):
             )
         check_scale(who, hp["scale"])
 
-    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return SchattenP(group["p"]).dualize(X)
+    def norm(self, group: Group) -> Norm:
+        return SchattenP(group["p"])
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)

@@ -9,15 +9,15 @@ import torch
 
 from steepest.matrices.views import as_matrices, from_matrices, matrix_shape
 
-from .batching import whole_matrix
-from .block_state import block_key, block_rows, block_states, split_rows
-from .checks import check_flag, check_nonnegative, check_unit_interval
-from .eigen import symmetric_eigh
-from .gram import normalize_gram
-from .precision import work_dtype
-from .presets import Preset, preset
-from .registry import Algorithm, Group, State, register
-from .scaling import check_scale, scale_factor
+from ..batching import whole_matrix
+from ..block_state import block_key, block_rows, block_states, split_rows
+from ..checks import check_flag, check_nonnegative, check_unit_interval
+from ..eigen import symmetric_eigh
+from ..gram import normalize_gram
+from ..precision import work_dtype
+from ..presets import Preset, preset
+from ..registry import Algorithm, Group, State, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["SOAP", "SOAPAlgorithm"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .presets import Preset, preset
+from ..presets import Preset, preset
 
 __all__ = ["AdamW"]
 

@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 
-from .checks import check_nonnegative
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .presets import Preset, preset
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from steepest.norms import Frobenius, Norm
+
+from ..checks import check_nonnegative
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..presets import Preset, preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["ClippedSGD", "NSGD", "NSGDAlgorithm"]
 
@@ -46,9 +48,8 @@ class NSGDAlgorithm(MomentumAlgorithm):
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
 
-    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        norm = _frobenius(X)
-        return torch.where(norm > 0, X / torch.where(norm > 0, norm, 1.0), 0.0)
+    def norm(self, group: Group) -> Norm | None:
+        return Frobenius()
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)
@@ -70,6 +71,9 @@ class ClippedSGDAlgorithm(NSGDAlgorithm):
     def validate(self, who: str, hp: Group, prefix: str = "") -> None:
         super().validate(who, hp, prefix)
         check_nonnegative(who, f"{prefix}clip", hp["clip"], 1.0)
+
+    def norm(self, group: Group) -> Norm | None:
+        return None  # a projection onto the ball, not a norm's dualizer
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         norm = _frobenius(X)

@@ -14,11 +14,11 @@ from torch import nn
 
 from steepest.norms import Norm, get
 
-from .checks import check_flag, check_nonnegative
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .polar_step import POLAR_DEFAULTS, check_polar, polar
-from .presets import Preset, preset
-from .registry import Group, register
+from ..checks import check_flag, check_nonnegative
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..polar_step import POLAR_DEFAULTS, GroupSpectral, check_polar
+from ..presets import Preset, preset
+from ..registry import Group, register
 
 __all__ = ["SCION_NORMS", "Scion", "ScionAlgorithm", "UScion", "scion_groups"]
 
@@ -79,17 +79,19 @@ class ScionAlgorithm(MomentumAlgorithm):
         check_flag(who, f"{prefix}transpose", hp["transpose"])
         check_polar(who, hp, prefix)
 
-    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        if group["transpose"]:
-            return self._dualize(X.mT, group).mT
-        return self._dualize(X, group)
-
-    def _dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
+    def norm(self, group: Group) -> Norm:
+        """The group's norm: "spectral" is the RMS -> RMS norm dualized by the group's polar
+        backend; the other names are steepest.norms.get(name); a Norm instance is itself.
+        With ``transpose=True`` it applies to X^T."""
         norm = group["norm"]
         if norm == "spectral":
-            m, n = X.shape[-2:]
-            return polar(X, group).mul_(math.sqrt(m / n))
-        return (norm if isinstance(norm, Norm) else get(norm)).dualize(X)
+            return GroupSpectral(group, rms=True)
+        return norm if isinstance(norm, Norm) else get(norm)
+
+    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
+        if group["transpose"]:
+            return self.norm(group).dualize(X.mT).mT
+        return self.norm(group).dualize(X)
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return float(group["radius"])

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw
 
-from .checks import check_flag, check_nonnegative, check_unit_interval
-from .precision import work_dtype
-from .registry import Algorithm, register
+from ..checks import check_flag, check_nonnegative, check_unit_interval
+from ..precision import work_dtype
+from ..registry import Algorithm, register
 
 __all__ = ["AdamWAlgorithm"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
+from steepest.norms import Norm, Sign
 
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .presets import Preset, preset
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..presets import Preset, preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["SignSGD", "Signum", "SignumAlgorithm"]
 
@@ -39,8 +39,8 @@ class SignumAlgorithm(MomentumAlgorithm):
         super().validate(who, hp, prefix)
         check_scale(who, hp["scale"])
 
-    def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return torch.sign(X)
+    def norm(self, group: Group) -> Norm:
+        return Sign()
 
     def scale(self, m: int, n: int, group: Group) -> float:
         return scale_factor(group["scale"], m, n)

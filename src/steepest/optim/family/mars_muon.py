@@ -7,11 +7,11 @@ from typing import Any, overload
 
 import torch
 
-from .checks import check_choice, check_nonnegative
+from ..checks import check_choice, check_nonnegative
+from ..precision import work_dtype
+from ..presets import Preset, preset
+from ..registry import Group, State, register
 from .muon import MuonAlgorithm
-from .precision import work_dtype
-from .presets import Preset, preset
-from .registry import Group, State, register
 
 __all__ = ["MarsMuon", "MarsMuonAlgorithm"]
 

@@ -8,16 +8,18 @@ from typing import Any
 import torch
 from torch.optim.optimizer import ParamsT
 
+from steepest.norms import Norm
 from steepest.polar.msign import Backend
 from steepest.polar.newton_schulz import Coefficients
 
-from .checks import check_nonnegative
-from .engine import Steepest
-from .fast.options import FastPath
-from .momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
-from .polar_step import POLAR_DEFAULTS, check_polar, polar
-from .registry import Group, register
-from .scaling import check_scale, scale_factor
+from ..checks import check_nonnegative
+from ..engine import Steepest
+from ..fast.options import FastPath
+from ..momentum import MOMENTUM_DEFAULTS, MomentumAlgorithm
+from ..polar_step import POLAR_DEFAULTS, GroupSpectral, check_polar, polar
+from ..presets import preset
+from ..registry import Group, register
+from ..scaling import check_scale, scale_factor
 
 __all__ = ["EPS", "Muon", "MuonAlgorithm"]
 
@@ -61,9 +63,14 @@ class MuonAlgorithm(MomentumAlgorithm):
         check_polar(who, hp, prefix)
         check_nonnegative(who, f"{prefix}eps", hp["eps"], EPS)
 
+    def norm(self, group: Group) -> Norm:
+        """The spectral norm, dualized by the group's polar backend."""
+        return GroupSpectral(group)
+
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
+        """The norm's dualizer U V^T, damped (``damp``) where ||X||_F < eps."""
         norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
-        U: torch.Tensor = polar(X, group)
+        U = self.norm(group).dualize(X)
         return self.damp(U, norms, group)
 
     def damp(self, U: torch.Tensor, norms: torch.Tensor, group: Group) -> torch.Tensor:
@@ -107,6 +114,7 @@ class MuonAlgorithm(MomentumAlgorithm):
 register(MuonAlgorithm())
 
 
+@preset("muon")
 class Muon(Steepest):
     """Muon for the matrices of a model and AdamW for everything else, in one optimizer.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..polar_step import polar
+from ..presets import Preset, preset
+from ..registry import Group, register
 from .muon import MuonAlgorithm
-from .polar_step import polar
-from .presets import Preset, preset
-from .registry import Group, register
 
 __all__ = ["PolarGrad", "PolarGradAlgorithm"]
 
@@ -40,7 +40,8 @@ class PolarGradAlgorithm(MuonAlgorithm):
     fused_momentum = True
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
-        return _times_nuclear(X, polar(X, group))
+        """||X||_nuc times the spectral norm's dualizer (the group's polar backend)."""
+        return _times_nuclear(X, self.norm(group).dualize(X))
 
     def dualize_normed(
         self,

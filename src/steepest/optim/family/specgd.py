@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..presets import Preset, preset
+from ..registry import register
 from .muon import MuonAlgorithm
-from .presets import Preset, preset
-from .registry import register
 
 __all__ = ["SpecGD", "SpecGDAlgorithm"]
 

@@ -22,18 +22,7 @@ FORBIDDEN = {
 }
 
 
-# docs/results.md names the commits whose code produced two of its tables; it is regenerated with
-# the experiments, which will cite the result folders instead.
-RESULTS_REASON = "docs/results.md still names two measurement commits"
-CASES = [
-    pytest.param(p, marks=pytest.mark.xfail(reason=RESULTS_REASON, strict=False))
-    if p.name == "results.md"
-    else p
-    for p in PAGES
-]
-
-
-@pytest.mark.parametrize("page", CASES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_has_no_internal_text(page):
     text = page.read_text()
     found = [

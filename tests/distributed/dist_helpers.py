@@ -342,7 +342,149 @@ def fsdp_family_checkpoint(rank, world, outdir):
     return gaps
 
 
+#: Dion at low rank (3) with each orthonormalizer: sharded power iteration under FSDP2.
+DION = {"qr": {}, "cholesky_qr": {"orthonormalize": "cholesky_qr"}}
+DION_RANK = 3
+#: (rows, columns) of the Dion-only Net's row-sharded matrices (collectives counted).
+DION_SHAPES = [(6, 5), (6, 6), (6, 6), (6, 6), (7, 7)]
+
+
+def dion_optimizer(net: Net, orthonormalize: str, only_rows: bool = False) -> steepest.Steepest:
+    """Dion at rank 3 on the Net's matrices (qkv in row blocks and the 3-D experts: gathered
+    whole under FSDP2), AdamW on the bias. ``only_rows``: only the row-sharded 2-D matrices
+    (DION_SHAPES, experts frozen by leaving them out)."""
+    hp = {"lr": 0.02, "rank": DION_RANK, **DION[orthonormalize]}
+    rows = [net.inp.weight, *(m.weight for m in net.mid), net.out.weight]
+    groups = [{"params": rows + ([] if only_rows else [net.experts]), "algorithm": "dion"}]
+    if not only_rows:
+        groups.append({"params": [net.qkv.weight], "algorithm": "dion", "blocks": [3, 3]})
+    groups.append({"params": [net.inp.bias], "algorithm": "adamw"})
+    return steepest.Steepest(groups, {"dion": hp, "adamw": {"lr": 1e-2}})
+
+
+def single_process_dion(orthonormalize: str, steps: int = 3, only_rows: bool = False):
+    """The oracle of the dion scenarios: one process, the full batch."""
+    net = Net()
+    train(net, dion_optimizer(net, orthonormalize, only_rows), steps)
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
+def _record_collectives(step) -> tuple[list[tuple[str, int]], int]:
+    """Run step() with torch.distributed's collectives and steepest.distributed.whole wrapped
+    to record (name, elements sent); returns the records and the count of whole() calls."""
+    import steepest.distributed as sd
+
+    names = ("all_reduce", "all_gather", "all_to_all_single", "broadcast", "reduce_scatter")
+    saved = {name: getattr(dist, name) for name in names}
+    saved_whole = sd.whole
+    calls: list[tuple[str, int]] = []
+    wholes = [0]
+
+    def wrap(name, fn):
+        def recorded(tensor_or_list, *args, **kwargs):
+            sent = args[0] if name in ("all_gather", "all_to_all_single") else tensor_or_list
+            calls.append((name, sent.numel()))
+            return fn(tensor_or_list, *args, **kwargs)
+
+        return recorded
+
+    def whole(t):
+        wholes[0] += 1
+        return saved_whole(t)
+
+    for name in names:
+        setattr(dist, name, wrap(name, saved[name]))
+    sd.whole = whole
+    try:
+        step()
+    finally:
+        for name in names:
+            setattr(dist, name, saved[name])
+        sd.whole = saved_whole
+    return calls, wholes[0]
+
+
+def dion_sharded(rank, world, outdir):
+    """Dion under FSDP2 and DDP for 3 steps, each orthonormalizer; and one step of the
+    row-sharded matrices alone with its collectives recorded."""
+    out = {}
+    for method in DION:
+        net = _fsdp(Net())
+        opt = dion_optimizer(net, method)
+        train(net, opt, 3, rank=rank, world=world)
+        momentum = opt.state[net.out.weight]["momentum_buffer"]
+        out[f"fsdp-{method}"] = _full(net)
+        out[f"momentum-local-{method}"] = tuple(momentum.to_local().shape)
+        model = nn.parallel.DistributedDataParallel(Net())
+        train(model, dion_optimizer(model.module, method), 3, rank=rank, world=world)
+        out[f"ddp-{method}"] = _full(model.module)
+        net = _fsdp(Net())
+        opt = dion_optimizer(net, method, only_rows=True)
+        train(net, opt, 1, rank=rank, world=world)  # state and FSDP2's lazy init
+        x, y = batch(1)
+        share = BATCH // world
+        loss_fn(
+            net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+        ).backward()
+        calls, wholes = _record_collectives(opt.step)
+        opt.zero_grad()
+        train(net, opt, 1, start=2, rank=rank, world=world)
+        out[f"calls-{method}"] = calls
+        out[f"wholes-{method}"] = wholes
+        out[f"rows-{method}"] = _full(net)
+    return out
+
+
+#: MuLoCo's rounds: H = 2, 4 inner steps (two outer steps), each compression.
+MULOCO_STEPS, MULOCO_H = 4, 2
+MULOCO_COMPRESSIONS = (None, "topk", "int8")
+
+
+def muloco_closure(w: torch.Tensor, k: int):
+    """Worker k's loss 0.5 ||A_k w - goal_k||^2 (its own batch): A_k = (1 + k / 2) I plus a
+    fixed perturbation, goal_k Gaussian from seed 10 + k."""
+    gen = torch.Generator().manual_seed(10 + k)
+    goal = torch.randn(5, 4, generator=gen)
+    A = (1 + k / 2) * torch.eye(5) + 0.1 * torch.randn(5, 5, generator=gen)
+
+    def run():
+        loss = 0.5 * (A @ w - goal).square().sum()
+        loss.backward()
+        return loss
+
+    return run
+
+
+def muloco_start() -> torch.Tensor:
+    return torch.randn(5, 4, generator=torch.Generator().manual_seed(7))
+
+
+MULOCO_HP = {"lr": 0.05, "backend": "svd", "sync_every": MULOCO_H, "topk_fraction": 0.25}
+
+
+def muloco(rank, world, outdir):
+    """Each rank one worker (its own data k = rank) for MULOCO_STEPS steps; rank 1 starts
+    from other weights, which the constructor's broadcast replaces by rank 0's."""
+    from steepest.optim.muloco import DistributedMuLoCo
+
+    out = {}
+    for compression in MULOCO_COMPRESSIONS:
+        start = muloco_start() if rank != 1 else torch.zeros(5, 4)
+        w = nn.Parameter(start)
+        opt = DistributedMuLoCo([w], compression=compression, **MULOCO_HP)
+        calls = []
+        for _ in range(MULOCO_STEPS):
+            opt.zero_grad()
+            step_calls, _ = _record_collectives(lambda: opt.step(muloco_closure(w, rank)))
+            calls.append(step_calls)
+        out[str(compression)] = w.detach().clone()
+        out[f"calls-{compression}"] = calls
+    return out
+
+
 SCENARIOS = {
+    "dion_sharded": dion_sharded,
+    "muloco": muloco,
     "fsdp_family": fsdp_family,
     "fsdp_family_checkpoint": fsdp_family_checkpoint,
     "fsdp_nonfinite": fsdp_nonfinite,

@@ -475,7 +475,8 @@ def muloco(rank, world, outdir):
         calls = []
         for _ in range(MULOCO_STEPS):
             opt.zero_grad()
-            step_calls, _ = _record_collectives(lambda: opt.step(muloco_closure(w, rank)))
+            closure = muloco_closure(w, rank)
+            step_calls, _ = _record_collectives(lambda o=opt, c=closure: o.step(c))
             calls.append(step_calls)
         out[str(compression)] = w.detach().clone()
         out[f"calls-{compression}"] = calls

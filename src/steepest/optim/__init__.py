@@ -9,7 +9,8 @@ Public API:
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
              AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion,
-             PSGDKron; MuLoCo (K simulated workers around a preset);
+             PSGDKron; MuLoCo (K simulated workers around a preset),
+             DistributedMuLoCo (one worker per rank of a process group);
              scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
     peak_lrs(optimizer, factor): per-group max_lr lists for OneCycleLR / CyclicLR
@@ -28,7 +29,7 @@ from .engine import FastPathNotice, GroupPath, Steepest
 from .fast import FastPath
 from .lion import Lion
 from .mars_muon import MarsMuon
-from .muloco import MuLoCo
+from .muloco import DistributedMuLoCo, MuLoCo
 from .muon import Muon, MuonAlgorithm
 from .normuon import NorMuon
 from .nsgd import NSGD, ClippedSGD
@@ -58,6 +59,7 @@ __all__ = [
     "Algorithm",
     "ClippedSGD",
     "Dion",
+    "DistributedMuLoCo",
     "FastPath",
     "FastPathNotice",
     "GroupPath",

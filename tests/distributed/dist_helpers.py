@@ -318,11 +318,12 @@ def fsdp_family(rank, world, outdir):
 
 def fsdp_family_checkpoint(rank, world, outdir):
     """DCP save after 2 steps, load into fresh FSDP2 models and optimizers, 2 more steps, for
-    the members with whole-matrix state (plain tensors, the same on every rank)."""
+    the members with whole-matrix state (plain tensors, the same on every rank), and Dion
+    (its momentum a row-sharded DTensor, its Q replicated)."""
     import torch.distributed.checkpoint as dcp
 
     gaps = {}
-    for name in ("normuon", "shampoo", "soap"):
+    for name in ("normuon", "shampoo", "soap", "dion"):
         path = os.path.join(outdir, f"dcp-{name}")
         first = _fsdp(Net())
         opt = family_optimizer(first, name)
@@ -405,8 +406,8 @@ def _record_collectives(step) -> tuple[list[tuple[str, int]], int]:
 
 
 def dion_sharded(rank, world, outdir):
-    """Dion under FSDP2 and DDP for 3 steps, each orthonormalizer; and one step of the
-    row-sharded matrices alone with its collectives recorded."""
+    """Dion under FSDP2 for 3 steps with each orthonormalizer (and DDP with "qr"); and the
+    row-sharded matrices alone for 3 steps, the second one's collectives recorded."""
     out = {}
     for method in DION:
         net = _fsdp(Net())
@@ -415,9 +416,10 @@ def dion_sharded(rank, world, outdir):
         momentum = opt.state[net.out.weight]["momentum_buffer"]
         out[f"fsdp-{method}"] = _full(net)
         out[f"momentum-local-{method}"] = tuple(momentum.to_local().shape)
-        model = nn.parallel.DistributedDataParallel(Net())
-        train(model, dion_optimizer(model.module, method), 3, rank=rank, world=world)
-        out[f"ddp-{method}"] = _full(model.module)
+        if method == "qr":  # DDP: every rank computes the whole update (either method)
+            model = nn.parallel.DistributedDataParallel(Net())
+            train(model, dion_optimizer(model.module, method), 3, rank=rank, world=world)
+            out[f"ddp-{method}"] = _full(model.module)
         net = _fsdp(Net())
         opt = dion_optimizer(net, method, only_rows=True)
         train(net, opt, 1, rank=rank, world=world)  # state and FSDP2's lazy init

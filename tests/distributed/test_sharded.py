@@ -89,7 +89,8 @@ def test_every_matrix_member_under_fsdp2_and_ddp_equals_single_process(run, name
 
 def test_dcp_resume_of_whole_matrix_state_is_exact(run):
     _, results = run
-    assert results["fsdp_family_checkpoint"] == {"normuon": 0.0, "shampoo": 0.0, "soap": 0.0}
+    expected = {"normuon": 0.0, "shampoo": 0.0, "soap": 0.0, "dion": 0.0}
+    assert results["fsdp_family_checkpoint"] == expected
 
 
 def test_fsdp2_equals_single_process_polar_express(run):
@@ -191,13 +192,14 @@ def test_nonfinite_gradient_on_one_rank_skips_on_every_rank(run):
 @pytest.mark.parametrize("method", sorted(DION))
 def test_dion_sharded_power_iteration_equals_single_process(run, method):
     """Dion at rank 3, three steps, under FSDP2 (uneven shards; on 4 ranks the (6, 5) input
-    weight leaves rank 3 empty; row blocks and the 3-D experts gathered whole) and under DDP,
-    against one process in float32: 1e-6. The momentum keeps only this rank's rows."""
+    weight leaves rank 3 empty; row blocks and the 3-D experts gathered whole) and under DDP
+    ("qr"), against one process in float32: 1e-6. The momentum keeps only this rank's rows."""
     world, results = run
     case = results["dion_sharded"]
     reference = single_process_dion(method)
     assert max_gap(case[f"fsdp-{method}"], reference) <= TOL
-    assert max_gap(case[f"ddp-{method}"], reference) <= TOL
+    if method == "qr":
+        assert max_gap(case[f"ddp-{method}"], reference) <= TOL
     assert case[f"momentum-local-{method}"] == (shard_rows(7, world)[0], 7)
     rows_only = single_process_dion(method, only_rows=True)
     assert max_gap(case[f"rows-{method}"], rows_only) <= TOL

@@ -482,6 +482,14 @@ def muloco(rank, world, outdir):
             calls.append(step_calls)
         out[str(compression)] = w.detach().clone()
         out[f"calls-{compression}"] = calls
+    # the simulation inside a process group: its inner optimizers must not share their steps
+    from steepest.optim.muloco import MuLoCo
+
+    v = nn.Parameter(muloco_start())
+    sim = MuLoCo([v], workers=world, **MULOCO_HP)
+    for _ in range(MULOCO_STEPS):
+        sim.step([muloco_closure(v, k) for k in range(world)])
+    out["simulated-in-group"] = v.detach().clone()
     return out
 
 

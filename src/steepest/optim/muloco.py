@@ -96,6 +96,11 @@ class MuLoCo:
         self.inner: list[Steepest] = [
             optimizer(inner, self.params, **inner_hyperparameters) for _ in range(workers)
         ]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from steepest.distributed import configure
+
+            for worker in self.inner:  # simulated in this process: no rank shares its steps
+                configure(worker, share_replicated=False)
         with torch.no_grad():
             self.global_params = [p.detach().clone() for p in self.params]
             self.local = [[p.detach().clone() for p in self.params] for _ in range(workers)]

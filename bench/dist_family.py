@@ -8,9 +8,9 @@ tensors (the single-process result) and once on FSDP2 Shard(0) DTensors (the sha
 iteration), for "qr" and "cholesky_qr" at rank_fraction 0.25, and reports the largest gap
 of the weights after --steps steps (float32; expect <= 1e-5 on GPU, whose reductions
 round differently) and the median sharded step time (wall clock, synchronized). MuLoCo:
-rank k trains worker k on its own quadratic with DistributedMuLoCo (H = 2, 4 steps); rank 0 runs the single-process
-simulation of the same W workers and reports the gap (expect <= 1e-5). Rank 0 prints one
-line per check.
+rank k trains worker k on its own quadratic with DistributedMuLoCo (H = 2, 4 steps);
+rank 0 runs the single-process simulation of the same W workers and reports the gap
+(expect <= 1e-5). Rank 0 prints one line per check.
 """
 
 from __future__ import annotations

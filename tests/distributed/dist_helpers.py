@@ -350,11 +350,13 @@ DION_RANK = 3
 DION_SHAPES = [(6, 5), (6, 6), (6, 6), (6, 6), (7, 7)]
 
 
-def dion_optimizer(net: Net, orthonormalize: str, only_rows: bool = False) -> steepest.Steepest:
+def dion_optimizer(
+    net: Net, orthonormalize: str, only_rows: bool = False, **options
+) -> steepest.Steepest:
     """Dion at rank 3 on the Net's matrices (qkv in row blocks and the 3-D experts: gathered
     whole under FSDP2), AdamW on the bias. ``only_rows``: only the row-sharded 2-D matrices
     (DION_SHAPES, experts frozen by leaving them out)."""
-    hp = {"lr": 0.02, "rank": DION_RANK, **DION[orthonormalize]}
+    hp = {"lr": 0.02, "rank": DION_RANK, **DION[orthonormalize], **options}
     rows = [net.inp.weight, *(m.weight for m in net.mid), net.out.weight]
     groups = [{"params": rows + ([] if only_rows else [net.experts]), "algorithm": "dion"}]
     if not only_rows:
@@ -437,6 +439,30 @@ def dion_sharded(rank, world, outdir):
     return out
 
 
+def dion_sync_factors(rank, world, outdir):
+    """Dion with sync_factors on plain, unsynchronized replicas (no DDP): each rank's
+    gradients are its batch share's, the bias's averaged by hand (it is AdamW's); 3 steps,
+    the second's collectives recorded."""
+    out = {}
+    for method in DION:
+        net = Net()
+        opt = dion_optimizer(net, method, only_rows=True, sync_factors=True)
+        for step in range(3):
+            x, y = batch(step)
+            share = BATCH // world
+            loss_fn(
+                net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+            ).backward()
+            dist.all_reduce(net.inp.bias.grad)
+            net.inp.bias.grad /= world
+            calls, _ = _record_collectives(opt.step)
+            opt.zero_grad()
+            if step == 1:
+                out[f"calls-{method}"] = calls
+        out[method] = _full(net)
+    return out
+
+
 #: MuLoCo's rounds: H = 2, 4 inner steps (two outer steps), each compression.
 MULOCO_STEPS, MULOCO_H = 4, 2
 MULOCO_COMPRESSIONS = (None, "topk", "int8")
@@ -495,6 +521,7 @@ def muloco(rank, world, outdir):
 
 SCENARIOS = {
     "dion_sharded": dion_sharded,
+    "dion_sync_factors": dion_sync_factors,
     "muloco": muloco,
     "fsdp_family": fsdp_family,
     "fsdp_family_checkpoint": fsdp_family_checkpoint,

@@ -229,6 +229,20 @@ def test_dion_sharded_step_sends_only_the_small_factors(run, method):
     assert max(sizes) < min(m * n for m, n in DION_SHAPES)
 
 
+@pytest.mark.parametrize("method", sorted(DION))
+def test_dion_sync_factors_on_unsynchronized_replicas_equals_single_process(run, method):
+    """sync_factors=True without DDP: each rank its own gradients and momentum, only B_i Q
+    (m x r) and B_i^T P (n x r) averaged per matrix (after the engine's non-finite agreement,
+    one number); three steps equal one process on the full batch in float32: 1e-6."""
+    world, results = run
+    case = results["dion_sync_factors"]
+    assert max_gap(case[method], single_process_dion(method, only_rows=True)) <= TOL
+    expected = [("all_reduce", 1)]
+    for m, n in DION_SHAPES:
+        expected += [("all_reduce", m * DION_RANK), ("all_reduce", n * DION_RANK)]
+    assert case[f"calls-{method}"] == expected
+
+
 @pytest.mark.parametrize("compression", MULOCO_COMPRESSIONS, ids=str)
 def test_distributed_muloco_equals_the_single_process_simulation(run, compression):
     """W ranks, one worker each (rank k on worker k's data; rank 1 starts elsewhere and is

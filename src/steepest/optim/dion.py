@@ -4,7 +4,7 @@ error feedback (Dion)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -128,7 +128,12 @@ class DionAlgorithm(Algorithm):
     (n x r, all-reduced). The update's rows are then local, so no exchange of whole
     matrices follows; the result is the single-process one. Other DTensors (3-D stacks, row
     blocks, transposed views) are gathered whole; under DDP every rank computes the whole
-    (replicated) update.
+    (replicated) update. With ``sync_factors=True`` (data parallel without DDP's gradient
+    all-reduce: each rank's gradients are its own) every rank keeps its own M_i and the
+    ranks average only B_i Q (m x r) and B_i^T P (n x r); since every step is linear in B,
+    mean_i M_i follows the momentum of the mean gradient, and the update equals the one
+    process's on the mean gradient (the paper's decoupled momentum, (m + n) r numbers per
+    matrix instead of m n).
 
     References: Ahn, Xu, Abreu, Fan, Magakyan, Sharma, Zhan, Langford, "Dion: Distributed
     Orthonormalized Updates", arXiv 2504.05295, Alg. 1 (single device) and its distributed
@@ -148,6 +153,7 @@ class DionAlgorithm(Algorithm):
         "power_iterations": 1,
         "seed": 0,
         "scale": "spectral",
+        "sync_factors": False,
     }
 
     def validate(self, who: str, hp: Group, prefix: str = "") -> None:
@@ -164,6 +170,7 @@ class DionAlgorithm(Algorithm):
         if not 0 < fraction <= 1:
             raise ValueError(f"{who}: {prefix}rank_fraction={fraction!r} must be in (0, 1]")
         check_choice(who, f"{prefix}orthonormalize", hp["orthonormalize"], ORTHONORMALIZERS)
+        check_flag(who, f"{prefix}sync_factors", hp["sync_factors"])
         for key in ("power_iterations", "seed"):
             value, low = hp[key], 1 if key == "power_iterations" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -192,8 +199,21 @@ class DionAlgorithm(Algorithm):
     def precondition(
         self, directions: list[torch.Tensor], states: list[State], group: Group
     ) -> list[torch.Tensor]:
+        average = _factor_average(directions, group) if group["sync_factors"] else None
         out = []
         for direction, state in zip(directions, states, strict=True):
+            if average is not None:
+                X = as_matrices(direction, group["matrix_view"]).to(work_dtype(direction.dtype))
+                rows = block_rows(group, X.shape[-2])
+                blocks = block_states(state, _BLOCK_KEYS, len(rows), group)
+                parts = [
+                    self.power_step(piece, block, group, None, average)
+                    for piece, block in zip(split_rows(X, rows), blocks, strict=True)
+                ]
+                update = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+                shape = direction.shape
+                out.append(from_matrices(update, shape, group["matrix_view"]).to(direction.dtype))
+                continue
             if _row_sharded(direction, group):
                 out.append(self.sharded_step(direction, state, group))
                 continue
@@ -226,17 +246,27 @@ class DionAlgorithm(Algorithm):
         return like(direction, update.reshape(local.shape).to(local.dtype))  # type: ignore[arg-type]
 
     def power_step(
-        self, G: torch.Tensor, state: State, group: Group, shards: RowShards | None
+        self,
+        G: torch.Tensor,
+        state: State,
+        group: Group,
+        shards: RowShards | None,
+        average: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One matrix (row block) G with its M and Q: update both, return scale * P Q^T.
 
         ``shards``: G, M and P are this rank's rows of matrices split over ranks (FSDP2);
         the Frobenius norm (one number), P's orthonormalization and R = B^T P are then
-        summed over the ranks, and the result is this rank's rows of the update."""
+        summed over the ranks, and the result is this rank's rows of the update.
+        ``average`` (``sync_factors``): G and M are this rank's own; B Q and B^T P are
+        averaged over the ranks, and B is not normalized (its mean's norm is unknown; the
+        update is scale invariant)."""
         M, Q = state["momentum_buffer"], state["right_factor"]
         m = G.shape[-2] if shards is None else shards.rows
         B = M + G
-        if shards is None:
+        if average is not None:
+            size = torch.ones((1, 1), dtype=B.dtype, device=B.device)
+        elif shards is None:
             size = torch.linalg.vector_norm(B, dim=(-2, -1), keepdim=True, dtype=torch.float64)
         else:
             squares = B.double().square().sum().reshape(1, 1)
@@ -245,10 +275,13 @@ class DionAlgorithm(Algorithm):
         Bn = B / size
         P, R, normalized = Bn, Q, Q  # replaced below: power_iterations >= 1
         for _ in range(group["power_iterations"]):
-            P = orthonormalize_columns(Bn @ Q, group["orthonormalize"], group["seed"], shards)
+            BQ = Bn @ Q if average is None else average(Bn @ Q)
+            P = orthonormalize_columns(BQ, group["orthonormalize"], group["seed"], shards)
             R = Bn.mT @ P
             if shards is not None:
                 R = shards.sum(R.contiguous())
+            elif average is not None:
+                R = average(R)
             norms = torch.linalg.vector_norm(R, dim=-2, keepdim=True)
             live = norms > 0  # a zero column of R (B has no mass there) adds nothing
             normalized = R / torch.where(live, norms, 1.0)
@@ -260,6 +293,34 @@ class DionAlgorithm(Algorithm):
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         return X  # stage 2 returns the orthonormalized update scale * P Q^T
+
+
+def _factor_average(
+    directions: list[torch.Tensor], group: Group
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The mean over the ranks of the default process group (``sync_factors``); raises if
+    there is no process group or a direction is a DTensor."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "Dion: sync_factors=True needs an initialized torch.distributed process group "
+            "(each rank holding its own gradients); use sync_factors=False in one process"
+        )
+    for d in directions:
+        if type(d).__name__ == "DTensor":
+            raise ValueError(
+                f"Dion: sync_factors=True is for plain (replicated) parameters; a direction "
+                f"of shape {tuple(d.shape)} is a DTensor (FSDP2 shards use the sharded "
+                "power iteration without it)"
+            )
+    from steepest.distributed import all_reduce_mean
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        t = t.contiguous()
+        all_reduce_mean([t])
+        return t
+
+    return mean
 
 
 def _row_sharded(t: torch.Tensor, group: Group) -> bool:

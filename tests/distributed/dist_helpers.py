@@ -408,20 +408,20 @@ def _record_collectives(step) -> tuple[list[tuple[str, int]], int]:
 
 
 def dion_sharded(rank, world, outdir):
-    """Dion under FSDP2 for 3 steps with each orthonormalizer (and DDP with "qr"); and the
-    row-sharded matrices alone for 3 steps, the second one's collectives recorded."""
+    """Dion ("qr") on the whole Net under FSDP2 and DDP for 3 steps; and, with each
+    orthonormalizer, the row-sharded matrices alone for 3 steps, the second one's collectives
+    recorded."""
     out = {}
+    net = _fsdp(Net())  # the whole Net, "qr" (row blocks and experts gathered whole)
+    opt = dion_optimizer(net, "qr")
+    train(net, opt, 3, rank=rank, world=world)
+    momentum = opt.state[net.out.weight]["momentum_buffer"]
+    out["fsdp"] = _full(net)
+    out["momentum-local"] = tuple(momentum.to_local().shape)
+    model = nn.parallel.DistributedDataParallel(Net())  # every rank the whole update
+    train(model, dion_optimizer(model.module, "qr"), 3, rank=rank, world=world)
+    out["ddp"] = _full(model.module)
     for method in DION:
-        net = _fsdp(Net())
-        opt = dion_optimizer(net, method)
-        train(net, opt, 3, rank=rank, world=world)
-        momentum = opt.state[net.out.weight]["momentum_buffer"]
-        out[f"fsdp-{method}"] = _full(net)
-        out[f"momentum-local-{method}"] = tuple(momentum.to_local().shape)
-        if method == "qr":  # DDP: every rank computes the whole update (either method)
-            model = nn.parallel.DistributedDataParallel(Net())
-            train(model, dion_optimizer(model.module, method), 3, rank=rank, world=world)
-            out[f"ddp-{method}"] = _full(model.module)
         net = _fsdp(Net())
         opt = dion_optimizer(net, method, only_rows=True)
         train(net, opt, 1, rank=rank, world=world)  # state and FSDP2's lazy init

@@ -81,14 +81,14 @@ def test_cli_tune_on_quadratic_lands_inside_the_grid(tmp_path):
     task.setup(torch.device("cpu"))
     for name in ("sgd", "muon"):
         searches = record["tuning"][name]
-        assert set(searches) == {"lr"}  # the quadratic has no AdamW groups to tune
-        search = searches["lr"]
+        assert set(searches) == {"lr", "warmup", "lr_again"}  # no AdamW groups to tune
+        search = searches["lr_again"]
         grid, scores, best = search["grid"], search["scores"], search["best"]
         assert search["inside"] and grid[0] < best < grid[-1]
         assert record["hyperparameters"][name]["lr"] == best
         finite = [s for s in scores if s is not None]
         assert scores[grid.index(best)] == min(finite)
-        # The tuning seed is max(seeds) + 1 = 1; rerunning the best lr reproduces its score.
+        # The tuning seed is max(seeds) + 1 = 1; rerunning the best settings reproduces the score.
         rerun = train(
             task,
             name,
@@ -98,6 +98,7 @@ def test_cli_tune_on_quadratic_lands_inside_the_grid(tmp_path):
             seed=1,
             eval_every=5,
             device=torch.device("cpu"),
+            warmup=record["hyperparameters"][name]["warmup"],
             progress=False,
         )
         assert rerun.best_val_loss == pytest.approx(scores[grid.index(best)], rel=1e-6)

@@ -9,7 +9,9 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
+import math
 import os
 import platform
 import shlex
@@ -21,10 +23,16 @@ from typing import Any
 import torch
 
 import steepest
-from steepest.experiments.compare import compare
-from steepest.experiments.optimizers import OPTIMIZERS, default_lrs
-from steepest.experiments.report import format_table, write_csv, write_json, write_plots
-from steepest.experiments.reproduce import TARGET_CHOICES, TARGETS
+from steepest.experiments.compare import compare, default_settings
+from steepest.experiments.optimizers import OPTIMIZERS
+from steepest.experiments.report import (
+    format_table,
+    write_csv,
+    write_json,
+    write_json_record,
+    write_plots,
+)
+from steepest.experiments.reproduce import CLEARLY, QUICK_OPTIONS, TARGET_CHOICES, TARGETS
 from steepest.experiments.tasks import TASKS, make_task, parse_key_values, parse_options
 
 __all__ = ["main", "build_parser"]
@@ -53,6 +61,37 @@ def _lr_pairs(text: str) -> tuple[str, float]:
     return name, lr
 
 
+def _setting_pairs(low: float, high: float) -> Any:
+    """An argparse type for ``OPTIMIZER=VALUE`` with ``low <= VALUE < high``."""
+
+    def parse(text: str) -> tuple[str, float]:
+        name, sep, value = text.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or name not in OPTIMIZERS or not low <= number < high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected OPTIMIZER=VALUE with OPTIMIZER one of "
+                f"{', '.join(OPTIMIZERS)} and {low:g} <= VALUE < {high:g}"
+            )
+        return name, number
+
+    return parse
+
+
+def _horizons(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(v > 0 and math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated positive multiples of --steps, e.g. 0.5,1,2"
+        )
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``steepest`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="steepest", description=__doc__.splitlines()[0])
@@ -67,7 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="training steps (default: the task's)")
     p.add_argument("--seeds", type=_positive_int, default=2, help="seeds 0..K-1 (default 2)")
     p.add_argument(
-        "--tune", action="store_true", help="tune lr and adamw_lr per optimizer on a log grid first"
+        "--tune",
+        action="store_true",
+        help="tune per optimizer lr, warmup, beta2 (AdamW) and adamw_lr on widening grids first",
+    )
+    p.add_argument(
+        "--horizons",
+        type=_horizons,
+        default=(0.5, 1.0),
+        help="multiples of --steps at which every optimizer also trains on its own full "
+        "schedule (default 0.5,1); gives the schedule-matched ratio",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", type=Path, help="output folder (default runs/compare-<task>)")
@@ -89,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate of OPT's AdamW groups (repeatable)",
     )
     p.add_argument(
+        "--warmup",
+        type=_setting_pairs(0.0, 1.0),
+        action="append",
+        default=[],
+        metavar="OPT=FRACTION",
+        help="warmup fraction of OPT, in [0, 1) (repeatable)",
+    )
+    p.add_argument(
+        "--beta2",
+        type=_setting_pairs(0.0, 1.0),
+        action="append",
+        default=[],
+        metavar="OPT=BETA2",
+        help="AdamW beta2 of OPT, in [0, 1) (repeatable)",
+    )
+    p.add_argument(
         "--task-option",
         action="append",
         default=[],
@@ -101,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (default: all cores available to the process)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    r = sub.add_parser("reproduce", help="reproduce a seed document's figure")
-    r.add_argument("name", choices=list(TARGETS))
+    r = sub.add_parser("reproduce", help="test a paper's claim: figure, JSON and verdict")
+    r.add_argument("name", nargs="?", choices=list(TARGETS), help="the target (or --all)")
+    r.add_argument("--all", action="store_true", help="run every target; print a verdict table")
+    r.add_argument(
+        "--quick", action="store_true", help="the targets' small settings (minutes on a CPU)"
+    )
     r.add_argument("--out", type=Path, help="output folder (default runs/reproduce)")
     r.add_argument(
         "--option",
@@ -175,10 +243,16 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         task = make_task(args.task, **parse_options(args.task, args.task_option))
     except ValueError as err:
         parser.error(str(err))
-    lrs = {}
+    settings = {}
+    given_settings = {
+        "lr": dict(args.lr),
+        "adamw_lr": dict(args.adamw_lr),
+        "warmup": dict(args.warmup),
+        "beta2": dict(args.beta2),
+    }
     for name in optimizers:
-        lr, adamw_lr = default_lrs(name, task.default_lrs)
-        lrs[name] = (dict(args.lr).get(name, lr), dict(args.adamw_lr).get(name, adamw_lr))
+        chosen = {k: v[name] for k, v in given_settings.items() if name in v}
+        settings[name] = dataclasses.replace(default_settings(task, name), **chosen)
     out = args.out or Path("runs") / f"compare-{task.name}"
     out.mkdir(parents=True, exist_ok=True)
     if args.device == "cpu":
@@ -197,7 +271,8 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         device=device,
         eval_every=eval_every,
         tune=args.tune,
-        lrs=lrs,
+        settings=settings,
+        horizons=args.horizons,
         progress=not args.no_progress,
     )
     record = {
@@ -206,8 +281,9 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         "optimizers": optimizers,
         "steps": steps,
         "eval_every": eval_every,
-        "warmup": task.warmup,
         "schedule": task.schedule,
+        "tuned_by": None if args.tune else task.tuned_by or None,
+        "given_settings": {k: v for k, v in given_settings.items() if v},
         "seeds": seeds,
         "tune": args.tune,
         "metrics": list(task.metrics),
@@ -238,18 +314,48 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
 
 
 def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    if (args.name is None) == (not args.all):
+        parser.error("reproduce: give one target NAME or --all (not both)")
+    names = list(TARGETS) if args.all else [args.name]
+    if args.all and args.option:
+        parser.error("reproduce --all: --option applies to one target; drop it or name one")
     try:
-        options = target_options(args.name, args.option)
+        options = {} if args.all else target_options(args.name, args.option)
     except ValueError as err:
         parser.error(str(err))
     out = args.out or Path("runs") / "reproduce"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-    start = time.perf_counter()
-    TARGETS[args.name](out, progress=not args.no_progress, **options)
-    print(
-        f"reproduce {args.name}: {time.perf_counter() - start:.0f} s; wrote "
-        f"{out / (args.name + '.png')} and {out / (args.name + '.json')} "
-        f"({shlex.join(['steepest', *argv])})"
-    )
+    table = []
+    for name in names:
+        start = time.perf_counter()
+        kwargs = {**(QUICK_OPTIONS[name] if args.quick else {}), **options}
+        record = TARGETS[name](out, progress=not args.no_progress, **kwargs)
+        seconds = time.perf_counter() - start
+        record.update(_provenance(["steepest", *argv], seconds))
+        write_json_record(record, out / f"{name}.json")
+        print(f"\nreproduce {name} ({seconds:.0f} s): wrote {out / name}.png and .json")
+        for v in record["verdicts"]:
+            print(f"  claim:     {v['claim']}")
+            print(f"  criterion: {v['criterion']}")
+            print(f"  verdict:   {v['outcome']}: {v['evidence']}")
+            label = v["criterion"][1:].partition("]")[0] if v["criterion"][0] == "[" else ""
+            table.append((name, v["outcome"], label))
+    print(f"\n{CLEARLY}\n")
+    width = max(len(n) for n, _, _ in table)
+    for name, outcome, label in table:
+        print(f"{name.ljust(width)}  {outcome.ljust(12)}  {label}".rstrip())
     return 0
+
+
+def _provenance(command: list[str], seconds: float) -> dict[str, Any]:
+    """Machine, versions, the command and its wall time, for a result file."""
+    return {
+        "device": f"cpu ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads)",
+        "torch_version": torch.__version__,
+        "steepest_version": steepest.__version__,
+        "python_version": platform.python_version(),
+        "command": shlex.join(command),
+        "wall_time_s": seconds,
+    }

@@ -230,6 +230,7 @@ def build_optimizer(
     adamw_lr: float,
     *,
     weight_decay: float = 0.0,
+    adamw_betas: tuple[float, float] = ADAMW_BETAS,
     routing: dict[str, Any] | None = None,
 ) -> list[torch.optim.Optimizer]:
     """Build the optimizer(s) of one run; step every one of them each iteration.
@@ -242,6 +243,7 @@ def build_optimizer(
             setting for every ``name``; AdamW betas :data:`ADAMW_BETAS`.
         weight_decay: decoupled weight decay, on the matrices and on the AdamW groups (except
             scion's matrices, whose constrained form fixes it at 1).
+        adamw_betas: the AdamW's ``(beta1, beta2)``, each in [0, 1).
         routing: keyword arguments of :func:`steepest.param_groups`.
 
     On CUDA the torch AdamWs are fused and steepest's presets run their fast path
@@ -262,10 +264,14 @@ def build_optimizer(
         if not math.isfinite(value) or value < 0 or (value == 0 and arg != "weight_decay"):
             allowed = "non-negative" if arg == "weight_decay" else "positive"
             raise ValueError(f"build_optimizer: {arg}={value!r} must be a {allowed} finite float")
+    if len(adamw_betas) != 2 or not all(0 <= b < 1 for b in adamw_betas):
+        raise ValueError(
+            f"build_optimizer: adamw_betas={adamw_betas!r} must be two floats in [0, 1)"
+        )
     matrix_groups, rest = _route(model, routing)
     matrices = [p for g in matrix_groups for p in g["params"]]
     on_gpu = any(p.is_cuda for p in model.parameters())
-    adamw_kw: dict[str, Any] = {"betas": ADAMW_BETAS, "weight_decay": weight_decay}
+    adamw_kw: dict[str, Any] = {"betas": tuple(adamw_betas), "weight_decay": weight_decay}
     adamw_kw.update({"fused": True} if on_gpu else {"foreach": True})
     rest_group = [{"params": rest, "lr": adamw_lr}] if rest else []
     if name == "adamw":

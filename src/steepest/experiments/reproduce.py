@@ -1,25 +1,29 @@
-"""``steepest reproduce NAME``: the seed documents' figures, each a PNG plus the JSON behind it.
+"""``steepest reproduce NAME``: the papers' claims behind the seed documents, each tested.
 
 Targets (:data:`TARGETS`), each a function ``(out, *, progress, **options) -> dict`` that writes
-``<out>/<name>.json`` and ``<out>/<name>.png`` and returns the record:
+``<out>/<name>.json`` and ``<out>/<name>.png`` and returns the record, whose ``verdicts`` list
+each claim's criterion (stated in :data:`CRITERIA` before any run) and the outcome computed
+from at least three seeds (:mod:`steepest.experiments.verdicts`):
 
-* ``schatten-p``: variance and stable rank of the singular values of ``SchattenP(p).dualize(G)``
-  against p, for a few spectra of G (seeds/000_0ff94013880c6450.txt, Sec. 4.3, Prop. 5).
-* ``low-rank``: Muon against GD (step 1/L) on the quadratic task as the rank of Q falls
-  (seeds/004_67262c901d7d220a.txt, Fig. 1).
-* ``nds``: normalized directional sharpness and update norm of Muon and AdamW along the training
-  of a small char GPT (seeds/003_e51c56d7d69de86a.txt, Fig. 2).
-* ``imbalance``: balanced and minority-class accuracy of Muon and AdamW on the imbalanced
-  Gaussian mixture against the imbalance ratio (Vasudeva et al., arXiv 2510.22980).
-* ``implicit-bias``: l2, spectral and max-norm margins of GD, AdamW and Muon along training on
-  separable multiclass data (Fan et al., arXiv 2502.04664).
+* ``schatten-p``: spread and stable rank of Schatten-p dualized singular values against p, on
+  synthetic spectra and the experiments' GPT gradients (Cesista 2025, Sec. 4.3).
+* ``low-rank``: steps to a threshold of Muon and GD on the concentrated-spectrum quadratic,
+  two step-size protocols, with the Eq. 7 ratio (Shen et al., arXiv 2505.23737).
+* ``nds``: NDS, update norm and the one-step Taylor decomposition of Muon's and AdamW's updates,
+  at the task lrs and at matched update norms (Bergemann et al., arXiv 2606.04662).
+* ``imbalance``: balanced accuracy over training of tuned GD, AdamW, Muon and spectral GD on
+  the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
+* ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
+  norm's exact maximum (Fan et al., arXiv 2502.04664).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -27,22 +31,29 @@ from typing import Any
 
 import torch
 
-from steepest.diagnostics import directional_sharpness, stable_rank
-from steepest.experiments.optimizers import build_optimizer
+from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
+from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
 from steepest.experiments.tasks import Task, make_task
+from steepest.experiments.tune import tune_lr
+from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
 from steepest.norms import SchattenP
 
 __all__ = [
+    "CLAIMS",
+    "CRITERIA",
+    "QUICK_OPTIONS",
     "TARGETS",
     "TARGET_CHOICES",
+    "VERDICTS",
     "dualized_singular_values",
-    "schatten_p",
-    "low_rank",
-    "nds",
     "imbalance",
     "implicit_bias",
+    "low_rank",
+    "max_margins",
+    "nds",
+    "schatten_p",
 ]
 
 
@@ -63,7 +74,8 @@ def dualized_singular_values(G: torch.Tensor, p: float) -> torch.Tensor:
     """Singular values of ``SchattenP(p).dualize(G)``, descending, shape ``(..., min(m, n))``.
 
     Math: sigma_i(dualize(G)) = sigma_i^(q-1) / ||sigma||_q^(q-1), 1/p + 1/q = 1
-    (seeds/000_0ff94013880c6450.txt, Prop. 4).
+    (Cesista 2025, "Muon and a selective survey on steepest descent in Riemannian and
+    non-Riemannian manifolds", Prop. 4).
     """
     values: torch.Tensor = torch.linalg.svdvals(SchattenP(p).dualize(G))
     return values
@@ -84,69 +96,193 @@ def _spectra(m: int, n: int, seed: int) -> dict[str, torch.Tensor]:
     return mats
 
 
+def _msign(G: torch.Tensor) -> torch.Tensor:
+    """U V^T of the reduced SVD of ``G`` (exact, in G's dtype)."""
+    u, _, vh = torch.linalg.svd(G, full_matrices=False)
+    product: torch.Tensor = u @ vh
+    return product
+
+
+# --------------------------------------------------------------------------------------------
+# schatten-p
+
+
+def _gpt_gradients(seed: int, steps: int, sizes: dict[str, int]) -> list[tuple[Any, Any]]:
+    """(gradient, weight) of every hidden matrix of the experiments' char GPT after ``steps``
+    AdamW steps from the seed's initialization (float64 copies)."""
+    task = make_task("shakespeare-char", **sizes, eval_windows=8)
+    task.setup(torch.device("cpu"))
+    torch.manual_seed(seed)
+    model = task.build_model()
+    lr, adamw_lr = task.default_lrs["adamw"]
+    optimizers = build_optimizer("adamw", model, lr, adamw_lr, routing=task.routing())
+    batches = task.batches(seed)
+    for _ in range(steps):
+        torch.autograd.backward(task.loss(model, next(batches)))
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    torch.autograd.backward(task.loss(model, next(batches)))
+    matrices, _ = split_parameters(model, task.routing())
+    return [(p.grad.detach().double(), p.detach().double()) for p in matrices if p.grad is not None]
+
+
 def schatten_p(
     out: Path,
     *,
     progress: bool = True,
     m: int = 64,
     n: int = 32,
-    seed: int = 0,
+    seeds: int = 3,
+    gpt_steps: int = 20,
+    gpt_width: int = 128,
+    gpt_layers: int = 4,
 ) -> dict[str, Any]:
-    """Variance and stable rank of the dualized singular values against p (seed 000, Sec. 4.3).
+    """Spread (std / mean) and stable rank of the dualized singular values against p.
 
-    For each test matrix G (m x n, fp64) and p in {1.25, 1.5, 2, 3, 4, 8, 16, 32, 64, 128, inf}:
-    the population variance of sigma_i(dualize_p(G)) and the stable rank of dualize_p(G). The
-    spectral norm (p = inf) gives U V^T: variance 0 and stable rank min(m, n). Whether each
-    variance curve is monotone in p is recorded as measured (Prop. 5 is asymptotic in p).
+    For each matrix family and seed: Gaussian and two prescribed spectra (m x n, float64), and
+    the gradients of every hidden matrix of the experiments' char GPT (``gpt_layers`` x
+    ``gpt_width``) after ``gpt_steps`` AdamW steps. For p in {1.25, ..., 128, inf}: the
+    scale-free spread std/mean of sigma_i(dualize_p(G)) (0 at p = inf), the stable rank of
+    dualize_p(G) over that of U V^T, and for the GPT the relative size
+    ||dualize_p(G)||_2 / ||W||_2 (Def. 6). Criterion: :data:`CRITERIA` ``["schatten-p"]``.
 
     References:
-        seeds/000_0ff94013880c6450.txt, Sec. 4.3.1 (Prop. 5) and 4.3.2.
+        F. L. Cesista, "Muon and a selective survey on steepest descent in Riemannian and
+        non-Riemannian manifolds" (2025), Sec. 4.3, Prop. 4-5, Def. 6-7.
     """
     ps = [1.25, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, math.inf]
+    families: dict[str, dict[str, list[list[float]]]] = {}
+
+    def add(family: str, pairs: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        spread, fraction, relsize = [], [], []
+        for p in ps:
+            s, f, r = [], [], []
+            for G, W in pairs:
+                D = SchattenP(p).dualize(G)
+                sv = torch.linalg.svdvals(D)
+                s.append((sv.std(unbiased=False) / sv.mean()).item())
+                f.append((stable_rank(D) / stable_rank(_msign(G))).item())
+                if W is not None:
+                    r.append((sv[0] / torch.linalg.matrix_norm(W, 2)).item())
+            spread.append(statistics.fmean(s))
+            fraction.append(statistics.fmean(f))
+            relsize.append(statistics.fmean(r) if r else math.nan)
+        entry = families.setdefault(family, {"spread": [], "stable_rank_fraction": []})
+        entry["spread"].append(spread)
+        entry["stable_rank_fraction"].append(fraction)
+        if pairs[0][1] is not None:
+            entry.setdefault("relative_size", []).append(relsize)
+
+    sizes = {"layers": gpt_layers, "width": gpt_width, "heads": 4}
+    for seed in range(seeds):
+        for family, G in _spectra(m, n, seed).items():
+            add(family, [(G, None)])
+        add("gpt gradients", list(_gpt_gradients(seed, gpt_steps, sizes)))
     record: dict[str, Any] = {
         "target": "schatten-p",
         "m": m,
         "n": n,
-        "seed": seed,
+        "seeds": list(range(seeds)),
+        "gpt": {**sizes, "adamw_steps": gpt_steps},
         "p": ps,
-        "spectra": {},
+        "families": families,
     }
-    for name, G in _spectra(m, n, seed).items():
-        variance, srank = [], []
-        for p in ps:
-            sv = dualized_singular_values(G, p)
-            variance.append(sv.var(unbiased=False).item())
-            srank.append(stable_rank(SchattenP(p).dualize(G)).item())
-        finite = variance[:-1]
-        record["spectra"][name] = {
-            "variance": variance,
-            "stable_rank": srank,
-            "variance_monotone_decreasing": all(
-                b <= a + 1e-15 for a, b in zip(finite, finite[1:], strict=False)
-            ),
-        }
+    record["verdicts"] = [dataclasses.asdict(v) for v in schatten_p_verdicts(record)]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
     finite_p = ps[:-1]
-    for name, s in record["spectra"].items():
-        axes[0].plot(finite_p, s["variance"][:-1], marker="o", label=name)
-        axes[1].plot(finite_p, s["stable_rank"][:-1], marker="o", label=name)
-    axes[1].axhline(min(m, n), color="gray", linestyle=":", label="spectral (p = inf)")
+    for name, fam in families.items():
+        for ax, key in zip(axes, ("spread", "stable_rank_fraction"), strict=True):
+            per_p = list(zip(*fam[key], strict=True))[:-1]
+            ax.errorbar(
+                finite_p,
+                [mean_std(v)[0] for v in per_p],
+                yerr=[mean_std(v)[1] for v in per_p],
+                marker="o",
+                label=name,
+            )
     axes[0].set_yscale("log")
     for ax, ylabel in zip(
-        axes, ("variance of dualized singular values", "stable rank"), strict=True
+        axes,
+        ("spread std/mean of dualized singular values", "stable rank / spectral's"),
+        strict=True,
     ):
         ax.set_xscale("log", base=2)
+        ax.axvline(32, color="gray", linestyle=":")
         ax.set_xlabel("Schatten p")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"seed 000 Sec. 4.3: dualize under Schatten-p, G {m} x {n}")
+    fig.suptitle(f"Schatten-p dualization, {seeds} seeds (mean ± std)")
     fig.tight_layout()
     fig.savefig(out / "schatten-p.png")
     plt.close(fig)
     _write(record, out, "schatten-p")
     return record
+
+
+def schatten_p_verdicts(record: dict[str, Any]) -> list[Verdict]:
+    """The verdict of ``schatten-p`` from ``record["p"]`` and ``record["families"]``."""
+    at = record["p"].index(32.0)
+    passes, fails, lines = [], [], []
+    for name, fam in record["families"].items():
+        spread = [row[at] for row in fam["spread"]]
+        fraction = [row[at] for row in fam["stable_rank_fraction"]]
+        tests = (threshold_test(spread, 0.1), -threshold_test(fraction, 0.9))
+        passes.append(all(t == 1 for t in tests))
+        fails.append(any(t == -1 for t in tests))
+        lines.append(f"{name}: spread {fmt(spread)}, srank fraction {fmt(fraction)}")
+    outcome = "agrees" if all(passes) else "disagrees" if any(fails) else "inconclusive"
+    return [Verdict(CLAIMS["schatten-p"], CRITERIA["schatten-p"], outcome, "; ".join(lines))]
+
+
+# --------------------------------------------------------------------------------------------
+# low-rank
+
+
+def _concentrated_problem(
+    m: int, n: int, k: int, tail: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Q, W*, eigenvalues) in float64: k dominant eigenvalues spread log-evenly over [0.1, 1]
+    (1 for k = 1), the other m - k equal to ``tail``."""
+    gen = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(m, m, generator=gen, dtype=torch.float64))
+    lam = torch.full((m,), tail, dtype=torch.float64)
+    lam[:k] = torch.logspace(0, -1, k, dtype=torch.float64) if k > 1 else 1.0
+    w_star = torch.randn(m, n, generator=gen, dtype=torch.float64)
+    return (u * lam) @ u.T, w_star, lam
+
+
+def _steps_to(
+    Q: torch.Tensor,
+    w_star: torch.Tensor,
+    rule: str,
+    lr: float,
+    threshold: float,
+    max_steps: int,
+    momentum: float,
+) -> tuple[int | None, float]:
+    """Steps of ``rule`` ("gd" or "muon", constant ``lr``) from W = 0 until f / f(0) <=
+    ``threshold`` (None if not within ``max_steps``), and the smallest f / f(0) seen."""
+    D = -w_star.clone()
+    f0 = torch.sum(D * (Q @ D)).item()
+    M = torch.zeros_like(D)
+    best = 1.0
+    for step in range(1, max_steps + 1):
+        G = 2 * Q @ D
+        if rule == "gd":
+            D = D - lr * G
+        else:
+            M = momentum * M + G
+            D = D - lr * _msign(M)
+        ratio = torch.sum(D * (Q @ D)).item() / f0
+        if not math.isfinite(ratio):
+            return None, math.inf
+        best = min(best, ratio)
+        if ratio <= threshold:
+            return step, best
+    return None, best
 
 
 def low_rank(
@@ -155,71 +291,97 @@ def low_rank(
     progress: bool = True,
     m: int = 64,
     n: int = 32,
-    decay: float = 1.0,
-    steps: int = 100,
-    seeds: int = 2,
+    ks: str = "1,2,4,8,16,32",
+    tail: float = 1e-3,
+    threshold: float = 1e-2,
+    max_steps: int = 2000,
+    momentum: float = 0.9,
+    seeds: int = 3,
 ) -> dict[str, Any]:
-    """Muon against GD (step 1/L) on the quadratic as the rank of Q falls (seed 004, Fig. 1).
+    """Steps to f / f(0) <= ``threshold`` of Muon and GD on Shen et al.'s quadratic, float64.
 
-    Ranks m, m/2, m/4, ... down to 1; for each rank and optimizer (task default learning rates,
-    cosine schedule, the same W* and Q per seed) the final f(W) relative to f(W0), mean over seeds.
+    Q has k dominant eigenvalues in [0.1, 1] and m - k equal to ``tail`` (the concentrated
+    family), W* is
+    Gaussian, W0 = 0; L = 2. Two step-size protocols: ``seed`` (GD at its constant 1/L, Muon
+    at the constant lr that reaches the threshold in the fewest steps, as the paper chooses
+    Muon's step) and ``both tuned`` (GD's constant step tuned the same way). Muon is momentum
+    ``momentum`` then exact msign (SVD). Beside each outcome: the paper's Eq. 7 ratio
+    ``muon_advantage_ratio`` at W0 with L = 2 lambda_max and J = 2 (sum of the n largest
+    eigenvalues). Criterion: :data:`CRITERIA` ``["low-rank"]``.
 
     References:
-        seeds/004_67262c901d7d220a.txt, Fig. 1 and Sec. E.
+        Shen, Huang, Huang, Zhang, Shen, "On the convergence analysis of Muon",
+        arXiv 2505.23737, Fig. 1, Eq. (7), Sec. E.
     """
-    ranks = []
-    r = m
-    while r >= 1:
-        ranks.append(r)
-        r //= 2
+    k_values = [int(v) for v in ks.split(",")]
+    if any(not 1 <= k <= m for k in k_values):
+        raise ValueError(f"low-rank: ks={ks!r}; need integers in [1, m={m}]")
+    protocols: dict[str, dict[str, Any]] = {
+        name: {"gd_steps": [], "muon_steps": [], "gd_lr": [], "muon_lr": []}
+        for name in ("seed", "both tuned")
+    }
+    ratios: list[list[float]] = []
+    for k in k_values:
+        for proto in protocols.values():
+            for key in proto:
+                proto[key].append([])
+        ratios.append([])
+        for seed in range(seeds):
+            Q, w_star, lam = _concentrated_problem(m, n, k, tail, seed)
+            L, J = 2 * lam.max(), 2 * lam.sort(descending=True).values[: min(m, n)].sum()
+            ratios[-1].append(muon_advantage_ratio(-2 * Q @ w_star, L, J).item())
+
+            def score(
+                rule: str, lr: float, Q: torch.Tensor = Q, w_star: torch.Tensor = w_star
+            ) -> float:
+                steps, best = _steps_to(Q, w_star, rule, lr, threshold, max_steps, momentum)
+                return float(steps) if steps is not None else max_steps + best
+
+            muon = tune_lr(lambda lr: score("muon", lr), 0.1)
+            gd = tune_lr(lambda lr: score("gd", lr), 0.5, factor=1.25)
+            gd_seed = score("gd", 0.5)
+            for proto, gd_lr, gd_score in (
+                (protocols["seed"], 0.5, gd_seed),
+                (protocols["both tuned"], gd.best, min(gd.scores)),
+            ):
+                proto["gd_steps"][-1].append(gd_score)
+                proto["muon_steps"][-1].append(min(muon.scores))
+                proto["gd_lr"][-1].append(gd_lr)
+                proto["muon_lr"][-1].append(muon.best)
     record: dict[str, Any] = {
         "target": "low-rank",
         "m": m,
         "n": n,
-        "decay": decay,
-        "steps": steps,
+        "ks": k_values,
+        "tail": tail,
+        "threshold": threshold,
+        "max_steps": max_steps,
+        "momentum": momentum,
         "seeds": list(range(seeds)),
-        "ranks": ranks,
-        "relative_final_loss": {"sgd": [], "muon": []},
+        "muon_advantage_ratio": ratios,
+        "protocols": protocols,
+        "note": "steps above max_steps mean the threshold was not reached (max_steps + best f/f0)",
     }
-    for rank in ranks:
-        task = make_task("quadratic", m=m, n=n, rank=rank, decay=decay)
-        task.setup(torch.device("cpu"))
-        for name in ("sgd", "muon"):
-            lr, adamw_lr = task.default_lrs[name]
-            ratios = []
-            for seed in range(seeds):
-                run = train(
-                    task,
-                    name,
-                    lr,
-                    adamw_lr,
-                    steps=steps,
-                    seed=seed,
-                    eval_every=steps,
-                    device=torch.device("cpu"),
-                    progress=progress,
-                )
-                loss = run.curve["val_loss"]
-                ratios.append(loss[-1] / loss[0])
-            record["relative_final_loss"][name].append(sum(ratios) / len(ratios))
-    record["muon_over_gd"] = [
-        a / b if b > 0 else math.nan
-        for a, b in zip(
-            record["relative_final_loss"]["muon"], record["relative_final_loss"]["sgd"], strict=True
-        )
-    ]
+    record["verdicts"] = [dataclasses.asdict(v) for v in low_rank_verdicts(record)]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, label in (("sgd", "GD, step 1/L"), ("muon", "Muon")):
-        ax.plot(ranks, record["relative_final_loss"][name], marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("rank of Q (Hessian)")
-    ax.set_ylabel(f"f(W_{steps}) / f(W_0)")
-    ax.set_title(f"seed 004: quadratic {m} x {n}, spectrum i^-{decay:g}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for ax, (name, proto) in zip(axes, protocols.items(), strict=True):
+        for key, label in (("gd_steps", "GD"), ("muon_steps", "Muon")):
+            ax.errorbar(
+                k_values,
+                [mean_std(v)[0] for v in proto[key]],
+                yerr=[mean_std(v)[1] for v in proto[key]],
+                marker="o",
+                label=label,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"k dominant eigenvalues (tail {tail:g})")
+        ax.set_ylabel(f"steps to f/f0 <= {threshold:g}")
+        ax.set_title(f"protocol: {name}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Shen et al. quadratic {m} x {n}, float64, {seeds} seeds")
     fig.tight_layout()
     fig.savefig(out / "low-rank.png")
     plt.close(fig)
@@ -227,16 +389,45 @@ def low_rank(
     return record
 
 
-def _nds_run(task: Task, name: str, steps: int, measure_every: int, seed: int) -> dict[str, Any]:
-    """Train with ``name``; every ``measure_every`` steps, NDS and norm of the actual update."""
+def low_rank_verdicts(record: dict[str, Any]) -> list[Verdict]:
+    """One verdict per step-size protocol of ``low-rank``, from ``record["protocols"]``."""
+    verdicts = []
+    for name, proto in record["protocols"].items():
+        speedup = [
+            [g / mu for g, mu in zip(gd, mus, strict=True)]
+            for gd, mus in zip(proto["gd_steps"], proto["muon_steps"], strict=True)
+        ]
+        effect = [math.log(a) - math.log(b) for a, b in zip(speedup[0], speedup[-1], strict=True)]
+        sign = sign_of(effect)
+        outcome = {1: "agrees", -1: "disagrees", 0: "inconclusive"}[sign]
+        rows = ", ".join(
+            f"k={k}: GD/Muon steps {fmt(s)} (Eq. 7 ratio {fmt(r)})"
+            for k, s, r in zip(record["ks"], speedup, record["muon_advantage_ratio"], strict=True)
+        )
+        verdicts.append(
+            Verdict(CLAIMS["low-rank"], f"[{name}] {CRITERIA['low-rank']}", outcome, rows)
+        )
+    return verdicts
+
+
+# --------------------------------------------------------------------------------------------
+# nds
+
+
+def _nds_run(
+    task: Task, name: str, lr: float, adamw_lr: float, steps: int, measure_every: int, seed: int
+) -> dict[str, list[float]]:
+    """Train with ``name``; every ``measure_every`` steps, the one-step Taylor decomposition of
+    the actual update u (all parameters) on that step's batch: first-order gain -<g, u>,
+    curvature penalty u^T H u / 2, predicted and actual loss change, NDS and ||u||_F."""
     torch.manual_seed(seed)
     model = task.build_model()
-    lr, adamw_lr = task.default_lrs[name]
     optimizers = build_optimizer(name, model, lr, adamw_lr, routing=task.routing())
     base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
     params = [p for p in model.parameters() if p.requires_grad]
     batches = task.batches(seed)
-    curve: dict[str, list[float]] = {"step": [], "train_loss": [], "nds": [], "update_norm": []}
+    keys = ("step", "train_loss", "nds", "update_norm", "gain", "penalty", "predicted", "actual")
+    curve: dict[str, list[float]] = {k: [] for k in keys}
     for step in range(steps):
         factor = lr_factor(step, steps, task.warmup, task.schedule)
         for opt, lrs in zip(optimizers, base, strict=True):
@@ -250,24 +441,31 @@ def _nds_run(task: Task, name: str, steps: int, measure_every: int, seed: int) -
         for opt in optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
-        if measure:
-            after = [p.detach().clone() for p in params]
-            direction = [a - b for a, b in zip(after, before, strict=True)]
-            with torch.no_grad():
-                for p, b in zip(params, before, strict=True):
-                    p.copy_(b)
-            nds = directional_sharpness(
-                functools.partial(task.loss, model, batch), params, direction, normalized=True
-            )
-            with torch.no_grad():
-                for p, a in zip(params, after, strict=True):
-                    p.copy_(a)
-            for p in params:
-                p.grad = None
-            curve["step"].append(step)
-            curve["train_loss"].append(loss.item())
-            curve["nds"].append(nds)
-            curve["update_norm"].append(math.sqrt(sum(d.square().sum().item() for d in direction)))
+        if not measure:
+            continue
+        after = [p.detach().clone() for p in params]
+        minus_update = [b - a for a, b in zip(after, before, strict=True)]
+        with torch.no_grad():
+            for p, b in zip(params, before, strict=True):
+                p.copy_(b)
+        check = taylor_check(functools.partial(task.loss, model, batch), params, minus_update, 1.0)
+        with torch.no_grad():
+            for p, a in zip(params, after, strict=True):
+                p.copy_(a)
+        for p in params:
+            p.grad = None
+        values = {
+            "step": step,
+            "train_loss": loss.item(),
+            "nds": check["nds"],
+            "update_norm": math.sqrt(check["update_norm_sq"]),
+            "gain": check["first_order"],
+            "penalty": 0.5 * check["curvature"],
+            "predicted": check["predicted"],
+            "actual": check["actual"],
+        }
+        for k in keys:
+            curve[k].append(float(values[k]))
     return curve
 
 
@@ -277,7 +475,7 @@ def nds(
     progress: bool = True,
     steps: int = 120,
     measure_every: int = 10,
-    seed: int = 0,
+    seeds: int = 3,
     layers: int = 2,
     width: int = 64,
     heads: int = 4,
@@ -286,16 +484,19 @@ def nds(
     task: str = "shakespeare-char",
     exponent: float = 1.0,
 ) -> dict[str, Any]:
-    """NDS = u^T H u / ||u||^2 and ||u||_F of the update u of Muon and AdamW along training.
+    """NDS, update norm and the one-step Taylor decomposition of Muon's and AdamW's updates.
 
-    A small GPT on ``task``: ``shakespeare-char`` (default) or ``zipf-pcfg`` (seed 003's data,
-    Zipf ``exponent``), with the given sizes and the task's default learning rates. u is the
-    actual parameter change of a step (all parameters), H the Hessian of that step's training
-    batch loss at the parameters before it (exact Hessian-vector product,
-    :func:`steepest.diagnostics.directional_sharpness`).
+    A small GPT on ``task``: ``shakespeare-char`` (default) or ``zipf-pcfg`` (Zipf
+    ``exponent``). Two arms per seed: ``task lrs`` (the task's default learning rates) and
+    ``matched update norm`` (Muon's matrix lr scaled by AdamW's median update norm over Muon's
+    in the first arm, same seed). u is the actual change of all parameters in a step; g and H
+    the gradient and Hessian of that step's batch loss before it
+    (:func:`steepest.diagnostics.taylor_check`). Medians over the measured steps, then mean ±
+    std over seeds. Criteria: :data:`CRITERIA` ``["nds"]``, ``["nds mechanism"]``.
 
     References:
-        seeds/003_e51c56d7d69de86a.txt, Fig. 2 (NDS and update norms of Muon and Adam).
+        Bergemann, Zhang, Li, Wang, Yang, "Why Muon outperforms Adam: a curvature
+        perspective", arXiv 2606.04662, Fig. 1-2 (NDS, update norms, Taylor decomposition).
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -313,35 +514,67 @@ def nds(
         sizes["exponent"] = exponent
     lm_task = make_task(task, **sizes)
     lm_task.setup(torch.device("cpu"))
+    lrs = {k: lm_task.default_lrs[k] for k in ("adamw", "muon")}
+    arms: dict[str, dict[str, Any]] = {"task lrs": {}, "matched update norm": {}}
+    summary_keys = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
+    with sdpa_kernel(SDPBackend.MATH):  # double backward (Hessian-vector products)
+        for seed in range(seeds):
+            curves = {
+                name: _nds_run(lm_task, name, *lrs[name], steps, measure_every, seed)
+                for name in ("adamw", "muon")
+            }
+            scale = statistics.median(curves["adamw"]["update_norm"]) / statistics.median(
+                curves["muon"]["update_norm"]
+            )
+            muon_lr = lrs["muon"][0] * scale
+            matched = {
+                "adamw": curves["adamw"],
+                "muon": _nds_run(
+                    lm_task, "muon", muon_lr, lrs["muon"][1], steps, measure_every, seed
+                ),
+            }
+            for arm, runs in (("task lrs", curves), ("matched update norm", matched)):
+                for name, curve in runs.items():
+                    entry = arms[arm].setdefault(
+                        name, {"curves": [], "lr": [], **{f"median_{k}": [] for k in summary_keys}}
+                    )
+                    entry["curves"].append(curve)
+                    entry["lr"].append(
+                        muon_lr if (arm, name) == ("matched update norm", "muon") else lrs[name][0]
+                    )
+                    for k in summary_keys:
+                        entry[f"median_{k}"].append(statistics.median(curve[k]))
     record: dict[str, Any] = {
         "target": "nds",
         "task": lm_task.name,
         "task_options": lm_task.options(),
         "steps": steps,
         "measure_every": measure_every,
-        "seed": seed,
-        "lrs": {k: lm_task.default_lrs[k] for k in ("adamw", "muon")},
-        "curves": {},
+        "seeds": list(range(seeds)),
+        "lrs": lrs,
+        "arms": arms,
     }
-    with sdpa_kernel(SDPBackend.MATH):  # double backward (Hessian-vector products)
-        for name in ("adamw", "muon"):
-            record["curves"][name] = _nds_run(lm_task, name, steps, measure_every, seed)
-    a, m = record["curves"]["adamw"]["nds"], record["curves"]["muon"]["nds"]
-    record["mean_nds"] = {"adamw": sum(a) / len(a), "muon": sum(m) / len(m)}
-    record["adamw_over_muon_nds"] = [
-        x / y if y != 0 else math.nan for x, y in zip(a, m, strict=True)
-    ]
+    record["verdicts"] = [dataclasses.asdict(v) for v in nds_verdicts(record)]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for name, curve in record["curves"].items():
-        axes[0].plot(curve["step"], curve["nds"], marker="o", label=name)
-        axes[1].plot(curve["step"], curve["update_norm"], marker="o", label=name)
-    for ax, ylabel in zip(axes, ("NDS  u^T H u / ||u||^2", "update norm ||u||_F"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=120)
+    for arm, style in (("task lrs", "-"), ("matched update norm", "--")):
+        for name, entry in arms[arm].items():
+            if arm != "task lrs" and name == "adamw":
+                continue
+            c = entry["curves"][0]
+            for ax, key in zip(axes, ("nds", "update_norm", "penalty"), strict=True):
+                ax.plot(c["step"], c[key], style, marker="o", label=f"{name} ({arm})")
+    for ax, ylabel in zip(
+        axes,
+        ("NDS u^T H u / ||u||^2", "update norm ||u||_F", "curvature penalty u^T H u / 2"),
+        strict=True,
+    ):
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
+        ax.set_yscale("symlog", linthresh=1e-4)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"seed 003 Fig. 2: {layers} x {width} GPT on {lm_task.name}, seed {seed}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"NDS and Taylor terms: {layers} x {width} GPT on {lm_task.name}, seed 0")
     fig.tight_layout()
     fig.savefig(out / "nds.png")
     plt.close(fig)
@@ -349,37 +582,85 @@ def nds(
     return record
 
 
+def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
+    """The three verdicts of ``nds`` from the per-seed medians in ``record["arms"]``."""
+
+    def log_ratio(arm: str, key: str) -> list[float]:
+        a, m = record["arms"][arm]["adamw"][key], record["arms"][arm]["muon"][key]
+        return [math.log(x / y) if x > 0 and y > 0 else math.nan for x, y in zip(a, m, strict=True)]
+
+    outcome = {1: "agrees", -1: "disagrees", 0: "inconclusive"}
+    nds_ratio = log_ratio("task lrs", "median_nds")
+    first = Verdict(
+        CLAIMS["nds"],
+        CRITERIA["nds"],
+        outcome[sign_of(nds_ratio)],
+        f"ln(NDS AdamW / NDS Muon) {fmt(nds_ratio)}",
+    )
+    penalty = log_ratio("task lrs", "median_penalty")
+    norm = log_ratio("task lrs", "median_update_norm")
+    gain = log_ratio("task lrs", "median_gain")
+    comparable = all(abs(v) < math.log(2) for v in norm) and all(abs(v) < math.log(2) for v in gain)
+    far = all(abs(v) > math.log(2) for v in norm)
+    if sign_of(penalty) == 1 and comparable:
+        mechanism = "agrees"
+    elif sign_of(penalty) == -1 or far:
+        mechanism = "disagrees"
+    else:
+        mechanism = "inconclusive"
+    evidence = (
+        f"ln(AdamW / Muon): penalty {fmt(penalty)}, update norm {fmt(norm)}, gain {fmt(gain)}"
+    )
+    second = Verdict(CLAIMS["nds mechanism"], CRITERIA["nds mechanism"], mechanism, evidence)
+    matched = log_ratio("matched update norm", "median_penalty")
+    third = Verdict(
+        CLAIMS["nds mechanism"],
+        "[matched update norm] " + CRITERIA["nds matched"],
+        outcome[sign_of(matched)],
+        f"ln(penalty AdamW / penalty Muon) {fmt(matched)}",
+    )
+    return [first, second, third]
+
+
+# --------------------------------------------------------------------------------------------
+# imbalance
+
+
 def imbalance(
     out: Path,
     *,
     progress: bool = True,
-    steps: int = 200,
-    seeds: int = 2,
+    steps: int = 1000,
+    seeds: int = 3,
+    ratios: str = "1,16,64",
+    optimizers: str = "sgd,adamw,muon,specgd",
     classes: int = 4,
     dim: int = 32,
     train_size: int = 2000,
     hidden: int = 64,
 ) -> dict[str, Any]:
-    """Balanced and minority-class accuracy against the imbalance ratio, Muon and AdamW.
+    """Balanced and minority-class accuracy over training, per optimizer and imbalance ratio.
 
-    For each ratio in {1, 4, 16, 64, 256}: the ``imbalanced-gmm`` task (task default
-    learning rates and schedule), accuracies at the end of training, mean over seeds.
+    The ``imbalanced-gmm`` task. Each optimizer's matrix lr is tuned first (log grid widened
+    until the best is inside) at the largest ratio on seed ``seeds`` (not reported), by the
+    final balanced accuracy (ties broken by the validation loss); then every ratio and seed
+    trains ``steps`` steps (cosine) with evaluations every ``steps / 10``. Arms: GD (``sgd``),
+    AdamW, Muon and exact spectral GD (``specgd``, SVD). Criterion: :data:`CRITERIA`
+    ``["imbalance"]`` (at the end and at ``steps / 5``, where the paper's learning-order effect
+    should show).
 
     References:
-        Vasudeva et al., arXiv 2510.22980; seeds/003_e51c56d7d69de86a.txt (imbalance).
+        Vasudeva et al., arXiv 2510.22980 (Muon and Adam on imbalanced Gaussian mixtures).
     """
-    ratios = [1.0, 4.0, 16.0, 64.0, 256.0]
+    ratio_values = [float(v) for v in ratios.split(",")]
+    names = [v.strip() for v in optimizers.split(",")]
+    if "adamw" not in names or "muon" not in names:
+        raise ValueError(f"imbalance: optimizers={optimizers!r} must include adamw and muon")
     minority = f"class_{classes - 1}_accuracy"
-    record: dict[str, Any] = {
-        "target": "imbalance",
-        "steps": steps,
-        "seeds": list(range(seeds)),
-        "ratios": ratios,
-        "balanced_accuracy": {"adamw": [], "muon": []},
-        "minority_accuracy": {"adamw": [], "muon": []},
-    }
-    for ratio in ratios:
-        task = make_task(
+    eval_every = max(1, steps // 10)
+
+    def make(ratio: float) -> Task:
+        t = make_task(
             "imbalanced-gmm",
             classes=classes,
             dim=dim,
@@ -387,48 +668,65 @@ def imbalance(
             hidden=hidden,
             imbalance=ratio,
         )
-        task.setup(torch.device("cpu"))
-        record["task_options"] = task.options()
-        for name in ("adamw", "muon"):
-            runs = [
-                train(
-                    task,
-                    name,
-                    *task.default_lrs[name],
-                    steps=steps,
-                    seed=seed,
-                    eval_every=steps,
-                    device=torch.device("cpu"),
-                    progress=progress,
-                )
-                for seed in range(seeds)
-            ]
-            for key, metric in (
-                ("balanced_accuracy", "balanced_accuracy"),
-                ("minority_accuracy", minority),
-            ):
-                values = [r.curve[metric][-1] for r in runs]
-                record[key][name].append(sum(values) / len(values))
+        t.setup(torch.device("cpu"))
+        return t
+
+    def run(t: Task, name: str, lr: float, seed: int) -> Any:
+        return train(
+            t,
+            name,
+            lr,
+            t.default_lrs.get(name, t.default_lrs["adamw"])[1],
+            steps=steps,
+            seed=seed,
+            eval_every=eval_every,
+            device=torch.device("cpu"),
+            progress=progress,
+        )
+
+    hard = make(max(ratio_values))
+    tuning: dict[str, Any] = {}
+    for name in names:
+
+        def score(lr: float, name: str = name) -> float:
+            curve = run(hard, name, lr, seeds).curve  # ties in accuracy: the lower loss wins
+            return -float(curve["balanced_accuracy"][-1]) + 1e-3 * float(curve["val_loss"][-1])
+
+        tuning[name] = tune_lr(score, default_lrs(name, hard.default_lrs)[0])
+    curves: dict[str, list[list[dict[str, list[float]]]]] = {name: [] for name in names}
+    for ratio in ratio_values:
+        t = make(ratio)
+        for name in names:
+            runs = [run(t, name, tuning[name].best, seed) for seed in range(seeds)]
+            curves[name].append(
+                [{k: r.curve[k] for k in ("step", "balanced_accuracy", minority)} for r in runs]
+            )
+    record: dict[str, Any] = {
+        "target": "imbalance",
+        "steps": steps,
+        "seeds": list(range(seeds)),
+        "tuning_seed": seeds,
+        "ratios": ratio_values,
+        "task_options": hard.options(),
+        "lr": {name: tuning[name].best for name in names},
+        "tuning": tuning,
+        "minority": minority,
+        "curves": curves,
+    }
+    record["verdicts"] = [dataclasses.asdict(v) for v in imbalance_verdicts(record)]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name in ("adamw", "muon"):
-        (line,) = ax.plot(
-            ratios, record["balanced_accuracy"][name], marker="o", label=f"{name} balanced"
-        )
-        ax.plot(
-            ratios,
-            record["minority_accuracy"][name],
-            marker="s",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{name} minority class",
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("imbalance ratio (majority / minority class size)")
-    ax.set_ylabel("held-out accuracy (balanced set)")
-    ax.set_title(f"imbalanced GMM, {classes} classes, {steps} steps, {seeds} seed(s)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+    for name in names:
+        for ax, key in zip(axes, ("balanced_accuracy", minority), strict=True):
+            c = curves[name][-1]
+            mean = [statistics.fmean(r[key][i] for r in c) for i in range(len(c[0]["step"]))]
+            ax.plot(c[0]["step"], mean, marker="o", label=f"{name} (lr {tuning[name].best:.3g})")
+    for ax, ylabel in zip(axes, ("balanced accuracy", "minority-class accuracy"), strict=True):
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"imbalanced GMM, ratio {max(ratio_values):g}, tuned lrs, {seeds} seeds")
     fig.tight_layout()
     fig.savefig(out / "imbalance.png")
     plt.close(fig)
@@ -436,68 +734,231 @@ def imbalance(
     return record
 
 
+def imbalance_verdicts(record: dict[str, Any]) -> list[Verdict]:
+    """Muon minus AdamW balanced accuracy at the largest ratio, at the end and at 1/5."""
+    verdicts = []
+    adamw, muon = record["curves"]["adamw"][-1], record["curves"]["muon"][-1]
+    steps = adamw[0]["step"]
+    early = min(range(len(steps)), key=lambda i: abs(steps[i] - steps[-1] / 5))
+    for label, index in (("end", len(steps) - 1), (f"step {steps[early]}", early)):
+        gap = [
+            m["balanced_accuracy"][index] - a["balanced_accuracy"][index]
+            for a, m in zip(adamw, muon, strict=True)
+        ]
+        outcome = {1: "agrees", -1: "disagrees", 0: "inconclusive"}[sign_of(gap)]
+        verdicts.append(
+            Verdict(
+                CLAIMS["imbalance"],
+                f"[{label}, ratio {record['ratios'][-1]:g}] {CRITERIA['imbalance']}",
+                outcome,
+                f"Muon - AdamW balanced accuracy {fmt(gap)}",
+            )
+        )
+    return verdicts
+
+
+# --------------------------------------------------------------------------------------------
+# implicit-bias
+
+#: the norms of ``implicit-bias``: margin key, the method that is steepest descent in it
+BIAS_NORMS = {"l2_margin": "ngd", "spectral_margin": "specgd", "max_norm_margin": "signgd"}
+
+
+def max_margins(x: Any, y: Any, classes: int) -> dict[str, float]:
+    """The maximum normalized margin of each norm: max t subject to (w_{y_i} - w_j)^T x_i >= t
+    for all i, j != y_i and ||W||_N <= 1 (Frobenius: SOCP; spectral: SDP; max-entry: LP),
+    solved with cvxpy (Clarabel) in float64."""
+    import importlib
+
+    import numpy as np
+
+    cp: Any = importlib.import_module("cvxpy")  # untyped; an optional dependency
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    W = cp.Variable((classes, x.shape[1]))
+    t = cp.Variable()
+    scores = x @ W.T
+    own = cp.hstack([scores[i, int(y[i])] for i in range(len(y))])
+    rows = [own - scores[:, j] for j in range(classes)]
+    mask = [np.flatnonzero(y != j) for j in range(classes)]
+    constraints = [rows[j][mask[j]] >= t for j in range(classes) if len(mask[j])]
+    bounds = {
+        "l2_margin": cp.norm(W, "fro") <= 1,
+        "spectral_margin": cp.sigma_max(W) <= 1,
+        "max_norm_margin": cp.max(cp.abs(W)) <= 1,
+    }
+    out = {}
+    for key, bound in bounds.items():
+        problem = cp.Problem(cp.Maximize(t), [*constraints, bound])
+        problem.solve(solver=cp.CLARABEL)
+        out[key] = float(t.value)
+    return out
+
+
+def _separable_data(n: int, dim: int, classes: int, rank: int, seed: int) -> tuple[Any, Any]:
+    """``n`` points on the unit sphere of R^dim whose first ``rank`` coordinates carry most of
+    the variance, labelled by a random linear map (float64); classes all present."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.ones(dim, dtype=torch.float64)
+    scale[rank:] = 0.2
+    x = torch.randn(n, dim, generator=gen, dtype=torch.float64) * scale
+    x = x / x.norm(dim=1, keepdim=True)
+    w_true = torch.randn(classes, dim, generator=gen, dtype=torch.float64)
+    return x, (x @ w_true.T).argmax(dim=1)
+
+
 def implicit_bias(
     out: Path,
     *,
     progress: bool = True,
     steps: int = 3000,
-    eval_every: int = 50,
-    seed: int = 0,
-    n: int = 200,
-    dim: int = 20,
-    classes: int = 5,
+    eval_every: int = 100,
+    seeds: int = 3,
+    n: int = 40,
+    dim: int = 12,
+    classes: int = 4,
+    rank: int = 3,
+    lr: float = 0.5,
+    decay: float = 0.5,
 ) -> dict[str, Any]:
-    """The l2, spectral and max-norm margins of GD, AdamW and Muon along training.
+    """Margins of normalized steepest descent in three norms, as a ratio to each norm's maximum.
 
-    The ``implicit-bias`` task (separable data, W0 = 0, constant learning rates: task defaults).
-    Fan et al. predict that each method's margin in its own geometry grows toward the maximum:
-    GD the l2 one, Muon (spectral descent) the spectral one, Adam / sign descent the max-norm one.
+    Per data draw (seed): separable points (:func:`_separable_data`, anisotropic so that the
+    norms' max-margin solutions differ), a linear classifier W = 0, full-batch cross-entropy in
+    float64, and normalized steepest descent W <- W - lr t^-decay dualize_N(grad) for N =
+    Frobenius (``ngd``), spectral (``specgd``, exact U V^T) and max-entry (``signgd``, sign).
+    Along training, every method's margin in every norm over that norm's maximum
+    (:func:`max_margins`). Criterion: :data:`CRITERIA` ``["implicit-bias"]``.
 
     References:
-        Fan et al., arXiv 2502.04664.
+        Fan, Schmidt, Thrampoulidis, "Implicit bias of spectral descent and Muon on multiclass
+        separable data", arXiv 2502.04664 (normalized steepest descent, decaying lr).
     """
-    task = make_task("implicit-bias", n=n, dim=dim, classes=classes)
-    task.setup(torch.device("cpu"))
-    keys = ("l2_margin", "spectral_margin", "max_norm_margin")
+    from steepest.experiments.tasks.implicit_bias import margins
+
+    dualize: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "ngd": lambda G: G / G.norm(),
+        "specgd": _msign,
+        "signgd": torch.sign,
+    }
+    draws: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        x, y = _separable_data(n, dim, classes, rank, seed)
+        best = max_margins(x, y, classes)
+        curves: dict[str, dict[str, list[float]]] = {}
+        for method, step_fn in dualize.items():
+            W = torch.zeros(classes, dim, dtype=torch.float64, requires_grad=True)
+            curve: dict[str, list[float]] = {"step": [], "loss": [], **{k: [] for k in best}}
+            for step in range(steps + 1):
+                loss = torch.nn.functional.cross_entropy(x @ W.T, y)
+                if step % eval_every == 0 or step == steps:
+                    curve["step"].append(step)
+                    curve["loss"].append(loss.item())
+                    for key, value in margins(W.detach(), x, y).items():
+                        curve[key].append(value / best[key])
+                if step == steps:
+                    break
+                (grad,) = torch.autograd.grad(loss, W)
+                with torch.no_grad():
+                    W -= lr * (step + 1) ** -decay * step_fn(grad)
+            curves[method] = curve
+        draws.append({"max_margins": best, "curves": curves})
     record: dict[str, Any] = {
         "target": "implicit-bias",
-        "task_options": task.options(),
+        "data": {"n": n, "dim": dim, "classes": classes, "rank": rank},
         "steps": steps,
-        "seed": seed,
-        "curves": {},
+        "lr": lr,
+        "decay": decay,
+        "seeds": list(range(seeds)),
+        "norms": BIAS_NORMS,
+        "draws": draws,
     }
-    for name in ("sgd", "adamw", "muon"):
-        run = train(
-            task,
-            name,
-            *task.default_lrs[name],
-            steps=steps,
-            seed=seed,
-            eval_every=eval_every,
-            device=torch.device("cpu"),
-            progress=progress,
-        )
-        record["curves"][name] = {
-            k: run.curve[k] for k in ("step", "val_loss", "train_accuracy", *keys)
-        }
-    record["final"] = {name: {k: c[k][-1] for k in keys} for name, c in record["curves"].items()}
+    record["verdicts"] = [dataclasses.asdict(v) for v in implicit_bias_verdicts(record)]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=120)
-    labels = {"sgd": "GD", "adamw": "AdamW", "muon": "Muon"}
-    for ax, key in zip(axes, keys, strict=True):
-        for name, curve in record["curves"].items():
-            ax.plot(curve["step"], curve[key], label=labels[name])
+    for ax, key in zip(axes, BIAS_NORMS, strict=True):
+        for method, curve in draws[0]["curves"].items():
+            ax.plot(curve["step"], curve[key], label=method)
+        ax.set_xscale("symlog", linthresh=eval_every)
         ax.set_xlabel("step")
-        ax.set_ylabel(key.replace("_", " "))
+        ax.set_ylabel(f"{key.replace('_', ' ')} / its maximum")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"implicit bias: {n} separable points, R^{dim}, {classes} classes")
+    fig.suptitle(f"implicit bias: {n} points, R^{dim}, {classes} classes, draw 0")
     fig.tight_layout()
     fig.savefig(out / "implicit-bias.png")
     plt.close(fig)
     _write(record, out, "implicit-bias")
     return record
 
+
+def implicit_bias_verdicts(record: dict[str, Any]) -> list[Verdict]:
+    """Per norm, the own method's final margin ratio, its lead over the best other method's,
+    and whether it still moved over the second half of training."""
+    agree, disagree, lines = [], [], []
+    for key, own in record["norms"].items():
+        finals, halves = [], []
+        for draw in record["draws"]:
+            curves = draw["curves"]
+            finals.append({m: c[key][-1] for m, c in curves.items()})
+            half = len(curves[own][key]) // 2
+            halves.append(curves[own][key][half])
+        gap = [f[own] - max(v for m, v in f.items() if m != own) for f in finals]
+        own_final = [f[own] for f in finals]
+        settled = all(abs(f - h) < 0.01 for f, h in zip(own_final, halves, strict=True))
+        agree.append(sign_of(gap) == 1 and threshold_test(own_final, 0.9) == -1)
+        disagree.append(sign_of(gap) == -1 and settled)
+        lines.append(
+            f"{key}: {own} {fmt(own_final)}, lead {fmt(gap)}"
+            + ("" if settled else " (still moving)")
+        )
+    outcome = "agrees" if all(agree) else "disagrees" if any(disagree) else "inconclusive"
+    return [Verdict(CLAIMS["implicit-bias"], CRITERIA["implicit-bias"], outcome, "; ".join(lines))]
+
+
+# --------------------------------------------------------------------------------------------
+# claims and criteria, fixed before any run
+
+CLAIMS: dict[str, str] = {
+    "schatten-p": "Cesista (2025, Sec. 4.3): Schatten-p dualization approaches the spectral "
+    "norm's quickly in p; at p = 32 it is already very close",
+    "low-rank": "Shen et al., arXiv 2505.23737: Muon's advantage over GD grows as the Hessian's "
+    "spectrum concentrates on few dominant eigenvalues",
+    "nds": "Bergemann et al., arXiv 2606.04662: Muon's updates have lower normalized "
+    "directional sharpness than Adam's",
+    "nds mechanism": "Bergemann et al., arXiv 2606.04662: comparable first-order gain and "
+    "update norm, smaller curvature penalty for Muon",
+    "imbalance": "Vasudeva et al., arXiv 2510.22980: Muon reaches a higher balanced accuracy "
+    "than Adam on imbalanced data",
+    "implicit-bias": "Fan et al., arXiv 2502.04664: normalized steepest descent in a norm "
+    "maximizes the margin in that norm",
+}
+
+CRITERIA: dict[str, str] = {
+    "schatten-p": "every family at p = 32: spread std/mean clearly < 0.1 and stable rank / "
+    "spectral's clearly > 0.9 -> agrees; either clearly on the wrong side for some family -> "
+    "disagrees; else inconclusive",
+    "low-rank": "ln(GD steps / Muon steps) at the smallest k minus at the largest k, per seed: "
+    "clearly > 0 -> agrees, clearly < 0 -> disagrees, else inconclusive",
+    "nds": "ln(median NDS AdamW / median NDS Muon) at the task lrs, per seed: clearly > 0 -> "
+    "agrees, clearly < 0 -> disagrees, else inconclusive",
+    "nds mechanism": "at the task lrs: Muon's median penalty clearly smaller and update norms and "
+    "gains within 2x on every seed -> agrees; penalty clearly larger or update norms more than "
+    "2x apart on every seed -> disagrees; else inconclusive",
+    "nds matched": "ln(median penalty AdamW / Muon) per seed: clearly > 0 -> agrees, clearly "
+    "< 0 -> disagrees, else inconclusive",
+    "imbalance": "Muon - AdamW balanced accuracy per seed (each lr tuned): clearly > 0 -> "
+    "agrees, clearly < 0 -> disagrees, else inconclusive",
+    "implicit-bias": "per norm, the own method's final margin / max-margin (ratio) and its lead "
+    "over the best other method's, per draw: lead clearly > 0 and ratio clearly > 0.9 in all "
+    "three norms -> agrees; lead clearly < 0 in one norm while the own ratio moved < 0.01 over "
+    "the second half of training on every draw -> disagrees; else inconclusive",
+}
+CLEARLY = (
+    "'clearly' means: every seed on that side and |mean| > 2 standard errors "
+    "(steepest.experiments.verdicts.sign_of)"
+)
 
 # Allowed values of the targets' string options.
 TARGET_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -510,4 +971,21 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "nds": nds,
     "imbalance": imbalance,
     "implicit-bias": implicit_bias,
+}
+
+VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
+    "schatten-p": schatten_p_verdicts,
+    "low-rank": low_rank_verdicts,
+    "nds": nds_verdicts,
+    "imbalance": imbalance_verdicts,
+    "implicit-bias": implicit_bias_verdicts,
+}
+
+#: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores
+QUICK_OPTIONS: dict[str, dict[str, Any]] = {
+    "schatten-p": {"m": 32, "n": 16, "gpt_steps": 5, "gpt_width": 64, "gpt_layers": 2},
+    "low-rank": {"m": 32, "n": 16, "ks": "1,16", "max_steps": 600},
+    "nds": {"steps": 30, "measure_every": 10},
+    "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
+    "implicit-bias": {"steps": 1000},
 }

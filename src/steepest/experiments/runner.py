@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steepest.experiments.optimizers import build_optimizer
+from steepest.experiments.optimizers import ADAMW_BETAS, build_optimizer
 from steepest.experiments.tasks.base import Task
 
 __all__ = ["RunResult", "lr_factor", "parameter_hash", "train"]
@@ -104,6 +104,7 @@ def train(
     device: torch.device,
     warmup: float | None = None,
     schedule: str | None = None,
+    beta2: float | None = None,
     progress: bool = True,
 ) -> RunResult:
     """Train ``task``'s model with ``optimizer`` from the seed's initialization and data order.
@@ -117,6 +118,8 @@ def train(
         eval_every: evaluation interval in steps.
         device: where to train.
         warmup, schedule: override the task's defaults (see :func:`lr_factor`).
+        beta2: the AdamW second-moment factor (default that of
+            :data:`~steepest.experiments.optimizers.ADAMW_BETAS`).
         progress: show a tqdm bar.
 
     Returns:
@@ -127,7 +130,10 @@ def train(
     torch.manual_seed(seed)
     model = task.build_model()
     init_hash = parameter_hash(model)
-    optimizers = build_optimizer(optimizer, model, lr, adamw_lr, routing=task.routing())
+    betas = ADAMW_BETAS if beta2 is None else (ADAMW_BETAS[0], beta2)
+    optimizers = build_optimizer(
+        optimizer, model, lr, adamw_lr, adamw_betas=betas, routing=task.routing()
+    )
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
     batches = task.batches(seed)
     data_digest = hashlib.sha256()

@@ -28,6 +28,9 @@ class Task:
         warmup: default fraction of the steps with a linear warmup.
         schedule: default decay after warmup, ``"cosine"``, ``"linear"`` or ``"constant"``.
         default_lrs: per optimizer, ``(lr, adamw_lr)``: the matrix rule's and the AdamW groups'.
+        tuned_settings: per optimizer, settings that ``steepest compare`` uses instead of the
+            defaults above: any of ``lr``, ``adamw_lr``, ``warmup``, ``beta2`` (the AdamW's).
+        tuned_by: the command whose tuning gave ``tuned_settings``.
 
     Properties (a subclass sets a class attribute of the same name, or overrides the property
     where the value depends on the options):
@@ -41,6 +44,8 @@ class Task:
     warmup: ClassVar[float] = 0.0
     schedule: ClassVar[str] = "cosine"
     default_lrs: ClassVar[dict[str, tuple[float, float]]] = {}
+    tuned_settings: ClassVar[dict[str, dict[str, float]]] = {}
+    tuned_by: ClassVar[str] = ""
 
     @property
     def metrics(self) -> tuple[str, ...]:

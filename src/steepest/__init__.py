@@ -15,6 +15,7 @@ from steepest.optim import (  # the family: one engine, one preset per member
     AdamW,
     ClippedSGD,
     Dion,
+    DistributedMuLoCo,
     FastPath,
     Lion,
     MarsMuon,
@@ -45,4 +46,4 @@ __all__ += ["AdamW", "CASPR", "ClippedSGD", "Lion", "NSGD", "NorMuon", "PolarGra
 __all__ += ["Shampoo"]
 __all__ += ["Schatten", "Scion", "SignSGD", "Signum", "SpecGD", "UScion"]
 __all__ += ["available", "optimizer", "scion_groups"]
-__all__ += ["AdaMuon", "Dion", "MarsMuon", "MuLoCo", "PSGDKron"]
+__all__ += ["AdaMuon", "Dion", "DistributedMuLoCo", "MarsMuon", "MuLoCo", "PSGDKron"]

@@ -318,11 +318,12 @@ def fsdp_family(rank, world, outdir):
 
 def fsdp_family_checkpoint(rank, world, outdir):
     """DCP save after 2 steps, load into fresh FSDP2 models and optimizers, 2 more steps, for
-    the members with whole-matrix state (plain tensors, the same on every rank)."""
+    the members with whole-matrix state (plain tensors, the same on every rank), and Dion
+    (its momentum a row-sharded DTensor, its Q replicated)."""
     import torch.distributed.checkpoint as dcp
 
     gaps = {}
-    for name in ("normuon", "shampoo", "soap"):
+    for name in ("normuon", "shampoo", "soap", "dion"):
         path = os.path.join(outdir, f"dcp-{name}")
         first = _fsdp(Net())
         opt = family_optimizer(first, name)
@@ -342,7 +343,186 @@ def fsdp_family_checkpoint(rank, world, outdir):
     return gaps
 
 
+#: Dion at low rank (3) with each orthonormalizer: sharded power iteration under FSDP2.
+DION = {"qr": {}, "cholesky_qr": {"orthonormalize": "cholesky_qr"}}
+DION_RANK = 3
+#: (rows, columns) of the Dion-only Net's row-sharded matrices (collectives counted).
+DION_SHAPES = [(6, 5), (6, 6), (6, 6), (6, 6), (7, 7)]
+
+
+def dion_optimizer(
+    net: Net, orthonormalize: str, only_rows: bool = False, **options
+) -> steepest.Steepest:
+    """Dion at rank 3 on the Net's matrices (qkv in row blocks and the 3-D experts: gathered
+    whole under FSDP2), AdamW on the bias. ``only_rows``: only the row-sharded 2-D matrices
+    (DION_SHAPES, experts frozen by leaving them out)."""
+    hp = {"lr": 0.02, "rank": DION_RANK, **DION[orthonormalize], **options}
+    rows = [net.inp.weight, *(m.weight for m in net.mid), net.out.weight]
+    groups = [{"params": rows + ([] if only_rows else [net.experts]), "algorithm": "dion"}]
+    if not only_rows:
+        groups.append({"params": [net.qkv.weight], "algorithm": "dion", "blocks": [3, 3]})
+    groups.append({"params": [net.inp.bias], "algorithm": "adamw"})
+    return steepest.Steepest(groups, {"dion": hp, "adamw": {"lr": 1e-2}})
+
+
+def single_process_dion(orthonormalize: str, steps: int = 3, only_rows: bool = False):
+    """The oracle of the dion scenarios: one process, the full batch."""
+    net = Net()
+    train(net, dion_optimizer(net, orthonormalize, only_rows), steps)
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
+def _record_collectives(step) -> tuple[list[tuple[str, int]], int]:
+    """Run step() with torch.distributed's collectives and steepest.distributed.whole wrapped
+    to record (name, elements sent); returns the records and the count of whole() calls."""
+    import steepest.distributed as sd
+
+    names = ("all_reduce", "all_gather", "all_to_all_single", "broadcast", "reduce_scatter")
+    saved = {name: getattr(dist, name) for name in names}
+    saved_whole = sd.whole
+    calls: list[tuple[str, int]] = []
+    wholes = [0]
+
+    def wrap(name, fn):
+        def recorded(tensor_or_list, *args, **kwargs):
+            sent = args[0] if name in ("all_gather", "all_to_all_single") else tensor_or_list
+            calls.append((name, sent.numel()))
+            return fn(tensor_or_list, *args, **kwargs)
+
+        return recorded
+
+    def whole(t):
+        wholes[0] += 1
+        return saved_whole(t)
+
+    for name in names:
+        setattr(dist, name, wrap(name, saved[name]))
+    sd.whole = whole
+    try:
+        step()
+    finally:
+        for name in names:
+            setattr(dist, name, saved[name])
+        sd.whole = saved_whole
+    return calls, wholes[0]
+
+
+def dion_sharded(rank, world, outdir):
+    """Dion ("qr") on the whole Net under FSDP2 and DDP for 3 steps; and, with each
+    orthonormalizer, the row-sharded matrices alone for 3 steps, the second one's collectives
+    recorded."""
+    out = {}
+    net = _fsdp(Net())  # the whole Net, "qr" (row blocks and experts gathered whole)
+    opt = dion_optimizer(net, "qr")
+    train(net, opt, 3, rank=rank, world=world)
+    momentum = opt.state[net.out.weight]["momentum_buffer"]
+    out["fsdp"] = _full(net)
+    out["momentum-local"] = tuple(momentum.to_local().shape)
+    model = nn.parallel.DistributedDataParallel(Net())  # every rank the whole update
+    train(model, dion_optimizer(model.module, "qr"), 3, rank=rank, world=world)
+    out["ddp"] = _full(model.module)
+    for method in DION:
+        net = _fsdp(Net())
+        opt = dion_optimizer(net, method, only_rows=True)
+        train(net, opt, 1, rank=rank, world=world)  # state and FSDP2's lazy init
+        x, y = batch(1)
+        share = BATCH // world
+        loss_fn(
+            net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+        ).backward()
+        calls, wholes = _record_collectives(opt.step)
+        opt.zero_grad()
+        train(net, opt, 1, start=2, rank=rank, world=world)
+        out[f"calls-{method}"] = calls
+        out[f"wholes-{method}"] = wholes
+        out[f"rows-{method}"] = _full(net)
+    return out
+
+
+def dion_sync_factors(rank, world, outdir):
+    """Dion with sync_factors on plain, unsynchronized replicas (no DDP): each rank's
+    gradients are its batch share's, the bias's averaged by hand (it is AdamW's); 3 steps,
+    the second's collectives recorded."""
+    out = {}
+    for method in DION:
+        net = Net()
+        opt = dion_optimizer(net, method, only_rows=True, sync_factors=True)
+        for step in range(3):
+            x, y = batch(step)
+            share = BATCH // world
+            loss_fn(
+                net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+            ).backward()
+            dist.all_reduce(net.inp.bias.grad)
+            net.inp.bias.grad /= world
+            calls, _ = _record_collectives(opt.step)
+            opt.zero_grad()
+            if step == 1:
+                out[f"calls-{method}"] = calls
+        out[method] = _full(net)
+    return out
+
+
+#: MuLoCo's rounds: H = 2, 4 inner steps (two outer steps), each compression.
+MULOCO_STEPS, MULOCO_H = 4, 2
+MULOCO_COMPRESSIONS = (None, "topk", "int8")
+
+
+def muloco_closure(w: torch.Tensor, k: int):
+    """Worker k's loss 0.5 ||A_k w - goal_k||^2 (its own batch): A_k = (1 + k / 2) I plus a
+    fixed perturbation, goal_k Gaussian from seed 10 + k."""
+    gen = torch.Generator().manual_seed(10 + k)
+    goal = torch.randn(5, 4, generator=gen)
+    A = (1 + k / 2) * torch.eye(5) + 0.1 * torch.randn(5, 5, generator=gen)
+
+    def run():
+        loss = 0.5 * (A @ w - goal).square().sum()
+        loss.backward()
+        return loss
+
+    return run
+
+
+def muloco_start() -> torch.Tensor:
+    return torch.randn(5, 4, generator=torch.Generator().manual_seed(7))
+
+
+MULOCO_HP = {"lr": 0.05, "backend": "svd", "sync_every": MULOCO_H, "topk_fraction": 0.25}
+
+
+def muloco(rank, world, outdir):
+    """Each rank one worker (its own data k = rank) for MULOCO_STEPS steps; rank 1 starts
+    from other weights, which the constructor's broadcast replaces by rank 0's."""
+    from steepest.optim.muloco import DistributedMuLoCo
+
+    out = {}
+    for compression in MULOCO_COMPRESSIONS:
+        start = muloco_start() if rank != 1 else torch.zeros(5, 4)
+        w = nn.Parameter(start)
+        opt = DistributedMuLoCo([w], compression=compression, **MULOCO_HP)
+        calls = []
+        for _ in range(MULOCO_STEPS):
+            opt.zero_grad()
+            closure = muloco_closure(w, rank)
+            step_calls, _ = _record_collectives(lambda o=opt, c=closure: o.step(c))
+            calls.append(step_calls)
+        out[str(compression)] = w.detach().clone()
+        out[f"calls-{compression}"] = calls
+    # the simulation inside a process group: its inner optimizers must not share their steps
+    from steepest.optim.muloco import MuLoCo
+
+    v = nn.Parameter(muloco_start())
+    sim = MuLoCo([v], workers=world, **MULOCO_HP)
+    for _ in range(MULOCO_STEPS):
+        sim.step([muloco_closure(v, k) for k in range(world)])
+    out["simulated-in-group"] = v.detach().clone()
+    return out
+
+
 SCENARIOS = {
+    "dion_sharded": dion_sharded,
+    "dion_sync_factors": dion_sync_factors,
+    "muloco": muloco,
     "fsdp_family": fsdp_family,
     "fsdp_family_checkpoint": fsdp_family_checkpoint,
     "fsdp_nonfinite": fsdp_nonfinite,

@@ -13,18 +13,29 @@ import math
 import pytest
 import torch
 from dist_helpers import (
+    DION,
+    DION_RANK,
+    DION_SHAPES,
     FAMILY,
     LR,
     MATRICES_PER_STEP,
+    MULOCO_COMPRESSIONS,
+    MULOCO_H,
+    MULOCO_HP,
+    MULOCO_STEPS,
     Net,
     batch,
     make_optimizer,
+    muloco_closure,
+    muloco_start,
     single_process,
+    single_process_dion,
     single_process_family,
     spawn,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from steepest.optim.muloco import DistributedMuLoCo, MuLoCo
 
 from steepest.distributed import ShardedDualizer, configure, shard_rows
 
@@ -78,7 +89,8 @@ def test_every_matrix_member_under_fsdp2_and_ddp_equals_single_process(run, name
 
 def test_dcp_resume_of_whole_matrix_state_is_exact(run):
     _, results = run
-    assert results["fsdp_family_checkpoint"] == {"normuon": 0.0, "shampoo": 0.0, "soap": 0.0}
+    expected = {"normuon": 0.0, "shampoo": 0.0, "soap": 0.0, "dion": 0.0}
+    assert results["fsdp_family_checkpoint"] == expected
 
 
 def test_fsdp2_equals_single_process_polar_express(run):
@@ -177,7 +189,95 @@ def test_nonfinite_gradient_on_one_rank_skips_on_every_rank(run):
     assert max_gap(case["before"], case["after"]) == 0
 
 
+def test_dion_sharded_power_iteration_equals_single_process(run):
+    """Dion at rank 3 ("qr"), three steps, under FSDP2 (uneven shards; on 4 ranks the (6, 5)
+    input weight leaves rank 3 empty; row blocks and the 3-D experts gathered whole) and
+    under DDP, against one process in float32: 1e-6. The momentum keeps only this rank's
+    rows. Each orthonormalizer on the row-sharded matrices alone: 1e-6."""
+    world, results = run
+    case = results["dion_sharded"]
+    reference = single_process_dion("qr")
+    assert max_gap(case["fsdp"], reference) <= TOL
+    assert max_gap(case["ddp"], reference) <= TOL
+    assert case["momentum-local"] == (shard_rows(7, world)[0], 7)
+    for method in DION:
+        rows_only = single_process_dion(method, only_rows=True)
+        assert max_gap(case[f"rows-{method}"], rows_only) <= TOL, method
+
+
+@pytest.mark.parametrize("method", sorted(DION))
+def test_dion_sharded_step_sends_only_the_small_factors(run, method):
+    """One step on the row-sharded matrices (m, n) alone: after the engine's non-finite
+    agreement (one number), per matrix: ||B||_F^2 (one number), then for "qr" an all-gather
+    of P (ceil(m / W) rows x r per rank) or for "cholesky_qr" the sketch (ceil(1.25 r) x r)
+    and the Gram matrix (r x r), then R = B^T P (n x r). No whole matrix is gathered or
+    exchanged, and every message is smaller than the smallest matrix."""
+    world, results = run
+    case = results["dion_sharded"]
+    r = DION_RANK
+    expected = [("all_reduce", 1)]
+    for m, n in DION_SHAPES:
+        expected.append(("all_reduce", 1))
+        if method == "qr":
+            expected.append(("all_gather", -(-m // world) * r))
+        else:
+            expected += [("all_reduce", math.ceil(1.25 * r) * r), ("all_reduce", r * r)]
+        expected.append(("all_reduce", n * r))
+    assert case[f"calls-{method}"] == expected
+    assert case[f"wholes-{method}"] == 0
+    sizes = [size for _, size in case[f"calls-{method}"]]
+    assert max(sizes) < min(m * n for m, n in DION_SHAPES)
+
+
+@pytest.mark.parametrize("method", sorted(DION))
+def test_dion_sync_factors_on_unsynchronized_replicas_equals_single_process(run, method):
+    """sync_factors=True without DDP: each rank its own gradients and momentum, only B_i Q
+    (m x r) and B_i^T P (n x r) averaged per matrix (after the engine's non-finite agreement,
+    one number); three steps equal one process on the full batch in float32: 1e-6."""
+    world, results = run
+    case = results["dion_sync_factors"]
+    assert max_gap(case[method], single_process_dion(method, only_rows=True)) <= TOL
+    expected = [("all_reduce", 1)]
+    for m, n in DION_SHAPES:
+        expected += [("all_reduce", m * DION_RANK), ("all_reduce", n * DION_RANK)]
+    assert case[f"calls-{method}"] == expected
+
+
+@pytest.mark.parametrize("compression", MULOCO_COMPRESSIONS, ids=str)
+def test_distributed_muloco_equals_the_single_process_simulation(run, compression):
+    """W ranks, one worker each (rank k on worker k's data; rank 1 starts elsewhere and is
+    overwritten by the constructor's broadcast), H = 2, four steps, against MuLoCo
+    simulating W workers in one process: float32, 1e-6. Inner steps send nothing; each outer
+    step is one all-reduce of the (dense) deltas."""
+    world, results = run
+    case = results["muloco"]
+    w = torch.nn.Parameter(muloco_start())
+    opt = MuLoCo([w], workers=world, compression=compression, **MULOCO_HP)
+    for _ in range(MULOCO_STEPS):
+        opt.step([muloco_closure(w, k) for k in range(world)])
+    assert float((w.detach() - case[str(compression)]).abs().max()) <= TOL
+    expected = [
+        [("all_reduce", w.numel())] if (step + 1) % MULOCO_H == 0 else []
+        for step in range(MULOCO_STEPS)
+    ]
+    assert case[f"calls-{compression}"] == expected
+    if compression is None:  # the simulation run on each rank of a process group
+        assert float((w.detach() - case["simulated-in-group"]).abs().max()) <= TOL
+
+
 # ------------------------------------------------------------------------ single process
+
+
+def test_distributed_muloco_needs_a_process_group_and_valid_options():
+    w = torch.nn.Parameter(torch.zeros(3, 2))
+    with pytest.raises(RuntimeError, match="not initialized"):
+        DistributedMuLoCo([w])
+    with pytest.raises(ValueError, match="sync_every=0"):
+        DistributedMuLoCo([w], sync_every=0)
+    with pytest.raises(ValueError, match="compression='gzip'"):
+        DistributedMuLoCo([w], compression="gzip")
+    with pytest.raises(ValueError, match="outer_momentum=1"):
+        DistributedMuLoCo([w], outer_momentum=1)
 
 
 @settings(max_examples=40, deadline=None)

@@ -126,3 +126,19 @@ def test_errors_name_the_parameter():
         steepest.Dion(params, power_iterations=0)
     with pytest.raises(ValueError, match=r"momentum=1.0 not in \[0, 1\)"):
         steepest.Dion(params, momentum=1.0)
+    with pytest.raises(ValueError, match=r"sync_factors='yes'"):
+        steepest.Dion(params, sync_factors="yes")
+
+
+def test_sync_factors_without_a_process_group_raises_and_leaves_the_step_undone():
+    """sync_factors averages factors over ranks: one process with no process group is an
+    error at step time (naming the option), and neither the weight nor M nor Q changes."""
+    p = nn.Parameter(torch.ones(4, 3))
+    opt = steepest.Dion([p], sync_factors=True, rank=2)
+    state = {k: v.clone() for k, v in opt.state[p].items()}
+    p.grad = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match="sync_factors=True needs an initialized"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, 3))
+    for key, value in state.items():
+        assert torch.equal(opt.state[p][key], value), key

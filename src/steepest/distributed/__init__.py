@@ -9,6 +9,10 @@ Public API:
               share_replicated=True, process_group=None) -> ShardedDualizer
     ShardedDualizer(...)        the options above; ``optimizer.stacks.distributed``
     shard_rows(rows, world)     rows per rank under torch.chunk (FSDP2) sharding
+    RowShards(rows, group)      a row-sharded matrix's collectives (Dion's power iteration:
+                                all-reduces of its small factors, no whole-matrix gather)
+    all_reduce_mean(tensors)    the mean over ranks, in place (MuLoCo's outer gradient)
+    broadcast_(tensors)         rank 0's values on every rank, in place
     whole(t) -> (full, back)    a DTensor gathered whole, and the way back to its placements
                                 (NorMuon, Shampoo, CASPR and SOAP keep whole-matrix state)
     COMM_DTYPES
@@ -20,7 +24,18 @@ Checkpoints: ``torch.distributed.checkpoint.save({"optim": optimizer.state_dict(
 the state is eager, so its keys are the same on every rank and before the first step.
 """
 
+from .averaging import all_reduce_mean, broadcast_
+from .row_shards import RowShards
 from .sharded import COMM_DTYPES, ShardedDualizer, configure, shard_rows
 from .whole import whole
 
-__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows", "whole"]
+__all__ = [
+    "COMM_DTYPES",
+    "RowShards",
+    "ShardedDualizer",
+    "all_reduce_mean",
+    "broadcast_",
+    "configure",
+    "shard_rows",
+    "whole",
+]

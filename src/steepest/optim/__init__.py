@@ -9,7 +9,8 @@ Public API:
     optimizer(name, params, **hyperparameters), available()
     presets: Muon, SpecGD, Schatten, Scion, UScion, SignSGD, Signum, Lion, NSGD, ClippedSGD,
              AdamW, Shampoo, CASPR, SOAP, NorMuon, PolarGrad, MarsMuon, AdaMuon, Dion,
-             PSGDKron; MuLoCo (K simulated workers around a preset);
+             PSGDKron; MuLoCo (K simulated workers around a preset),
+             DistributedMuLoCo (one worker per rank of a process group);
              scion_groups(model, kind)
     ALGORITHMS (name -> Algorithm), Algorithm, register, SCALES, map_stacked
     peak_lrs(optimizer, factor): per-group max_lr lists for OneCycleLR / CyclicLR
@@ -30,6 +31,7 @@ from .family import (
     AdamW,
     ClippedSGD,
     Dion,
+    DistributedMuLoCo,
     Lion,
     MarsMuon,
     MuLoCo,
@@ -45,7 +47,6 @@ from .family import (
     Signum,
     SpecGD,
     UScion,
-    muloco,  # noqa: F401  (the module named in MuLoCo's docstring example)
     scion_groups,
 )
 from .fast import FastPath
@@ -67,6 +68,7 @@ __all__ = [
     "Algorithm",
     "ClippedSGD",
     "Dion",
+    "DistributedMuLoCo",
     "FastPath",
     "FastPathNotice",
     "GroupPath",

@@ -106,6 +106,11 @@ class Algorithm:
     #: step may then store each direction times a power of two (a float16 stack).
     scale_invariant = False
 
+    #: Stage 2 returns the final unit-norm update, scaled (Dion: P Q^T from its power
+    #: iteration): stages 3 and 4 are identities, so the step skips them, and under
+    #: torch.distributed no exchange of whole matrices follows stage 2.
+    update_in_stage2 = False
+
     def dualize_normed(
         self,
         X: torch.Tensor,

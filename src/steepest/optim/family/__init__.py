@@ -12,7 +12,7 @@ from .adamw_preset import AdamW
 from .dion import Dion
 from .lion import Lion
 from .mars_muon import MarsMuon
-from .muloco import MuLoCo
+from .muloco import DistributedMuLoCo, MuLoCo
 from .muon import Muon, MuonAlgorithm
 from .normuon import NorMuon
 from .nsgd import NSGD, ClippedSGD
@@ -36,6 +36,7 @@ __all__ = [
     "Dion",
     "Lion",
     "MarsMuon",
+    "DistributedMuLoCo",
     "MuLoCo",
     "Muon",
     "MuonAlgorithm",

@@ -254,6 +254,13 @@ class FastGroups:
     def stack_dualizer(self, algorithm: Algorithm, group: Group, backend: bool | str) -> Dualize:
         """Stages 3 and 4 over a group's directions through the optimizer's Stacks (shared
         across ranks under torch.distributed, counted), each stack compiled with ``backend``."""
+        if algorithm.update_in_stage2:
+
+            def counted(directions: list[torch.Tensor]) -> list[torch.Tensor]:
+                self.stacks.orthogonalizations += _matrix_count(directions, group)
+                return directions
+
+            return counted
         fn = (
             compiled(backend, dualize_and_scale, self.options.recompile_limit)
             if backend

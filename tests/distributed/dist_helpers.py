@@ -493,7 +493,7 @@ MULOCO_HP = {"lr": 0.05, "backend": "svd", "sync_every": MULOCO_H, "topk_fractio
 def muloco(rank, world, outdir):
     """Each rank one worker (its own data k = rank) for MULOCO_STEPS steps; rank 1 starts
     from other weights, which the constructor's broadcast replaces by rank 0's."""
-    from steepest.optim.muloco import DistributedMuLoCo
+    from steepest.optim.family.muloco import DistributedMuLoCo
 
     out = {}
     for compression in MULOCO_COMPRESSIONS:
@@ -509,7 +509,7 @@ def muloco(rank, world, outdir):
         out[str(compression)] = w.detach().clone()
         out[f"calls-{compression}"] = calls
     # the simulation inside a process group: its inner optimizers must not share their steps
-    from steepest.optim.muloco import MuLoCo
+    from steepest.optim.family.muloco import MuLoCo
 
     v = nn.Parameter(muloco_start())
     sim = MuLoCo([v], workers=world, **MULOCO_HP)

@@ -35,7 +35,7 @@ from dist_helpers import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from steepest.optim.muloco import DistributedMuLoCo, MuLoCo
+from steepest.optim.family.muloco import DistributedMuLoCo, MuLoCo
 
 from steepest.distributed import ShardedDualizer, configure, shard_rows
 

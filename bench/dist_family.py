@@ -21,7 +21,7 @@ import time
 
 import torch
 import torch.distributed as dist
-from steepest.optim.muloco import DistributedMuLoCo, MuLoCo
+from steepest.optim.family.muloco import DistributedMuLoCo, MuLoCo
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 

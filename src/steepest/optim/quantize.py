@@ -12,14 +12,15 @@ References: arXiv 2509.23106 (Gupta et al., Effective Quantization of Muon Optim
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import torch
 
 __all__ = ["BLOCK", "dequantize", "quantize", "quantized_zeros"]
 
 #: Entries per quantization block.
-BLOCK = 256
-_LEVELS = 127.0
+BLOCK: Final = 256
+_LEVELS: Final = 127.0
 
 
 def _blocks(numel: int) -> int:

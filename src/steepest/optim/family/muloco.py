@@ -144,10 +144,10 @@ class MuLoCo:
                 x, dtype=torch.float32 if x.dtype != torch.float64 else x.dtype
             )
             for k in range(self.workers):
-                delta = (x - self.local[k][i]).to(total.dtype) + self.errors[k][i].to(total.dtype)
-                sent = compress(delta, self.compression, self.topk_fraction)
-                self.errors[k][i].copy_(delta - sent)
-                total += sent
+                error = self.errors[k][i]
+                total += sent_delta(
+                    x, self.local[k][i], error, self.compression, self.topk_fraction
+                )
             x.grad = (total / self.workers).to(x.dtype)
         self.outer.step()
         for k in range(self.workers):
@@ -178,6 +178,22 @@ def check_outer(
         raise ValueError(f"{who}: topk_fraction={topk_fraction!r} must be in (0, 1]")
     if not 0 < topk_fraction <= 1:
         raise ValueError(f"{who}: topk_fraction={topk_fraction!r} must be in (0, 1]")
+
+
+def sent_delta(
+    x: torch.Tensor,
+    local: torch.Tensor,
+    error: torch.Tensor,
+    compression: str | None,
+    topk_fraction: float,
+) -> torch.Tensor:
+    """What a worker sends at an outer step: compressed(x - x_k + e_k) in float32 (float64 for
+    float64 x); the error feedback e_k keeps what compression dropped."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    delta = (x - local).to(dtype) + error.to(dtype)
+    sent = compress(delta, compression, topk_fraction)
+    error.copy_(delta - sent)
+    return sent
 
 
 def compress(delta: torch.Tensor, compression: str | None, topk_fraction: float) -> torch.Tensor:
@@ -315,11 +331,7 @@ class DistributedMuLoCo:
 
         sent = []
         for x, local, error in zip(self.global_params, self.params, self.errors, strict=True):
-            dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-            delta = (x - local).to(dtype) + error.to(dtype)
-            part = compress(delta, self.compression, self.topk_fraction)
-            error.copy_(delta - part)
-            sent.append(part)
+            sent.append(sent_delta(x, local, error, self.compression, self.topk_fraction))
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for part in sent:
             by_dtype.setdefault(part.dtype, []).append(part)

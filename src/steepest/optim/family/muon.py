@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch.optim.optimizer import ParamsT
@@ -25,7 +25,7 @@ __all__ = ["EPS", "Muon", "MuonAlgorithm"]
 
 #: Muon's default eps: directions with a smaller Frobenius norm get proportionally shorter
 #: steps (MuonAlgorithm.damp); 1e-7 as in the reference Muon and torch.optim.Muon.
-EPS = 1e-7
+EPS: Final = 1e-7
 
 
 class MuonAlgorithm(MomentumAlgorithm):
@@ -69,8 +69,10 @@ class MuonAlgorithm(MomentumAlgorithm):
 
     def dualize(self, X: torch.Tensor, group: Group) -> torch.Tensor:
         """The norm's dualizer U V^T, damped (``damp``) where ||X||_F < eps."""
-        norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
         U = self.norm(group).dualize(X)
+        if group["eps"] == 0:  # no damping: skip the norms' pass over X
+            return U
+        norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
         return self.damp(U, norms, group)
 
     def damp(self, U: torch.Tensor, norms: torch.Tensor, group: Group) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -31,7 +31,7 @@ __all__ = [
 #: Each side's factor: upper-triangular (m, m), a diagonal (m,), or "auto" (triangular up to
 #: AUTO_TRIANGULAR_MAX, diagonal above).
 FACTORS = ("triangular", "diagonal", "auto")
-AUTO_TRIANGULAR_MAX = 8192
+AUTO_TRIANGULAR_MAX: Final = 8192
 
 #: The per-block state (block_state.py): the two factors.
 _BLOCK_KEYS = ("left_factor", "right_factor")

@@ -64,6 +64,19 @@ def test_aol_rescale_bounds_the_spectral_norm_and_ignores_scale(shape):
     assert torch.equal(aol_rescale(X)[..., 0, :], torch.zeros_like(X[..., 0, :]))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_aol_rescale_of_a_16_bit_stack_matches_float64_to_its_rounding(dtype):
+    """A 16-bit X takes the Gram product in its own dtype: diag(d) X agrees with the float64
+    rescaling of the same (rounded) X to a few units of the 16-bit rounding, and its spectral
+    norm exceeds 1 by at most that much (float64 SVD)."""
+    X = (gaussian((3, 48, 160), 3) / 30).to(dtype)
+    exact = aol_rescale(X.double())
+    Y = aol_rescale(X)
+    unit = torch.finfo(dtype).eps
+    torch.testing.assert_close(Y.double(), exact, rtol=4 * unit, atol=4 * unit * exact.abs().max())
+    assert torch.linalg.matrix_norm(Y.double(), ord=2).max() <= 1 + 4 * unit
+
+
 def test_aol_is_exact_where_the_rows_are_orthogonal_and_equal():
     """If X X^T = c I, AOL multiplies X by c^(-1/2): the polar factor is unchanged and X is
     already orthogonal after the rescaling (fp64, 1e-12)."""

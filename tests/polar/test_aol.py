@@ -77,6 +77,36 @@ def test_aol_rescale_of_a_16_bit_stack_matches_float64_to_its_rounding(dtype):
     assert torch.linalg.matrix_norm(Y.double(), ord=2).max() <= 1 + 4 * unit
 
 
+@pytest.mark.parametrize("form", ["direct", "gram"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_the_iteration_reuses_aol_gram_matrix_to_the_same_result(form, dtype):
+    """msign(precondition="aol") starts the iteration from AOL's Gram matrix D (X X^T) D: the
+    result equals the same iteration run on aol_rescale(X) with the Gram product formed again
+    (float64: 1e-12; bfloat16: within a few units of its rounding), in both forms."""
+    from steepest.polar.gram import gram_quintic_iteration
+    from steepest.polar.iteration import odd_quintic_iteration
+    from steepest.polar.polar_express import polar_express_coefficients
+
+    G = gaussian((3, 24, 96), 4).to(dtype)
+    X = G / (1.01 * torch.linalg.matrix_norm(G.double(), keepdim=True)).to(dtype)
+    schedule = polar_express_coefficients(4, 1e-2)
+    iterate = gram_quintic_iteration if form == "gram" else odd_quintic_iteration
+    reference = iterate(aol_rescale(X), schedule, kernel="torch").double()
+    got = msign(
+        G, steps=4, precondition="aol", lower_bound=1e-2, form=form, kernel="torch", dtype=dtype
+    )
+    tol = 1e-12 if dtype == torch.float64 else 8 * torch.finfo(dtype).eps
+    torch.testing.assert_close(got.double(), reference, rtol=tol, atol=tol)
+
+
+def test_a_known_gram_matrix_and_a_scale_are_refused_together():
+    from steepest.polar.iteration import odd_quintic_iteration
+
+    X = gaussian((1, 4, 8), 5)
+    with pytest.raises(ValueError, match="scale= or gram="):
+        odd_quintic_iteration(X, [(1.0, 0.0, 0.0)], scale=torch.ones(1, dtype=DT), gram=X @ X.mT)
+
+
 def test_aol_is_exact_where_the_rows_are_orthogonal_and_equal():
     """If X X^T = c I, AOL multiplies X by c^(-1/2): the polar factor is unchanged and X is
     already orthogonal after the rescaling (fp64, 1e-12)."""

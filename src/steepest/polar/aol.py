@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PRECONDITIONERS", "aol_rescale"]
+__all__ = ["PRECONDITIONERS", "aol_rescale", "aol_rescale_with_gram"]
 
 #: The names msign's ``precondition`` accepts (None: the Frobenius normalization alone).
 PRECONDITIONERS = ("aol",)
@@ -33,7 +33,16 @@ def aol_rescale(X: torch.Tensor) -> torch.Tensor:
     Orthogonal Layers for Efficient General-Purpose Lipschitz Networks", arXiv 2208.03160,
     Theorem 1 (the rescaling and its bound).
     """
+    return aol_rescale_with_gram(X)[0]
+
+
+def aol_rescale_with_gram(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """aol_rescale(X) and the Gram matrix of the result, diag(d) (X X^T) diag(d), both in X's
+    dtype, from aol_rescale's one product: the polar iteration starts from this Gram matrix
+    instead of forming it again, so AOL costs no extra product (Boissin et al., arXiv
+    2512.04632)."""
     work = torch.float64 if X.dtype == torch.float64 else torch.float32
-    sums = (X @ X.mT).to(work).abs().sum(dim=-1, keepdim=True)
+    gram = (X @ X.mT).to(work)
+    sums = gram.abs().sum(dim=-1, keepdim=True)
     d = torch.where(sums > 0, sums.rsqrt(), 0.0)
-    return (d * X.to(work)).to(X.dtype)
+    return (d * X.to(work)).to(X.dtype), (d * gram * d.mT).to(X.dtype)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .iteration import quintic_polynomial
+from .iteration import _check_known_gram, quintic_polynomial
 from .kernels import resolve_kernel, symmetric_product
 
 __all__ = ["GRAM_RESTARTS", "gram_flop_ratio", "gram_quintic_iteration"]
@@ -23,14 +23,16 @@ def _segment(
     coefficients: Sequence[tuple[float, float, float]],
     kernel: str,
     scale: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """len(coefficients) steps on the Gram matrix of X (of scale * X where given: scale^2 on
-    X X^T, scale on the last P, so that Q X = Q' (scale X)), then one product with X. The
+    X X^T, scale on the last P, so that Q X = Q' (scale X); ``gram``: X X^T already known),
+    then one product with X. The
     products of two iterates are full cuBLAS products: Triton half-products of these
     commuting symmetric matrices were faster on an H100 but about 3x less accurate on
     ill-conditioned input."""
     square = None if scale is None else scale * scale
-    R = symmetric_product(X, kernel=kernel, scale=square)
+    R = symmetric_product(X, kernel=kernel, scale=square) if gram is None else gram
     Q: torch.Tensor | None = None
     last = len(coefficients) - 1
     for i, (a, b, c) in enumerate(coefficients):
@@ -50,6 +52,7 @@ def gram_quintic_iteration(
     restarts: Sequence[int] = GRAM_RESTARTS,
     kernel: str = "auto",
     scale: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The same map as odd_quintic_iteration, computed on the s x s Gram matrix of X.
 
@@ -73,6 +76,8 @@ def gram_quintic_iteration(
         scale: optional (batch,) factors: iterate on scale * X without forming it (scale^2
             on the first Gram product, scale on the first segment's last polynomial, both in
             the products' float32 epilogues; msign's normalization of a float16 stack).
+        gram: optional X X^T in X's dtype, already computed (msign's AOL preconditioning):
+            the first segment starts from it instead of a Gram product. Not with ``scale``.
 
     Returns:
         A new (batch, s, l) tensor in X's dtype.
@@ -82,11 +87,12 @@ def gram_quintic_iteration(
         (2026): the Gram form, half precision and the restart after the second step.
     """
     resolve_kernel(kernel, X)  # checks the choice; each product resolves "auto" on its operands
+    _check_known_gram(scale, gram)
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        X = _segment(X, steps[start:stop], kernel, scale)
-        scale = None
+        X = _segment(X, steps[start:stop], kernel, scale, gram)
+        scale = gram = None
     return X
 
 

@@ -33,12 +33,18 @@ def quintic_polynomial(
     return P.to(A.dtype)
 
 
+def _check_known_gram(scale: torch.Tensor | None, gram: torch.Tensor | None) -> None:
+    if scale is not None and gram is not None:
+        raise ValueError("the polar iteration takes scale= or gram=, not both")
+
+
 def odd_quintic_iteration(
     X: torch.Tensor,
     coefficients: Sequence[tuple[float, float, float]],
     *,
     kernel: str = "auto",
     scale: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply X <- a X + (b A + c A^2) X with A = X X^T, once per (a, b, c) triple.
 
@@ -69,6 +75,8 @@ def odd_quintic_iteration(
         scale: optional (batch,) factors: iterate on scale * X without forming it. The first
             step's A gets scale^2 and its P scale, both in the products' float32 epilogues
             (msign's normalization of a float16 stack, folded in).
+        gram: optional X X^T in X's dtype, already computed (msign's AOL preconditioning):
+            the first step uses it instead of a Gram product. Not with ``scale``.
 
     Returns:
         A new (batch, s, l) tensor in X's dtype.
@@ -78,8 +86,16 @@ def odd_quintic_iteration(
         (Horner form).
     """
     kernel = resolve_kernel(kernel, X)
+    _check_known_gram(scale, gram)
     shift_in_product = kernel == "torch" and X.dtype in (torch.bfloat16, torch.float16)
-    for a, b, c in coefficients:
+    steps = list(coefficients)
+    if gram is not None and steps:  # the first step from the known A
+        a, b, c = steps.pop(0)
+        if shift_in_product:
+            X = torch.baddbmm(X, quintic_polynomial(gram, 0.0, b, c, kernel), X, beta=a)
+        else:
+            X = torch.bmm(quintic_polynomial(gram, a, b, c, kernel), X)
+    for a, b, c in steps:
         if scale is not None:  # the first step of scale * X
             gram = symmetric_product(X, kernel=kernel, scale=scale * scale)
             poly = quintic_polynomial(gram, a, b, c, kernel, scale)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .aol import PRECONDITIONERS, aol_rescale
+from .aol import PRECONDITIONERS, aol_rescale_with_gram
 from .gram import gram_quintic_iteration
 from .iteration import odd_quintic_iteration
 from .kernels import KERNELS, resolve_kernel
@@ -370,14 +370,15 @@ def msign_normed(
         X, scale = plan.oriented(plan.matrices), normalization  # the first products scale
     else:
         X = plan.oriented(_normalize(plan.matrices, normalization, plan.compute_dtype))
+    gram: torch.Tensor | None = None  # X X^T where the preconditioner formed it
     if precondition == "aol":
-        X = aol_rescale(X)
+        X, gram = aol_rescale_with_gram(X)
     if callable(backend):  # _validate: any other str is one of BACKENDS
         X = _call_backend(backend, X, steps)
     else:
         schedule = _schedule(backend, steps, coefficients, lower_bound)
         iterate = gram_quintic_iteration if plan.gram else odd_quintic_iteration
-        X = iterate(X, schedule, kernel=kernel, scale=scale)
+        X = iterate(X, schedule, kernel=kernel, scale=scale, gram=gram)
     return plan.finish(X)
 
 

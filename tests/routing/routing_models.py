@@ -313,7 +313,7 @@ def timm_convnext() -> Built:
             expected[f"{mod_name}.weight"] = ("muon", (shape,))
         elif isinstance(m, nn.Linear) and mod_name != "head.fc":
             expected[f"{mod_name}.weight"] = ("muon", (tuple(m.weight.shape),))
-        elif "Norm" in type(m).__name__:  # LayerNorm2d in the stem and the downsamplers
+        elif isinstance(m, nn.LayerNorm):  # LayerNorm2d in the stem and the downsamplers
             expected[f"{mod_name}.weight"] = ("adamw", A)
     return model, None, expected
 

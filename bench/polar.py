@@ -33,7 +33,7 @@ from steepest.polar import msign, orthogonality_error
 
 
 def per_matrix_newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """The unbatched baseline: Jordan's quintic (seed 000 Alg. 2), one matrix at a time, bf16."""
+    """The unbatched baseline: Jordan's quintic (Cesista 2025, Alg. 2), per matrix, in bf16."""
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16()
     tall = X.size(0) > X.size(1)

@@ -89,7 +89,7 @@ def test_monitor_records_closed_forms(tmp_path):
             assert rec["weight/frobenius_smoothness"] == pytest.approx(L, rel=1e-8)
             assert rec["weight/spectral_smoothness"] == pytest.approx(J, rel=1e-8)
             assert L <= np.linalg.eigvalsh(A)[-1] * (1 + 1e-10)
-            G = grads[t - 1].numpy()  # seed 004's ratio uses the gradient at W_{t-1}
+            G = grads[t - 1].numpy()  # Shen et al.'s ratio uses the gradient at W_{t-1}
             ratio = np.linalg.norm(G, "nuc") ** 2 / np.linalg.norm(G) ** 2 * L / J
             assert rec["weight/muon_advantage"] == pytest.approx(ratio, rel=1e-8)
 

@@ -1,8 +1,10 @@
 """Norms and dualizers against closed forms and numpy, the LMO table, and known equalities.
 
 Oracles: numpy.linalg.norm ('fro', 'nuc', ord=2), numpy singular values for Schatten-p, numpy
-column/row norms, hand-written entries of the LMO table (seeds/001_69fb9a2ea907674e.txt), and
-the equalities SchattenP(2) = Frobenius, SchattenP(inf) = Spectral(svd) (seed 000, §4.2).
+column/row norms, hand-written entries of the LMO table (Beznosikov, "Matrix Optimization and
+Muon: A Natural Perspective on Neural Network Training", lecture, MIPT, 2025), and the
+equalities SchattenP(2) = Frobenius, SchattenP(inf) = Spectral(svd) (Cesista, "Muon and a
+Selective Survey on Steepest Descent in Riemannian and Non-Riemannian Manifolds" (2025), §4.2).
 Tolerance: 1e-12 in float64 unless stated.
 """
 
@@ -134,7 +136,7 @@ def test_spectral_dualize_is_uv_transpose():
 
 
 def test_lmo_table_entries_by_hand():
-    """The LMO table of seed 001 on a hand-checked 2 x 3 weight (d_out = 2, d_in = 3)."""
+    """Beznosikov's LMO table on a hand-checked 2 x 3 weight (d_out = 2, d_in = 3)."""
     G = torch.tensor([[3.0, 0.0, -1.0], [4.0, 0.0, 1.0]], dtype=torch.float64)
     # ColNorm: col_j -> sqrt(d_out) col_j / ||col_j||; column 2 is zero and stays zero
     r2 = math.sqrt(2.0)

@@ -3,8 +3,9 @@
 For G != 0 and T* = dualize(G):  norm(T*) = 1,  <G, T*> = dual_norm(G),  and no unit-norm T
 does better: <G, T> <= dual_norm(G) for random T (Gaussian and small perturbations of T*),
 each normalized by its own norm(T). The oracle for the last check is the definition
-dual_norm(G) = max_{||T|| = 1} <G, T> (seeds/000_0ff94013880c6450.txt, §2.3), tested on points
-independent of the implementation. Tolerance: 1e-10 relative (float64 round-off of an SVD of at
+dual_norm(G) = max_{||T|| = 1} <G, T> (Cesista, "Muon and a Selective Survey on Steepest
+Descent in Riemannian and Non-Riemannian Manifolds" (2025), §2.3), tested on points independent
+of the implementation. Tolerance: 1e-10 relative (float64 round-off of an SVD of at
 most 7 x 7 matrices is ~1e-14).
 """
 

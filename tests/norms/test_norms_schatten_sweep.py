@@ -1,15 +1,16 @@
-"""Seed 000 §4.3 as tests: Schatten-p dualizers approach the spectral one as p grows.
+"""Schatten-p dualizers approach the spectral one as p grows, as tests.
 
-seeds/000_0ff94013880c6450.txt, Proposition 5 (variance of the dualized singular values t_i
+Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+Manifolds" (2025), Proposition 5 (variance of the dualized singular values t_i
 falls to 0 as p -> inf, quadratically in 1/p) and Definition 7 / §4.3.2 (the stable rank
 ||T||_F^2 / ||T||_2^2 of the dualized gradient rises to that of the spectral dualizer, which is
 the rank). All on fixed-seed float64 matrices with known singular values; the singular values of
 the dualized matrix are recomputed with torch.linalg.svdvals (an independent SVD).
 
-Measured here (not in the seed): the raw variance is NOT monotone in p over all spectra. With a
+Measured here (not in the survey): the raw variance is NOT monotone in p over all spectra. With a
 spectrum spanning 3 decades (sigma = logspace(0, -3, 16)) it rises from 0.043 (p = 1.5) to 0.051
 (p = 3) before falling, because the normalization ||T||_{S_p} = 1 also moves the mean. On a
-gradient-like spectrum (Zipf, sigma_i = 1/i: low stable rank, as the seed's raw gradients) it
+gradient-like spectrum (Zipf, sigma_i = 1/i: low stable rank, as the survey's raw gradients) it
 falls monotonically over the whole sweep. Both behaviours are asserted below, as is the exact
 rate behind Prop. 5: (p - 1)^2 Var(t) -> Var_i(ln sigma_i) as p -> inf (first-order expansion
 t_i = exp((q - 1) ln(sigma_i / ||sigma||_q)) with q - 1 = 1 / (p - 1)).

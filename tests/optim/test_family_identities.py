@@ -1,7 +1,9 @@
-"""The seeds' identities between members, each against an independent oracle (fp64 SVD/eigh).
+"""The cited identities between members, each against an independent oracle (fp64 SVD/eigh).
 
 Every test steps two optimizers on the same fp64 parameters with the same random gradients
-(set by hand) and compares the parameters; tolerances are stated per test.
+(set by hand) and compares the parameters; tolerances are stated per test. The identities are
+from Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+Manifolds" (2025).
 """
 
 import math
@@ -34,7 +36,7 @@ def run(name, shape, grads, **hp):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_shampoo_without_accumulation_is_muon_svd(shape, momentum):
-    """seed 000 §3.3.2: (D D^T)^(-1/4) D (D^T D)^(-1/4) = U V^T. Tolerance 1e-9 in fp64."""
+    """Cesista (2025) §3.3.2: (D D^T)^(-1/4) D (D^T D)^(-1/4) = U V^T. Tolerance 1e-9 in fp64."""
     grads = gradients(shape, 3, seed=1)
     common = dict(lr=0.1, momentum=momentum, nesterov=False, scale="spectral")
     shampoo = run("shampoo", shape, grads, accumulate=False, epsilon=0.0, **common)
@@ -65,7 +67,7 @@ def test_shampoo_accumulated_matches_eigh_oracle():
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_caspr_without_accumulation_tends_to_muon(shape):
-    """seed 000 §3.3.3: CASPR without accumulation is U diag(s / sqrt(s^2 + eps)) V^T (checked
+    """Cesista (2025) §3.3.3: CASPR without accumulation is U diag(s / sqrt(s^2 + eps)) V^T (checked
     against the fp64 SVD to 1e-9), whose distance to U V^T is at most eps / (2 s_min^2) and
     goes to 0 with eps."""
     (g,) = gradients(shape, 1, seed=3)
@@ -84,8 +86,8 @@ def test_caspr_without_accumulation_tends_to_muon(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_schatten_p2_is_nsgd_and_pinf_is_specgd(shape):
-    """seed 000 §4.2: Schatten p = 2 dualizes to G / ||G||_F (NSGD), p = inf to U V^T (spectral
-    descent). Same momentum and scale on both sides; tolerance 1e-10."""
+    """Cesista (2025) §4.2: Schatten p = 2 dualizes to G / ||G||_F (NSGD), p = inf to U V^T
+    (spectral descent). Same momentum and scale on both sides; tolerance 1e-10."""
     grads = gradients(shape, 3, seed=4)
     common = dict(lr=0.05, momentum=0.9, nesterov=True, scale=0.7)
     p2 = run("schatten", shape, grads, p=2, **common)

@@ -2,7 +2,8 @@
 
 Oracle: M1 = (1 - b) G1, M2 = b M1 + (1 - b) G2, D = (1 - b) G2 + b M2 (Nesterov),
 W2 = (1 - lr wd) W1 - lr * scale(m, n) * U V^T per matrix of D's matrix view
-(seeds/000_0ff94013880c6450.txt, Alg. 1; Condition 1). Tolerance 1e-5 (float32 storage).
+(Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+Manifolds" (2025), Alg. 1; Condition 1). Tolerance 1e-5 (float32 storage).
 """
 
 import math

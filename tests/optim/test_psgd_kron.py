@@ -1,6 +1,7 @@
 """PSGD-Kron: two steps against a float64 transcription of the fit and the preconditioned
-update (triangular and diagonal factors), the seed's whitening-vs-orthogonalization
-observation measured, the update-probability schedule, errors."""
+update (triangular and diagonal factors), the whitening-vs-orthogonalization observation of
+Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+Manifolds" (2025), §3.3.4, measured; the update-probability schedule; errors."""
 
 import math
 
@@ -80,10 +81,10 @@ def direction_distance(X, Y):
 
 @pytest.mark.parametrize("shape", [(8, 6), (6, 20)])
 def test_whitened_update_of_one_gradient_flattens_its_spectrum(shape):
-    """The seed's setting: the preconditioner refitted to one fixed gradient G = U S V^T
-    (the instantaneous preconditioner; precondition_lr 0.02, 4000 refits, P G averaged over
-    the last 2000). Measured, fp64: P G is much closer to U V^T than G is (the seed's
-    observation), but its limit is U S^(-1/3) V^T, not U V^T: at the fit's fixed point
+    """Cesista's (2025, §3.3.4) setting: the preconditioner refitted to one fixed gradient
+    G = U S V^T (the instantaneous preconditioner; precondition_lr 0.02, 4000 refits, P G
+    averaged over the last 2000). Measured, fp64: P G is much closer to U V^T than G is (the
+    survey's observation), but its limit is U S^(-1/3) V^T, not U V^T: at the fit's fixed point
     P_l G P_r G^T P_l = tr(P_r^-1) I and P_r G^T P_l G P_r = tr(P_l^-1) I, solved by
     P_l, P_r with eigenvalues proportional to s^(-2/3). So the condition number of the update
     is that of G to the power 1/3 (8 x 6: 7.9 -> 2.1; 6 x 20: 2.8 -> 1.5)."""

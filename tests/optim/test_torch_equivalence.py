@@ -71,7 +71,7 @@ def test_follows_torch_muon_in_bf16(nesterov, monkeypatch):
 
 def test_follows_torch_muon_in_fp32(monkeypatch):
     """Without bf16 the two agree to float32 rounding: newton_schulz normalizes by ||G||_F as
-    seed 000 Alg. 2 and torch do (measured gap 1.7e-6 of the distance moved)."""
+    Cesista (2025) Alg. 2 and torch do (measured gap 1.7e-6 of the distance moved)."""
     monkeypatch.setattr(torch.optim._muon, "_zeropower_via_newtonschulz", _torch_newton_schulz_fp32)
     hp = dict(HP, nesterov=True)
     start, reference = _run(lambda ps: torch.optim.Muon(ps, **hp))

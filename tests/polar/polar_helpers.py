@@ -34,7 +34,7 @@ def compose(schedule, x):
 def normalized(s, safety=1.01):
     """The singular values as msign's iterative backends see them: s / (safety ||s||_2).
 
-    safety is 1.01 for polar_express and callables, 1.0 for newton_schulz (seed 000 Alg. 2).
+    safety is 1.01 for polar_express and callables, 1.0 for newton_schulz (Cesista 2025, Alg. 2).
     """
     s = np.asarray(s, dtype=np.float64)
     return s / (safety * np.sqrt(np.sum(s**2, axis=-1, keepdims=True)))

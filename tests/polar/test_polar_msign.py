@@ -108,7 +108,7 @@ def test_five_step_backends_apply_their_scalar_polynomial(shape, backend, kwargs
     gen = torch.Generator().manual_seed(4)
     G, s, U, V = _known(shape, gen, low=1e-2)
     out = msign(G, backend, steps=5, dtype=torch.float64, **kwargs)
-    safety = 1.0 if backend == "newton_schulz" else 1.01  # seed 000 Alg. 2 vs arXiv 2505.16932
+    safety = 1.0 if backend == "newton_schulz" else 1.01  # Cesista 2025 Alg. 2 vs arXiv 2505.16932
     assert torch.allclose(out, _predicted(s, U, V, schedule, safety), atol=1e-10, rtol=0)
 
 

@@ -1,9 +1,11 @@
 """Data sets shipped with steepest, loaded offline and checksum-verified.
 
-The files are copies of ``shared/data`` (see its README for provenance):
+The files, with their MD5 checksums in ``CHECKSUMS``:
 
-* ``tinyshakespeare.txt``: the tiny-shakespeare corpus, 1,115,394 characters.
-* ``mnist-t10k-*``: the MNIST test split, 10,000 images of 28 x 28 with labels, IDX format.
+* ``tinyshakespeare.txt``: the tiny-shakespeare corpus (40,000 lines of Shakespeare, public
+  domain), 1,115,394 characters.
+* ``mnist-t10k-*``: the MNIST test split (LeCun, Cortes and Burges, "The MNIST database of
+  handwritten digits"), 10,000 images of 28 x 28 with labels, IDX format.
 """
 
 from __future__ import annotations

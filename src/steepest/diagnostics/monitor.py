@@ -236,7 +236,7 @@ class Monitor:
         return out
 
     def _smoothness(self, prev: _SmoothnessState) -> dict[str, float]:
-        """Seed 004's secant L and J between W_t and W_{t+1}, from g_t and g_{t+1}.
+        """The secant L and J of Shen et al. (arXiv 2505.23737) between W_t and W_{t+1}.
 
         L = ||dG||_F / ||dW||_F, J = ||dG||_* / ||dW||_2 (as `smoothness_estimates`), with the
         norms of dW = W_{t+1} - W_t taken from the update statistics of step t.

@@ -1,5 +1,8 @@
-"""Seed 004's quantities: nuclear vs Frobenius gradient norms and the smoothness constants of the
-Frobenius and spectral geometries, estimated from two consecutive iterates."""
+"""Nuclear vs Frobenius gradient norms and the smoothness constants of the Frobenius and spectral
+geometries, estimated from two consecutive iterates.
+
+References: Shen et al., "On the Convergence Analysis of Muon", arXiv 2505.23737.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ subcommand (``steepest --task quadratic``) run ``steepest compare``.
 
 Subcommands:
     compare     tune and compare optimizers on a task; writes a table, JSON, CSV and plots.
-    reproduce   a seed document's figure: ``<out>/<name>.png`` and ``<out>/<name>.json``.
+    reproduce   a cited paper's figure: ``<out>/<name>.png`` and ``<out>/<name>.json``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ always one ``torch.optim.AdamW`` with betas :data:`ADAMW_BETAS` and learning rat
 the matrices get the member's rule:
 
 * ``adamw``: AdamW on the matrices too, with its own learning rate ``lr`` (one optimizer);
-* ``sgd``: plain gradient descent (seed 004's GD baseline, ``torch.optim.SGD``);
+* ``sgd``: plain gradient descent (the GD baseline of Shen et al., arXiv 2505.23737,
+  ``torch.optim.SGD``);
 * every other member: a :func:`steepest.optimizer` preset on the matrices, with the fixed
   options of its :class:`Member` entry in :data:`OPTIMIZERS` (see docs/algorithms.md).
 
@@ -84,7 +85,7 @@ OPTIMIZERS: dict[str, Member] = {
         "muon",
         {"momentum": 0.95, "nesterov": True, "backend": "polar_express", "scale": "spectral"},
     ),
-    "sgd": Member("plain gradient descent (seed 004's GD)", 0.3),
+    "sgd": Member("plain gradient descent (Shen et al.'s GD)", 0.3),
     "normuon": Member(
         "NorMuon: msign + per-neuron second moment, RMS 0.2",
         3e-3,

@@ -1,7 +1,7 @@
 """The engine: one torch.optim.Optimizer that runs the five update stages per param group.
 
 grad -> [1 accumulate] -> [2 precondition] -> [3 dualize] -> [4 scale] -> [5 apply]
-(../shared/DESIGN.md, "One update, five stages"). Each group names its ``algorithm`` (a key of
+(docs/algorithms.md describes the stages). Each group names its ``algorithm`` (a key of
 ``ALGORITHMS``); matrix algorithms get their directions dualized in stacks of same-shape matrices
 (one batched call per stack), delegating ones (AdamW) run their own step.
 """

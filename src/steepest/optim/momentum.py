@@ -39,7 +39,8 @@ class MomentumAlgorithm(Algorithm):
     quantized again (arXiv 2509.23106). With momentum = 0 at construction no buffer is kept
     (the direction is G) until momentum becomes positive (e.g. under a scheduler).
 
-    References: seeds/000_0ff94013880c6450.txt, Alg. 1 (M update); arXiv 2509.23106.
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Alg. 1 (M update); arXiv 2509.23106.
     """
 
     defaults: Mapping[str, Any] = MOMENTUM_DEFAULTS

@@ -125,7 +125,8 @@ def polar(
     """msign(X) = U V^T of every matrix of the stack X with the group's backend (a new tensor;
     ``frobenius``, ``out_dtype`` and ``unit_scaled`` as in msign_normed, for the fused step).
 
-    References: seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2509.14562.
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Alg. 2 and §3.3.1; arXiv 2509.14562.
     """
     if group["backend"] == "randomized_svd":
         return randomized_polar(X, group["rank"]).to(out_dtype or X.dtype)

@@ -14,7 +14,8 @@ __all__ = ["SCALES", "check_scale", "scale_factor"]
 def scale_spectral(m: int, n: int) -> float:
     """sqrt(d_out / d_in): the spectral scaling condition.
 
-    References: seeds/000_0ff94013880c6450.txt, Condition 1 (Spectral Scaling), §3.2.2.
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Condition 1 (Spectral Scaling), §3.2.2.
     """
     return math.sqrt(m / n)
 

@@ -14,7 +14,8 @@ Public API:
     gram_quintic_iteration(X, coefficients, *, restarts=(2,), kernel="auto"), gram_flop_ratio
     steepest.polar.kernels: symmetric_product (Triton X X^T on one block-triangle, torch fallback)
 
-References: seeds/000_0ff94013880c6450.txt (Alg. 2, §3.3.1); arXiv 2505.16932 (Polar Express).
+References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+Non-Riemannian Manifolds" (2025), Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
 """
 
 from .gram import GRAM_RESTARTS, gram_flop_ratio, gram_quintic_iteration

@@ -83,8 +83,9 @@ def gram_quintic_iteration(
         A new (batch, s, l) tensor in X's dtype.
 
     References:
-        seeds/000_0ff94013880c6450.txt, Alg. 2 (the quintic step); Dao lab, "Gram Newton-Schulz"
-        (2026): the Gram form, half precision and the restart after the second step.
+        Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+        Manifolds" (2025), Alg. 2 (the quintic step); Dao lab, "Gram Newton-Schulz" (2026): the Gram
+        form, half precision and the restart after the second step.
     """
     resolve_kernel(kernel, X)  # checks the choice; each product resolves "auto" on its operands
     _check_known_gram(scale, gram)

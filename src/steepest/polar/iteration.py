@@ -82,8 +82,8 @@ def odd_quintic_iteration(
         A new (batch, s, l) tensor in X's dtype.
 
     References:
-        seeds/000_0ff94013880c6450.txt, Alg. 2 (the quintic step); arXiv 2505.16932, §4.5
-        (Horner form).
+        Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+        Manifolds" (2025), Alg. 2 (the quintic step); arXiv 2505.16932, §4.5 (Horner form).
     """
     kernel = resolve_kernel(kernel, X)
     _check_known_gram(scale, gram)

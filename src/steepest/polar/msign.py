@@ -35,8 +35,8 @@ BACKENDS = ("svd", "newton_schulz", "polar_express")
 #: Polar Express (and callable backends) first divide G by NORMALIZATION_SAFETY * ||G||_F
 #: (+ eps). Since ||G||_F >= ||G||_2 this puts every singular value in [0, 1 / 1.01], leaving
 #: room for round-off in low precision (arXiv 2505.16932, Algorithm 1; §4.3 for u = 1).
-#: Newton-Schulz divides by ||G||_F (+ eps) as seed 000 Alg. 2 states, so that its trajectory
-#: matches the reference Muon (and torch.optim.Muon) exactly.
+#: Newton-Schulz divides by ||G||_F (+ eps) as Cesista (2025) Alg. 2 states, so that its
+#: trajectory matches the reference Muon (and torch.optim.Muon) exactly.
 NORMALIZATION_SAFETY = 1.01
 
 #: How the iterative backends evaluate their steps: "direct" (on X), "gram" (on the small Gram
@@ -246,7 +246,7 @@ def msign(
 
     Math: for G = U diag(s) V^T, msign(G) = U V^T, the dualizer of the spectral norm; singular
     directions with s = 0 map to zero. The iterative backends divide G by
-    1.01 * ||G||_F + eps (newton_schulz: ||G||_F + eps, seed 000 Alg. 2), transpose tall
+    1.01 * ||G||_F + eps (newton_schulz: ||G||_F + eps, Cesista (2025) Alg. 2), transpose tall
     matrices so the Gram product X X^T is the small one,
     apply odd quintics p_t to the singular values (odd_quintic_iteration) and transpose back.
     A zero matrix (also one inside a batch) gives exact zeros.
@@ -304,7 +304,8 @@ def msign(
     (torch.compile(msign, dynamic=False)); the Polar Express schedule is a compile-time constant.
 
     References:
-        seeds/000_0ff94013880c6450.txt, Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
+        Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+        Manifolds" (2025), Alg. 2 and §3.3.1; arXiv 2505.16932 (Polar Express).
     """
     return msign_normed(
         G, None, backend, steps, dtype, coefficients, lower_bound,

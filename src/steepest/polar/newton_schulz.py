@@ -15,8 +15,9 @@ __all__ = [
 ]
 
 #: Jordan's quintic (a, b, c) = (3.4445, -4.7750, 2.0315): fast early growth, plateaus with
-#: singular values in about [0.68, 1.13] instead of converging (seeds/000_0ff94013880c6450.txt,
-#: Alg. 2; arXiv 2505.16932, §1.2).
+#: singular values in about [0.68, 1.13] instead of converging (Cesista, "Muon and a Selective
+#: Survey on Steepest Descent in Riemannian and Non-Riemannian Manifolds" (2025), Alg. 2;
+#: arXiv 2505.16932, §1.2).
 JORDAN = (3.4445, -4.7750, 2.0315)
 
 #: Classical cubic Newton-Schulz p(x) = 1.5 x - 0.5 x^3: converges to U V^T (quadratically near 1)

@@ -27,7 +27,8 @@ def orthogonality_error(
         A float64 tensor of shape G.shape[:-2] (0-dim for a single matrix).
 
     References:
-        seeds/000_0ff94013880c6450.txt, §3.3.1 (msign(G) = U V^T).
+        Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+        Manifolds" (2025), §3.3.1 (msign(G) = U V^T).
     """
     if not isinstance(G, torch.Tensor) or not isinstance(O, torch.Tensor):
         raise TypeError("orthogonality_error: G and O must be torch.Tensors")

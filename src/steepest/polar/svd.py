@@ -29,7 +29,8 @@ def polar_svd(X: torch.Tensor) -> torch.Tensor:
         A tensor of X's shape and dtype.
 
     References:
-        seeds/000_0ff94013880c6450.txt, eq. (dualizer of the spectral norm = U V^T) and §3.3.1.
+        Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+        Manifolds" (2025), the dualizer of the spectral norm (= U V^T) and §3.3.1.
     """
     U, S, Vh = torch.linalg.svd(X, full_matrices=False)
     threshold = zero_singular_threshold(X.shape, X.dtype)

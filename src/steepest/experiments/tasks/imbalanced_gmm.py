@@ -10,7 +10,8 @@ accuracy (``class_k_accuracy``).
 
 References:
     Vasudeva et al., arXiv 2510.22980 (Muon and Adam on imbalanced Gaussian mixtures: balanced
-    and per-class accuracy); seeds/003_e51c56d7d69de86a.txt (data imbalance and Muon's NDS).
+    and per-class accuracy); "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662
+    (data imbalance and Muon's NDS).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``mnist-mlp``: seed 004's 784-128-64-10 MLP on the MNIST test split; held-out loss, accuracy.
+"""``mnist-mlp``: Shen et al.'s 784-128-64-10 MLP on the MNIST test split; held-out loss, accuracy.
 
 The 10,000 images of the MNIST test split (shipped in :mod:`steepest.data`) are shuffled once
 with a fixed generator and split into ``train_size`` training and the rest held-out examples.
@@ -6,7 +6,8 @@ Pixels are scaled to [0, 1] and standardized with the training mean and std. The
 three matrix parameters W1 (128 x 784), W2 (64 x 128), W3 (10 x 64) and no biases, with ReLU.
 
 References:
-    seeds/004_67262c901d7d220a.txt, Fig. 3 (the MLP with W1, W2, W3).
+    Shen et al., "On the Convergence Analysis of Muon", arXiv 2505.23737, Fig. 3 (the MLP
+    with W1, W2, W3).
 """
 
 from __future__ import annotations

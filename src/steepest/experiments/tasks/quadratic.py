@@ -1,16 +1,17 @@
-"""``quadratic``: seed 004's matrix quadratic with a Hessian of controllable rank and spectrum.
+"""``quadratic``: Shen et al.'s matrix quadratic with a Hessian of controllable rank and spectrum.
 
     f(W) = tr((W - W*)^T Q (W - W*)),    W, W* in R^{m x n},  Q = U diag(lambda) U^T in R^{m x m},
 
 with ``U`` a random orthogonal matrix, ``lambda_i = i^(-decay)`` for ``i <= rank`` and 0 beyond,
 so ``lambda_max = 1`` and the gradient ``2 Q (W - W*)`` is ``L = 2``-Lipschitz: gradient descent
-with step ``1/L = 0.5`` is the seed's baseline. ``W`` starts at 0; the instance (``U``, ``W*``)
+with step ``1/L = 0.5`` is the paper's baseline. ``W`` starts at 0; the instance (``U``, ``W*``)
 is drawn from the run's seed, so every optimizer sees the same problem. The metric is f(W); the
 batches are empty (full, exact gradients). ``steepest.param_groups`` routes ``W`` to the matrix
 rule (a hidden matrix); there is no AdamW group.
 
 References:
-    seeds/004_67262c901d7d220a.txt, Fig. 1 and Section E (the quadratic, W0 = 0, GD with 1/L).
+    Shen et al., "On the Convergence Analysis of Muon", arXiv 2505.23737, Fig. 1 and
+    Section E (the quadratic, W0 = 0, GD with 1/L).
 """
 
 from __future__ import annotations

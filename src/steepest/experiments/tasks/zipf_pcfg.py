@@ -12,8 +12,8 @@ with an end token (id ``terminals``) into a training and a validation stream fro
 sampling seeds. Metric: the validation next-token loss.
 
 References:
-    seeds/003_e51c56d7d69de86a.txt (Zipf-PCFG data with a controllable imbalance, where Muon's
-    NDS advantage over Adam widens).
+    "Why Muon Outperforms Adam: A Curvature Perspective", arXiv 2606.04662
+    (Zipf-PCFG data with a controllable imbalance, where Muon's NDS advantage over Adam widens).
 """
 
 from __future__ import annotations

@@ -42,8 +42,9 @@ class MuonAlgorithm(MomentumAlgorithm):
     backend, coefficients, steps, polar_dtype, polar_form, polar_kernel, rank, scale (plus the
     view keys matrix_view and blocks read by the engine).
 
-    References: seeds/000_0ff94013880c6450.txt, Alg. 1 (Muon) and Alg. 2 (Newton-Schulz),
-    Condition 1 (spectral scale); arXiv 2502.16982 (rms scale).
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Alg. 1 (Muon) and Alg. 2 (Newton-Schulz), Condition 1
+    (spectral scale); arXiv 2502.16982 (rms scale).
     """
 
     name = "muon"
@@ -162,7 +163,8 @@ class Muon(Steepest):
         master_weights: float32 master copies of bf16/fp16 parameters (see Steepest).
         fast: the fast path's options (steepest.optim.fast.FastPath).
 
-    References: seeds/000_0ff94013880c6450.txt, Alg. 1 and Condition 1; arXiv 2502.16982.
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Alg. 1 and Condition 1; arXiv 2502.16982.
     """
 
     def __init__(

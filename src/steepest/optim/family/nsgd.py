@@ -30,8 +30,10 @@ class NSGDAlgorithm(MomentumAlgorithm):
     Steepest descent under the Frobenius norm (its dualizer is G / ||G||_F); a zero M gives
     a zero step. Elementwise-shaped, so vectors are updated too.
 
-    References: seeds/001_69fb9a2ea907674e.txt (M-NSGD baseline);
-    seeds/000_0ff94013880c6450.txt, §4.2.1 (Schatten p = 2 recovers normalized SGD).
+    References: Beznosikov, "Matrix Optimization and Muon: A Natural Perspective on Neural
+    Network Training" (lecture, MIPT, 2025): the M-NSGD baseline; Cesista, "Muon and a Selective
+    Survey on Steepest Descent in Riemannian and Non-Riemannian Manifolds" (2025), §4.2.1 (Schatten
+    p = 2 recovers normalized SGD).
     """
 
     name = "nsgd"
@@ -61,8 +63,8 @@ class ClippedSGDAlgorithm(NSGDAlgorithm):
     The momentum projected onto the Frobenius ball of radius ``clip`` (not a unit-norm
     direction: small M passes unchanged). Group keys: the momentum keys, clip, scale.
 
-    References: seeds/001_69fb9a2ea907674e.txt (clip(g, lambda) and the M-ClippedSGD
-    baseline).
+    References: Beznosikov, "Matrix Optimization and Muon: A Natural Perspective on Neural
+    Network Training" (lecture, MIPT, 2025): clip(g, lambda) and the M-ClippedSGD baseline.
     """
 
     name = "clipped_sgd"

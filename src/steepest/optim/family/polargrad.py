@@ -21,7 +21,8 @@ class PolarGradAlgorithm(MuonAlgorithm):
     Default scale 1 and lr 1e-3 (the step's spectral norm is lr ||M||_nuc).
 
     References: arXiv 2505.21799 (Lau, Long & Su, PolarGrad), the momentum-first variant;
-    seeds/000_0ff94013880c6450.txt, §2.3 (dual norm of the spectral norm is nuclear).
+    Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+    Manifolds" (2025), §2.3 (dual norm of the spectral norm is nuclear).
     """
 
     name = "polargrad"

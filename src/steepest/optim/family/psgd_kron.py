@@ -88,8 +88,8 @@ class PSGDKronAlgorithm(MomentumAlgorithm):
     criterion and Kronecker-product preconditioners, §IV); Li, "Preconditioner on Matrix Lie
     Group for SGD", arXiv 1809.10232 (the triangular-factor update with normalized step);
     Pooladzandi & Li, "Curvature-Informed SGD via General Purpose Lie-Group Preconditioners",
-    arXiv 2402.04553; seeds/000_0ff94013880c6450.txt §3.3.4 (PSGD whitens; Muon as its
-    instantaneous version).
+    arXiv 2402.04553; Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), §3.3.4 (PSGD whitens; Muon as its instantaneous version).
     """
 
     name = "psgd_kron"

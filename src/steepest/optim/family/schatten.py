@@ -23,7 +23,8 @@ class SchattenAlgorithm(MomentumAlgorithm):
     (steepest.norms.SchattenP, exact SVD). p = 2 gives D / ||D||_F (normalized SGD), p = inf
     gives U V^T (spectral descent). Group keys: the momentum keys, p (default inf), scale.
 
-    References: seeds/000_0ff94013880c6450.txt, Definition 2, Proposition 4, §4.2-4.3.
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Definition 2, Proposition 4, §4.2-4.3.
     """
 
     name = "schatten"

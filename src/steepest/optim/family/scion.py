@@ -36,13 +36,14 @@ class ScionAlgorithm(MomentumAlgorithm):
     i.e. stage 3 is the norm's dualizer, stage 4 the radius, and the constrained form is
     decoupled weight decay with coefficient 1: "scion" defaults to weight_decay=1.0 (then the
     iterates stay in the ball ||W|| <= rho; with weight_decay=w, in ||W|| <= rho / w),
-    "uscion" to 0.0. cautious_weight_decay applies to either. Norms (seed 001's LMO table,
-    in RMS units):
+    "uscion" to 0.0. cautious_weight_decay applies to either. Norms (the LMO table of
+    Beznosikov's lecture below, in RMS units):
     "spectral" sqrt(d_out/d_in) U V^T (the group's polar backend), "colnorm", "rownorm",
     "sign", "rms" (vectors), "frobenius", or a Norm instance (its own dualize).
     ``transpose=True`` dualizes X^T (an embedding table (vocab, d) is the map W = E^T).
 
-    References: seeds/001_69fb9a2ea907674e.txt (LMO table, Recommendation 3.1);
+    References: Beznosikov, "Matrix Optimization and Muon: A Natural Perspective on Neural
+    Network Training" (lecture, MIPT, 2025): the LMO table and Recommendation 3.1;
     arXiv 2502.07529 (Pethick et al., Training Deep Learning Models with Norm-Constrained
     LMOs), Algorithms 1-2 (uSCG, SCG).
     """
@@ -162,7 +163,8 @@ def scion_groups(
     Returns:
         A list of param groups (dicts with params, algorithm, norm, radius, transpose).
 
-    References: seeds/001_69fb9a2ea907674e.txt, Recommendation 3.1; arXiv 2502.07529.
+    References: Beznosikov, "Matrix Optimization and Muon: A Natural Perspective on Neural
+    Network Training" (lecture, MIPT, 2025), Recommendation 3.1; arXiv 2502.07529.
     """
     if kind not in ("image", "onehot"):
         raise ValueError(f"scion_groups: kind={kind!r} is unknown; use 'image' or 'onehot'")

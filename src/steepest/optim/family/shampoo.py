@@ -1,6 +1,7 @@
 """The "shampoo" and "caspr" members: Kronecker-factored preconditioners L and R.
 
-Both reduce to Muon when L and R are not accumulated (seed 000, §3.3.2-3.3.3).
+Both reduce to Muon when L and R are not accumulated (Cesista, "Muon and a Selective Survey on
+Steepest Descent in Riemannian and Non-Riemannian Manifolds" (2025), §3.3.2-3.3.3).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ShampooAlgorithm(MomentumAlgorithm):
     """Shampoo: Delta = L^(-1/4) D R^(-1/4) with L = sum D D^T + eps I, R = sum D^T D + eps I.
 
     Stages: 1 momentum (none by default), 2 the statistics of the stage-1 direction D (the
-    gradient when momentum = 0, as in the seed) are accumulated (``accumulate=True``) or
+    gradient when momentum = 0, as in Cesista's §3.3.2) are accumulated (``accumulate=True``) or
     replaced (``accumulate=False``); every ``precondition_every`` steps the inverse fourth
     roots are recomputed by eigendecomposition, and Delta = L^(-1/4) D R^(-1/4);
     3 none; 4 shape rule (default spectral, like Muon); 5 decay.
@@ -85,7 +86,8 @@ class ShampooAlgorithm(MomentumAlgorithm):
     ``blocks`` (a fused QKV weight, also with unequal blocks) each block is its own matrix
     with its own L, R, roots and scale (block_state.py), as if it were a separate parameter.
 
-    References: seeds/000_0ff94013880c6450.txt, §3.3.2; Gupta et al. 2018 (arXiv 1802.09568).
+    References: Cesista (2025), "Muon and a Selective Survey on Steepest Descent...", §3.3.2;
+    Gupta et al. 2018 (arXiv 1802.09568).
     """
 
     name = "shampoo"
@@ -185,7 +187,8 @@ class CASPRAlgorithm(ShampooAlgorithm):
     Delta = U diag(s / sqrt(s^2 + eps)) V^T -> U V^T (Muon) as eps -> 0. Default epsilon
     1e-8 (relative to gradients of size ~1e-2..1 this keeps Delta within 1e-4 of U V^T).
 
-    References: seeds/000_0ff94013880c6450.txt, §3.3.3; Surya et al. 2024 (CASPR).
+    References: Cesista (2025), "Muon and a Selective Survey on Steepest Descent...", §3.3.3;
+    Surya et al. 2024 (CASPR).
     """
 
     name = "caspr"

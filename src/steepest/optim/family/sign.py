@@ -21,8 +21,9 @@ class SignumAlgorithm(MomentumAlgorithm):
     Steepest descent under the max-entry norm ||.||_max (the 1 -> inf operator norm), whose
     dualizer is sign(G). Elementwise, so it also updates vectors. scale defaults to 1.
 
-    References: seeds/001_69fb9a2ea907674e.txt (sign method, M-SignSGD, LMO table column
-    "1 -> inf (Sign)"); Bernstein et al. 2018 (arXiv 1802.04434, signSGD / Signum).
+    References: Beznosikov, "Matrix Optimization and Muon: A Natural Perspective on Neural
+    Network Training" (lecture, MIPT, 2025): the sign method, M-SignSGD and the LMO table
+    column "1 -> inf (Sign)"; Bernstein et al. 2018 (arXiv 1802.04434, signSGD / Signum).
     """
 
     name = "signum"

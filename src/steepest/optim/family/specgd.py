@@ -15,8 +15,9 @@ class SpecGDAlgorithm(MuonAlgorithm):
     Stages: 1 momentum (none by default), 2 none, 3 U V^T by torch.linalg.svd, 4 shape rule,
     5 decoupled (or cautious) decay. Muon with backend="svd" and momentum 0.
 
-    References: seeds/000_0ff94013880c6450.txt, §3.1 (dualizer of the spectral norm is U V^T)
-    and §4.2.2; Carlson et al. 2015 (stochastic spectral descent).
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), §3.1 (dualizer of the spectral norm is U V^T) and §4.2.2;
+    Carlson et al. 2015 (stochastic spectral descent).
     """
 
     name = "specgd"

@@ -91,8 +91,9 @@ def momentum_stack(
         entries of any float32 magnitude neither overflow nor underflow); with ``prescale``
         each times its matrix's s, the norms of the stored matrices before rounding.
 
-    References: seeds/000_0ff94013880c6450.txt, Alg. 1 (momentum); arXiv 2505.16932,
-    Algorithm 1 (the Frobenius normalization msign applies next).
+    References: Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and
+    Non-Riemannian Manifolds" (2025), Alg. 1 (momentum); arXiv 2505.16932, Algorithm 1 (the
+    Frobenius normalization msign applies next).
     """
     if kernel not in KERNELS:
         raise ValueError(f"momentum_stack: kernel={kernel!r} is unknown; use one of {KERNELS}")

@@ -140,8 +140,8 @@ def symmetric_product(
         whole computation in float32 when C is given; see _torch_product).
 
     References:
-        seeds/000_0ff94013880c6450.txt, Alg. 2 (A = X X^T, B = b A + c A^2); arXiv 2505.16932,
-        §4.5.
+        Cesista, "Muon and a Selective Survey on Steepest Descent in Riemannian and Non-Riemannian
+        Manifolds" (2025), Alg. 2 (A = X X^T, B = b A + c A^2); arXiv 2505.16932, §4.5.
     """
     _validate(X, alpha, C, beta, out, shift)
     *lead, s, l = X.shape

@@ -16,6 +16,8 @@ Public API:
     whole(t) -> (full, back)    a DTensor gathered whole, and the way back to its placements
                                 (NorMuon, Shampoo, CASPR and SOAP keep whole-matrix state)
     COMM_DTYPES
+    balance(costs, world) -> RankPlan    which rank dualizes which item: the LPT plan over the
+                                polar iteration's flops (polar_flops); plan_shapes(shapes, W)
 
 Counters: ``optimizer.stacks.orthogonalizations`` (whole matrices dualized on this rank) and
 ``optimizer.stacks.block_orthogonalizations`` (MuonBP block steps).
@@ -25,17 +27,22 @@ the state is eager, so its keys are the same on every rank and before the first 
 """
 
 from .averaging import all_reduce_mean, broadcast_
+from .balance import RankPlan, balance, plan_shapes, polar_flops
 from .row_shards import RowShards
 from .sharded import COMM_DTYPES, ShardedDualizer, configure, shard_rows
 from .whole import whole
 
 __all__ = [
     "COMM_DTYPES",
+    "RankPlan",
     "RowShards",
     "ShardedDualizer",
     "all_reduce_mean",
+    "balance",
     "broadcast_",
     "configure",
+    "plan_shapes",
+    "polar_flops",
     "shard_rows",
     "whole",
 ]

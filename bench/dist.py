@@ -144,6 +144,8 @@ def worker(sets: list[str], out: str) -> None:
                 "rows": rows,
             }
         )
+        if rank == 0:  # after every set, so that a run cut short keeps what it measured
+            write_result(f"dist-W{world}", {"world": world, "sets": results}, out)
     links = bandwidth(device, world)
     if rank == 0:
         report(results, world, links)

@@ -28,12 +28,12 @@ else
 fi
 RUN="python -m torch.distributed.run --standalone --nproc_per_node 1"
 
-# 1. the step, three layouts (at most 5 minutes: each layout compiles its fast path once)
-timeout 300 $RUN bench/dist.py --sets "$SETS" --out "$OUT" > "$OUT/dist.log" 2>&1
+# 1. the step, three layouts (at most 5.3 minutes: each layout compiles its fast path once)
+timeout 320 $RUN bench/dist.py --sets "$SETS" --out "$OUT" > "$OUT/dist.log" 2>&1
 dist_rc=$?
 
-# 2. FSDP2 training throughput (at most 3.5 minutes)
-timeout 210 $RUN bench/dist_train.py --config "$CONFIG" --steps "$STEPS" --out "$OUT" \
+# 2. FSDP2 training throughput (at most 3 minutes)
+timeout 180 $RUN bench/dist_train.py --config "$CONFIG" --steps "$STEPS" --out "$OUT" \
     > "$OUT/dist_train.log" 2>&1
 train_rc=$?
 

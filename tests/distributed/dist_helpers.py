@@ -82,8 +82,12 @@ def _fast_options() -> dict[str, tuple[dict, dict]]:
 
 
 FAST = _fast_options()
-#: The members that take the sharded fast path (fused_momentum and capturable).
-FAST_MEMBERS = ("muon", "polargrad")
+#: The members that take the sharded fast path with an iterative polar backend: those whose
+#: stage 1 is plain EMA momentum (``fused_momentum``), from the registry (SpecGD: Muon with
+#: momentum 0, so its stage 1 stays unfused).
+FAST_MEMBERS = tuple(
+    sorted(n for n, a in steepest.optim.ALGORITHMS.items() if a.matrix and a.fused_momentum)
+)
 
 
 def fast_optimizer(net: Net, config: str, member: str = "muon", **extra) -> steepest.Steepest:

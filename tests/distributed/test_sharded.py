@@ -38,9 +38,9 @@ from dist_helpers import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from steepest.optim.family.muloco import DistributedMuLoCo, MuLoCo
 
 from steepest.distributed import ShardedDualizer, configure, shard_rows
+from steepest.optim.family.muloco import DistributedMuLoCo, MuLoCo
 
 TOL = 1e-6
 

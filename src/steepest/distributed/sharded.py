@@ -135,6 +135,8 @@ class ShardedDualizer:
         #: flops planned so far this step per process group (the plans of later groups of
         #: the step continue from them, so small groups spread over the ranks)
         self._loads: dict[int, list[float]] = {}
+        #: (rows, device) -> rows as an index tensor on device (``_index``)
+        self._indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -273,6 +275,31 @@ class ShardedDualizer:
         self._loads[id(group)] = list(plan.totals)
         return plan
 
+    def _index(self, rows: list[int], device: torch.device) -> torch.Tensor | slice:
+        """rows as a slice where they are consecutive, else as an index tensor on device,
+        made once per (rows, device): a list index would copy it to the device every step,
+        waiting for the device each time."""
+        if rows == list(range(rows[0], rows[0] + len(rows))):
+            return slice(rows[0], rows[0] + len(rows))
+        key = (tuple(rows), device)
+        index = self._indices.get(key)
+        if index is None:
+            index = self._indices[key] = torch.tensor(rows, dtype=torch.int64, device=device)
+        return index
+
+    def _rows(self, X: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """X's matrices ``rows`` (the ones this rank dualizes), as one contiguous stack."""
+        index = self._index(rows, X.device)
+        return X[index] if isinstance(index, slice) else X.index_select(0, index)
+
+    def _put_rows(self, Y: torch.Tensor, rows: list[int], values: torch.Tensor) -> None:
+        """Y[rows] = values, in place."""
+        index = self._index(rows, Y.device)
+        if isinstance(index, slice):
+            Y[index] = values
+        else:
+            Y.index_copy_(0, index, values)
+
     def _replicated(
         self,
         fn: _StackFn,
@@ -303,7 +330,7 @@ class ShardedDualizer:
         for s, (_, _, X) in enumerate(stacks):
             mine = plan.mine(s, rank)
             counts = [len(plan.mine(s, r)) for r in range(len(plan.loads))]
-            Y = fn(X[mine]) if mine else X[:0]
+            Y = fn(self._rows(X, mine)) if mine else X[:0]
             gathers.append(lane.all_gather(Y, max(counts), self.comm_dtype or X.dtype, group))
         flat_out: list[torch.Tensor | None] = [None] * len(matrices)
         for s, ((members, flat, X), gather) in enumerate(zip(stacks, gathers, strict=True)):
@@ -312,7 +339,7 @@ class ShardedDualizer:
             for r, part in enumerate(parts):
                 owned = plan.mine(s, r)
                 if owned:
-                    Y[owned] = part[: len(owned)].to(X.dtype)
+                    self._put_rows(Y, owned, part[: len(owned)].to(X.dtype))
             sizes = [f.shape[0] for f in flat]
             for i, piece in zip(members, Y.split(sizes), strict=True):  # type: ignore[no-untyped-call]
                 flat_out[i] = piece.reshape(matrices[i].shape)
@@ -468,6 +495,7 @@ class _Exchange:
         out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         self.pending = self.lane.all_to_all(
             lambda: self._flat([self.locals[k] for o in self.owned for k in o]),
+            self.locals,
             out_splits,
             in_splits,
             self.group,
@@ -495,6 +523,7 @@ class _Exchange:
                     for j in range(self.world)
                 ]
             ),
+            [updates],
             out_splits,
             in_splits,
             self.group,
@@ -530,22 +559,30 @@ class _Lane:
             self.side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
 
     def _issue(
-        self, run: Callable[[], tuple[list[torch.Tensor], dist.Work | None]]
+        self,
+        run: Callable[[], tuple[list[torch.Tensor], dist.Work | None]],
+        inputs: Sequence[torch.Tensor],
     ) -> tuple[list[torch.Tensor], dist.Work | None]:
+        """run() (pack and issue) on the side stream after the current stream's work; the
+        inputs it reads are marked as used by the side stream (the allocator keeps them)."""
         if self.side is None:
             return run()
         self.side.wait_stream(torch.cuda.current_stream())
+        for t in inputs:
+            t.record_stream(self.side)
         with torch.cuda.stream(self.side):
             return run()
 
     def all_to_all(
         self,
         pack: Callable[[], torch.Tensor],
+        inputs: Sequence[torch.Tensor],
         out_splits: list[int],
         in_splits: list[int],
         group: ProcessGroup | None,
     ) -> tuple[list[torch.Tensor], dist.Work | None]:
-        """Issue an all-to-all of pack()'s flat buffer (async); returns ([recv], work)."""
+        """Issue an all-to-all of pack()'s flat buffer, packed from `inputs` (async);
+        returns ([recv, send], work)."""
 
         def run() -> tuple[list[torch.Tensor], dist.Work | None]:
             send = pack()
@@ -555,7 +592,7 @@ class _Lane:
             )
             return [recv, send], work
 
-        return self._issue(run)
+        return self._issue(run, inputs)
 
     def all_gather(
         self, Y: torch.Tensor, rows: int, dtype: torch.dtype, group: ProcessGroup | None
@@ -570,7 +607,7 @@ class _Lane:
             work = dist.all_gather(parts, send, group=group, async_op=True)
             return [*parts, send], work
 
-        return self._issue(run)
+        return self._issue(run, [Y])
 
     def wait(self, pending: tuple[list[torch.Tensor], dist.Work | None]) -> list[torch.Tensor]:
         """Wait for an issued collective; its received buffers (the send buffer dropped)."""

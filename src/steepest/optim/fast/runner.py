@@ -136,8 +136,9 @@ class FastGroups:
         #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
-        #: (group index, stack shape, dtype) -> the recording of an owned stack's stages 3-4
-        self.stack_graphs: dict[tuple[int, tuple[int, ...], torch.dtype], GroupGraph] = {}
+        #: (group index, stack shape, dtype, n-th such stack of the step) -> the recording of
+        #: an owned stack's stages 3-4
+        self.stack_graphs: dict[tuple[int, tuple[int, ...], torch.dtype, int], GroupGraph] = {}
 
     def clear(self) -> None:
         """Forget every recording (new state tensors: record again)."""
@@ -354,11 +355,15 @@ class FastGroups:
             directions = stages_1_2(local_grads)
         dtype = params[0].dtype
 
+        seen: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
+
         def dualize(X: torch.Tensor) -> torch.Tensor:
             if not plan.recorded:
                 return owner(algorithm, X, group, dtype, fused)
-            # one recording per owned stack shape: its input is copied into the recorded one
-            key = (index, tuple(X.shape), X.dtype)
+            # one recording per owned stack (its input is copied into the recorded one); two
+            # stacks of one shape get two, so that neither overwrites the other's output
+            nth = seen[tuple(X.shape), X.dtype] = seen.get((tuple(X.shape), X.dtype), -1) + 1
+            key = (index, tuple(X.shape), X.dtype, nth)
             graph = self.stack_graphs.setdefault(key, GroupGraph(self.options.capture))
             replay = graph.run(
                 lambda xs: owner(algorithm, xs[0], group, dtype, fused),

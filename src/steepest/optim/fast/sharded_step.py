@@ -18,6 +18,7 @@ the collectives.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -69,7 +70,7 @@ def local_stages_1_2(
             ]
         directions = algorithm.accumulate(grads, states, group)
         return algorithm.precondition(directions, states, group)
-    out = [torch.empty(0)] * len(grads)
+    out: list[torch.Tensor | None] = [None] * len(grads)
     pieces: dict[tuple[tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
     for i, (g, dtype) in enumerate(zip(grads, dtypes, strict=True)):
         if g.numel() == 0:  # an empty row shard: nothing to accumulate
@@ -90,7 +91,7 @@ def local_stages_1_2(
         D = D.reshape(len(members), *shape)
         for j, i in enumerate(members):
             out[i] = D[j]
-    return out
+    return cast(list[torch.Tensor], out)  # every index is empty or in one piece
 
 
 def dualize_directions(

@@ -1,6 +1,7 @@
 """Distributed optimizer step: steepest.Muon's sharded step against the single-process fast path.
 
     torchrun --standalone --nproc_per_node W bench/dist.py [--sets gpt2-small,1.3b] [--out DIR]
+    torchrun --standalone --nproc_per_node W bench/dist.py --links-only [--out DIR]
     python bench/dist.py [--sets 1.3b] [--gpus 1,2]     # launches torchrun once per W
 
 Every torchrun rank builds each parameter set (bench/common.py SETS) three ways with the same
@@ -12,14 +13,18 @@ recorded where it can) on each:
   replicated       plain tensors shared across the ranks (``steepest.distributed.configure``):
                    the sharded step, each rank dualizing its planned matrices, all-gather
   FSDP2            Shard(0) DTensors: the sharded step with its two all-to-alls
+  AdamW (fused)    torch.optim.AdamW (fused on CUDA, foreach on CPU) on the plain tensors:
+                   the elementwise cost bench/dist_model.py takes for stages 1-2 and 5
 
 Times: "pipelined" (20 steps back to back, the host running ahead as in training; median of
 3 runs) and "isolated" (one step between events). The table gives each row's ratio to the
 single-process row (target at W = 1: at most 1.1) and to single / W (target at W > 1: at
 most 1.5). It also measures the links: at W = 1 an all-gather or all-to-all moves nothing
-between GPUs, so the device-to-device copy bandwidth is measured instead (and said so); at
-W > 1 the bus bandwidth of all_gather_into_tensor and all_to_all_single. NCCL on CUDA, gloo
-on CPU ("tiny" is the CPU smoke-test set). Rank 0 writes dist-W{W}-<device>.json.
+between GPUs, so the device-to-device copy bandwidth and the time of the degenerate
+collectives are measured instead (and said so); at W > 1 the bus bandwidth of
+all_gather_into_tensor and all_to_all_single (--links-only: only that, dist-links-W{W}).
+NCCL on CUDA, gloo on CPU ("tiny" is the CPU smoke-test set). Rank 0 writes
+dist-W{W}-<device>.json.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ MESSAGE_BYTES = 256 * 2**20
 
 
 def build(shapes, mode: str, device: torch.device, world: int):
-    """steepest.Muon on the set's parameters in one of the three layouts, gradients set."""
+    """steepest.Muon on the set's parameters in one of the three layouts (or fused AdamW on
+    plain tensors), gradients set."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
@@ -61,6 +67,9 @@ def build(shapes, mode: str, device: torch.device, world: int):
         params = [torch.nn.Parameter(w) for w in weights]
         for p, g in zip(params, grads, strict=True):
             p.grad = g
+    if mode == "AdamW (fused)":
+        fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        return torch.optim.AdamW(params, lr=1e-3, **fast)
     opt = steepest.Muon(params, lr=0.02)
     if mode == "replicated":
         configure(opt)
@@ -75,7 +84,7 @@ def time_step(opt) -> dict[str, Any]:
         opt.step()
     isolated = time_fn(opt.step, warmup=1, repeat=10)
     piped = pipelined(opt.step, steps=20, rounds=3)
-    rows = opt.fast_path_report()
+    rows = opt.fast_path_report() if hasattr(opt, "fast_path_report") else []
     return {
         "ms": isolated,
         "pipelined_ms": piped,
@@ -96,9 +105,14 @@ def bandwidth(device: torch.device, world: int) -> dict[str, Any]:
         y = torch.empty_like(x)
         ms = time_fn(lambda: y.copy_(x), warmup=3, repeat=20)
         out["copy_bytes_per_s"] = 2 * x.numel() * 4 / (ms * 1e-3)  # read + write
+        out["w1_all_gather_ms"] = time_fn(
+            lambda: dist.all_gather_into_tensor(y, x), warmup=3, repeat=10
+        )
+        out["w1_all_to_all_ms"] = time_fn(lambda: dist.all_to_all_single(y, x), warmup=3, repeat=10)
         out["note"] = (
             "W = 1: collectives move nothing between GPUs; copy_bytes_per_s is a "
-            "device-to-device copy (read + write), not a link bandwidth"
+            "device-to-device copy (read + write), not a link bandwidth; w1_*_ms are the "
+            "degenerate collectives of message_bytes"
         )
         return out
     gathered = torch.empty(world * numel, device=device)
@@ -110,8 +124,9 @@ def bandwidth(device: torch.device, world: int) -> dict[str, Any]:
     return out
 
 
-def worker(sets: list[str], out: str) -> None:
-    """One torchrun rank: every set in every layout; rank 0 prints and writes JSON."""
+def worker(sets: list[str], out: str, links_only: bool = False) -> None:
+    """One torchrun rank: every set in every layout (none with ``links_only``), then the
+    links; rank 0 prints and writes JSON."""
     from common import SETS, write_result
 
     from steepest.distributed import plan_shapes
@@ -126,10 +141,10 @@ def worker(sets: list[str], out: str) -> None:
         device = torch.device("cpu")
         torch.set_num_threads(1)
     results = []
-    for name in sets:
+    for name in [] if links_only else sets:
         shapes = SETS[name]
         rows: dict[str, Any] = {}
-        for mode in ("single process", "replicated", "FSDP2"):
+        for mode in ("single process", "AdamW (fused)", "replicated", "FSDP2"):
             gc.collect()
             if cuda:
                 torch.cuda.empty_cache()
@@ -150,7 +165,8 @@ def worker(sets: list[str], out: str) -> None:
     if rank == 0:
         report(results, world, links)
         payload = {"world": world, "sets": results, "bandwidth": links}
-        print(f"wrote {write_result(f'dist-W{world}', payload, out)}")
+        name = f"dist-links-W{world}" if links_only else f"dist-W{world}"
+        print(f"wrote {write_result(name, payload, out)}")
     dist.destroy_process_group()
 
 
@@ -165,6 +181,7 @@ def report(results: list[dict[str, Any]], world: int, links: dict[str, Any]) -> 
                 f"{r['set']:12s} {world:2d} {mode:15s} {row['ms']:9.3f} "
                 f"{row['pipelined_ms']:9.3f} {ratio:9.3f}"
             )
+        print(f"  single process paths: {r['rows']['single process']['paths']}")
         print(f"  FSDP2 paths: {r['rows']['FSDP2']['paths']}")
         print(f"  FSDP2 plan: {r['rows']['FSDP2']['sharding'][0]}")
     print(f"links: {json.dumps(links)}")
@@ -175,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", default="gpt2-small,1.3b", help="comma-separated")
     parser.add_argument("--gpus", default="1", help="world sizes to launch, e.g. 1,2,4,8")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--links-only", action="store_true", help="only the link bandwidth")
     args = parser.parse_args(argv)
     sets = args.sets.split(",")
     sys.path.insert(0, str(HERE))
@@ -184,13 +202,13 @@ def main(argv: list[str] | None = None) -> None:
         if name not in SETS:
             raise ValueError(f"--sets: {name!r} is unknown; use one of {sorted(SETS)}")
     if "RANK" in os.environ:
-        worker(sets, args.out)
+        worker(sets, args.out, args.links_only)
         return
     path = os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])
     for w in [int(x) for x in args.gpus.split(",")]:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd += [f"--nproc_per_node={w}", str(HERE / "dist.py"), "--sets", args.sets]
-        cmd += ["--out", args.out]
+        cmd += ["--out", args.out] + (["--links-only"] if args.links_only else [])
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": path})
 
 

@@ -90,10 +90,15 @@ FAST_MEMBERS = tuple(
 )
 
 
-def fast_optimizer(net: Net, config: str, member: str = "muon", **extra) -> steepest.Steepest:
+def fast_optimizer(
+    net: Net, config: str, member: str = "muon", bf16_iterations: bool = False, **extra
+) -> steepest.Steepest:
     """Member `member` on the Net's matrices with FAST[config]'s options (qkv in row blocks,
-    so its stage 1 is unfused; the others fused where the config compiles)."""
+    so its stage 1 is unfused; the others fused where the config compiles); with
+    ``bf16_iterations`` the polar iterations in their CPU default, bfloat16."""
     options, hp = FAST[config]
+    if bf16_iterations:
+        hp = {k: v for k, v in hp.items() if k != "polar_dtype"}
     groups = param_groups(net)
     for group in groups[:2]:
         group["algorithm"] = member
@@ -101,10 +106,12 @@ def fast_optimizer(net: Net, config: str, member: str = "muon", **extra) -> stee
     return steepest.Steepest(groups, hps, **options, **extra)
 
 
-def single_process_fast(config: str, member: str = "muon", steps: int = 3, micro: int = 1):
+def single_process_fast(
+    config: str, member: str = "muon", steps: int = 3, micro: int = 1, bf16_iterations=False
+):
     """The oracle of fast_sharded: one process, the full batch, the same options."""
     net = Net()
-    opt = fast_optimizer(net, config, member)
+    opt = fast_optimizer(net, config, member, bf16_iterations)
     train(net, opt, steps, micro=micro)
     return {n: p.detach().clone() for n, p in net.named_parameters()}, opt
 
@@ -567,7 +574,7 @@ def fast_sharded(rank, world, outdir):
     """The sharded fast path (FAST configurations) under FSDP2 and DDP: every fast member for
     3 steps; micro-batch accumulation; a non-finite gradient on rank 0 ("skip" and "raise");
     a DCP save and resume; the report's plan; the update with float32 and bfloat16
-    communication against float64 one-process Muon (SVD)."""
+    communication (exact SVD Muon, and the fast path)."""
     import torch.distributed.checkpoint as dcp
 
     from steepest.distributed import configure as configure_
@@ -586,6 +593,7 @@ def fast_sharded(rank, world, outdir):
             opt = fast_optimizer(model.module, config, member)
             train(model, opt, 3, rank=rank, world=world)
             out[f"ddp-{config}-{member}"] = _full(model.module)
+            out[f"ddp-paths-{config}-{member}"] = [r.sharding for r in opt.fast_path_report()]
         net = _fsdp(Net())
         train(net, fast_optimizer(net, config), 3, rank=rank, world=world, micro=2)
         out[f"accumulate-{config}"] = _full(net)
@@ -603,9 +611,12 @@ def fast_sharded(rank, world, outdir):
                 opt.step()
             except FloatingPointError as err:
                 error = str(err)
+            ranks: list = [None] * world  # every rank's (error, skipped steps)
+            dist.all_gather_object(ranks, (error, opt.skipped_steps))
             out[f"nonfinite-{config}-{mode}"] = {
                 "error": error,
                 "skipped": opt.skipped_steps,
+                "ranks": ranks,
                 "param_gap": max(float((before[n] - v).abs().max()) for n, v in _full(net).items()),
                 "state_gap": max(
                     float((a - b).abs().max())
@@ -625,12 +636,24 @@ def fast_sharded(rank, world, outdir):
         opt.load_state_dict(state["optim"])
         train(resumed, opt, 2, start=2, rank=rank, world=world)
         out[f"resumed-{config}"] = _full(resumed)
+    net = _fsdp(Net())  # bfloat16 polar iterations: float32 updates in both layouts
+    train(net, fast_optimizer(net, "fused", bf16_iterations=True), 3, rank=rank, world=world)
+    out["bf16-iterations-fsdp"] = _full(net)
+    model = nn.parallel.DistributedDataParallel(Net())
+    opt = fast_optimizer(model.module, "fused", bf16_iterations=True)
+    train(model, opt, 3, rank=rank, world=world)
+    out["bf16-iterations-ddp"] = _full(model.module)
     for comm in (None, torch.bfloat16):  # one step of exact Muon: the update's error
         net = _fsdp(Net())
         opt = make_optimizer(net)
         configure_(opt, comm_dtype=comm)
         train(net, opt, 1, rank=rank, world=world)
         out[f"comm-{comm}"] = _full(net)
+        net = _fsdp(Net())  # the fast path's step (float32 polar iterations)
+        opt = fast_optimizer(net, "eager")
+        configure_(opt, comm_dtype=comm)
+        train(net, opt, 1, rank=rank, world=world)
+        out[f"fast-comm-{comm}"] = _full(net)
     return out
 
 

@@ -214,8 +214,10 @@ class ShardedDualizer:
             _check_plan(list(layouts_of), layouts)
         if stacks.steps != self._step:  # a new step: the plans start from idle ranks
             self._step, self._loads = stacks.steps, {}
+        # an update has its layout's dtype (the parameter's, or the direction's in ``map``),
+        # whichever dtype the exchange and the dualization used: the same on every rank
         replicated: dict[Any, list[int]] = {}
-        sharded: dict[tuple[int, tuple[int, ...], torch.dtype], list[int]] = {}
+        sharded: dict[tuple[int, tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
         for i, (t, (kind, group, _)) in enumerate(zip(layouts_of, layouts, strict=True)):
             if kind == "plain":
                 use = (self.process_group or dist.group.WORLD) if self.share_replicated else "local"
@@ -223,14 +225,16 @@ class ShardedDualizer:
             elif kind == "replicate":
                 replicated.setdefault(group if group is not None else "local", []).append(i)
             else:
-                sharded.setdefault((id(group), tuple(t.shape), directions[i].dtype), []).append(i)
+                key_ = (id(group), tuple(t.shape), directions[i].dtype, t.dtype)
+                sharded.setdefault(key_, []).append(i)
         plans: list[RankPlan] = []
         for group, members in replicated.items():
             local = [directions[i] for i in members]
             if group == "local" or _world(group) == 1:
                 results = map_matrices(whole, local, view, blocks)
             else:
-                results = self._replicated(whole, local, view, blocks, group, plans)
+                dtypes = [layouts_of[i].dtype for i in members]
+                results = self._replicated(whole, local, dtypes, view, blocks, group, plans)
             if self.check_replicas:
                 check_group = None if group == "local" else group
                 _check_same(local, check_group, "directions of replicated parameters")
@@ -304,42 +308,47 @@ class ShardedDualizer:
         self,
         fn: _StackFn,
         tensors: list[torch.Tensor],
+        dtypes: list[torch.dtype],
         view: View,
         blocks: Sequence[int] | None,
         group: ProcessGroup | None,
         plans: list[RankPlan],
     ) -> list[torch.Tensor]:
         """fn on every stack of replicated tensors' matrices: each rank its planned matrices,
-        then an all-gather of the results. The all-gather of stack i runs while stack i + 1
+        then an all-gather of the results (tensor i's update in ``dtypes[i]``, sent in it
+        unless ``comm_dtype``). The all-gather of stack i runs while stack i + 1
         is dualized (explicit order: compute i, issue gather i, compute i + 1, ...; then
         wait for every gather in order)."""
         rank = dist.get_rank(group)
         pieces = [split_matrices(t, view, blocks) for t in tensors]
         matrices = [m for ms in pieces for m in ms]
-        by_shape: dict[tuple[tuple[int, int], torch.dtype], list[int]] = {}
-        for i, X in enumerate(matrices):
-            by_shape.setdefault(((X.shape[-2], X.shape[-1]), X.dtype), []).append(i)
+        out_dtypes = [d for ms, d in zip(pieces, dtypes, strict=True) for _ in ms]
+        by_shape: dict[tuple[tuple[int, int], torch.dtype, torch.dtype], list[int]] = {}
+        for i, (X, d) in enumerate(zip(matrices, out_dtypes, strict=True)):
+            by_shape.setdefault(((X.shape[-2], X.shape[-1]), X.dtype, d), []).append(i)
         stacks = []
-        for (mn, _), members in by_shape.items():
+        for (mn, _, d), members in by_shape.items():
             flat = [matrices[i].reshape(-1, *mn) for i in members]
-            stacks.append((members, flat, flat[0] if len(flat) == 1 else torch.cat(flat)))
-        plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for _, _, X in stacks], group)
+            stacks.append((members, flat, flat[0] if len(flat) == 1 else torch.cat(flat), d))
+        plan = self._plan(
+            [[polar_flops(*X.shape[-2:])] * X.shape[0] for _, _, X, _ in stacks], group
+        )
         plans.append(plan)
         lane = _Lane(matrices[0].device)
         gathers = []
-        for s, (_, _, X) in enumerate(stacks):
+        for s, (_, _, X, d) in enumerate(stacks):
             mine = plan.mine(s, rank)
             counts = [len(plan.mine(s, r)) for r in range(len(plan.loads))]
-            Y = fn(self._rows(X, mine)) if mine else X[:0]
-            gathers.append(lane.all_gather(Y, max(counts), self.comm_dtype or X.dtype, group))
+            Y = fn(self._rows(X, mine)).to(d) if mine else X[:0].to(d)
+            gathers.append(lane.all_gather(Y, max(counts), self.comm_dtype or d, group))
         flat_out: list[torch.Tensor | None] = [None] * len(matrices)
-        for s, ((members, flat, X), gather) in enumerate(zip(stacks, gathers, strict=True)):
+        for s, ((members, flat, X, d), gather) in enumerate(zip(stacks, gathers, strict=True)):
             parts = lane.wait(gather)
-            Y = torch.empty_like(X)
+            Y = torch.empty(X.shape, dtype=d, device=X.device)
             for r, part in enumerate(parts):
                 owned = plan.mine(s, r)
                 if owned:
-                    self._put_rows(Y, owned, part[: len(owned)].to(X.dtype))
+                    self._put_rows(Y, owned, part[: len(owned)].to(d))
             sizes = [f.shape[0] for f in flat]
             for i, piece in zip(members, Y.split(sizes), strict=True):  # type: ignore[no-untyped-call]
                 flat_out[i] = piece.reshape(matrices[i].shape)
@@ -385,7 +394,7 @@ class ShardedDualizer:
                 owners[s] = [plan.mine(j, r) for r in range(len(plan.loads))]
         lane = _Lane(stacks[0][0].device)
         exchanges = [
-            _Exchange(ds, likes[s][0].shape, group, self.comm_dtype, owners[s], lane)
+            _Exchange(ds, likes[s][0], group, self.comm_dtype, owners[s], lane)
             for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
         ]
         if exchanges:
@@ -455,12 +464,13 @@ def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
 
 class _Exchange:
     """The two all-to-alls of one stack of K same-shape row-sharded tensors; rank j owns the
-    tensors ``owned[j]`` (from the plan) and dualizes them whole."""
+    tensors ``owned[j]`` (from the plan) and dualizes them whole. Directions travel in their
+    dtype and updates in ``like``'s (the parameter's), each unless ``comm_dtype``."""
 
     def __init__(
         self,
         locals_: list[torch.Tensor],
-        shape: Sequence[int],
+        like: torch.Tensor,
         group: ProcessGroup | None,
         comm_dtype: torch.dtype | None,
         owned: list[list[int]],
@@ -468,7 +478,8 @@ class _Exchange:
     ) -> None:
         self.group, self.comm_dtype, self.lane = group, comm_dtype, lane
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
-        self.shape, self.dtype = tuple(shape), locals_[0].dtype
+        self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
+        self.update_dtype = like.dtype
         self.locals = locals_
         self.sizes = shard_rows(self.shape[0], self.world)
         self.offsets = [sum(self.sizes[:j]) for j in range(self.world)]
@@ -482,8 +493,8 @@ class _Exchange:
                     "split of dim 0 as FSDP2 does)"
                 )
 
-    def _flat(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        dtype = self.comm_dtype or self.dtype
+    def _flat(self, parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        dtype = self.comm_dtype or dtype
         if not parts:
             return torch.empty(0, dtype=dtype, device=self.locals[0].device)
         return torch.cat([p.reshape(-1) for p in parts]).to(dtype)
@@ -494,7 +505,7 @@ class _Exchange:
         in_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         self.pending = self.lane.all_to_all(
-            lambda: self._flat([self.locals[k] for o in self.owned for k in o]),
+            lambda: self._flat([self.locals[k] for o in self.owned for k in o], self.dtype),
             self.locals,
             out_splits,
             in_splits,
@@ -512,16 +523,19 @@ class _Exchange:
         whole = torch.cat(
             [p.view(n[r], self.sizes[j], *self.shape[1:]) for j, p in enumerate(pieces)], dim=1
         ).to(self.dtype)
-        updates = torch.stack(fn_tensors(list(whole.unbind(0)))) if n[r] else whole
+        if n[r]:
+            updates = torch.stack(fn_tensors(list(whole.unbind(0)))).to(self.update_dtype)
+        else:
+            updates = whole.to(self.update_dtype)
         in_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
-        self.update_dtype = updates.dtype
         self.pending = self.lane.all_to_all(
             lambda: self._flat(
                 [
                     updates[:, self.offsets[j] : self.offsets[j] + self.sizes[j]]
                     for j in range(self.world)
-                ]
+                ],
+                self.update_dtype,
             ),
             [updates],
             out_splits,

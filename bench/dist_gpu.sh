@@ -85,7 +85,8 @@ sed -n '/^config /,/^wrote/p' "$OUT/dist_train.log"
 echo "== links (exit $links_rc): ${links:-one GPU, none measured; BUS_GBPS=${BUS_GBPS:-300} assumed}"
 [[ -n "$links" ]] && grep '^links' "$OUT/dist_links.log"
 echo "== pytest -m cuda tests/distributed (exit $test_rc)"
-tail -n 3 "$OUT/pytest_cuda.log"
+grep -E "^(FAILED|ERROR)" "$OUT/pytest_cuda.log" | head -10
+tail -n 1 "$OUT/pytest_cuda.log"
 echo "== bench/dist_model.py (exit $model_rc)"
 cat "$OUT/dist_model.log" 2>/dev/null
 exit $(( dist_rc != 0 || train_rc != 0 || links_rc != 0 || test_rc != 0 || model_rc != 0 ))

@@ -336,21 +336,30 @@ def unsynced_check(rank, world, outdir):
 
 
 def fsdp_nonfinite(rank, world, outdir):
-    """An inf in rank 0's shard only: every rank must skip the step (no hang, no update)."""
-    net = _fsdp(Net())
-    opt = make_optimizer(net, nonfinite="skip")
-    before = _full(net)
-    x, y = batch(0)
-    share = BATCH // world
-    loss_fn(
-        net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
-    ).backward()
-    if rank == 0:
-        net.out.weight.grad.to_local()[0, 0] = float("inf")
-    opt.step()
-    skipped = torch.tensor([opt.skipped_steps])
-    dist.all_reduce(skipped)
-    return {"before": before, "after": _full(net), "skipped_sum": int(skipped)}
+    """An inf in rank 0's shard only (exact SVD Muon, the eager sharded path): with "skip"
+    and with "raise" every rank must decide alike (no hang, no update); every rank's
+    (error, skipped steps) gathered."""
+    out = {}
+    for mode in ("skip", "raise"):
+        net = _fsdp(Net())
+        opt = make_optimizer(net, nonfinite=mode)
+        before = _full(net)
+        x, y = batch(0)
+        share = BATCH // world
+        loss_fn(
+            net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+        ).backward()
+        if rank == 0:
+            net.out.weight.grad.to_local()[0, 0] = float("inf")
+        error = None
+        try:
+            opt.step()
+        except FloatingPointError as err:
+            error = str(err)
+        ranks: list = [None] * world
+        dist.all_gather_object(ranks, (error, opt.skipped_steps))
+        out[mode] = {"before": before, "after": _full(net), "ranks": ranks}
+    return out
 
 
 def fsdp_family(rank, world, outdir):

@@ -185,11 +185,16 @@ def test_check_replicas_catches_unsynchronized_gradients(run):
     assert error is not None and "differ across ranks" in error
 
 
-def test_nonfinite_gradient_on_one_rank_skips_on_every_rank(run):
+def test_nonfinite_gradient_on_one_rank_skips_or_raises_on_every_rank(run):
+    """An inf in rank 0's shard of one weight: with "skip" every rank skips, with "raise"
+    every rank raises naming that weight; no rank writes a parameter."""
     world, results = run
-    case = results["fsdp_nonfinite"]
-    assert case["skipped_sum"] == world
-    assert max_gap(case["before"], case["after"]) == 0
+    skip, raised = results["fsdp_nonfinite"]["skip"], results["fsdp_nonfinite"]["raise"]
+    assert skip["ranks"] == [(None, 1)] * world
+    for error, skipped in raised["ranks"]:
+        assert "non-finite gradient" in error and "(7, 7)" in error and skipped == 0
+    for case in (skip, raised):
+        assert max_gap(case["before"], case["after"]) == 0
 
 
 def test_dion_sharded_power_iteration_equals_single_process(run):

@@ -59,10 +59,61 @@ def param_groups(net: Net) -> list[dict]:
     ]
 
 
-def make_optimizer(net: Net, nonfinite: str = "raise", **muon) -> steepest.Steepest:
+def make_optimizer(
+    net: Net, nonfinite: str = "raise", options: dict | None = None, **muon
+) -> steepest.Steepest:
     hp = {"lr": LR, "backend": "svd", **muon}
     groups = param_groups(net)
-    return steepest.Steepest(groups, {"muon": hp, "adamw": {"lr": 1e-2}}, nonfinite=nonfinite)
+    hps = {"muon": hp, "adamw": {"lr": 1e-2}}
+    return steepest.Steepest(groups, hps, nonfinite=nonfinite, **(options or {}))
+
+
+#: The fast path's configurations under torch.distributed, each against one process with the
+#: same options: (optimizer options, Muon hyperparameters). "eager" is the CPU default (the
+#: sharded step's local parts uncompiled); "fused" compiles them (dynamo's eager backend) with
+#: the fused stage 1 and the device-side verdict, and records them (closure_capture, the CPU
+#: stand-in of a CUDA graph). float32 polar iterations: the CPU would otherwise take bfloat16.
+def _fast_options() -> dict[str, tuple[dict, dict]]:
+    from steepest.optim.fast import FastPath, closure_capture
+
+    polar = {"backend": "polar_express", "polar_dtype": torch.float32, "weight_decay": 0.1}
+    recorded = {"compile": "eager", "cuda_graph": True, "fast": FastPath(capture=closure_capture)}
+    return {"eager": ({}, polar), "fused": (recorded, polar)}
+
+
+FAST = _fast_options()
+#: The members that take the sharded fast path with an iterative polar backend: those whose
+#: stage 1 is plain EMA momentum (``fused_momentum``), from the registry (SpecGD: Muon with
+#: momentum 0, so its stage 1 stays unfused).
+FAST_MEMBERS = tuple(
+    sorted(n for n, a in steepest.optim.ALGORITHMS.items() if a.matrix and a.fused_momentum)
+)
+
+
+def fast_optimizer(
+    net: Net, config: str, member: str = "muon", bf16_iterations: bool = False, **extra
+) -> steepest.Steepest:
+    """Member `member` on the Net's matrices with FAST[config]'s options (qkv in row blocks,
+    so its stage 1 is unfused; the others fused where the config compiles); with
+    ``bf16_iterations`` the polar iterations in their CPU default, bfloat16."""
+    options, hp = FAST[config]
+    if bf16_iterations:
+        hp = {k: v for k, v in hp.items() if k != "polar_dtype"}
+    groups = param_groups(net)
+    for group in groups[:2]:
+        group["algorithm"] = member
+    hps = {member: {"lr": LR, **hp}, "adamw": {"lr": 1e-2}}
+    return steepest.Steepest(groups, hps, **options, **extra)
+
+
+def single_process_fast(
+    config: str, member: str = "muon", steps: int = 3, micro: int = 1, bf16_iterations=False
+):
+    """The oracle of fast_sharded: one process, the full batch, the same options."""
+    net = Net()
+    opt = fast_optimizer(net, config, member, bf16_iterations)
+    train(net, opt, steps, micro=micro)
+    return {n: p.detach().clone() for n, p in net.named_parameters()}, opt
 
 
 #: Every matrix member, with options that make "equal to one process" well posed: Shampoo's and
@@ -285,21 +336,30 @@ def unsynced_check(rank, world, outdir):
 
 
 def fsdp_nonfinite(rank, world, outdir):
-    """An inf in rank 0's shard only: every rank must skip the step (no hang, no update)."""
-    net = _fsdp(Net())
-    opt = make_optimizer(net, nonfinite="skip")
-    before = _full(net)
-    x, y = batch(0)
-    share = BATCH // world
-    loss_fn(
-        net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
-    ).backward()
-    if rank == 0:
-        net.out.weight.grad.to_local()[0, 0] = float("inf")
-    opt.step()
-    skipped = torch.tensor([opt.skipped_steps])
-    dist.all_reduce(skipped)
-    return {"before": before, "after": _full(net), "skipped_sum": int(skipped)}
+    """An inf in rank 0's shard only (exact SVD Muon, the eager sharded path): with "skip"
+    and with "raise" every rank must decide alike (no hang, no update); every rank's
+    (error, skipped steps) gathered."""
+    out = {}
+    for mode in ("skip", "raise"):
+        net = _fsdp(Net())
+        opt = make_optimizer(net, nonfinite=mode)
+        before = _full(net)
+        x, y = batch(0)
+        share = BATCH // world
+        loss_fn(
+            net, x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+        ).backward()
+        if rank == 0:
+            net.out.weight.grad.to_local()[0, 0] = float("inf")
+        error = None
+        try:
+            opt.step()
+        except FloatingPointError as err:
+            error = str(err)
+        ranks: list = [None] * world
+        dist.all_gather_object(ranks, (error, opt.skipped_steps))
+        out[mode] = {"before": before, "after": _full(net), "ranks": ranks}
+    return out
 
 
 def fsdp_family(rank, world, outdir):
@@ -519,7 +579,109 @@ def muloco(rank, world, outdir):
     return out
 
 
+def fast_sharded(rank, world, outdir):
+    """The sharded fast path (FAST configurations) under FSDP2 and DDP: every fast member for
+    3 steps; micro-batch accumulation; a non-finite gradient on rank 0 ("skip" and "raise");
+    a DCP save and resume; the report's plan; the update with float32 and bfloat16
+    communication (exact SVD Muon, and the fast path)."""
+    import torch.distributed.checkpoint as dcp
+
+    from steepest.distributed import configure as configure_
+
+    out: dict = {}
+    for config in FAST:
+        for member in FAST_MEMBERS:
+            net = _fsdp(Net())
+            opt = fast_optimizer(net, config, member)
+            train(net, opt, 3, rank=rank, world=world)
+            out[f"fsdp-{config}-{member}"] = _full(net)
+            out[f"paths-{config}-{member}"] = [
+                (r.path, r.device_check, r.sharding) for r in opt.fast_path_report()
+            ]
+            model = nn.parallel.DistributedDataParallel(Net())
+            opt = fast_optimizer(model.module, config, member)
+            train(model, opt, 3, rank=rank, world=world)
+            out[f"ddp-{config}-{member}"] = _full(model.module)
+            out[f"ddp-paths-{config}-{member}"] = [r.sharding for r in opt.fast_path_report()]
+        net = _fsdp(Net())
+        train(net, fast_optimizer(net, config), 3, rank=rank, world=world, micro=2)
+        out[f"accumulate-{config}"] = _full(net)
+        for mode in ("skip", "raise"):
+            net = _fsdp(Net())
+            opt = fast_optimizer(net, config, nonfinite=mode)
+            train(net, opt, 3, rank=rank, world=world)  # past the recording's warm-up
+            before, state_before = _full(net), _momenta(opt)
+            x, y = _share(batch(3), rank, world)
+            loss_fn(net, x, y).backward()
+            if rank == 0:
+                net.out.weight.grad.to_local()[0, 0] = float("nan")
+            error = None
+            try:
+                opt.step()
+            except FloatingPointError as err:
+                error = str(err)
+            ranks: list = [None] * world  # every rank's (error, skipped steps)
+            dist.all_gather_object(ranks, (error, opt.skipped_steps))
+            out[f"nonfinite-{config}-{mode}"] = {
+                "error": error,
+                "skipped": opt.skipped_steps,
+                "ranks": ranks,
+                "param_gap": max(float((before[n] - v).abs().max()) for n, v in _full(net).items()),
+                "state_gap": max(
+                    float((a - b).abs().max())
+                    for a, b in zip(state_before, _momenta(opt), strict=True)
+                ),
+            }
+        path = os.path.join(outdir, f"dcp-fast-{config}")
+        first = _fsdp(Net())
+        opt = fast_optimizer(first, config)
+        train(first, opt, 2, rank=rank, world=world)
+        dcp.save({"model": first.state_dict(), "optim": opt.state_dict()}, checkpoint_id=path)
+        resumed = _fsdp(Net())
+        opt = fast_optimizer(resumed, config)
+        state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
+        dcp.load(state, checkpoint_id=path)
+        resumed.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        train(resumed, opt, 2, start=2, rank=rank, world=world)
+        out[f"resumed-{config}"] = _full(resumed)
+    net = _fsdp(Net())  # bfloat16 polar iterations: float32 updates in both layouts
+    train(net, fast_optimizer(net, "fused", bf16_iterations=True), 3, rank=rank, world=world)
+    out["bf16-iterations-fsdp"] = _full(net)
+    model = nn.parallel.DistributedDataParallel(Net())
+    opt = fast_optimizer(model.module, "fused", bf16_iterations=True)
+    train(model, opt, 3, rank=rank, world=world)
+    out["bf16-iterations-ddp"] = _full(model.module)
+    for comm in (None, torch.bfloat16):  # one step of exact Muon: the update's error
+        net = _fsdp(Net())
+        opt = make_optimizer(net)
+        configure_(opt, comm_dtype=comm)
+        train(net, opt, 1, rank=rank, world=world)
+        out[f"comm-{comm}"] = _full(net)
+        net = _fsdp(Net())  # the fast path's step (float32 polar iterations)
+        opt = fast_optimizer(net, "eager")
+        configure_(opt, comm_dtype=comm)
+        train(net, opt, 1, rank=rank, world=world)
+        out[f"fast-comm-{comm}"] = _full(net)
+    return out
+
+
+def _share(xy, rank, world):
+    share = BATCH // world
+    return tuple(t[rank * share : (rank + 1) * share] for t in xy)
+
+
+def _momenta(opt) -> list[torch.Tensor]:
+    out = []
+    for state in opt.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                out.append((v.full_tensor() if hasattr(v, "full_tensor") else v).clone())
+    return out
+
+
 SCENARIOS = {
+    "fast_sharded": fast_sharded,
     "dion_sharded": dion_sharded,
     "dion_sync_factors": dion_sync_factors,
     "muloco": muloco,

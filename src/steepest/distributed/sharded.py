@@ -3,18 +3,21 @@
 Two layouts, detected per tensor:
 
 * replicated (DDP: plain tensors under an initialized process group; or DTensors placed
-  ``Replicate()`` on a 1-D mesh): every rank holds the whole direction. Each stack of K
-  same-shape matrices is padded to a multiple of the world size W; rank r dualizes matrices
-  [r c, (r + 1) c) with c = ceil(K / W), and an all-gather gives every rank all K results.
+  ``Replicate()`` on a 1-D mesh): every rank holds the whole direction. The matrices of each
+  stack of same-shape matrices are assigned to ranks by the plan (balance.py); each rank
+  dualizes its matrices and an all-gather gives every rank all results.
 * sharded (FSDP2: DTensors placed ``(Shard(0),)`` on a 1-D mesh; HSDP: ``(Replicate(),
-  Shard(0))`` on a 2-D mesh, exchanged within the shard sub-mesh): the K same-shape tensors of a
-  stack are owned c = ceil(K / W) per rank; a first all-to-all sends every row shard to its
-  tensor's owner, the owner dualizes whole tensors (matrix views and row blocks as in the
-  single-process engine), and a second all-to-all returns each rank its rows. Rows split as
-  ``torch.chunk`` splits them, so uneven shards (and empty ones) work.
+  Shard(0))`` on a 2-D mesh, exchanged within the shard sub-mesh): the plan assigns each
+  tensor of a stack of same-shape tensors to one owner; a first all-to-all sends every row
+  shard to its tensor's owner, the owner dualizes whole tensors (matrix views and row blocks
+  as in the single-process engine), and a second all-to-all returns each rank its rows. Rows
+  split as ``torch.chunk`` splits them, so uneven shards (and empty ones) work.
 
-Every stack's first exchange is started before any is computed, and each stack's return
-exchange runs while the next stack is dualized (async collectives).
+The plan (balance.py) gives each matrix or tensor to the rank with the least polar-iteration
+flops so far (largest first), continuing over the groups of one step. Collectives are async:
+stack i + 1's inputs (all-to-all) or stack i's results (all-gather) travel while a stack is
+dualized; on CUDA they are packed and issued from a side stream (``_Lane``) ordered by
+stream waits.
 
 References: the megabatched orthogonalization of microsoft/dion (``megabatch_base.py``);
 MuonBP, arXiv 2510.16981 (block-periodic mode).
@@ -31,6 +34,9 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from steepest.matrices.stacking import map_matrices
+from steepest.matrices.views import join_matrices, matrix_shape, split_matrices
+
+from .balance import RankPlan, balance, polar_flops
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -122,9 +128,15 @@ class ShardedDualizer:
         self.check_replicas = check_replicas
         self.share_replicated = share_replicated
         self.process_group = process_group
-        #: stacks started so far (matrices or tensors); rotates which rank owns a stack's first
-        #: share, so single-tensor stacks spread over the ranks. Same on every rank.
-        self.cursor = 0
+        #: key (the fast path's param group index) -> the rank plans of its last step
+        #: (steepest.distributed.balance.RankPlan; shown by ``fast_path_report``)
+        self.plans: dict[object, list[RankPlan]] = {}
+        self._step = -1
+        #: flops planned so far this step per process group (the plans of later groups of
+        #: the step continue from them, so small groups spread over the ranks)
+        self._loads: dict[int, list[float]] = {}
+        #: (rows, device) -> rows as an index tensor on device (``_index``)
+        self._indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -145,6 +157,18 @@ class ShardedDualizer:
         dist.all_reduce(value, dist.ReduceOp.MIN)
         return None if int(value) == count else int(value)
 
+    def agree_on_flag(self, flag: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
+        """flag (a 0-dim bool tensor, this rank's finiteness verdict) := every rank's flag
+        is True: a MIN all-reduce on the flag's device, without a host synchronisation.
+
+        Only when ranks step together, as ``agree_on_index``."""
+        shared = self.share_replicated or any(isinstance(t, DTensor) for t in tensors)
+        if not shared or not dist.is_initialized() or dist.get_world_size() == 1:
+            return
+        value = flag.to(torch.int32)
+        dist.all_reduce(value, dist.ReduceOp.MIN)
+        flag.copy_(value.bool())
+
     def map(
         self,
         stacks: Stacks,
@@ -152,6 +176,7 @@ class ShardedDualizer:
         tensors: list[torch.Tensor],
         view: View,
         blocks: Sequence[int] | None,
+        key: object = None,
     ) -> list[torch.Tensor]:
         """The Stacks.map of the distributed case: one update per tensor, same type/placement.
 
@@ -160,55 +185,225 @@ class ShardedDualizer:
             fn: maps a (K, m, n) stack to its dualized, scaled stack.
             tensors: directions, plain tensors or DTensors.
             view, blocks: the group's matrix view (views.py).
+            key: names the plan in ``plans`` (the fast path passes its param group index).
         """
-        out: list[torch.Tensor | None] = [None] * len(tensors)
+        local = [_local(t) for t in tensors]
+        updates = self.map_local(stacks, fn, local, tensors, view, blocks, key)
+        return [_like(t, u) for t, u in zip(tensors, updates, strict=True)]
+
+    def map_local(
+        self,
+        stacks: Stacks,
+        fn: _StackFn,
+        directions: list[torch.Tensor],
+        layouts_of: Sequence[torch.Tensor],
+        view: View,
+        blocks: Sequence[int] | None,
+        key: object = None,
+    ) -> list[torch.Tensor]:
+        """``map`` on local tensors: ``directions[i]`` is this rank's part (whole when
+        replicated, its rows under FSDP2) of a tensor laid out as ``layouts_of[i]`` (the
+        parameter, a plain tensor or DTensor); returns this rank's part of each update, a
+        plain tensor. The fast path's step calls this between its local stages, so the
+        collectives stay here, outside its compiled and recorded functions.
+        """
+        out: list[torch.Tensor | None] = [None] * len(directions)
         whole = stacks.counted(fn)
-        layouts = [_layout(t) for t in tensors]
+        layouts = [_layout(t) for t in layouts_of]
         if self.check_replicas:
-            _check_plan(tensors, layouts)
+            _check_plan(list(layouts_of), layouts)
+        if stacks.steps != self._step:  # a new step: the plans start from idle ranks
+            self._step, self._loads = stacks.steps, {}
+        # an update has its layout's dtype (the parameter's, or the direction's in ``map``),
+        # whichever dtype the exchange and the dualization used: the same on every rank
         replicated: dict[Any, list[int]] = {}
-        sharded: dict[tuple[int, tuple[int, ...], torch.dtype], list[int]] = {}
-        for i, (t, (kind, group, _)) in enumerate(zip(tensors, layouts, strict=True)):
+        sharded: dict[tuple[int, tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
+        for i, (t, (kind, group, _)) in enumerate(zip(layouts_of, layouts, strict=True)):
             if kind == "plain":
                 use = (self.process_group or dist.group.WORLD) if self.share_replicated else "local"
                 replicated.setdefault(use, []).append(i)
             elif kind == "replicate":
                 replicated.setdefault(group if group is not None else "local", []).append(i)
             else:
-                sharded.setdefault((id(group), tuple(t.shape), t.dtype), []).append(i)
+                key_ = (id(group), tuple(t.shape), directions[i].dtype, t.dtype)
+                sharded.setdefault(key_, []).append(i)
+        plans: list[RankPlan] = []
         for group, members in replicated.items():
-            local = [_local(tensors[i]) for i in members]
+            local = [directions[i] for i in members]
             if group == "local" or _world(group) == 1:
                 results = map_matrices(whole, local, view, blocks)
             else:
-                shared = _share_stack(whole, group, self.comm_dtype, self)
-                results = map_matrices(shared, local, view, blocks)
+                dtypes = [layouts_of[i].dtype for i in members]
+                results = self._replicated(whole, local, dtypes, view, blocks, group, plans)
             if self.check_replicas:
                 check_group = None if group == "local" else group
                 _check_same(local, check_group, "directions of replicated parameters")
                 _check_same(results, check_group, "updates of replicated parameters")
             for i, r in zip(members, results, strict=True):
-                out[i] = _like(tensors[i], r)
+                out[i] = r
         if sharded:
             keys = list(sharded)
-            lists = [[cast(DTensor, tensors[i]) for i in sharded[k]] for k in keys]
+            lists = [[directions[i] for i in sharded[k]] for k in keys]
+            likes = [[cast(DTensor, layouts_of[i]) for i in sharded[k]] for k in keys]
             if self.is_block_step(stacks.steps):
                 block = stacks.counted(fn, block=True)
-                updates = [[_block_update(block, t, view, blocks) for t in ts] for ts in lists]
+                updates = [
+                    [_block_update(block, d, t, view, blocks) for d, t in zip(ds, ts, strict=True)]
+                    for ds, ts in zip(lists, likes, strict=True)
+                ]
             else:
-                updates = _exchange_and_dualize(
+                updates = self._sharded(
                     lambda ts: map_matrices(whole, ts, view, blocks),
                     lists,
+                    likes,
                     [layouts[sharded[k][0]][1] for k in keys],
-                    self,
+                    view,
+                    blocks,
+                    plans,
                 )
-            for k, ts, rs in zip(keys, lists, updates, strict=True):
+            for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
                 if self.check_replicas and replica_group is not None:
                     _check_same(rs, replica_group, "updates of HSDP replicas")
-                for i, t, r in zip(sharded[k], ts, rs, strict=True):
-                    out[i] = _like(t, r)
+                for i, r in zip(sharded[k], rs, strict=True):
+                    out[i] = r
+        if key is not None and plans:
+            self.plans[key] = plans
         return cast(list[torch.Tensor], out)  # every index is in one group
+
+    def _plan(self, costs: list[list[float]], group: ProcessGroup | None) -> RankPlan:
+        """The LPT plan of these items over group's ranks, continuing this step's loads."""
+        world = dist.get_world_size(group)
+        start = self._loads.get(id(group), [0.0] * world)
+        plan = balance(costs, world, start)
+        self._loads[id(group)] = list(plan.totals)
+        return plan
+
+    def _index(self, rows: list[int], device: torch.device) -> torch.Tensor | slice:
+        """rows as a slice where they are consecutive, else as an index tensor on device,
+        made once per (rows, device): a list index would copy it to the device every step,
+        waiting for the device each time."""
+        if rows == list(range(rows[0], rows[0] + len(rows))):
+            return slice(rows[0], rows[0] + len(rows))
+        key = (tuple(rows), device)
+        index = self._indices.get(key)
+        if index is None:
+            index = self._indices[key] = torch.tensor(rows, dtype=torch.int64, device=device)
+        return index
+
+    def _rows(self, X: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """X's matrices ``rows`` (the ones this rank dualizes), as one contiguous stack."""
+        index = self._index(rows, X.device)
+        return X[index] if isinstance(index, slice) else X.index_select(0, index)
+
+    def _put_rows(self, Y: torch.Tensor, rows: list[int], values: torch.Tensor) -> None:
+        """Y[rows] = values, in place."""
+        index = self._index(rows, Y.device)
+        if isinstance(index, slice):
+            Y[index] = values
+        else:
+            Y.index_copy_(0, index, values)
+
+    def _replicated(
+        self,
+        fn: _StackFn,
+        tensors: list[torch.Tensor],
+        dtypes: list[torch.dtype],
+        view: View,
+        blocks: Sequence[int] | None,
+        group: ProcessGroup | None,
+        plans: list[RankPlan],
+    ) -> list[torch.Tensor]:
+        """fn on every stack of replicated tensors' matrices: each rank its planned matrices,
+        then an all-gather of the results (tensor i's update in ``dtypes[i]``, sent in it
+        unless ``comm_dtype``). The all-gather of stack i runs while stack i + 1
+        is dualized (explicit order: compute i, issue gather i, compute i + 1, ...; then
+        wait for every gather in order)."""
+        rank = dist.get_rank(group)
+        pieces = [split_matrices(t, view, blocks) for t in tensors]
+        matrices = [m for ms in pieces for m in ms]
+        out_dtypes = [d for ms, d in zip(pieces, dtypes, strict=True) for _ in ms]
+        by_shape: dict[tuple[tuple[int, int], torch.dtype, torch.dtype], list[int]] = {}
+        for i, (X, d) in enumerate(zip(matrices, out_dtypes, strict=True)):
+            by_shape.setdefault(((X.shape[-2], X.shape[-1]), X.dtype, d), []).append(i)
+        stacks = []
+        for (mn, _, d), members in by_shape.items():
+            flat = [matrices[i].reshape(-1, *mn) for i in members]
+            stacks.append((members, flat, flat[0] if len(flat) == 1 else torch.cat(flat), d))
+        plan = self._plan(
+            [[polar_flops(*X.shape[-2:])] * X.shape[0] for _, _, X, _ in stacks], group
+        )
+        plans.append(plan)
+        lane = _Lane(matrices[0].device)
+        gathers = []
+        for s, (_, _, X, d) in enumerate(stacks):
+            mine = plan.mine(s, rank)
+            counts = [len(plan.mine(s, r)) for r in range(len(plan.loads))]
+            Y = fn(self._rows(X, mine)).to(d) if mine else X[:0].to(d)
+            gathers.append(lane.all_gather(Y, max(counts), self.comm_dtype or d, group))
+        flat_out: list[torch.Tensor | None] = [None] * len(matrices)
+        for s, ((members, flat, X, d), gather) in enumerate(zip(stacks, gathers, strict=True)):
+            parts = lane.wait(gather)
+            Y = torch.empty(X.shape, dtype=d, device=X.device)
+            for r, part in enumerate(parts):
+                owned = plan.mine(s, r)
+                if owned:
+                    self._put_rows(Y, owned, part[: len(owned)].to(d))
+            sizes = [f.shape[0] for f in flat]
+            for i, piece in zip(members, Y.split(sizes), strict=True):  # type: ignore[no-untyped-call]
+                flat_out[i] = piece.reshape(matrices[i].shape)
+        out, start = [], 0
+        for t, ms in zip(tensors, pieces, strict=True):
+            out.append(
+                join_matrices(
+                    cast(list[torch.Tensor], flat_out[start : start + len(ms)]), t.shape, view
+                )
+            )
+            start += len(ms)
+        return out
+
+    def _sharded(
+        self,
+        fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+        stacks: list[list[torch.Tensor]],
+        likes: list[list[DTensor]],
+        groups: list[ProcessGroup | None],
+        view: View,
+        blocks: Sequence[int] | None,
+        plans: list[RankPlan],
+    ) -> list[list[torch.Tensor]]:
+        """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
+        their planned owners, fn_tensors on the owned ones, all-to-all the rows back.
+
+        Explicit order: issue exchange 1 of stack 0; then for each stack i: issue exchange 1
+        of stack i + 1, wait for exchange 1 of stack i, dualize it, issue its exchange 2;
+        finally wait for every exchange 2. So stack i + 1's inputs travel while stack i is
+        dualized, and stack i's results travel while stack i + 1 is."""
+        per_group: dict[int, list[int]] = {}
+        for s, group in enumerate(groups):
+            per_group.setdefault(id(group), []).append(s)
+        owners: list[list[list[int]]] = [[] for _ in stacks]
+        for members in per_group.values():
+            group = groups[members[0]]
+            costs = [
+                [_tensor_flops(likes[s][0].shape, view, blocks)] * len(stacks[s]) for s in members
+            ]
+            plan = self._plan(costs, group)
+            plans.append(plan)
+            for j, s in enumerate(members):
+                owners[s] = [plan.mine(j, r) for r in range(len(plan.loads))]
+        lane = _Lane(stacks[0][0].device)
+        exchanges = [
+            _Exchange(ds, likes[s][0], group, self.comm_dtype, owners[s], lane)
+            for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
+        ]
+        if exchanges:
+            exchanges[0].send_shards()
+        for i, exchange in enumerate(exchanges):
+            if i + 1 < len(exchanges):
+                exchanges[i + 1].send_shards()
+            exchange.dualize_and_return(fn_tensors)
+        return [exchange.receive_updates() for exchange in exchanges]
 
 
 def configure(optimizer: object, **options: Any) -> ShardedDualizer:
@@ -267,79 +462,29 @@ def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _share_stack(
-    fn: _StackFn,
-    group: ProcessGroup | None,
-    comm_dtype: torch.dtype | None,
-    dualizer: ShardedDualizer,
-) -> _StackFn:
-    """fn on a replicated (K, m, n) stack: this rank's ceil(K / W) matrices, then all-gather.
-    Share c goes to rank (c + first) % W, first rotating with the dualizer's cursor."""
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
-
-    def shared(X: torch.Tensor) -> torch.Tensor:
-        first = dualizer.cursor % world
-        dualizer.cursor += X.shape[0]
-        share = -(-X.shape[0] // world)
-        chunk = (rank - first) % world
-        mine = X[chunk * share : (chunk + 1) * share]
-        send = X.new_zeros((share, *X.shape[1:]), dtype=comm_dtype or X.dtype)
-        if mine.shape[0]:
-            send[: mine.shape[0]] = fn(mine)
-        parts = [torch.empty_like(send) for _ in range(world)]
-        dist.all_gather(parts, send, group=group)
-        order = [parts[(c + first) % world] for c in range(world)]
-        return torch.cat(order)[: X.shape[0]].to(X.dtype)
-
-    return shared
-
-
-def _exchange_and_dualize(
-    fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]],
-    stacks: list[list[DTensor]],
-    groups: list[ProcessGroup | None],
-    dualizer: ShardedDualizer,
-) -> list[list[torch.Tensor]]:
-    """Per stack of same-shape Shard(0) DTensors: all-to-all whole tensors to their owners,
-    fn_tensors on the owned ones, all-to-all the rows back. Returns local update shards."""
-    plans = []
-    for ts, group in zip(stacks, groups, strict=True):
-        first = dualizer.cursor % dist.get_world_size(group)
-        dualizer.cursor += len(ts)
-        plans.append(_Exchange(ts, group, dualizer.comm_dtype, first))
-    for plan in plans:
-        plan.send_shards()
-    for plan in plans:
-        plan.dualize_and_return(fn_tensors)
-    return [plan.receive_updates() for plan in plans]
-
-
 class _Exchange:
-    """The two all-to-alls of one stack of K same-shape row-sharded tensors.
-
-    Share j = tensors [j c, (j + 1) c) with c = ceil(K / W) (the stack padded to a multiple of
-    W) is owned by rank (j + first) % W.
-    """
+    """The two all-to-alls of one stack of K same-shape row-sharded tensors; rank j owns the
+    tensors ``owned[j]`` (from the plan) and dualizes them whole. Directions travel in their
+    dtype and updates in ``like``'s (the parameter's), each unless ``comm_dtype``."""
 
     def __init__(
         self,
-        tensors: list[DTensor],
+        locals_: list[torch.Tensor],
+        like: torch.Tensor,
         group: ProcessGroup | None,
         comm_dtype: torch.dtype | None,
-        first: int = 0,
+        owned: list[list[int]],
+        lane: _Lane,
     ) -> None:
-        self.group, self.comm_dtype = group, comm_dtype
+        self.group, self.comm_dtype, self.lane = group, comm_dtype, lane
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
-        self.shape, self.dtype = tuple(tensors[0].shape), tensors[0].dtype
-        self.locals = [t.to_local() for t in tensors]
+        self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
+        self.update_dtype = like.dtype
+        self.locals = locals_
         self.sizes = shard_rows(self.shape[0], self.world)
         self.offsets = [sum(self.sizes[:j]) for j in range(self.world)]
         self.rest = math.prod(self.shape[1:])
-        share = -(-len(tensors) // self.world)
-        self.owned = [range(0)] * self.world
-        for j in range(self.world):
-            stop = min(len(tensors), (j + 1) * share)
-            self.owned[(j + first) % self.world] = range(min(j * share, stop), stop)
+        self.owned = owned
         for t in self.locals:
             if t.shape[0] != self.sizes[self.rank]:
                 raise ValueError(
@@ -348,69 +493,161 @@ class _Exchange:
                     "split of dim 0 as FSDP2 does)"
                 )
 
-    def _all_to_all(
-        self, send: torch.Tensor, out_splits: list[int], in_splits: list[int]
-    ) -> tuple[torch.Tensor, dist.Work]:
-        recv = send.new_empty(sum(out_splits))
-        work = dist.all_to_all_single(
-            recv, send, out_splits, in_splits, group=self.group, async_op=True
-        )
-        return recv, work
-
-    def _flat(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        dtype = self.comm_dtype or self.dtype
+    def _flat(self, parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        dtype = self.comm_dtype or dtype
         if not parts:
             return torch.empty(0, dtype=dtype, device=self.locals[0].device)
         return torch.cat([p.reshape(-1) for p in parts]).to(dtype)
 
     def send_shards(self) -> None:
-        """Start all-to-all 1: my rows of every tensor go to that tensor's owner."""
+        """Issue all-to-all 1: my rows of every tensor go to that tensor's owner."""
         r, n = self.rank, [len(o) for o in self.owned]
-        send = self._flat([self.locals[k] for o in self.owned for k in o])
         in_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
-        self.recv, self.work = self._all_to_all(send, out_splits, in_splits)
+        self.pending = self.lane.all_to_all(
+            lambda: self._flat([self.locals[k] for o in self.owned for k in o], self.dtype),
+            self.locals,
+            out_splits,
+            in_splits,
+            self.group,
+        )
         self.out_splits = out_splits
 
     def dualize_and_return(
         self, fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]]
     ) -> None:
-        """Wait for my whole tensors, dualize them, start all-to-all 2 (rows to their ranks)."""
-        self.work.wait()
+        """Wait for my whole tensors, dualize them, issue all-to-all 2 (rows to their ranks)."""
+        recv = self.lane.wait(self.pending)[0]
         r, n = self.rank, [len(o) for o in self.owned]
-        pieces = self.recv.split(self.out_splits)  # type: ignore[no-untyped-call]
+        pieces = recv.split(self.out_splits)  # type: ignore[no-untyped-call]
         whole = torch.cat(
             [p.view(n[r], self.sizes[j], *self.shape[1:]) for j, p in enumerate(pieces)], dim=1
         ).to(self.dtype)
-        updates = torch.stack(fn_tensors(list(whole.unbind(0)))) if n[r] else whole
-        send = self._flat(
-            [
-                updates[:, self.offsets[j] : self.offsets[j] + self.sizes[j]]
-                for j in range(self.world)
-            ]
-        )
+        if n[r]:
+            updates = torch.stack(fn_tensors(list(whole.unbind(0)))).to(self.update_dtype)
+        else:
+            updates = whole.to(self.update_dtype)
         in_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
-        self.recv, self.work = self._all_to_all(send, out_splits, in_splits)
+        self.pending = self.lane.all_to_all(
+            lambda: self._flat(
+                [
+                    updates[:, self.offsets[j] : self.offsets[j] + self.sizes[j]]
+                    for j in range(self.world)
+                ],
+                self.update_dtype,
+            ),
+            [updates],
+            out_splits,
+            in_splits,
+            self.group,
+        )
         self.out_splits = out_splits
 
     def receive_updates(self) -> list[torch.Tensor]:
         """Wait for all-to-all 2; my row shard of every tensor's update, in stack order."""
-        self.work.wait()
+        recv = self.lane.wait(self.pending)[0]
         local_shape = (self.sizes[self.rank], *self.shape[1:])
         out: list[torch.Tensor | None] = [None] * len(self.locals)
-        for j, piece in enumerate(self.recv.split(self.out_splits)):  # type: ignore[no-untyped-call]
-            rows = piece.view(len(self.owned[j]), *local_shape).to(self.dtype).unbind(0)
+        for j, piece in enumerate(recv.split(self.out_splits)):  # type: ignore[no-untyped-call]
+            rows = piece.view(len(self.owned[j]), *local_shape).to(self.update_dtype).unbind(0)
             for k, update in zip(self.owned[j], rows, strict=True):
                 out[k] = update
         return cast(list[torch.Tensor], out)  # every tensor has one owner
 
 
+class _Lane:
+    """Where the collectives are issued: on CUDA from a side stream, on CPU in order.
+
+    Ordering on CUDA: the side stream first waits for the current (compute) stream, so the
+    buffer it packs holds finished results; the packing and the collective's issue run on the
+    side stream while the current stream goes on with the next stack; ``wait`` makes the
+    current stream wait for the collective (``Work.wait``) and for the side stream, and marks
+    the received buffers as used by the current stream (so the allocator keeps them until its
+    kernels ran). On CPU (gloo) the collective runs on gloo's thread while this one computes.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.side = None
+        if device.type == "cuda":
+            self.side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+
+    def _issue(
+        self,
+        run: Callable[[], tuple[list[torch.Tensor], dist.Work | None]],
+        inputs: Sequence[torch.Tensor],
+    ) -> tuple[list[torch.Tensor], dist.Work | None]:
+        """run() (pack and issue) on the side stream after the current stream's work; the
+        inputs it reads are marked as used by the side stream (the allocator keeps them)."""
+        if self.side is None:
+            return run()
+        self.side.wait_stream(torch.cuda.current_stream())
+        for t in inputs:
+            t.record_stream(self.side)
+        with torch.cuda.stream(self.side):
+            return run()
+
+    def all_to_all(
+        self,
+        pack: Callable[[], torch.Tensor],
+        inputs: Sequence[torch.Tensor],
+        out_splits: list[int],
+        in_splits: list[int],
+        group: ProcessGroup | None,
+    ) -> tuple[list[torch.Tensor], dist.Work | None]:
+        """Issue an all-to-all of pack()'s flat buffer, packed from `inputs` (async);
+        returns ([recv, send], work)."""
+
+        def run() -> tuple[list[torch.Tensor], dist.Work | None]:
+            send = pack()
+            recv = send.new_empty(sum(out_splits))
+            work = dist.all_to_all_single(
+                recv, send, out_splits, in_splits, group=group, async_op=True
+            )
+            return [recv, send], work
+
+        return self._issue(run, inputs)
+
+    def all_gather(
+        self, Y: torch.Tensor, rows: int, dtype: torch.dtype, group: ProcessGroup | None
+    ) -> tuple[list[torch.Tensor], dist.Work | None]:
+        """Issue an all-gather of Y padded to `rows` rows, in `dtype` (async); returns (one
+        buffer per rank, work)."""
+
+        def run() -> tuple[list[torch.Tensor], dist.Work | None]:
+            send = Y.new_zeros((rows, *Y.shape[1:]), dtype=dtype)
+            send[: Y.shape[0]] = Y
+            parts = [torch.empty_like(send) for _ in range(dist.get_world_size(group))]
+            work = dist.all_gather(parts, send, group=group, async_op=True)
+            return [*parts, send], work
+
+        return self._issue(run, [Y])
+
+    def wait(self, pending: tuple[list[torch.Tensor], dist.Work | None]) -> list[torch.Tensor]:
+        """Wait for an issued collective; its received buffers (the send buffer dropped)."""
+        buffers, work = pending
+        if work is not None:
+            work.wait()
+        if self.side is not None:
+            current = torch.cuda.current_stream()
+            current.wait_stream(self.side)
+            for b in buffers:
+                b.record_stream(current)
+        return buffers[:-1]
+
+
+def _tensor_flops(shape: Sequence[int], view: View, blocks: Sequence[int] | None) -> float:
+    """Polar flops of one tensor's matrices under its view and row blocks."""
+    *batch, m, n = matrix_shape(tuple(shape), view)
+    rows = list(blocks) if blocks is not None else [m]
+    return math.prod(batch) * sum(polar_flops(b, n) for b in rows)
+
+
 def _block_update(
-    fn: _StackFn, t: DTensor, view: View, blocks: Sequence[int] | None
+    fn: _StackFn, local: torch.Tensor, t: DTensor, view: View, blocks: Sequence[int] | None
 ) -> torch.Tensor:
-    """MuonBP block step: fn on this rank's row shard read as its own matrices."""
-    local = t.to_local()
+    """MuonBP block step: fn on this rank's row shard (`local`, of t) read as its own
+    matrices."""
     if local.numel() == 0:
         return torch.zeros_like(local)
     if isinstance(view, tuple):

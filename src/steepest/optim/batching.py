@@ -67,6 +67,7 @@ class Stacks:
         tensors: list[torch.Tensor],
         view: View = "auto",
         blocks: Sequence[int] | None = None,
+        key: object = None,
     ) -> list[torch.Tensor]:
         """fn on every stack of the tensors' matrices, locally or shared across ranks.
 
@@ -74,18 +75,26 @@ class Stacks:
             fn: maps a (K, m, n) stack to a tensor of the same shape, matrix by matrix.
             tensors: the directions (plain tensors or DTensors), each read under view/blocks.
             view, blocks: the group's matrix view (see views.py).
+            key: names the rank plan of these stacks (the param group's index).
 
         Returns:
             one update per tensor, of its shape (a DTensor with its placements for a DTensor).
         """
         if self.distributed is None and uses_distributed(tensors):
+            self.sharing()
+        if self.distributed is not None:
+            updates: list[torch.Tensor] = self.distributed.map(self, fn, tensors, view, blocks, key)
+            return updates
+        return map_matrices(self.counted(fn), tensors, view, blocks)
+
+    def sharing(self) -> Any:
+        """The ShardedDualizer (steepest.distributed), created with default options on
+        first use."""
+        if self.distributed is None:
             from steepest.distributed import ShardedDualizer
 
             self.distributed = ShardedDualizer()
-        if self.distributed is not None:
-            updates: list[torch.Tensor] = self.distributed.map(self, fn, tensors, view, blocks)
-            return updates
-        return map_matrices(self.counted(fn), tensors, view, blocks)
+        return self.distributed
 
     def first_nonfinite(self, grads: list[torch.Tensor]) -> int | None:
         """Index of the first gradient holding inf or nan, or None; the same on every rank.
@@ -107,9 +116,7 @@ class Stacks:
                 first = members[int((~finite).nonzero()[0])]
                 bad = first if bad is None else min(bad, first)
         if self.distributed is None and distributed:
-            from steepest.distributed import ShardedDualizer
-
-            self.distributed = ShardedDualizer()
+            self.sharing()
         if self.distributed is not None:
             bad = self.distributed.agree_on_index(bad, len(grads), grads)
         return bad

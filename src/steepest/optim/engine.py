@@ -57,6 +57,9 @@ class GroupPath(NamedTuple):
     path: str  # "compiled+recorded", "compiled", "recorded", "eager (stacks compiled)", "eager"
     reason: str  # why not compiled and recorded ("" when it is)
     device_check: bool  # whether the step reads the finiteness verdict on the device
+    #: under torch.distributed: which rank dualizes what (the last step's plans:
+    #: ranks, flops per rank, busiest over mean); "" in one process
+    sharding: str = ""
 
 
 class Steepest(TorchOptimBehaviour, Optimizer):
@@ -326,7 +329,9 @@ class Steepest(TorchOptimBehaviour, Optimizer):
 
     def fast_path_report(self) -> list[GroupPath]:
         """How each param group runs ("compiled+recorded", "compiled", "recorded", "eager
-        (stacks compiled)" or "eager") and why it is not compiled and recorded.
+        (stacks compiled)" or "eager") and why it is not compiled and recorded; under
+        torch.distributed also which rank dualizes what (``sharding``: the last step's plan,
+        polar flops per rank).
 
         Example:
             >>> import torch, steepest
@@ -343,8 +348,18 @@ class Steepest(TorchOptimBehaviour, Optimizer):
                 rows.append(GroupPath(index, algorithm.name, "eager", why, False))
                 continue
             plan = self._fast.plan(group, algorithm, params)
-            rows.append(GroupPath(index, algorithm.name, plan.path, plan.reason, index in masked))
+            sharding = self._sharding(index) if plan.sharded or "distributed" in plan.reason else ""
+            path = GroupPath(index, algorithm.name, plan.path, plan.reason, index in masked)
+            rows.append(path._replace(sharding=sharding))
         return rows
+
+    def _sharding(self, index: int) -> str:
+        """The rank plans of group ``index``'s last step (steepest.distributed.balance)."""
+        dualizer = self.stacks.distributed
+        plans = getattr(dualizer, "plans", {}).get(index)
+        if not plans:
+            return "sharded across ranks; planned at the first step"
+        return "sharded across ranks: " + "; ".join(p.summary() for p in plans)
 
     @property
     def graphs(self) -> dict[int, Any]:

@@ -26,6 +26,7 @@ from ..stages import Dualize, run_stages, same_shape
 from .finite_check import all_finite_into
 from .graphs import GroupGraph, cuda_capture
 from .options import FastPath
+from .sharded_step import dualize_directions, local_stages_1_2, local_stages_5, stack_dtype
 
 __all__ = ["FastGroups", "Plan", "compiled"]
 
@@ -79,6 +80,9 @@ class Plan:
         fused: whether stage 1 may run fused (compiled, and the member declares
             ``fused_momentum``).
         reason: why the group is not both compiled and recorded ("" when it is).
+        sharded: the group is shared across ranks (torch.distributed): its local stages run
+            compiled and recorded as planned, the exchange of whole matrices between them
+            (sharded_step.py).
     """
 
     whole: bool
@@ -86,6 +90,7 @@ class Plan:
     recorded: bool
     fused: bool
     reason: str
+    sharded: bool = False
 
     @property
     def fast(self) -> bool:
@@ -128,10 +133,18 @@ class FastGroups:
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}
         self._prescales: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
+        #: are ``graphs[index]``)
+        self.apply_graphs: dict[int, GroupGraph] = {}
+        #: (group index, stack shape, dtype, n-th such stack of the step) -> the recording of
+        #: an owned stack's stages 3-4
+        self.stack_graphs: dict[tuple[int, tuple[int, ...], torch.dtype, int], GroupGraph] = {}
 
     def clear(self) -> None:
         """Forget every recording (new state tensors: record again)."""
         self.graphs.clear()
+        self.apply_graphs.clear()
+        self.stack_graphs.clear()
 
     # -- which path ---------------------------------------------------------------------------
 
@@ -141,10 +154,12 @@ class FastGroups:
         backend = self.compile if self.compile is not None else ("inductor" if cuda else False)
         if torch.compiler.is_compiling():  # the caller compiles the step: trace it eagerly
             return Plan(False, False, False, False, "inside the caller's torch.compile")
-        if self.stacks.distributed is not None or uses_distributed(params):
-            why = "torch.distributed: stacks are dualized across ranks"
-        else:
-            why = algorithm.uncapturable(group)
+        sharded = self.stacks.distributed is not None or uses_distributed(params)
+        why = algorithm.uncapturable(group)
+        if sharded and not why and not algorithm.fused_momentum:
+            why = f"{algorithm.name!r} has state-dependent stages 2 or 4"
+        if sharded and why:
+            why = f"torch.distributed: stacks are dualized across ranks eagerly ({why})"
         if why:  # eager; with an explicit compile each stack's stages 3-4 are compiled
             return Plan(False, self.compile or False, False, False, why)
         wanted = self.cuda_graph if self.cuda_graph is not None else cuda
@@ -157,7 +172,7 @@ class FastGroups:
             reason = f"parameters on {where}: compiling and recording by default is for CUDA"
         else:
             reason = "compile=False" if not backend else "cuda_graph=False"
-        return Plan(True, backend, recorded, fused, reason)
+        return Plan(True, backend, recorded, fused, reason, sharded)
 
     def masked(
         self, work: Sequence[tuple[Group, Algorithm, list[torch.Tensor]]], check: bool
@@ -193,8 +208,11 @@ class FastGroups:
         """The five stages of one matrix group on its planned path (``finite``: a masked
         group's device-side verdict)."""
         plan = self.plan(group, algorithm, params)
+        if plan.sharded:
+            self._run_sharded(index, plan, group, algorithm, params, grads, states, finite)
+            return
         if not plan.fast:
-            stacked = self.stack_dualizer(algorithm, group, plan.backend)
+            stacked = self.stack_dualizer(algorithm, group, plan.backend, index)
             lr, wd = group["lr"], group["weight_decay"]
             run_stages(algorithm, params, grads, states, group, lr, wd, dualize=stacked)
             return
@@ -251,9 +269,12 @@ class FastGroups:
         else:
             stages(grads)
 
-    def stack_dualizer(self, algorithm: Algorithm, group: Group, backend: bool | str) -> Dualize:
+    def stack_dualizer(
+        self, algorithm: Algorithm, group: Group, backend: bool | str, index: int | None = None
+    ) -> Dualize:
         """Stages 3 and 4 over a group's directions through the optimizer's Stacks (shared
-        across ranks under torch.distributed, counted), each stack compiled with ``backend``."""
+        across ranks under torch.distributed, counted; ``index`` names the group's rank
+        plan), each stack compiled with ``backend``."""
         if algorithm.update_in_stage2:
 
             def counted(directions: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -271,9 +292,96 @@ class FastGroups:
             return fn(algorithm, X, group)
 
         def dualize(directions: list[torch.Tensor]) -> list[torch.Tensor]:
-            return self.stacks.map(run, directions, group["matrix_view"], group["blocks"])
+            return self.stacks.map(
+                run, directions, group["matrix_view"], group["blocks"], key=index
+            )
 
         return dualize
+
+    def _run_sharded(
+        self,
+        index: int,
+        plan: Plan,
+        group: Group,
+        algorithm: Algorithm,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[State],
+        finite: torch.Tensor | None,
+    ) -> None:
+        """A group shared across ranks: stages 1-2 on this rank's parts (compiled, recorded
+        as planned), the exchange and dualization of whole matrices
+        (steepest.distributed.ShardedDualizer.map_local: the collectives, outside every
+        recording; each owned stack's stages 3-4 compiled and recorded as planned), then
+        stage 5 on this rank's parts (compiled, recorded as planned)."""
+        dualizer = self.stacks.sharing()
+        local_params = [_local(p) for p in params]
+        local_grads = [_local(g) for g in grads]
+        local_states = [
+            {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            for s in states
+        ]
+        lr_t, wd_t = self._live_scalars(index, group, local_params)
+        fused = plan.fused and group["momentum"] > 0 and self._fusable(group, grads, states)
+        dtypes = (
+            [stack_dtype(group, g, p.shape) for g, p in zip(local_grads, params, strict=True)]
+            if fused
+            else None
+        )
+        limit, kernels = self.options.recompile_limit, self.options.kernels
+        first = (
+            compiled(plan.backend, local_stages_1_2, limit) if plan.backend else local_stages_1_2
+        )
+        last = compiled(plan.backend, local_stages_5, limit) if plan.backend else local_stages_5
+        owner = (
+            compiled(plan.backend, dualize_directions, limit)
+            if plan.backend
+            else dualize_directions
+        )
+
+        def stages_1_2(gs: list[torch.Tensor]) -> list[torch.Tensor]:
+            return first(algorithm, gs, local_states, group, finite, dtypes, kernels)
+
+        def stage_5(us: list[torch.Tensor]) -> None:
+            last(local_params, us, group, lr_t, wd_t, finite)
+
+        if plan.recorded:
+            graph = self.graphs.setdefault(index, GroupGraph(self.options.capture))
+            replay = graph.run(
+                stages_1_2, local_params, local_grads, local_states, group, self.stacks
+            )
+            directions = cast(list[torch.Tensor], replay)
+        else:
+            directions = stages_1_2(local_grads)
+        dtype = params[0].dtype
+
+        seen: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
+
+        def dualize(X: torch.Tensor) -> torch.Tensor:
+            if not plan.recorded:
+                return owner(algorithm, X, group, dtype, fused)
+            # one recording per owned stack (its input is copied into the recorded one); two
+            # stacks of one shape get two, so that neither overwrites the other's output
+            nth = seen[tuple(X.shape), X.dtype] = seen.get((tuple(X.shape), X.dtype), -1) + 1
+            key = (index, tuple(X.shape), X.dtype, nth)
+            graph = self.stack_graphs.setdefault(key, GroupGraph(self.options.capture))
+            replay = graph.run(
+                lambda xs: owner(algorithm, xs[0], group, dtype, fused),
+                [],
+                [X],
+                [],
+                group,
+                self.stacks,
+            )
+            return cast(torch.Tensor, replay)
+
+        view, blocks = group["matrix_view"], group["blocks"]
+        updates = dualizer.map_local(self.stacks, dualize, directions, params, view, blocks, index)
+        if plan.recorded:
+            graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))
+            graph.run(stage_5, local_params, updates, local_states, group, self.stacks)
+        else:
+            stage_5(updates)
 
     def _fusable(self, group: Group, grads: list[torch.Tensor], states: list[State]) -> bool:
         """The fused stage 1 needs the default matrix view, matrices, and float momentum
@@ -333,13 +441,19 @@ class FastGroups:
         self, grads: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
         """Start the finiteness check without waiting: (device flag, host copy, event); the
-        check pass is steepest.optim.fast.finite_check (one Triton launch on CUDA)."""
-        grads = [g for g in grads if g.numel()]
-        device = grads[0].device
+        check pass is steepest.optim.fast.finite_check (one Triton launch on CUDA). Under
+        torch.distributed the ranks' flags are then combined on the device (an all-reduce of
+        the flag, steepest.distributed), so every rank reads the same verdict."""
+        shared = uses_distributed(grads)
+        local = [_local(g) for g in grads]
+        device = local[0].device
+        local = [g for g in local if g.numel()]
         flag = self._finite.get(device)
         if flag is None:  # one tensor per device for good: recordings read its address
             flag = self._finite[device] = torch.ones((), dtype=torch.bool, device=device)
-        all_finite_into(flag, grads, self.options.kernels)
+        all_finite_into(flag, local, self.options.kernels)
+        if shared:
+            self.stacks.sharing().agree_on_flag(flag, grads)
         if device.type != "cuda":
             return flag, flag, None
         host = self._finite_host.get(device)
@@ -351,6 +465,12 @@ class FastGroups:
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch stub: untyped
         event.record()
         return flag, host, event
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local part (the same storage); a plain tensor itself."""
+    to_local = getattr(t, "to_local", None)
+    return cast(torch.Tensor, to_local()) if callable(to_local) else t
 
 
 def _matrix_count(grads: list[torch.Tensor], group: Group) -> int:

@@ -1,0 +1,70 @@
+"""The rank plan (steepest.distributed.balance) on the benchmark sets, without processes.
+
+The busiest rank's flops must be within 10% of the mean on the GPT-2-small and 1.3B-like
+sets (bench/common.py) at W = 2, 4, 8. The flops are recounted here from the products of one
+quintic polar step, not taken from the plan.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from steepest.distributed import balance, plan_shapes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from common import SETS  # noqa: E402
+
+
+def recount(m: int, n: int, steps: int = 5) -> float:
+    """Flops of `steps` polar steps on an m x n matrix, product by product: X X^T, A A, B X
+    on the short side s and long side l (a product (a x b)(b x c) costs 2 a b c)."""
+    s, l = min(m, n), max(m, n)
+    gram = 2 * s * l * s
+    square = 2 * s * s * s
+    apply = 2 * s * s * l
+    return steps * (gram + square + apply)
+
+
+@pytest.mark.parametrize("name", ["gpt2-small", "1.3b"])
+@pytest.mark.parametrize("world", [2, 4, 8])
+def test_busiest_rank_within_10_percent_of_the_mean(name, world):
+    shapes = SETS[name]
+    plan = plan_shapes(shapes, world)
+    stacks: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        stacks.setdefault(shape, []).append(i)
+    loads = [0.0] * world
+    owned = 0
+    for s, (shape, members) in enumerate(stacks.items()):
+        assert len(plan.owners[s]) == len(members)
+        for owner in plan.owners[s]:
+            loads[owner] += recount(*shape)
+            owned += 1
+    assert owned == len(shapes)
+    mean = sum(loads) / world
+    assert max(loads) / mean <= 1.1, (name, world, loads)
+
+
+def test_lpt_spreads_a_large_matrix_and_small_ones():
+    """One (64, 64) and four (8, 64) matrices on 2 ranks: the big one alone on rank 0, the
+    four small ones on rank 1 (a split of each stack in halves would put the big one and two
+    small ones on rank 0)."""
+    plan = plan_shapes([(64, 64), (8, 64), (8, 64), (8, 64), (8, 64)], 2)
+    assert plan.owners == ((0,), (1, 1, 1, 1))
+    assert plan.loads[0] == recount(64, 64)
+    assert plan.loads[1] == 4 * recount(8, 64)
+
+
+def test_plans_continue_from_earlier_work():
+    first = balance([[3.0]], 2)
+    second = balance([[2.0, 1.0]], 2, start=first.totals)
+    assert first.owners == ((0,),) and second.owners == ((1, 1),)
+    assert second.totals == (3.0, 3.0) and second.imbalance == 1.0
+
+
+def test_bad_world_raises():
+    with pytest.raises(ValueError, match="world=0"):
+        balance([[1.0]], 0)

@@ -35,6 +35,7 @@ from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
 from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
+from steepest.experiments.targets import gradient_norms, regression
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tune import tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
@@ -933,6 +934,8 @@ CLAIMS: dict[str, str] = {
     "than Adam on imbalanced data",
     "implicit-bias": "Fan et al., arXiv 2502.04664: normalized steepest descent in a norm "
     "maximizes the margin in that norm",
+    "regression": regression.CLAIM,
+    "gradient-norms": gradient_norms.CLAIM,
 }
 
 CRITERIA: dict[str, str] = {
@@ -954,6 +957,8 @@ CRITERIA: dict[str, str] = {
     "over the best other method's, per draw: lead clearly > 0 and ratio clearly > 0.9 in all "
     "three norms -> agrees; lead clearly < 0 in one norm while the own ratio moved < 0.01 over "
     "the second half of training on every draw -> disagrees; else inconclusive",
+    "regression": regression.CRITERION,
+    "gradient-norms": gradient_norms.CRITERION,
 }
 CLEARLY = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
@@ -971,6 +976,8 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "nds": nds,
     "imbalance": imbalance,
     "implicit-bias": implicit_bias,
+    "regression": regression.regression,
+    "gradient-norms": gradient_norms.gradient_norms,
 }
 
 VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
@@ -979,6 +986,8 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
     "nds": nds_verdicts,
     "imbalance": imbalance_verdicts,
     "implicit-bias": implicit_bias_verdicts,
+    "regression": regression.verdicts,
+    "gradient-norms": gradient_norms.verdicts,
 }
 
 #: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores
@@ -988,4 +997,13 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "nds": {"steps": 30, "measure_every": 10},
     "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
     "implicit-bias": {"steps": 1000},
+    "regression": {"samples": 1500, "threshold": 0.03, "max_steps": 1500},
+    "gradient-norms": {
+        "mlp_steps": 100,
+        "gpt_steps": 100,
+        "measure_every": 10,
+        "gpt_layers": 2,
+        "gpt_width": 64,
+        "measure_size": 2000,
+    },
 }

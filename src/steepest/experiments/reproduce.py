@@ -15,6 +15,10 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
   norm's exact maximum (Fan et al., arXiv 2502.04664).
+* ``regression``, ``gradient-norms``, ``batch-size``: in :mod:`steepest.experiments.targets`
+  (least squares with MNIST vs Gaussian features and the Eq. 7 quantities along training, Shen
+  et al., arXiv 2505.23737; steps to a target loss across batch sizes, Shah et al., arXiv
+  2505.02222).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
 from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
-from steepest.experiments.targets import gradient_norms, regression
+from steepest.experiments.targets import batch_size, gradient_norms, regression
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tune import tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
@@ -936,6 +940,7 @@ CLAIMS: dict[str, str] = {
     "maximizes the margin in that norm",
     "regression": regression.CLAIM,
     "gradient-norms": gradient_norms.CLAIM,
+    "batch-size": batch_size.CLAIM,
 }
 
 CRITERIA: dict[str, str] = {
@@ -959,6 +964,7 @@ CRITERIA: dict[str, str] = {
     "the second half of training on every draw -> disagrees; else inconclusive",
     "regression": regression.CRITERION,
     "gradient-norms": gradient_norms.CRITERION,
+    "batch-size": f"{batch_size.CRITERION}; {batch_size.CRITERION_FIT}",
 }
 CLEARLY = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
@@ -978,6 +984,7 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "implicit-bias": implicit_bias,
     "regression": regression.regression,
     "gradient-norms": gradient_norms.gradient_norms,
+    "batch-size": batch_size.batch_size,
 }
 
 VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
@@ -988,6 +995,7 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
     "implicit-bias": implicit_bias_verdicts,
     "regression": regression.verdicts,
     "gradient-norms": gradient_norms.verdicts,
+    "batch-size": batch_size.verdicts,
 }
 
 #: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores
@@ -1006,4 +1014,5 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
         "gpt_width": 64,
         "measure_size": 2000,
     },
+    "batch-size": {"batch_sizes": "64,1024", "seeds": 3, "max_steps": 1000},
 }

@@ -153,13 +153,15 @@ def batch_size(
     Task mnist-mlp (784-128-64-10, ``train_size`` training images); the loss is measured on a
     fixed set of 2048 training images (optimization speed, not generalization);
     constant learning rates, no warmup; AdamW betas (0.9, 0.95) on every parameter for
-    ``adamw``; Muon (momentum 0.95, Nesterov) on W1, W2 and AdamW on the head for ``muon``.
+    ``adamw``; Muon (Nesterov 0.95, Polar Express msign, spectral scale) on W1, W2 and AdamW
+    on the head for ``muon``.
     For each optimizer and batch size, one factor c scales the task's default learning rates
     (matrices and the AdamW groups together); c is tuned on seed ``seeds`` (not reported) to
     minimize the steps to the target, on a grid of factor 2 widened until the best is inside.
     Then seeds 0..``seeds``-1 each give S(B) per optimizer; a run that misses the target within
-    ``max_steps`` counts ``max_steps`` plus its best loss while tuning and as missing when
-    reported. Criteria: :data:`CRITERION` and :data:`CRITERION_FIT`.
+    ``max_steps`` counts as missing when reported; while tuning, a run stops at 4x the fewest
+    steps seen so far in its search (or ``max_steps``) and scores that cap plus its best loss.
+    Criteria: :data:`CRITERION` and :data:`CRITERION_FIT`.
 
     References:
         Shah et al., arXiv 2505.02222; McCandlish et al., arXiv 1812.06162.
@@ -186,12 +188,21 @@ def batch_size(
             task = tasks[b]
             assert isinstance(task, MnistMLP)
 
-            def score(c: float, task: MnistMLP = task, name: str = name) -> float:
+            fastest = [float(max_steps)]
+
+            def score(
+                c: float, task: MnistMLP = task, name: str = name, fastest: list[float] = fastest
+            ) -> float:
+                # a run slower than 4x the fastest so far cannot win: it stops there
+                cap = min(max_steps, math.ceil(4 * fastest[0]))
                 lr, adamw_lr = task.default_lrs[name]
                 s, best = steps_to_target(
-                    task, name, lr * c, adamw_lr * c, target=target, max_steps=max_steps, seed=seeds
+                    task, name, lr * c, adamw_lr * c, target=target, max_steps=cap, seed=seeds
                 )
-                return s if s is not None else max_steps + best
+                if s is None:
+                    return cap + best
+                fastest[0] = min(fastest[0], s)
+                return s
 
             search = tune_lr(score, 1.0)
             tuning.append(search)

@@ -93,16 +93,30 @@ def test_steps_to_target_matches_a_hand_run(one_thread):
     assert missed is None and low == pytest.approx(min(losses[s] for s in grid), rel=1e-4)
 
 
-def test_critical_batch_fit_against_numpy():
+def test_critical_batch_fits_against_numpy_and_scipy():
+    from scipy.optimize import least_squares
+
     sizes = [16, 64, 256, 1024]
     steps = [300.0 * (1 + 200.0 / b) for b in sizes]
-    s_min, b_crit = target.critical_batch(sizes, steps)
-    assert (s_min, b_crit) == pytest.approx((300.0, 200.0), rel=1e-9)
+    for fit in (target.critical_batch, target.critical_batch_linear):
+        assert fit(sizes, steps) == pytest.approx((300.0, 200.0), rel=1e-6)
     noisy = [s * f for s, f in zip(steps, (1.1, 0.9, 1.05, 0.97), strict=True)]
     slope, intercept = np.polyfit([1 / b for b in sizes], noisy, 1)
-    assert target.critical_batch(sizes, noisy) == pytest.approx((intercept, slope / intercept))
+    assert target.critical_batch_linear(sizes, noisy) == pytest.approx(
+        (intercept, slope / intercept)
+    )
+
+    def residuals(p):  # p = (ln S_min, ln B_crit)
+        pairs = zip(noisy, sizes, strict=True)
+        return [math.log(s) - p[0] - math.log1p(math.exp(p[1]) / b) for s, b in pairs]
+
+    oracle = least_squares(residuals, [math.log(300.0), math.log(100.0)], xtol=1e-14).x
+    got = target.critical_batch(sizes, noisy)
+    assert got == pytest.approx((math.exp(oracle[0]), math.exp(oracle[1])), rel=1e-5)
+    # no fit without every count; B_crit past the searched range is that range's end
     assert math.isnan(target.critical_batch(sizes, [1.0, math.nan, 1.0, 1.0])[1])
-    assert math.isnan(target.critical_batch([1, 2], [5.0, 1.0])[1])  # S_min <= 0: no fit
+    assert math.isnan(target.critical_batch_linear([1, 2], [5.0, 1.0])[1])  # S_min <= 0
+    assert target.critical_batch(sizes, [4096.0 / b for b in sizes])[1] == pytest.approx(64 * 1024)
 
 
 def _synthetic(adamw_crit, muon_crit):

@@ -34,8 +34,9 @@ from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of
 __all__ = [
     "CLAIM",
     "CRITERION",
-    "critical_batch",
     "batch_size",
+    "critical_batch",
+    "critical_batch_linear",
     "steps_to_target",
     "verdicts",
 ]
@@ -50,8 +51,8 @@ CRITERION = (
     "< 0 -> disagrees, else inconclusive"
 )
 CRITERION_FIT = (
-    "per seed, ln(B_crit Muon / B_crit AdamW) from the fit S(B) = S_min (1 + B_crit / B): "
-    "clearly > 0 -> agrees, clearly < 0 -> disagrees, else inconclusive"
+    "per seed, ln(B_crit Muon / B_crit AdamW) from the fit S(B) = S_min (1 + B_crit / B) in log "
+    "steps: clearly > 0 -> agrees, clearly < 0 -> disagrees, else inconclusive"
 )
 OPTIMIZERS = ("adamw", "muon")
 
@@ -121,10 +122,10 @@ def steps_to_target(
     return None, best
 
 
-def critical_batch(batch_sizes: list[int], steps: list[float]) -> tuple[float, float]:
+def critical_batch_linear(batch_sizes: list[int], steps: list[float]) -> tuple[float, float]:
     """(S_min, B_crit) of the least-squares fit S(B) = S_min + S_min B_crit / B, a line in 1/B
     (McCandlish et al., arXiv 1812.06162, Eq. 2.11); nan where S_min <= 0 or a step count is
-    missing."""
+    missing. The smallest batch size, with the most steps, dominates this fit."""
     if len(batch_sizes) < 2 or not all(math.isfinite(s) for s in steps):
         return math.nan, math.nan
     x = [1.0 / b for b in batch_sizes]
@@ -136,6 +137,46 @@ def critical_batch(batch_sizes: list[int], steps: list[float]) -> tuple[float, f
     if s_min <= 0:
         return s_min, math.nan
     return s_min, slope / s_min
+
+
+def critical_batch(batch_sizes: list[int], steps: list[float]) -> tuple[float, float]:
+    """(S_min, B_crit) minimizing sum_B (ln S(B) - ln(S_min (1 + B_crit / B)))^2: McCandlish et
+    al.'s model (arXiv 1812.06162, Eq. 2.11) fitted in log steps, so that every batch size
+    weighs the same. B_crit is searched on [min B / 64, 64 max B] (a log grid, then golden
+    section) and is that range's end where the best fit lies beyond it; nan where a step count
+    is missing or not positive."""
+    if len(batch_sizes) < 2 or not all(math.isfinite(s) and s > 0 for s in steps):
+        return math.nan, math.nan
+    log_steps = [math.log(s) for s in steps]
+
+    def offset(log_b: float) -> list[float]:
+        return [
+            ls - math.log1p(math.exp(log_b) / b)
+            for ls, b in zip(log_steps, batch_sizes, strict=True)
+        ]
+
+    def misfit(log_b: float) -> float:
+        r = offset(log_b)
+        mean = sum(r) / len(r)
+        return sum((v - mean) ** 2 for v in r)
+
+    lo, hi = math.log(min(batch_sizes) / 64), math.log(64 * max(batch_sizes))
+    grid = [lo + (hi - lo) * i / 400 for i in range(401)]
+    i = min(range(len(grid)), key=lambda k: misfit(grid[k]))
+    if 0 < i < len(grid) - 1:
+        a, b = grid[i - 1], grid[i + 1]
+        golden = (math.sqrt(5) - 1) / 2
+        for _ in range(80):
+            c, d = b - golden * (b - a), a + golden * (b - a)
+            if misfit(c) < misfit(d):
+                b = d
+            else:
+                a = c
+        best = (a + b) / 2
+    else:
+        best = grid[i]
+    r = offset(best)
+    return math.exp(sum(r) / len(r)), math.exp(best)
 
 
 def batch_size(
@@ -315,8 +356,14 @@ def verdicts(record: dict[str, Any]) -> list[Verdict]:
         math.log(m / a) if a > 0 and m > 0 else math.nan
         for a, m in zip(b_crit["adamw"], b_crit["muon"], strict=True)
     ]
+    linear = {
+        name: [critical_batch_linear(sizes, row)[1] for row in _per_seed(record, name)]
+        for name in OPTIMIZERS
+    }
     fit_lines = "; ".join(
-        f"{name}: B_crit {fmt(b_crit[name])}, S_min {fmt(s_min[name])}" for name in OPTIMIZERS
+        f"{name}: B_crit {fmt(b_crit[name])}, S_min {fmt(s_min[name])} (fit in steps, not "
+        f"log steps: B_crit {fmt(linear[name])})"
+        for name in OPTIMIZERS
     )
     note = f" (runs short of the target: AdamW {missed['adamw']}, Muon {missed['muon']})"
     return [

@@ -52,16 +52,30 @@ def _by_hand(seed):
         for p in hidden:
             p -= lr * lr_factor(0, 2, task.warmup, task.schedule) * p.grad
     head.step()
-    g1, w1 = grads(), [p.detach().double().numpy() for p in hidden]
+    g1, w1 = grads(), [p.detach().double().numpy().copy() for p in hidden]
+    # the probe: W_t - (||dW||_F / ||G_t||_F) G_t, in the model's float32, then put back
+    with torch.no_grad():
+        for p, a0, a1, b0 in zip(hidden, w0, w1, g0, strict=True):
+            size = np.linalg.norm(a1 - a0) / np.linalg.norm(b0)
+            p.copy_(torch.from_numpy(a0 - size * b0))
+    gp, wp = grads(), [p.detach().double().numpy().copy() for p in hidden]
     out = {}
-    for name, a0, a1, b0, b1 in zip(("0.weight", "2.weight"), w0, w1, g0, g1, strict=True):
+    for name, a0, a1, b0, b1, c0, c1 in zip(
+        ("0.weight", "2.weight"), w0, w1, g0, g1, wp, gp, strict=True
+    ):
+        s0 = np.linalg.svd(b0, compute_uv=False)
+        dgp = np.linalg.svd(c1 - b0, compute_uv=False)
+        dwp = np.linalg.svd(c0 - a0, compute_uv=False)
+        Lp, Jp = np.sqrt((dgp**2).sum() / (dwp**2).sum()), dgp.sum() / dwp[0]
         s = np.linalg.svd(b1, compute_uv=False)
         dg = np.linalg.svd(b1 - b0, compute_uv=False)
         dw = np.linalg.svd(a1 - a0, compute_uv=False)
         L, J = np.sqrt((dg**2).sum() / (dw**2).sum()), dg.sum() / dw[0]
         nf = s.sum() ** 2 / (s**2).sum()
+        probe = s0.sum() ** 2 / (s0**2).sum() * Lp / Jp
         out[name] = {"nuclear_frobenius": nf, "frobenius_smoothness": L,
-                     "spectral_smoothness": J, "eq7_ratio": nf * L / J}  # fmt: skip
+                     "spectral_smoothness": J, "eq7_ratio": nf * L / J,
+                     "eq7_ratio_gradient_probe": probe}  # fmt: skip
     return out
 
 

@@ -51,7 +51,13 @@ CRITERION = (
 )
 #: model -> (task, the paper's baseline optimizer, Muon)
 MODELS = {"mlp": ("mnist-mlp", "sgd", "muon"), "gpt": ("shakespeare-char", "adamw", "muon")}
-QUANTITIES = ("nuclear_frobenius", "frobenius_smoothness", "spectral_smoothness", "eq7_ratio")
+QUANTITIES = (
+    "nuclear_frobenius",
+    "frobenius_smoothness",
+    "spectral_smoothness",
+    "eq7_ratio",
+    "eq7_ratio_gradient_probe",
+)
 
 
 def _gradients(
@@ -102,8 +108,11 @@ def measure_run(
     ``measure_every`` steps and at the last step, the gradients G_t, G_t+1 of the loss on
     ``measure_batch`` at the iterates before and after that step give, per hidden matrix:
     ||G_t+1||_*^2 / ||G_t+1||_F^2, L_t = ||dG||_F / ||dW||_F, J_t = ||dG||_* / ||dW||_2 and
-    the Eq. 7 ratio (``steepest.diagnostics.muon_advantage_ratio``), in float64. A fused
-    weight that the matrix rule splits into row blocks is measured per block."""
+    the Eq. 7 ratio (``steepest.diagnostics.muon_advantage_ratio``), in float64. Beside it,
+    ``eq7_ratio_gradient_probe``: the Eq. 7 ratio at W_t with L and J from a probe step along
+    -G_t of the same Frobenius norm as the actual step (the same direction rule for every
+    optimizer; the model is restored after the probe). A fused weight that the matrix rule
+    splits into row blocks is measured per block."""
     torch.manual_seed(seed)
     model = task.build_model()
     matrices, pieces = _hidden_matrices(model, task.routing())
@@ -140,12 +149,34 @@ def measure_run(
         loss, g_after = _gradients(measure_loss, matrices)
         curve["step"].append(step + 1)
         curve["loss"].append(loss)
-        w_after = [p.detach().double() for p in matrices]
+        w_after = [p.detach().double().clone() for p in matrices]
+        w_probe = [w.clone() for w in w_before]
+        for _, i, rows in pieces:  # W_t - (||dW||_F / ||G_t||_F) G_t, per matrix
+            size = (w_after[i][rows] - w_before[i][rows]).norm() / g_before[i][rows].norm()
+            w_probe[i][rows] -= size * g_before[i][rows]
+        kept = [p.detach().clone() for p in matrices]
+        with torch.no_grad():
+            for p, w in zip(matrices, w_probe, strict=True):
+                p.copy_(w)
+        _, g_probe = _gradients(measure_loss, matrices)
+        w_probe = [p.detach().double().clone() for p in matrices]  # rounded as the model's
+        with torch.no_grad():
+            for p, w in zip(matrices, kept, strict=True):
+                p.copy_(w)
         for name, i, rows in pieces:
             w0, w1, g0, g1 = (t[i][rows] for t in (w_before, w_after, g_before, g_after))
             est = smoothness_estimates(w0, w1, g0, g1)
             L, J = est["frobenius_smoothness"], est["spectral_smoothness"]
-            values = (nuclear_frobenius_ratio(g1), L, J, muon_advantage_ratio(g1, L, J))
+            probe = smoothness_estimates(w0, w_probe[i][rows], g0, g_probe[i][rows])
+            values = (
+                nuclear_frobenius_ratio(g1),
+                L,
+                J,
+                muon_advantage_ratio(g1, L, J),
+                muon_advantage_ratio(
+                    g0, probe["frobenius_smoothness"], probe["spectral_smoothness"]
+                ),
+            )
             for q, v in zip(QUANTITIES, values, strict=True):
                 curve["layers"][name][q].append(v.item())
     bar.close()
@@ -265,13 +296,17 @@ def _plot(record: dict[str, Any], out: Path) -> None:
                 tag = "L_t" if q == "frobenius_smoothness" else "J_t"
                 row[2].plot(step, values, style, label=f"{name} {tag}")
             ratio = seed_mean([_layer_mean(c, "eq7_ratio") for c in curves])
-            row[3].plot(step, ratio, label=label)
+            line = row[3].plot(step, ratio, label=label)
+            probe = seed_mean([_layer_mean(c, "eq7_ratio_gradient_probe") for c in curves])
+            row[3].plot(
+                step, probe, "--", color=line[0].get_color(), label=f"{name}, L, J along -G"
+            )
         row[3].axhline(1.0, color="gray", linestyle=":")
         titles = (
             "loss on the measurement batch",
             "||G||_*^2 / ||G||_F^2",
             "secant L_t (solid), J_t (dashed)",
-            "Eq. 7 ratio ||G||_*^2 L_t / (||G||_F^2 J_t)",
+            "Eq. 7 ratio; dashed: L_t, J_t along -G",
         )
         for ax, title in zip(row, titles, strict=True):
             ax.set_title(f"{model_name}: {title}", fontsize=9)
@@ -288,10 +323,10 @@ def _plot(record: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def _medians(run: dict[str, Any]) -> list[dict[str, float]]:
-    """Per seed, each hidden matrix's median Eq. 7 ratio over the measurements."""
+def _medians(run: dict[str, Any], quantity: str = "eq7_ratio") -> list[dict[str, float]]:
+    """Per seed, each hidden matrix's median of ``quantity`` over the measurements."""
     return [
-        {n: statistics.median(layer["eq7_ratio"]) for n, layer in c["layers"].items()}
+        {n: statistics.median(layer[quantity]) for n, layer in c["layers"].items()}
         for c in run["curves"]
     ]
 
@@ -320,8 +355,12 @@ def verdicts(record: dict[str, Any]) -> list[Verdict]:
             ]
             if role == "muon":
                 effect = [math.log(v) for v in smallest]
+            probe = ""
+            if "eq7_ratio_gradient_probe" in next(iter(run["curves"][0]["layers"].values())):
+                probed = [min(m.values()) for m in _medians(run, "eq7_ratio_gradient_probe")]
+                probe = f", with L and J along -G instead: {fmt(probed)}"
             lines.append(
-                f"{name}: smallest layer median {fmt(smallest)}, share of measurements > 1 "
+                f"{name}: smallest layer median {fmt(smallest)}{probe}, share of measurements > 1 "
                 f"{fmt(above)}, median ||G||_*^2/||G||_F^2 {fmt(nf)}"
             )
         out.append(

@@ -54,14 +54,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_steps_to_target_matches_a_hand_run(one_thread):
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_steps_to_target_matches_a_hand_run(one_thread, warmup):
     """torch.optim.AdamW on the task's batches, the loss evaluated every step; the function
     evaluates on a geometric grid and interpolates between the grid points around the target."""
     task = make_task("mnist-mlp", batch_size=256)
     task.setup(torch.device("cpu"))
     target_loss, max_steps = 0.8, 40
     got, best = target.steps_to_target(
-        task, "adamw", 6e-3, 3e-3, target=target_loss, max_steps=max_steps, seed=1
+        task, "adamw", 6e-3, 3e-3, target=target_loss, max_steps=max_steps, seed=1, warmup=warmup
     )
     torch.manual_seed(1)
     model = task.build_model()
@@ -73,9 +74,12 @@ def test_steps_to_target_matches_a_hand_run(one_thread):
     )
     x, y = task.train_x[:2048], task.train_y[:2048]
     losses, batches = [], task.batches(1)
-    for _ in range(max_steps + 1):
+    for step in range(max_steps + 1):
         with torch.no_grad():
             losses.append(F.cross_entropy(model(x), y).item())
+        factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        for group, base in zip(opt.param_groups, (6e-3, 3e-3), strict=True):
+            group["lr"] = base * factor
         bx, by = next(batches)
         F.cross_entropy(model(bx), by).backward()
         opt.step()
@@ -88,7 +92,7 @@ def test_steps_to_target_matches_a_hand_run(one_thread):
     assert best == pytest.approx(min(losses[s] for s in grid[: hit + 1]), rel=1e-4)
     # a target below anything reached in max_steps: None and the best loss on the grid
     missed, low = target.steps_to_target(
-        task, "adamw", 6e-3, 3e-3, target=1e-3, max_steps=max_steps, seed=1
+        task, "adamw", 6e-3, 3e-3, target=1e-3, max_steps=max_steps, seed=1, warmup=warmup
     )
     assert missed is None and low == pytest.approx(min(losses[s] for s in grid), rel=1e-4)
 

@@ -75,12 +75,13 @@ def steps_to_target(
     target: float,
     max_steps: int,
     seed: int,
+    warmup: int = 0,
     measure_size: int = 2048,
     spacing: float = 1.05,
 ) -> tuple[float | None, float]:
-    """Train at the constant ``lr`` (matrices) and ``adamw_lr`` (the rest) from the seed's
-    initialization and data order until the loss on the first ``measure_size`` training
-    images is <= ``target``.
+    """Train at the constant ``lr`` (matrices) and ``adamw_lr`` (the rest), after a linear
+    warmup over ``warmup`` steps, from the seed's initialization and data order until the loss
+    on the first ``measure_size`` training images is <= ``target``.
 
     That loss is evaluated at steps 0, round(spacing^i) and ``max_steps``; the step count is
     interpolated linearly in the loss between the last evaluation above the target and the
@@ -93,6 +94,7 @@ def steps_to_target(
     torch.manual_seed(seed)
     model = task.build_model()
     optimizers = build_optimizer(optimizer, model, lr, adamw_lr, routing=task.routing())
+    base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
     batches = task.batches(seed)
     checks = set(_eval_steps(max_steps, spacing))
     measure = (task.train_x[:measure_size], task.train_y[:measure_size])
@@ -115,6 +117,11 @@ def steps_to_target(
             last = (step, loss)
         if step == max_steps:
             break
+        if step <= warmup:
+            factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            for opt, lrs in zip(optimizers, base, strict=True):
+                for group, b in zip(opt.param_groups, lrs, strict=True):
+                    group["lr"] = b * factor
         torch.autograd.backward(task.loss(model, next(batches)))
         for opt in optimizers:
             opt.step()
@@ -188,12 +195,14 @@ def batch_size(
     max_steps: int = 2000,
     seeds: int = 5,
     train_size: int = 8000,
+    warmup: int = 0,
 ) -> dict[str, Any]:
     """Steps to a training loss of ``target`` for AdamW and Muon across ``batch_sizes``.
 
     Task mnist-mlp (784-128-64-10, ``train_size`` training images); the loss is measured on a
     fixed set of 2048 training images (optimization speed, not generalization);
-    constant learning rates, no warmup; AdamW betas (0.9, 0.95) on every parameter for
+    constant learning rates after a linear warmup over ``warmup`` steps (none by default, the
+    same for both optimizers); AdamW betas (0.9, 0.95) on every parameter for
     ``adamw``; Muon (Nesterov 0.95, Polar Express msign, spectral scale) on W1, W2 and AdamW
     on the head for ``muon``.
     For each optimizer and batch size, one factor c scales the task's default learning rates
@@ -238,7 +247,14 @@ def batch_size(
                 cap = min(max_steps, math.ceil(4 * fastest[0]))
                 lr, adamw_lr = task.default_lrs[name]
                 s, best = steps_to_target(
-                    task, name, lr * c, adamw_lr * c, target=target, max_steps=cap, seed=seeds
+                    task,
+                    name,
+                    lr * c,
+                    adamw_lr * c,
+                    target=target,
+                    max_steps=cap,
+                    seed=seeds,
+                    warmup=warmup,
                 )
                 if s is None:
                     return cap + best
@@ -258,6 +274,7 @@ def batch_size(
                         target=target,
                         max_steps=max_steps,
                         seed=seed,
+                        warmup=warmup,
                     )[0]
                     for seed in range(seeds)
                 ]
@@ -279,7 +296,8 @@ def batch_size(
         "max_steps": max_steps,
         "seeds": list(range(seeds)),
         "tuning_seed": seeds,
-        "schedule": "constant lr, no warmup",
+        "schedule": f"constant lr after a linear warmup of {warmup} steps",
+        "warmup_steps": warmup,
         "measure": "cross-entropy on the first 2048 training images",
         "optimizers": results,
         "note": "steps None: the target was not reached within max_steps",
@@ -327,7 +345,10 @@ def _plot(record: dict[str, Any], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     seeds = len(record["seeds"])
-    fig.suptitle(f"{record['task']}: steps to target vs batch size, lr tuned per B, {seeds} seeds")
+    warm = f", warmup {record['warmup_steps']} steps" if record.get("warmup_steps") else ""
+    fig.suptitle(
+        f"{record['task']}: steps to target vs batch size, lr tuned per B, {seeds} seeds{warm}"
+    )
     fig.tight_layout()
     fig.savefig(out / "batch-size.png")
     plt.close(fig)

@@ -20,7 +20,7 @@ from steepest.experiments.tasks import make_task
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch-size")
     argv = ["reproduce", "batch-size", "--out", str(out), "--threads", "1", "--no-progress"]
-    for opt in ("batch_sizes=32,128", "target=1.2", "max_steps=30", "seeds=3"):
+    for opt in ("batch_sizes=32,128", "target=1.2", "max_steps=30", "seeds=3", "warmups=0,2"):
         argv += ["--option", opt]
     return out, argv
 
@@ -39,8 +39,12 @@ def test_schema_png_and_printed_criterion(run, capsys):
         entry = record["optimizers"][name]
         assert len(entry["steps"]) == 2 and all(len(row) == 3 for row in entry["steps"])
         assert all(0 < s <= 30 for row in entry["steps"] for s in row if s is not None)
-        for search, lr in zip(entry["tuning"], entry["lr"], strict=True):
-            assert lr == pytest.approx(make_task("mnist-mlp").default_lrs[name][0] * search["best"])
+        base = make_task("mnist-mlp").default_lrs[name][0]
+        for search, lr, warm in zip(
+            entry["tuning"], entry["lr"], entry["warmup_steps"], strict=True
+        ):
+            assert lr == pytest.approx(base * search["lr_again"]["best"])
+            assert warm == search["warmup"]["best"] and warm in (0, 2)
     outcomes = [v["outcome"] for v in record["verdicts"]]
     assert len(outcomes) == 2 and set(outcomes) <= {"agrees", "disagrees", "inconclusive"}
 
@@ -157,6 +161,7 @@ def test_batch_size_verdicts_from_synthetic_records(adamw_crit, muon_crit, outco
         ({"batch_sizes": "64"}, "batch_sizes='64'"),
         ({"batch_sizes": "256,64"}, "batch_sizes='256,64'"),
         ({"target": 3.0}, "target=3.0"),
+        ({"warmups": "5,0"}, "warmups='5,0'"),
     ],
 )
 def test_bad_options_are_named(tmp_path, option, match):

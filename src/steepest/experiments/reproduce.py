@@ -1014,5 +1014,5 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
         "gpt_width": 64,
         "measure_size": 2000,
     },
-    "batch-size": {"batch_sizes": "64,1024", "seeds": 3, "max_steps": 1000},
+    "batch-size": {"batch_sizes": "64,1024", "seeds": 3, "max_steps": 1000, "warmups": "0,5"},
 }

@@ -16,6 +16,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from steepest.experiments.report import write_json_record
 from steepest.experiments.targets._common import OUTCOME_OF_SIGN, pyplot
 from steepest.experiments.tasks import make_task
 from steepest.experiments.tasks.mnist_mlp import MnistMLP
-from steepest.experiments.tune import GridSearch, tune_lr
+from steepest.experiments.tune import GridSearch, tune_choice, tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of
 
 __all__ = [
@@ -195,19 +196,20 @@ def batch_size(
     max_steps: int = 2000,
     seeds: int = 5,
     train_size: int = 8000,
-    warmup: int = 0,
+    warmups: str = "0,2,5,10,20",
 ) -> dict[str, Any]:
     """Steps to a training loss of ``target`` for AdamW and Muon across ``batch_sizes``.
 
     Task mnist-mlp (784-128-64-10, ``train_size`` training images); the loss is measured on a
     fixed set of 2048 training images (optimization speed, not generalization);
-    constant learning rates after a linear warmup over ``warmup`` steps (none by default, the
-    same for both optimizers); AdamW betas (0.9, 0.95) on every parameter for
+    constant learning rates after a linear warmup; AdamW betas (0.9, 0.95) on every parameter for
     ``adamw``; Muon (Nesterov 0.95, Polar Express msign, spectral scale) on W1, W2 and AdamW
     on the head for ``muon``.
     For each optimizer and batch size, one factor c scales the task's default learning rates
-    (matrices and the AdamW groups together); c is tuned on seed ``seeds`` (not reported) to
-    minimize the steps to the target, on a grid of factor 2 widened until the best is inside.
+    (matrices and the AdamW groups together); c and the warmup (steps, one of ``warmups``) are
+    tuned on seed ``seeds`` (not reported) to minimize the steps to the target: c on a grid of
+    factor 2 widened until the best is inside, at the shortest warmup; then the warmup; then c
+    again at that warmup.
     Then seeds 0..``seeds``-1 each give S(B) per optimizer; a run that misses the target within
     ``max_steps`` counts as missing when reported; while tuning, a run stops at 4x the fewest
     steps seen so far in its search (or ``max_steps``) and scores that cap plus its best loss.
@@ -221,6 +223,11 @@ def batch_size(
         raise ValueError(
             f"batch-size: batch_sizes={batch_sizes!r}; need at least two increasing positive ints"
         )
+    warm_values = [int(w) for w in str(warmups).split(",")]
+    if any(w < 0 for w in warm_values) or warm_values != sorted(set(warm_values)):
+        raise ValueError(
+            f"batch-size: warmups={warmups!r}; need increasing non-negative ints (warmup steps)"
+        )
     if not 0 < target < math.log(10):
         raise ValueError(f"batch-size: target={target!r}; need a loss in (0, ln 10)")
     tasks = {b: make_task("mnist-mlp", batch_size=b, train_size=train_size) for b in sizes}
@@ -232,16 +239,20 @@ def batch_size(
     bar = tqdm(total=len(OPTIMIZERS) * len(sizes), desc="batch-size", disable=not progress)
     for name in OPTIMIZERS:
         base_lr, base_adamw_lr = first.default_lrs[name]
-        tuning: list[GridSearch] = []
+        tuning: list[dict[str, GridSearch]] = []
+        chosen: list[tuple[float, int]] = []
         steps: list[list[float | None]] = []
         for b in sizes:
             task = tasks[b]
             assert isinstance(task, MnistMLP)
-
             fastest = [float(max_steps)]
 
             def score(
-                c: float, task: MnistMLP = task, name: str = name, fastest: list[float] = fastest
+                c: float,
+                warm: float,
+                task: MnistMLP = task,
+                name: str = name,
+                fastest: list[float] = fastest,
             ) -> float:
                 # a run slower than 4x the fastest so far cannot win: it stops there
                 cap = min(max_steps, math.ceil(4 * fastest[0]))
@@ -254,16 +265,22 @@ def batch_size(
                     target=target,
                     max_steps=cap,
                     seed=seeds,
-                    warmup=warmup,
+                    warmup=int(warm),
                 )
                 if s is None:
                     return cap + best
                 fastest[0] = min(fastest[0], s)
                 return s
 
-            search = tune_lr(score, 1.0)
-            tuning.append(search)
-            c = search.best
+            # lr at the shortest warmup, then the warmup at that lr, then the lr again
+            lr_search = tune_lr(functools.partial(score, warm=warm_values[0]), 1.0)
+            warm_search = tune_choice(
+                functools.partial(score, lr_search.best), warm_values, warm_values[0]
+            )
+            again = tune_lr(functools.partial(score, warm=warm_search.best), lr_search.best)
+            tuning.append({"lr": lr_search, "warmup": warm_search, "lr_again": again})
+            c, warm = again.best, int(warm_search.best)
+            chosen.append((c, warm))
             steps.append(
                 [
                     steps_to_target(
@@ -274,15 +291,16 @@ def batch_size(
                         target=target,
                         max_steps=max_steps,
                         seed=seed,
-                        warmup=warmup,
+                        warmup=warm,
                     )[0]
                     for seed in range(seeds)
                 ]
             )
             bar.update(1)
         results[name] = {
-            "lr": [base_lr * t.best for t in tuning],
-            "adamw_lr": [base_adamw_lr * t.best for t in tuning],
+            "lr": [base_lr * c for c, _ in chosen],
+            "adamw_lr": [base_adamw_lr * c for c, _ in chosen],
+            "warmup_steps": [w for _, w in chosen],
             "tuning": tuning,
             "steps": steps,
         }
@@ -296,8 +314,8 @@ def batch_size(
         "max_steps": max_steps,
         "seeds": list(range(seeds)),
         "tuning_seed": seeds,
-        "schedule": f"constant lr after a linear warmup of {warmup} steps",
-        "warmup_steps": warmup,
+        "schedule": "constant lr after a linear warmup (steps tuned among warmups)",
+        "warmups": warm_values,
         "measure": "cross-entropy on the first 2048 training images",
         "optimizers": results,
         "note": "steps None: the target was not reached within max_steps",
@@ -345,9 +363,8 @@ def _plot(record: dict[str, Any], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     seeds = len(record["seeds"])
-    warm = f", warmup {record['warmup_steps']} steps" if record.get("warmup_steps") else ""
     fig.suptitle(
-        f"{record['task']}: steps to target vs batch size, lr tuned per B, {seeds} seeds{warm}"
+        f"{record['task']}: steps to target vs batch size, lr and warmup tuned per B, {seeds} seeds"
     )
     fig.tight_layout()
     fig.savefig(out / "batch-size.png")

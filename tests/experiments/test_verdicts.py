@@ -130,7 +130,9 @@ CASES = {
 
 @pytest.mark.parametrize("target", sorted(CASES))
 def test_each_outcome_from_synthetic_results(target):
-    assert set(CASES) == set(VERDICTS)
+    # a target in its own module (steepest.experiments.targets) has these tests in its own file
+    own = {n for n, f in VERDICTS.items() if ".targets." in f.__module__}
+    assert set(CASES) == set(VERDICTS) - own
     outcomes = set()
     for record, expected in CASES[target]:
         verdicts = VERDICTS[target](record)

@@ -15,6 +15,10 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
   norm's exact maximum (Fan et al., arXiv 2502.04664).
+* ``regression``, ``gradient-norms``, ``batch-size``: in :mod:`steepest.experiments.targets`
+  (least squares with MNIST vs Gaussian features and the Eq. 7 quantities along training, Shen
+  et al., arXiv 2505.23737; steps to a target loss across batch sizes, Shah et al., arXiv
+  2505.02222).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
 from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
+from steepest.experiments.targets import batch_size, gradient_norms, regression
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tune import tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
@@ -933,6 +938,9 @@ CLAIMS: dict[str, str] = {
     "than Adam on imbalanced data",
     "implicit-bias": "Fan et al., arXiv 2502.04664: normalized steepest descent in a norm "
     "maximizes the margin in that norm",
+    "regression": regression.CLAIM,
+    "gradient-norms": gradient_norms.CLAIM,
+    "batch-size": batch_size.CLAIM,
 }
 
 CRITERIA: dict[str, str] = {
@@ -954,6 +962,9 @@ CRITERIA: dict[str, str] = {
     "over the best other method's, per draw: lead clearly > 0 and ratio clearly > 0.9 in all "
     "three norms -> agrees; lead clearly < 0 in one norm while the own ratio moved < 0.01 over "
     "the second half of training on every draw -> disagrees; else inconclusive",
+    "regression": regression.CRITERION,
+    "gradient-norms": gradient_norms.CRITERION,
+    "batch-size": f"{batch_size.CRITERION}; {batch_size.CRITERION_FIT}",
 }
 CLEARLY = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
@@ -971,6 +982,9 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "nds": nds,
     "imbalance": imbalance,
     "implicit-bias": implicit_bias,
+    "regression": regression.regression,
+    "gradient-norms": gradient_norms.gradient_norms,
+    "batch-size": batch_size.batch_size,
 }
 
 VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
@@ -979,6 +993,9 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
     "nds": nds_verdicts,
     "imbalance": imbalance_verdicts,
     "implicit-bias": implicit_bias_verdicts,
+    "regression": regression.verdicts,
+    "gradient-norms": gradient_norms.verdicts,
+    "batch-size": batch_size.verdicts,
 }
 
 #: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores
@@ -988,4 +1005,14 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "nds": {"steps": 30, "measure_every": 10},
     "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
     "implicit-bias": {"steps": 1000},
+    "regression": {"samples": 1500, "threshold": 0.03, "max_steps": 1500},
+    "gradient-norms": {
+        "mlp_steps": 100,
+        "gpt_steps": 100,
+        "measure_every": 10,
+        "gpt_layers": 2,
+        "gpt_width": 64,
+        "measure_size": 2000,
+    },
+    "batch-size": {"batch_sizes": "64,1024", "seeds": 3, "max_steps": 1000, "warmups": "0,5"},
 }

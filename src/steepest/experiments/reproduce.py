@@ -15,6 +15,14 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
   norm's exact maximum (Fan et al., arXiv 2502.04664).
+* ``amplification``: the NDS ratio AdamW / Muon against the Zipf exponent of zipf-pcfg data
+  (Bergemann et al., arXiv 2606.04662, Fig. 3).
+* ``layer-split``: within- and cross-layer parts of Muon's and AdamW's NDS (Bergemann et al.,
+  Fig. 4).
+* ``kronecker-hessian``: low-rank Kronecker fits of exact attention Hessians and the NDS they
+  imply (Bergemann et al., Assumption 5.1, Fig. 5).
+* ``grokking``: steps to generalize on modular addition with weight decay, tuned Muon and
+  AdamW (Tveit et al., arXiv 2504.16041).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
 from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
+from steepest.experiments.targets import amplification, grokking, kronecker_hessian, layer_split
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tune import tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
@@ -426,7 +435,10 @@ def _nds_run(
     base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
     params = [p for p in model.parameters() if p.requires_grad]
     batches = task.batches(seed)
-    keys = ("step", "train_loss", "nds", "update_norm", "gain", "penalty", "predicted", "actual")
+    keys = (
+        "step", "train_loss", "val_loss", "nds", "update_norm", "gain", "penalty", "predicted",
+        "actual",
+    )  # fmt: skip
     curve: dict[str, list[float]] = {k: [] for k in keys}
     for step in range(steps):
         factor = lr_factor(step, steps, task.warmup, task.schedule)
@@ -449,6 +461,7 @@ def _nds_run(
             for p, b in zip(params, before, strict=True):
                 p.copy_(b)
         check = taylor_check(functools.partial(task.loss, model, batch), params, minus_update, 1.0)
+        val_loss = task.evaluate(model)["val_loss"]
         with torch.no_grad():
             for p, a in zip(params, after, strict=True):
                 p.copy_(a)
@@ -457,6 +470,7 @@ def _nds_run(
         values = {
             "step": step,
             "train_loss": loss.item(),
+            "val_loss": val_loss,
             "nds": check["nds"],
             "update_norm": math.sqrt(check["update_norm_sq"]),
             "gain": check["first_order"],
@@ -467,6 +481,49 @@ def _nds_run(
         for k in keys:
             curve[k].append(float(values[k]))
     return curve
+
+
+#: the Taylor terms compared at matched validation loss
+MATCHED_KEYS = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
+
+
+def _at_loss(curve: dict[str, list[float]], level: float, key: str) -> float:
+    """``curve[key]`` at the first measured crossing of validation loss ``level``, linear in
+    the validation loss between the two measured steps around it (nan if never reached)."""
+    losses = curve["val_loss"]
+    for i, loss in enumerate(losses):
+        if loss <= level:
+            if i == 0 or losses[i - 1] == loss:
+                return curve[key][i]
+            t = (losses[i - 1] - level) / (losses[i - 1] - loss)
+            return curve[key][i - 1] + t * (curve[key][i] - curve[key][i - 1])
+    return math.nan
+
+
+def matched_loss_view(
+    adamw: dict[str, list[float]], muon: dict[str, list[float]], points: int = 9
+) -> dict[str, Any]:
+    """The Taylor terms of two runs at equal validation loss.
+
+    Levels: ``points`` values from the higher of the two runs' lowest validation losses (the
+    lowest loss both reach) up 80% of the way to the lower starting loss (the top 20%, the
+    first steps from the initialization, is left out). Each run's terms (:data:`MATCHED_KEYS`)
+    are interpolated at each level by :func:`_at_loss`.
+
+    Returns:
+        ``{"levels": [...], "adamw": {key: [...]}, "muon": {key: [...]}}``.
+
+    References:
+        Bergemann et al., arXiv 2606.04662, Sec. 3 (the comparison at matched validation loss).
+    """
+    top = min(adamw["val_loss"][0], muon["val_loss"][0])
+    floor = max(min(adamw["val_loss"]), min(muon["val_loss"]))
+    levels = [floor + 0.8 * (top - floor) * k / (points - 1) for k in range(points)]
+    runs = {"adamw": adamw, "muon": muon}
+    view: dict[str, Any] = {"levels": levels}
+    for name, curve in runs.items():
+        view[name] = {k: [_at_loss(curve, level, k) for level in levels] for k in MATCHED_KEYS}
+    return view
 
 
 def nds(
@@ -491,8 +548,11 @@ def nds(
     ``matched update norm`` (Muon's matrix lr scaled by AdamW's median update norm over Muon's
     in the first arm, same seed). u is the actual change of all parameters in a step; g and H
     the gradient and Hessian of that step's batch loss before it
-    (:func:`steepest.diagnostics.taylor_check`). Medians over the measured steps, then mean ±
-    std over seeds. Criteria: :data:`CRITERIA` ``["nds"]``, ``["nds mechanism"]``.
+    (:func:`steepest.diagnostics.taylor_check`), and the validation loss there. Medians over
+    the measured steps, then mean ± std over seeds. Matched-loss view: the same terms of both
+    optimizers at equal validation loss (:func:`matched_loss_view`, task lrs arm). Criteria:
+    :data:`CRITERIA` ``["nds"]``, ``["nds mechanism"]``, ``["nds matched"]``,
+    ``["nds matched loss"]``, ``["nds matched loss mechanism"]``.
 
     References:
         Bergemann, Zhang, Li, Wang, Yang, "Why Muon outperforms Adam: a curvature
@@ -546,6 +606,12 @@ def nds(
                         entry[f"median_{k}"].append(statistics.median(curve[k]))
     record: dict[str, Any] = {
         "target": "nds",
+        "matched_loss": [
+            matched_loss_view(a, m)
+            for a, m in zip(
+                arms["task lrs"]["adamw"]["curves"], arms["task lrs"]["muon"]["curves"], strict=True
+            )
+        ],
         "task": lm_task.name,
         "task_options": lm_task.options(),
         "steps": steps,
@@ -619,7 +685,50 @@ def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
         outcome[sign_of(matched)],
         f"ln(penalty AdamW / penalty Muon) {fmt(matched)}",
     )
-    return [first, second, third]
+    return [first, second, third, *_matched_loss_verdicts(record["matched_loss"])]
+
+
+def _matched_loss_verdicts(views: list[dict[str, Any]]) -> list[Verdict]:
+    """The matched-loss verdicts of ``nds``: per seed, medians over the loss levels."""
+
+    def log_ratio(key: str, sign: float = 1.0) -> list[float]:
+        out = []
+        for view in views:
+            a, m = (
+                statistics.median(v for v in view[n][key] if math.isfinite(v)) * sign
+                if any(math.isfinite(v) for v in view[n][key])
+                else math.nan
+                for n in ("adamw", "muon")
+            )
+            out.append(math.log(a / m) if a > 0 and m > 0 else math.nan)
+        return out
+
+    outcome = {1: "agrees", -1: "disagrees", 0: "inconclusive"}
+    nds_ratio = log_ratio("nds")
+    first = Verdict(
+        CLAIMS["nds"],
+        "[matched loss] " + CRITERIA["nds matched loss"],
+        outcome[sign_of(nds_ratio)],
+        f"ln(NDS AdamW / NDS Muon) {fmt(nds_ratio)}",
+    )
+    decrease = [-v for v in log_ratio("actual", -1.0)]  # ln(decrease Muon / decrease AdamW)
+    penalty = log_ratio("penalty")
+    gain = log_ratio("gain")
+    comparable = all(abs(v) < math.log(2) for v in gain)
+    if sign_of(decrease) == 1 and sign_of(penalty) == 1 and comparable:
+        mechanism = "agrees"
+    elif sign_of(decrease) == -1 or sign_of(penalty) == -1:
+        mechanism = "disagrees"
+    else:
+        mechanism = "inconclusive"
+    second = Verdict(
+        CLAIMS["nds matched loss"],
+        "[matched loss] " + CRITERIA["nds matched loss mechanism"],
+        mechanism,
+        f"ln(Muon / AdamW) one-step decrease {fmt(decrease)}; ln(AdamW / Muon): penalty "
+        f"{fmt(penalty)}, gain {fmt(gain)}",
+    )
+    return [first, second]
 
 
 # --------------------------------------------------------------------------------------------
@@ -933,6 +1042,15 @@ CLAIMS: dict[str, str] = {
     "than Adam on imbalanced data",
     "implicit-bias": "Fan et al., arXiv 2502.04664: normalized steepest descent in a norm "
     "maximizes the margin in that norm",
+    "nds matched loss": "Bergemann et al., arXiv 2606.04662: at matched validation loss Muon "
+    "makes a larger one-step loss decrease than Adam, with a comparable first-order gain and a "
+    "smaller curvature penalty",
+    "amplification": amplification.CLAIM,
+    "layer-split": layer_split.CLAIM,
+    "kronecker-hessian": kronecker_hessian.CLAIMS["energy"],
+    "kronecker-hessian ordering": kronecker_hessian.CLAIMS["ordering"],
+    "kronecker-hessian model": kronecker_hessian.CLAIMS["model"],
+    "grokking": grokking.CLAIM,
 }
 
 CRITERIA: dict[str, str] = {
@@ -954,6 +1072,18 @@ CRITERIA: dict[str, str] = {
     "over the best other method's, per draw: lead clearly > 0 and ratio clearly > 0.9 in all "
     "three norms -> agrees; lead clearly < 0 in one norm while the own ratio moved < 0.01 over "
     "the second half of training on every draw -> disagrees; else inconclusive",
+    "nds matched loss": "ln(NDS AdamW / NDS Muon), each the median over validation-loss levels "
+    "both runs reach (interpolated), per seed: clearly > 0 -> agrees, clearly < 0 -> disagrees, "
+    "else inconclusive",
+    "nds matched loss mechanism": "medians over matched validation-loss levels, per seed: "
+    "ln(Muon / AdamW one-step loss decrease) and ln(AdamW / Muon penalty) both clearly > 0 with "
+    "gains within 2x on every seed -> agrees; either clearly < 0 -> disagrees; else inconclusive",
+    "amplification": amplification.CRITERION,
+    "layer-split": layer_split.CRITERION,
+    "kronecker-hessian": kronecker_hessian.CRITERIA["energy"],
+    "kronecker-hessian ordering": kronecker_hessian.CRITERIA["ordering"],
+    "kronecker-hessian model": kronecker_hessian.CRITERIA["model"],
+    "grokking": grokking.CRITERION,
 }
 CLEARLY = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
@@ -971,6 +1101,10 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "nds": nds,
     "imbalance": imbalance,
     "implicit-bias": implicit_bias,
+    "amplification": amplification.amplification,
+    "layer-split": layer_split.layer_split,
+    "kronecker-hessian": kronecker_hessian.kronecker_hessian,
+    "grokking": grokking.grokking,
 }
 
 VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
@@ -979,6 +1113,10 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
     "nds": nds_verdicts,
     "imbalance": imbalance_verdicts,
     "implicit-bias": implicit_bias_verdicts,
+    "amplification": amplification.amplification_verdicts,
+    "layer-split": layer_split.layer_split_verdicts,
+    "kronecker-hessian": kronecker_hessian.kronecker_hessian_verdicts,
+    "grokking": grokking.grokking_verdicts,
 }
 
 #: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores

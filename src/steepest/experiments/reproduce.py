@@ -501,14 +501,19 @@ def _at_loss(curve: dict[str, list[float]], level: float, key: str) -> float:
 
 
 def matched_loss_view(
-    adamw: dict[str, list[float]], muon: dict[str, list[float]], points: int = 9
+    adamw: dict[str, list[float]],
+    muon: dict[str, list[float]],
+    points: int = 9,
+    until: float = math.inf,
 ) -> dict[str, Any]:
     """The Taylor terms of two runs at equal validation loss.
 
-    Levels: ``points`` values from the higher of the two runs' lowest validation losses (the
-    lowest loss both reach) up 80% of the way to the lower starting loss (the top 20%, the
-    first steps from the initialization, is left out). Each run's terms (:data:`MATCHED_KEYS`)
-    are interpolated at each level by :func:`_at_loss`.
+    Each run is cut to its measurements after the first (the first interval, from the
+    initialization, spans most of the loss range in one step) up to step ``until`` (the
+    annealed end of a schedule, where steps vanish, is left out). Levels: ``points`` values
+    evenly spaced over the validation losses both cut runs pass through, from the higher of
+    their lowest to the lower of their highest. Each run's terms (:data:`MATCHED_KEYS`) are
+    interpolated at each level by :func:`_at_loss`; no level when the ranges do not overlap.
 
     Returns:
         ``{"levels": [...], "adamw": {key: [...]}, "muon": {key: [...]}}``.
@@ -516,10 +521,16 @@ def matched_loss_view(
     References:
         Bergemann et al., arXiv 2606.04662, Sec. 3 (the comparison at matched validation loss).
     """
-    top = min(adamw["val_loss"][0], muon["val_loss"][0])
-    floor = max(min(adamw["val_loss"]), min(muon["val_loss"]))
-    levels = [floor + 0.8 * (top - floor) * k / (points - 1) for k in range(points)]
-    runs = {"adamw": adamw, "muon": muon}
+    runs = {}
+    for name, curve in (("adamw", adamw), ("muon", muon)):
+        keep = [i for i, step in enumerate(curve["step"]) if i >= 1 and step <= until]
+        runs[name] = {k: [curve[k][i] for i in keep] for k in ("val_loss", *MATCHED_KEYS)}
+    lows = [min(c["val_loss"], default=math.inf) for c in runs.values()]
+    highs = [max(c["val_loss"], default=-math.inf) for c in runs.values()]
+    floor, top = max(lows), min(highs)
+    levels = (
+        [floor + (top - floor) * k / (points - 1) for k in range(points)] if floor < top else []
+    )
     view: dict[str, Any] = {"levels": levels}
     for name, curve in runs.items():
         view[name] = {k: [_at_loss(curve, level, k) for level in levels] for k in MATCHED_KEYS}
@@ -530,9 +541,9 @@ def nds(
     out: Path,
     *,
     progress: bool = True,
-    steps: int = 120,
-    measure_every: int = 10,
-    seeds: int = 3,
+    steps: int = 200,
+    measure_every: int = 5,
+    seeds: int = 8,
     layers: int = 2,
     width: int = 64,
     heads: int = 4,
@@ -607,7 +618,7 @@ def nds(
     record: dict[str, Any] = {
         "target": "nds",
         "matched_loss": [
-            matched_loss_view(a, m)
+            matched_loss_view(a, m, until=0.8 * steps)
             for a, m in zip(
                 arms["task lrs"]["adamw"]["curves"], arms["task lrs"]["muon"]["curves"], strict=True
             )
@@ -622,22 +633,47 @@ def nds(
     }
     record["verdicts"] = [dataclasses.asdict(v) for v in nds_verdicts(record)]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=120)
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8), dpi=120)
+    axes = list(grid[0]) + list(grid[1][:2])
+    panels = ("nds", "update_norm", "penalty", "gain", "actual")
+    colors = {"adamw": "tab:blue", "muon": "tab:orange", "matched": "tab:green"}
     for arm, style in (("task lrs", "-"), ("matched update norm", "--")):
         for name, entry in arms[arm].items():
             if arm != "task lrs" and name == "adamw":
                 continue
-            c = entry["curves"][0]
-            for ax, key in zip(axes, ("nds", "update_norm", "penalty"), strict=True):
-                ax.plot(c["step"], c[key], style, marker="o", label=f"{name} ({arm})")
+            c, color = entry["curves"][0], colors[name if arm == "task lrs" else "matched"]
+            for ax, key in zip(axes, panels, strict=True):
+                ax.plot(c["step"], c[key], style, color=color, marker="o", label=f"{name} ({arm})")
+            axes[-1].plot(c["step"], c["predicted"], style, color=color, marker="x", alpha=0.5)
     for ax, ylabel in zip(
         axes,
-        ("NDS u^T H u / ||u||^2", "update norm ||u||_F", "curvature penalty u^T H u / 2"),
+        (
+            "NDS u^T H u / ||u||^2",
+            "update norm ||u||_F",
+            "curvature penalty u^T H u / 2",
+            "first-order gain -<g, u>",
+            "loss change: actual (o), predicted (x)",
+        ),
         strict=True,
     ):
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.set_yscale("symlog", linthresh=1e-4)
+    view = record["matched_loss"][0]
+    ax = grid[1][2]
+    for name in ("adamw", "muon"):
+        ax.plot(
+            view["levels"], view[name]["nds"], color=colors[name], marker="o", label=f"{name} NDS"
+        )
+        ax.plot(
+            view["levels"], view[name]["penalty"], ":", color=colors[name], marker=".",
+            label=f"{name} penalty",
+        )  # fmt: skip
+    ax.set_xlabel("validation loss (matched levels)")
+    ax.set_ylabel("NDS, penalty at matched loss")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    for ax in grid.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"NDS and Taylor terms: {layers} x {width} GPT on {lm_task.name}, seed 0")
@@ -688,18 +724,19 @@ def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
     return [first, second, third, *_matched_loss_verdicts(record["matched_loss"])]
 
 
+def _median_finite(values: list[float | None]) -> float:
+    """Median of the finite ``values`` (``None`` is JSON's nan); nan when none is finite."""
+    done = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(done) if done else math.nan
+
+
 def _matched_loss_verdicts(views: list[dict[str, Any]]) -> list[Verdict]:
     """The matched-loss verdicts of ``nds``: per seed, medians over the loss levels."""
 
     def log_ratio(key: str, sign: float = 1.0) -> list[float]:
         out = []
         for view in views:
-            a, m = (
-                statistics.median(v for v in view[n][key] if math.isfinite(v)) * sign
-                if any(math.isfinite(v) for v in view[n][key])
-                else math.nan
-                for n in ("adamw", "muon")
-            )
+            a, m = (sign * _median_finite(view[n][key]) for n in ("adamw", "muon"))
             out.append(math.log(a / m) if a > 0 and m > 0 else math.nan)
         return out
 
@@ -723,7 +760,7 @@ def _matched_loss_verdicts(views: list[dict[str, Any]]) -> list[Verdict]:
         mechanism = "inconclusive"
     second = Verdict(
         CLAIMS["nds matched loss"],
-        "[matched loss] " + CRITERIA["nds matched loss mechanism"],
+        "[matched loss, mechanism] " + CRITERIA["nds matched loss mechanism"],
         mechanism,
         f"ln(Muon / AdamW) one-step decrease {fmt(decrease)}; ln(AdamW / Muon): penalty "
         f"{fmt(penalty)}, gain {fmt(gain)}",
@@ -1126,4 +1163,14 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "nds": {"steps": 30, "measure_every": 10},
     "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
     "implicit-bias": {"steps": 1000},
+    "amplification": {
+        "exponents": "0,2",
+        "seeds": 3,
+        "steps": 30,
+        "width": 32,
+        "train_tokens": 20_000,
+    },
+    "layer-split": {"steps": 30, "measure_every": 10, "seeds": 2, "layers": 2, "width": 32},
+    "kronecker-hessian": {"steps": 30, "checkpoints": "0.5,1", "seeds": 2, "width": 8},
+    "grokking": {"steps": 400, "seeds": 3, "modulus": 23, "train_fraction": 0.5},
 }

@@ -1,8 +1,8 @@
 """A training run that measures the update it just took, every few steps (curvature targets).
 
 At a measured step the parameters are put back to their values before the step, ``measure``
-is called with the model, the step's batch loss, the parameters and the update ``u = before - after``
-(so that a step of size 1 along ``u`` is the optimizer's step, as
+is called with the model, the step's batch loss, the parameters and the update
+``u = before - after`` (so that a step of size 1 along ``u`` is the optimizer's step, as
 :func:`steepest.diagnostics.taylor_check` takes it), and the parameters are restored to their
 values after the step. Hessian-vector products need double backward through attention, so
 the run uses the math backend of scaled-dot-product attention.
@@ -47,7 +47,7 @@ def measured_run(
     model = task.build_model()
     optimizers = build_optimizer(name, model, lr, adamw_lr, routing=task.routing())
     base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     batches = task.batches(seed)
     curve: dict[str, list[float]] = {"step": [], "train_loss": []}
     with sdpa_kernel(SDPBackend.MATH):

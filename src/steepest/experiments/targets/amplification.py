@@ -24,6 +24,7 @@ from steepest.diagnostics import directional_sharpness
 from steepest.experiments.targets._measured import measured_run
 from steepest.experiments.targets._output import OUTCOME, pyplot, write_record
 from steepest.experiments.tasks import make_task
+from steepest.experiments.tasks.zipf_pcfg import ZipfPCFG
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of
 
 __all__ = ["CLAIM", "CRITERION", "amplification", "amplification_verdicts", "slope"]
@@ -102,6 +103,7 @@ def amplification(
                 train_tokens=train_tokens,
             )  # fmt: skip
             task.setup(torch.device("cpu"))
+            assert isinstance(task, ZipfPCFG)
             counts = torch.bincount(task.train_data).double()
             freq = counts[counts > 0] / counts.sum()
             unigram_entropy[-1].append(float(-(freq * freq.log()).sum()))
@@ -164,7 +166,9 @@ def amplification(
 def _log_ratios(record: dict[str, Any]) -> list[list[float]]:
     """Per exponent, per seed: ln(median NDS AdamW / median NDS Muon)."""
     out = []
-    for a_row, m_row in zip(record["median_nds"]["adamw"], record["median_nds"]["muon"], strict=True):
+    for a_row, m_row in zip(
+        record["median_nds"]["adamw"], record["median_nds"]["muon"], strict=True
+    ):
         out.append(
             [
                 math.log(a / m) if a > 0 and m > 0 else math.nan

@@ -24,7 +24,7 @@ from steepest.experiments.optimizers import build_optimizer
 from steepest.experiments.runner import lr_factor
 from steepest.experiments.targets._output import OUTCOME, pyplot, write_record
 from steepest.experiments.tasks import Task, make_task
-from steepest.experiments.tasks.modular_addition import first_step_reaching
+from steepest.experiments.tasks.modular_addition import ModularAddition, first_step_reaching
 from steepest.experiments.tune import GridSearch, tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of
 
@@ -124,6 +124,7 @@ def grokking(
         batch_size=batch_size,
     )
     task.setup(torch.device("cpu"))
+    assert isinstance(task, ModularAddition)
     names = ("adamw", "muon")
 
     tuning: dict[str, GridSearch] = {}
@@ -142,9 +143,7 @@ def grokking(
 
         tuning[name] = tune_lr(score, task.default_lrs[name][0], factor=math.sqrt(10))
     curves = {name: [run(name, tuning[name].best, seed) for seed in range(seeds)] for name in names}
-    reached = {
-        name: [steps_to_generalize(c, threshold) for c in curves[name]] for name in names
-    }
+    reached = {name: [steps_to_generalize(c, threshold) for c in curves[name]] for name in names}
     record: dict[str, Any] = {
         "target": "grokking",
         "task_options": task.options(),
@@ -210,8 +209,10 @@ def grokking_verdicts(record: dict[str, Any]) -> list[Verdict]:
             else f"{name}: 0/{len(values)} reached"
         )
     finite = [v for v in effect if math.isfinite(v)]
-    ratio = f"AdamW / Muon steps: geometric mean {math.exp(statistics.fmean(finite)):.2f}; " if (
-        finite
-    ) else ""
+    ratio = (
+        f"AdamW / Muon steps: geometric mean {math.exp(statistics.fmean(finite)):.2f}; "
+        if (finite)
+        else ""
+    )
     evidence = f"{'; '.join(lines)}; {ratio}ln ratio {fmt(finite)}"
     return [Verdict(CLAIM, CRITERION, OUTCOME[sign_of(effect)], evidence)]

@@ -180,7 +180,9 @@ def _trajectory(
     out = []
     for step in range(steps + 1):
         if step in checkpoints:
-            out.append(_checkpoint_stats(attention_hessians(model, loss_fn, width), width, max_rank))
+            out.append(
+                _checkpoint_stats(attention_hessians(model, loss_fn, width), width, max_rank)
+            )
         if step == steps:
             break
         factor = lr_factor(step, steps, task.warmup, task.schedule)
@@ -226,7 +228,9 @@ def kronecker_hessian(
     """
     fractions = [float(v) for v in checkpoints.split(",")]
     if not fractions or any(not 0 <= f <= 1 for f in fractions):
-        raise ValueError(f"kronecker-hessian: checkpoints={checkpoints!r}; need fractions in [0, 1]")
+        raise ValueError(
+            f"kronecker-hessian: checkpoints={checkpoints!r}; need fractions in [0, 1]"
+        )
     if not 4 <= max_rank <= width * width:
         raise ValueError(
             f"kronecker-hessian: max_rank={max_rank}; need an int in [4, width^2={width * width}]"
@@ -350,9 +354,7 @@ def kronecker_hessian_verdicts(record: dict[str, Any]) -> list[Verdict]:
     above = below = 0
     lines = []
     for mname in record["matrices"]:
-        energy = [
-            statistics.median(c["energy"][at] for c in _cases(runs, s, mname)) for s in seeds
-        ]
+        energy = [statistics.median(c["energy"][at] for c in _cases(runs, s, mname)) for s in seeds]
         test = -threshold_test(energy, ENERGY_LEVEL)
         above, below = above + (test == 1), below + (test == -1)
         lines.append(f"{mname} {fmt(energy)}")
@@ -379,9 +381,7 @@ def kronecker_hessian_verdicts(record: dict[str, Any]) -> list[Verdict]:
     ordering4 = [
         statistics.median(contrast(c["nds_rank4"]) for c in _cases(runs, s)) for s in seeds
     ]
-    errors = [
-        statistics.median(e for c in _cases(runs, s) for e in rel_error(c)) for s in seeds
-    ]
+    errors = [statistics.median(e for c in _cases(runs, s) for e in rel_error(c)) for s in seeds]
     return [
         energy_verdict,
         Verdict(

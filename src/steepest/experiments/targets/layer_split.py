@@ -151,7 +151,8 @@ def _late_medians(curve: dict[str, list[float]], steps: int) -> dict[str, float]
 
 def layer_split_verdicts(record: dict[str, Any]) -> list[Verdict]:
     """The verdict of ``layer-split`` from ``record["curves"]`` and ``record["steps"]``."""
-    shares, gaps = [], {"nds": [], "within": [], "cross": []}
+    shares: list[float] = []
+    gaps: dict[str, list[float]] = {"nds": [], "within": [], "cross": []}
     for a, m in zip(record["curves"]["adamw"], record["curves"]["muon"], strict=True):
         ma, mm = _late_medians(a, record["steps"]), _late_medians(m, record["steps"])
         for key in gaps:

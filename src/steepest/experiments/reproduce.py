@@ -1172,5 +1172,12 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "layer-split": {"steps": 30, "measure_every": 10, "seeds": 2, "layers": 2, "width": 32},
     "kronecker-hessian": {"steps": 30, "checkpoints": "0.5,1", "seeds": 2, "width": 8},
-    "grokking": {"steps": 400, "seeds": 3, "modulus": 23, "train_fraction": 0.5},
+    "grokking": {
+        "steps": 600,
+        "seeds": 3,
+        "modulus": 23,
+        "train_fraction": 0.7,
+        "width": 32,
+        "hidden": 64,
+    },
 }

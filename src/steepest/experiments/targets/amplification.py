@@ -60,7 +60,7 @@ def amplification(
     progress: bool = True,
     exponents: str = "0,0.5,1,1.5,2",
     seeds: int = 5,
-    steps: int = 150,
+    steps: int = 200,
     measure_every: int = 10,
     layers: int = 2,
     width: int = 64,

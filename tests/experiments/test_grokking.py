@@ -74,6 +74,11 @@ def test_grokking_record(tmp_path):
             assert reached == steps_to_generalize(curve, 0.3)
             # a run stops at its first evaluation at or above the threshold
             assert reached is None or curve["step"][-1] == reached
+        fits = [
+            next((s for s, v in zip(c["step"], c["train_accuracy"], strict=True) if v >= 0.3), None)
+            for c in record["curves"][name]
+        ]
+        assert record["steps_to_fit"][name] == fits
     # Muon's AdamW groups run at AdamW's tuned lr
     assert record["adamw_lr"]["muon"] == record["lr"]["adamw"]
     (verdict,) = record["verdicts"]

@@ -1171,7 +1171,14 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
         "train_tokens": 20_000,
     },
     "layer-split": {"steps": 30, "measure_every": 10, "seeds": 2, "layers": 2, "width": 32},
-    "kronecker-hessian": {"steps": 30, "checkpoints": "0.5,1", "seeds": 2, "width": 8},
+    "kronecker-hessian": {
+        "steps": 30,
+        "checkpoints": "1",
+        "seeds": 2,
+        "layers": 1,
+        "width": 8,
+        "hessian_batch": 16,
+    },
     "grokking": {
         "steps": 600,
         "seeds": 3,

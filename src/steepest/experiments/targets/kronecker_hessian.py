@@ -87,7 +87,7 @@ def _nds(H: torch.Tensor, D: torch.Tensor) -> float:
     return float(v @ H @ v / (v @ v))
 
 
-def exact_hessian(loss_fn: Any, weight: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def exact_hessian(loss_fn: Any, weight: torch.Tensor, chunk: int = 32) -> torch.Tensor:
     """The exact Hessian of ``loss_fn()`` with respect to ``weight`` (row-major flattening,
     as :func:`steepest.diagnostics.layer_hessian`), its rows computed ``chunk`` at a time by
     batched double backward (``is_grads_batched``)."""
@@ -201,7 +201,7 @@ def kronecker_hessian(
     *,
     progress: bool = True,
     steps: int = 300,
-    checkpoints: str = "0.33,0.67,1",
+    checkpoints: str = "0.5,1",
     seeds: int = 3,
     max_rank: int = 8,
     layers: int = 2,
@@ -209,7 +209,7 @@ def kronecker_hessian(
     heads: int = 2,
     context: int = 32,
     batch_size: int = 16,
-    hessian_batch: int = 64,
+    hessian_batch: int = 32,
 ) -> dict[str, Any]:
     """Rank-r Kronecker energy of the exact attention Hessians, and the NDS they imply.
 

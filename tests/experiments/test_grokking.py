@@ -81,11 +81,26 @@ def test_grokking_record(tmp_path):
         assert record["steps_to_fit"][name] == fits
     # Muon's AdamW groups run at AdamW's tuned lr
     assert record["adamw_lr"]["muon"] == record["lr"]["adamw"]
-    (verdict,) = record["verdicts"]
-    assert verdict["outcome"] == grokking_verdicts(record)[0].outcome
+    arm = record["task_lrs"]
+    assert arm["lr"] == {"adamw": 1e-3, "muon": 0.02}
+    for name in ("adamw", "muon"):
+        assert arm["steps_to_generalize"][name] == [
+            steps_to_generalize(c, 0.3) for c in arm["curves"][name]
+        ]
+    tuned, default = record["verdicts"]
+    assert default["criterion"].startswith("[task lrs] ")
+    assert [tuned["outcome"], default["outcome"]] == [v.outcome for v in grokking_verdicts(record)]
 
 
 def test_bad_threshold_fails_before_writing(tmp_path):
     with pytest.raises(ValueError, match="threshold=1.5"):
         grokking(tmp_path, threshold=1.5)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_task_lrs_arm_has_its_own_verdict():
+    record = _record([300, 320, 310], [200, 210, 190])
+    record["task_lrs"] = {"steps_to_generalize": {"adamw": [100, 90, 95], "muon": [200, 210, 190]}}
+    tuned, default = grokking_verdicts(record)
+    assert (tuned.outcome, default.outcome) == ("agrees", "disagrees")
+    assert default.criterion == "[task lrs] " + CRITERION

@@ -106,8 +106,10 @@ def grokking(
     ``seeds`` reported seeds (0 .. seeds - 1) at that lr. Both use decoupled ``weight_decay``
     on every parameter; Muon's embedding and head run AdamW at AdamW's tuned lr. A run stops
     at its first evaluation at or above ``threshold``; the first evaluated step with training
-    accuracy >= ``threshold`` is recorded too (the grokking delay is the gap). Criterion:
-    :data:`CRITERION`.
+    accuracy >= ``threshold`` is recorded too (the grokking delay is the gap). A second arm
+    (``task_lrs``) runs the same seeds at the task's default lrs (AdamW 1e-3, Muon 0.02 with
+    AdamW 1e-3 on the rest), the conventional setting of grokking studies. Criterion:
+    :data:`CRITERION`, per arm.
 
     References:
         Tveit, Remseth, Skogvold, "Muon optimizer accelerates grokking", arXiv 2504.16041;
@@ -130,9 +132,9 @@ def grokking(
 
     tuning: dict[str, GridSearch] = {}
 
-    def run(name: str, lr: float, seed: int) -> dict[str, list[float]]:
+    def run(name: str, lr: float, seed: int, adamw_lr: float = 0.0) -> dict[str, list[float]]:
         # AdamW: one lr for every parameter; Muon: the rest on AdamW at AdamW's tuned lr
-        adamw_lr = lr if name == "adamw" else tuning["adamw"].best
+        adamw_lr = adamw_lr or (lr if name == "adamw" else tuning["adamw"].best)
         return _run(task, name, lr, adamw_lr, weight_decay, steps, eval_every, seed, threshold)
 
     for name in names:
@@ -148,6 +150,26 @@ def grokking(
     fitted = {
         name: [first_step_reaching(c, "train_accuracy", threshold) for c in curves[name]]
         for name in names
+    }
+    defaults = {name: task.default_lrs[name] for name in names}
+    default_curves = {
+        name: [run(name, defaults[name][0], seed, defaults[name][1]) for seed in range(seeds)]
+        for name in names
+    }
+    default_reached = {
+        name: [steps_to_generalize(c, threshold) for c in default_curves[name]] for name in names
+    }
+    task_lrs: dict[str, Any] = {
+        "lr": {name: defaults[name][0] for name in names},
+        "adamw_lr": {name: defaults[name][1] for name in names},
+        "steps_to_generalize": default_reached,
+        "steps_to_fit": {
+            name: [
+                first_step_reaching(c, "train_accuracy", threshold) for c in default_curves[name]
+            ]
+            for name in names
+        },
+        "curves": default_curves,
     }
     record: dict[str, Any] = {
         "target": "grokking",
@@ -165,6 +187,7 @@ def grokking(
         "steps_to_generalize": reached,
         "steps_to_fit": fitted,
         "curves": curves,
+        "task_lrs": task_lrs,
     }
     record["verdicts"] = [dataclasses.asdict(v) for v in grokking_verdicts(record)]
     plt = pyplot()
@@ -175,13 +198,21 @@ def grokking(
             axes[0].plot(c["step"], c["val_accuracy"], color=color, alpha=0.7, label=label)
             axes[0].plot(c["step"], c["train_accuracy"], ":", color=color, alpha=0.5)
         axes[1].scatter(
-            [name] * seeds, [r if r is not None else steps for r in reached[name]], color=color
+            [f"{name}\ntuned"] * seeds,
+            [r if r is not None else steps for r in reached[name]],
+            color=color,
+        )
+        axes[1].scatter(
+            [f"{name}\ntask lr {defaults[name][0]:g}"] * seeds,
+            [r if r is not None else steps for r in default_reached[name]],
+            color=color,
+            marker="x",
         )
     axes[0].axhline(threshold, color="gray", linestyle="--")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("accuracy (solid: held-out, dotted: training)")
     axes[0].legend(fontsize=8)
-    axes[1].set_ylabel(f"steps to held-out accuracy >= {threshold:g}")
+    axes[1].set_ylabel(f"steps to held-out accuracy >= {threshold:g} (cap: never)")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(
@@ -196,18 +227,25 @@ def grokking(
 
 
 def grokking_verdicts(record: dict[str, Any]) -> list[Verdict]:
-    """The verdict of ``grokking`` from ``record["steps_to_generalize"]`` and ``steps``."""
-    cap = record["steps"]
+    """The verdicts of ``grokking``: the tuned arm (``record["steps_to_generalize"]``), then,
+    where recorded, the arm at the task's default lrs (``record["task_lrs"]``)."""
+    verdicts = [_verdict(record, record["steps"], "")]
+    if "task_lrs" in record:
+        verdicts.append(_verdict(record["task_lrs"], record["steps"], "[task lrs] "))
+    return verdicts
+
+
+def _verdict(arm: dict[str, Any], cap: int, label: str) -> Verdict:
+    names = ("adamw", "muon")
     effect = []
-    for a, m in zip(*(record["steps_to_generalize"][n] for n in ("adamw", "muon")), strict=True):
+    for a, m in zip(*(arm["steps_to_generalize"][n] for n in names), strict=True):
         if a is None and m is None:
             effect.append(math.nan)
         else:
             effect.append(math.log((a if a is not None else cap) / (m if m is not None else cap)))
     lines = []
-    names = ("adamw", "muon")
     for name in names:
-        values = record["steps_to_generalize"][name]
+        values = arm["steps_to_generalize"][name]
         done = [float(v) for v in values if v is not None]
         mean, std = mean_std(done)
         lines.append(
@@ -218,13 +256,13 @@ def grokking_verdicts(record: dict[str, Any]) -> list[Verdict]:
     finite = [v for v in effect if math.isfinite(v)]
     ratio = (
         f"AdamW / Muon steps: geometric mean {math.exp(statistics.fmean(finite)):.2f}; "
-        if (finite)
+        if finite
         else ""
     )
     evidence = f"{'; '.join(lines)}; {ratio}ln ratio {fmt(finite)}"
-    if "steps_to_fit" in record:  # the grokking delay: training accuracy reached first
-        fit = {n: [float(v) for v in record["steps_to_fit"][n] if v is not None] for n in names}
+    if "steps_to_fit" in arm:  # the grokking delay: training accuracy reached first
+        fit = {n: [float(v) for v in arm["steps_to_fit"][n] if v is not None] for n in names}
         evidence += "; steps to training accuracy >= threshold: " + ", ".join(
             f"{n} {mean_std(fit[n])[0]:.0f} ± {mean_std(fit[n])[1]:.0f}" for n in names
         )
-    return [Verdict(CLAIM, CRITERION, OUTCOME[sign_of(effect)], evidence)]
+    return Verdict(CLAIM, label + CRITERION, OUTCOME[sign_of(effect)], evidence)

@@ -55,7 +55,7 @@ def layer_split(
     progress: bool = True,
     steps: int = 300,
     measure_every: int = 20,
-    seeds: int = 3,
+    seeds: int = 5,
     exponent: float = 1.0,
     layers: int = 4,
     width: int = 64,

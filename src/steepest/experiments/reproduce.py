@@ -1160,7 +1160,7 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
 QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "schatten-p": {"m": 32, "n": 16, "gpt_steps": 5, "gpt_width": 64, "gpt_layers": 2},
     "low-rank": {"m": 32, "n": 16, "ks": "1,16", "max_steps": 600},
-    "nds": {"steps": 30, "measure_every": 10},
+    "nds": {"steps": 30, "measure_every": 10, "seeds": 3},
     "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
     "implicit-bias": {"steps": 1000},
     "amplification": {

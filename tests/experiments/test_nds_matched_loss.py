@@ -6,7 +6,12 @@ import math
 import pytest
 
 from steepest.experiments.cli import main
-from steepest.experiments.reproduce import MATCHED_KEYS, _at_loss, matched_loss_view
+from steepest.experiments.reproduce import (
+    MATCHED_KEYS,
+    _at_loss,
+    _matched_loss_verdicts,
+    matched_loss_view,
+)
 
 
 def _curve(steps, losses, nds):
@@ -63,3 +68,16 @@ def test_nds_record_holds_validation_loss_and_the_view(tmp_path):
         assert view["levels"] == (
             [] if floor >= top else pytest.approx([floor + (top - floor) * k / 8 for k in range(9)])
         )
+
+
+def test_no_common_loss_level_decides_nothing():
+    empty = {"levels": [], **{n: {k: [] for k in MATCHED_KEYS} for n in ("adamw", "muon")}}
+    # JSON's None (a level one run never reached) counts as missing, as nan does
+    partial = {
+        "levels": [2.0, 3.0],
+        "adamw": {k: [None, 2.0] for k in MATCHED_KEYS},
+        "muon": {k: [1.0, None] for k in MATCHED_KEYS},
+    }
+    nds_first, mechanism = _matched_loss_verdicts([empty, empty, partial])
+    assert (nds_first.outcome, mechanism.outcome) == ("inconclusive", "inconclusive")
+    assert "n=3" in nds_first.evidence

@@ -81,7 +81,11 @@ def _nds(nds_adamw, penalty_adamw, norm_adamw, matched_penalty_adamw):
         for n, p in zip(nds_adamw, penalty_adamw, strict=True)
     ]
     return {
-        "arms": {"task lrs": {"adamw": adamw, "muon": muon}, "matched update norm": matched},
+        "arms": {
+            "task lrs": {"adamw": adamw, "muon": muon},
+            "matched update norm": matched,
+            "matched update norm, AdamW up": {**matched, "adamw": {**adamw, **matched["adamw"]}},
+        },
         "matched_loss": views,
     }
 
@@ -133,9 +137,9 @@ CASES = {
         (_low_rank([100.0, 10.0, 20.0], [10.0, 100.0, 20.0]), [UNCLEAR]),
     ],
     "nds": [
-        (_nds([3.0, 4.0, 5.0], [2.0, 2.5, 3.0], [1.2] * 3, [2.0, 3.0, 2.5]), [AGREE] * 5),
-        (_nds([0.3, 0.2, 0.25], [0.1, 0.06, 0.07], [0.2] * 3, [0.5, 0.4, 0.3]), [DISAGREE] * 5),
-        (_nds([3.0, 0.5, 1.5], [2.0, 0.5, 1.0], [1.0] * 3, [2.0, 0.5, 1.0]), [UNCLEAR] * 5),
+        (_nds([3.0, 4.0, 5.0], [2.0, 2.5, 3.0], [1.2] * 3, [2.0, 3.0, 2.5]), [AGREE] * 6),
+        (_nds([0.3, 0.2, 0.25], [0.1, 0.06, 0.07], [0.2] * 3, [0.5, 0.4, 0.3]), [DISAGREE] * 6),
+        (_nds([3.0, 0.5, 1.5], [2.0, 0.5, 1.0], [1.0] * 3, [2.0, 0.5, 1.0]), [UNCLEAR] * 6),
     ],
     "imbalance": [
         (_imbalance([0.1, 0.12, 0.11]), [AGREE, UNCLEAR]),

@@ -483,6 +483,9 @@ def _nds_run(
     return curve
 
 
+#: the ``nds`` arm that raises AdamW's lrs to Muon's update norm
+UP = "matched update norm, AdamW up"
+
 #: the Taylor terms compared at matched validation loss
 MATCHED_KEYS = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
 
@@ -555,10 +558,11 @@ def nds(
     """NDS, update norm and the one-step Taylor decomposition of Muon's and AdamW's updates.
 
     A small GPT on ``task``: ``shakespeare-char`` (default) or ``zipf-pcfg`` (Zipf
-    ``exponent``). Two arms per seed: ``task lrs`` (the task's default learning rates) and
+    ``exponent``). Three arms per seed: ``task lrs`` (the task's default learning rates),
     ``matched update norm`` (Muon's matrix lr scaled by AdamW's median update norm over Muon's
-    in the first arm, same seed). u is the actual change of all parameters in a step; g and H
-    the gradient and Hessian of that step's batch loss before it
+    in the first arm, same seed) and ``matched update norm, AdamW up`` (AdamW's lrs scaled by
+    the inverse ratio, against Muon at its task lrs). u is the actual change of all parameters
+    in a step; g and H the gradient and Hessian of that step's batch loss before it
     (:func:`steepest.diagnostics.taylor_check`), and the validation loss there. Medians over
     the measured steps, then mean ± std over seeds. Matched-loss view: the same terms of both
     optimizers at equal validation loss (:func:`matched_loss_view`, task lrs arm). Criteria:
@@ -586,7 +590,7 @@ def nds(
     lm_task = make_task(task, **sizes)
     lm_task.setup(torch.device("cpu"))
     lrs = {k: lm_task.default_lrs[k] for k in ("adamw", "muon")}
-    arms: dict[str, dict[str, Any]] = {"task lrs": {}, "matched update norm": {}}
+    arms: dict[str, dict[str, Any]] = {"task lrs": {}, "matched update norm": {}, UP: {}}
     summary_keys = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
     with sdpa_kernel(SDPBackend.MATH):  # double backward (Hessian-vector products)
         for seed in range(seeds):
@@ -604,15 +608,19 @@ def nds(
                     lm_task, "muon", muon_lr, lrs["muon"][1], steps, measure_every, seed
                 ),
             }
-            for arm, runs in (("task lrs", curves), ("matched update norm", matched)):
+            adamw_lrs = (lrs["adamw"][0] / scale, lrs["adamw"][1] / scale)
+            up = {
+                "adamw": _nds_run(lm_task, "adamw", *adamw_lrs, steps, measure_every, seed),
+                "muon": curves["muon"],
+            }
+            arm_lrs = {("matched update norm", "muon"): muon_lr, (UP, "adamw"): adamw_lrs[0]}
+            for arm, runs in (("task lrs", curves), ("matched update norm", matched), (UP, up)):
                 for name, curve in runs.items():
                     entry = arms[arm].setdefault(
                         name, {"curves": [], "lr": [], **{f"median_{k}": [] for k in summary_keys}}
                     )
                     entry["curves"].append(curve)
-                    entry["lr"].append(
-                        muon_lr if (arm, name) == ("matched update norm", "muon") else lrs[name][0]
-                    )
+                    entry["lr"].append(arm_lrs.get((arm, name), lrs[name][0]))
                     for k in summary_keys:
                         entry[f"median_{k}"].append(statistics.median(curve[k]))
     record: dict[str, Any] = {
@@ -636,12 +644,17 @@ def nds(
     fig, grid = plt.subplots(2, 3, figsize=(15, 8), dpi=120)
     axes = list(grid[0]) + list(grid[1][:2])
     panels = ("nds", "update_norm", "penalty", "gain", "actual")
-    colors = {"adamw": "tab:blue", "muon": "tab:orange", "matched": "tab:green"}
-    for arm, style in (("task lrs", "-"), ("matched update norm", "--")):
+    colors = {
+        ("task lrs", "adamw"): "tab:blue",
+        ("task lrs", "muon"): "tab:orange",
+        ("matched update norm", "muon"): "tab:green",
+        (UP, "adamw"): "tab:red",
+    }
+    for arm, style in (("task lrs", "-"), ("matched update norm", "--"), (UP, "--")):
         for name, entry in arms[arm].items():
-            if arm != "task lrs" and name == "adamw":
+            if (arm, name) not in colors:
                 continue
-            c, color = entry["curves"][0], colors[name if arm == "task lrs" else "matched"]
+            c, color = entry["curves"][0], colors[arm, name]
             for ax, key in zip(axes, panels, strict=True):
                 ax.plot(c["step"], c[key], style, color=color, marker="o", label=f"{name} ({arm})")
             axes[-1].plot(c["step"], c["predicted"], style, color=color, marker="x", alpha=0.5)
@@ -662,11 +675,10 @@ def nds(
     view = record["matched_loss"][0]
     ax = grid[1][2]
     for name in ("adamw", "muon"):
+        color = colors["task lrs", name]
+        ax.plot(view["levels"], view[name]["nds"], color=color, marker="o", label=f"{name} NDS")
         ax.plot(
-            view["levels"], view[name]["nds"], color=colors[name], marker="o", label=f"{name} NDS"
-        )
-        ax.plot(
-            view["levels"], view[name]["penalty"], ":", color=colors[name], marker=".",
+            view["levels"], view[name]["penalty"], ":", color=color, marker=".",
             label=f"{name} penalty",
         )  # fmt: skip
     ax.set_xlabel("validation loss (matched levels)")
@@ -685,7 +697,8 @@ def nds(
 
 
 def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
-    """The three verdicts of ``nds`` from the per-seed medians in ``record["arms"]``."""
+    """The verdicts of ``nds``: four from the per-seed medians in ``record["arms"]``, two from
+    ``record["matched_loss"]``."""
 
     def log_ratio(arm: str, key: str) -> list[float]:
         a, m = record["arms"][arm]["adamw"][key], record["arms"][arm]["muon"][key]
@@ -721,7 +734,14 @@ def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
         outcome[sign_of(matched)],
         f"ln(penalty AdamW / penalty Muon) {fmt(matched)}",
     )
-    return [first, second, third, *_matched_loss_verdicts(record["matched_loss"])]
+    up, up_norm = log_ratio(UP, "median_penalty"), log_ratio(UP, "median_update_norm")
+    fourth = Verdict(
+        CLAIMS["nds mechanism"],
+        f"[{UP}] " + CRITERIA["nds matched"],
+        outcome[sign_of(up)],
+        f"ln(AdamW / Muon): penalty {fmt(up)}, update norm {fmt(up_norm)}",
+    )
+    return [first, second, third, fourth, *_matched_loss_verdicts(record["matched_loss"])]
 
 
 def _median_finite(values: list[float | None]) -> float:

@@ -10,7 +10,8 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
 * ``low-rank``: steps to a threshold of Muon and GD on the concentrated-spectrum quadratic,
   two step-size protocols, with the Eq. 7 ratio (Shen et al., arXiv 2505.23737).
 * ``nds``: NDS, update norm and the one-step Taylor decomposition of Muon's and AdamW's updates,
-  at the task lrs and at matched update norms (Bergemann et al., arXiv 2606.04662).
+  at the task lrs, at matched update norms and at matched validation loss (Bergemann et al.,
+  arXiv 2606.04662).
 * ``imbalance``: balanced accuracy over training of tuned GD, AdamW, Muon and spectral GD on
   the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
@@ -21,8 +22,8 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   Fig. 4).
 * ``kronecker-hessian``: low-rank Kronecker fits of exact attention Hessians and the NDS they
   imply (Bergemann et al., Assumption 5.1, Fig. 5).
-* ``grokking``: steps to generalize on modular addition with weight decay, tuned Muon and
-  AdamW (Tveit et al., arXiv 2504.16041).
+* ``grokking``: steps to generalize on modular addition with weight decay, Muon and AdamW
+  tuned and at the task's lrs (Tveit et al., arXiv 2504.16041).
 """
 
 from __future__ import annotations

@@ -213,6 +213,7 @@ def grokking(
     axes[0].set_ylabel("accuracy (solid: held-out, dotted: training)")
     axes[0].legend(fontsize=8)
     axes[1].set_ylabel(f"steps to held-out accuracy >= {threshold:g} (cap: never)")
+    axes[1].set_yscale("log")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(

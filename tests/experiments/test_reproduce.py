@@ -95,7 +95,7 @@ def test_nds_taylor_terms_and_matched_arm(tmp_path):
         "context=8", "batch_size=2", "seeds=3",
     )  # fmt: skip
     arms = record["arms"]
-    assert set(arms) == {"task lrs", "matched update norm"}
+    assert set(arms) == {"task lrs", "matched update norm", "matched update norm, AdamW up"}
     for seed in range(3):
         base = arms["task lrs"]
         for name in ("adamw", "muon"):
@@ -114,6 +114,9 @@ def test_nds_taylor_terms_and_matched_arm(tmp_path):
         )
         matched_lr = arms["matched update norm"]["muon"]["lr"][seed]
         assert matched_lr == pytest.approx(record["lrs"]["muon"][0] * scale, rel=1e-12)
+        up = arms["matched update norm, AdamW up"]
+        assert up["adamw"]["lr"][seed] == pytest.approx(record["lrs"]["adamw"][0] / scale)
+        assert up["muon"]["curves"][seed] == base["muon"]["curves"][seed]
 
 
 def test_nds_on_zipf_pcfg(tmp_path):

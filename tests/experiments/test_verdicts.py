@@ -61,7 +61,33 @@ def _nds(nds_adamw, penalty_adamw, norm_adamw, matched_penalty_adamw):
         "median_gain": [1.0] * 3,
     }
     matched = {"adamw": {"median_penalty": matched_penalty_adamw}, "muon": muon}
-    return {"arms": {"task lrs": {"adamw": adamw, "muon": muon}, "matched update norm": matched}}
+    # at matched loss: the same NDS and penalty ratios; AdamW's one-step decrease 1 / its penalty
+    views = [
+        {
+            "levels": [3.0, 2.5, 2.0],
+            "adamw": {
+                "nds": [n] * 3,
+                "penalty": [p] * 3,
+                "gain": [1.0] * 3,
+                "actual": [-1 / p] * 3,
+            },
+            "muon": {
+                "nds": [1.0] * 3,
+                "penalty": [1.0] * 3,
+                "gain": [1.0] * 3,
+                "actual": [-1.0] * 3,
+            },
+        }
+        for n, p in zip(nds_adamw, penalty_adamw, strict=True)
+    ]
+    return {
+        "arms": {
+            "task lrs": {"adamw": adamw, "muon": muon},
+            "matched update norm": matched,
+            "matched update norm, AdamW up": {**matched, "adamw": {**adamw, **matched["adamw"]}},
+        },
+        "matched_loss": views,
+    }
 
 
 def _imbalance(gap_end):
@@ -111,9 +137,9 @@ CASES = {
         (_low_rank([100.0, 10.0, 20.0], [10.0, 100.0, 20.0]), [UNCLEAR]),
     ],
     "nds": [
-        (_nds([3.0, 4.0, 5.0], [2.0, 2.5, 3.0], [1.2] * 3, [2.0, 3.0, 2.5]), [AGREE] * 3),
-        (_nds([0.3, 0.2, 0.25], [0.1, 0.06, 0.07], [0.2] * 3, [0.5, 0.4, 0.3]), [DISAGREE] * 3),
-        (_nds([3.0, 0.5, 1.5], [2.0, 0.5, 1.0], [1.0] * 3, [2.0, 0.5, 1.0]), [UNCLEAR] * 3),
+        (_nds([3.0, 4.0, 5.0], [2.0, 2.5, 3.0], [1.2] * 3, [2.0, 3.0, 2.5]), [AGREE] * 6),
+        (_nds([0.3, 0.2, 0.25], [0.1, 0.06, 0.07], [0.2] * 3, [0.5, 0.4, 0.3]), [DISAGREE] * 6),
+        (_nds([3.0, 0.5, 1.5], [2.0, 0.5, 1.0], [1.0] * 3, [2.0, 0.5, 1.0]), [UNCLEAR] * 6),
     ],
     "imbalance": [
         (_imbalance([0.1, 0.12, 0.11]), [AGREE, UNCLEAR]),

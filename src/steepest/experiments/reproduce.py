@@ -10,7 +10,8 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
 * ``low-rank``: steps to a threshold of Muon and GD on the concentrated-spectrum quadratic,
   two step-size protocols, with the Eq. 7 ratio (Shen et al., arXiv 2505.23737).
 * ``nds``: NDS, update norm and the one-step Taylor decomposition of Muon's and AdamW's updates,
-  at the task lrs and at matched update norms (Bergemann et al., arXiv 2606.04662).
+  at the task lrs, at matched update norms and at matched validation loss (Bergemann et al.,
+  arXiv 2606.04662).
 * ``imbalance``: balanced accuracy over training of tuned GD, AdamW, Muon and spectral GD on
   the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
@@ -19,6 +20,14 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   (least squares with MNIST vs Gaussian features and the Eq. 7 quantities along training, Shen
   et al., arXiv 2505.23737; steps to a target loss across batch sizes, Shah et al., arXiv
   2505.02222).
+* ``amplification``: the NDS ratio AdamW / Muon against the Zipf exponent of zipf-pcfg data
+  (Bergemann et al., arXiv 2606.04662, Fig. 3).
+* ``layer-split``: within- and cross-layer parts of Muon's and AdamW's NDS (Bergemann et al.,
+  Fig. 4).
+* ``kronecker-hessian``: low-rank Kronecker fits of exact attention Hessians and the NDS they
+  imply (Bergemann et al., Assumption 5.1, Fig. 5).
+* ``grokking``: steps to generalize on modular addition with weight decay, Muon and AdamW
+  tuned and at the task's lrs (Tveit et al., arXiv 2504.16041).
 """
 
 from __future__ import annotations
@@ -39,7 +48,15 @@ from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
 from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
 from steepest.experiments.runner import lr_factor, train
-from steepest.experiments.targets import batch_size, gradient_norms, regression
+from steepest.experiments.targets import (
+    amplification,
+    batch_size,
+    gradient_norms,
+    grokking,
+    kronecker_hessian,
+    layer_split,
+    regression,
+)
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tune import tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
@@ -431,7 +448,10 @@ def _nds_run(
     base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
     params = [p for p in model.parameters() if p.requires_grad]
     batches = task.batches(seed)
-    keys = ("step", "train_loss", "nds", "update_norm", "gain", "penalty", "predicted", "actual")
+    keys = (
+        "step", "train_loss", "val_loss", "nds", "update_norm", "gain", "penalty", "predicted",
+        "actual",
+    )  # fmt: skip
     curve: dict[str, list[float]] = {k: [] for k in keys}
     for step in range(steps):
         factor = lr_factor(step, steps, task.warmup, task.schedule)
@@ -454,6 +474,7 @@ def _nds_run(
             for p, b in zip(params, before, strict=True):
                 p.copy_(b)
         check = taylor_check(functools.partial(task.loss, model, batch), params, minus_update, 1.0)
+        val_loss = task.evaluate(model)["val_loss"]
         with torch.no_grad():
             for p, a in zip(params, after, strict=True):
                 p.copy_(a)
@@ -462,6 +483,7 @@ def _nds_run(
         values = {
             "step": step,
             "train_loss": loss.item(),
+            "val_loss": val_loss,
             "nds": check["nds"],
             "update_norm": math.sqrt(check["update_norm_sq"]),
             "gain": check["first_order"],
@@ -474,13 +496,70 @@ def _nds_run(
     return curve
 
 
+#: the ``nds`` arm that raises AdamW's lrs to Muon's update norm
+UP = "matched update norm, AdamW up"
+
+#: the Taylor terms compared at matched validation loss
+MATCHED_KEYS = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
+
+
+def _at_loss(curve: dict[str, list[float]], level: float, key: str) -> float:
+    """``curve[key]`` at the first measured crossing of validation loss ``level``, linear in
+    the validation loss between the two measured steps around it (nan if never reached)."""
+    losses = curve["val_loss"]
+    for i, loss in enumerate(losses):
+        if loss <= level:
+            if i == 0 or losses[i - 1] == loss:
+                return curve[key][i]
+            t = (losses[i - 1] - level) / (losses[i - 1] - loss)
+            return curve[key][i - 1] + t * (curve[key][i] - curve[key][i - 1])
+    return math.nan
+
+
+def matched_loss_view(
+    adamw: dict[str, list[float]],
+    muon: dict[str, list[float]],
+    points: int = 9,
+    until: float = math.inf,
+) -> dict[str, Any]:
+    """The Taylor terms of two runs at equal validation loss.
+
+    Each run is cut to its measurements after the first (the first interval, from the
+    initialization, spans most of the loss range in one step) up to step ``until`` (the
+    annealed end of a schedule, where steps vanish, is left out). Levels: ``points`` values
+    evenly spaced over the validation losses both cut runs pass through, from the higher of
+    their lowest to the lower of their highest. Each run's terms (:data:`MATCHED_KEYS`) are
+    interpolated at each level by :func:`_at_loss`; no level when the ranges do not overlap.
+
+    Returns:
+        ``{"levels": [...], "adamw": {key: [...]}, "muon": {key: [...]}}``.
+
+    References:
+        Bergemann et al., arXiv 2606.04662, Sec. 3 (the comparison at matched validation loss).
+    """
+    runs = {}
+    for name, curve in (("adamw", adamw), ("muon", muon)):
+        keep = [i for i, step in enumerate(curve["step"]) if i >= 1 and step <= until]
+        runs[name] = {k: [curve[k][i] for i in keep] for k in ("val_loss", *MATCHED_KEYS)}
+    lows = [min(c["val_loss"], default=math.inf) for c in runs.values()]
+    highs = [max(c["val_loss"], default=-math.inf) for c in runs.values()]
+    floor, top = max(lows), min(highs)
+    levels = (
+        [floor + (top - floor) * k / (points - 1) for k in range(points)] if floor < top else []
+    )
+    view: dict[str, Any] = {"levels": levels}
+    for name, curve in runs.items():
+        view[name] = {k: [_at_loss(curve, level, k) for level in levels] for k in MATCHED_KEYS}
+    return view
+
+
 def nds(
     out: Path,
     *,
     progress: bool = True,
-    steps: int = 120,
-    measure_every: int = 10,
-    seeds: int = 3,
+    steps: int = 200,
+    measure_every: int = 5,
+    seeds: int = 8,
     layers: int = 2,
     width: int = 64,
     heads: int = 4,
@@ -492,12 +571,16 @@ def nds(
     """NDS, update norm and the one-step Taylor decomposition of Muon's and AdamW's updates.
 
     A small GPT on ``task``: ``shakespeare-char`` (default) or ``zipf-pcfg`` (Zipf
-    ``exponent``). Two arms per seed: ``task lrs`` (the task's default learning rates) and
+    ``exponent``). Three arms per seed: ``task lrs`` (the task's default learning rates),
     ``matched update norm`` (Muon's matrix lr scaled by AdamW's median update norm over Muon's
-    in the first arm, same seed). u is the actual change of all parameters in a step; g and H
-    the gradient and Hessian of that step's batch loss before it
-    (:func:`steepest.diagnostics.taylor_check`). Medians over the measured steps, then mean ±
-    std over seeds. Criteria: :data:`CRITERIA` ``["nds"]``, ``["nds mechanism"]``.
+    in the first arm, same seed) and ``matched update norm, AdamW up`` (AdamW's lrs scaled by
+    the inverse ratio, against Muon at its task lrs). u is the actual change of all parameters
+    in a step; g and H the gradient and Hessian of that step's batch loss before it
+    (:func:`steepest.diagnostics.taylor_check`), and the validation loss there. Medians over
+    the measured steps, then mean ± std over seeds. Matched-loss view: the same terms of both
+    optimizers at equal validation loss (:func:`matched_loss_view`, task lrs arm). Criteria:
+    :data:`CRITERIA` ``["nds"]``, ``["nds mechanism"]``, ``["nds matched"]``,
+    ``["nds matched loss"]``, ``["nds matched loss mechanism"]``.
 
     References:
         Bergemann, Zhang, Li, Wang, Yang, "Why Muon outperforms Adam: a curvature
@@ -520,7 +603,7 @@ def nds(
     lm_task = make_task(task, **sizes)
     lm_task.setup(torch.device("cpu"))
     lrs = {k: lm_task.default_lrs[k] for k in ("adamw", "muon")}
-    arms: dict[str, dict[str, Any]] = {"task lrs": {}, "matched update norm": {}}
+    arms: dict[str, dict[str, Any]] = {"task lrs": {}, "matched update norm": {}, UP: {}}
     summary_keys = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
     with sdpa_kernel(SDPBackend.MATH):  # double backward (Hessian-vector products)
         for seed in range(seeds):
@@ -538,19 +621,29 @@ def nds(
                     lm_task, "muon", muon_lr, lrs["muon"][1], steps, measure_every, seed
                 ),
             }
-            for arm, runs in (("task lrs", curves), ("matched update norm", matched)):
+            adamw_lrs = (lrs["adamw"][0] / scale, lrs["adamw"][1] / scale)
+            up = {
+                "adamw": _nds_run(lm_task, "adamw", *adamw_lrs, steps, measure_every, seed),
+                "muon": curves["muon"],
+            }
+            arm_lrs = {("matched update norm", "muon"): muon_lr, (UP, "adamw"): adamw_lrs[0]}
+            for arm, runs in (("task lrs", curves), ("matched update norm", matched), (UP, up)):
                 for name, curve in runs.items():
                     entry = arms[arm].setdefault(
                         name, {"curves": [], "lr": [], **{f"median_{k}": [] for k in summary_keys}}
                     )
                     entry["curves"].append(curve)
-                    entry["lr"].append(
-                        muon_lr if (arm, name) == ("matched update norm", "muon") else lrs[name][0]
-                    )
+                    entry["lr"].append(arm_lrs.get((arm, name), lrs[name][0]))
                     for k in summary_keys:
                         entry[f"median_{k}"].append(statistics.median(curve[k]))
     record: dict[str, Any] = {
         "target": "nds",
+        "matched_loss": [
+            matched_loss_view(a, m, until=0.8 * steps)
+            for a, m in zip(
+                arms["task lrs"]["adamw"]["curves"], arms["task lrs"]["muon"]["curves"], strict=True
+            )
+        ],
         "task": lm_task.name,
         "task_options": lm_task.options(),
         "steps": steps,
@@ -561,22 +654,51 @@ def nds(
     }
     record["verdicts"] = [dataclasses.asdict(v) for v in nds_verdicts(record)]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=120)
-    for arm, style in (("task lrs", "-"), ("matched update norm", "--")):
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8), dpi=120)
+    axes = list(grid[0]) + list(grid[1][:2])
+    panels = ("nds", "update_norm", "penalty", "gain", "actual")
+    colors = {
+        ("task lrs", "adamw"): "tab:blue",
+        ("task lrs", "muon"): "tab:orange",
+        ("matched update norm", "muon"): "tab:green",
+        (UP, "adamw"): "tab:red",
+    }
+    for arm, style in (("task lrs", "-"), ("matched update norm", "--"), (UP, "--")):
         for name, entry in arms[arm].items():
-            if arm != "task lrs" and name == "adamw":
+            if (arm, name) not in colors:
                 continue
-            c = entry["curves"][0]
-            for ax, key in zip(axes, ("nds", "update_norm", "penalty"), strict=True):
-                ax.plot(c["step"], c[key], style, marker="o", label=f"{name} ({arm})")
+            c, color = entry["curves"][0], colors[arm, name]
+            for ax, key in zip(axes, panels, strict=True):
+                ax.plot(c["step"], c[key], style, color=color, marker="o", label=f"{name} ({arm})")
+            axes[-1].plot(c["step"], c["predicted"], style, color=color, marker="x", alpha=0.5)
     for ax, ylabel in zip(
         axes,
-        ("NDS u^T H u / ||u||^2", "update norm ||u||_F", "curvature penalty u^T H u / 2"),
+        (
+            "NDS u^T H u / ||u||^2",
+            "update norm ||u||_F",
+            "curvature penalty u^T H u / 2",
+            "first-order gain -<g, u>",
+            "loss change: actual (o), predicted (x)",
+        ),
         strict=True,
     ):
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.set_yscale("symlog", linthresh=1e-4)
+    view = record["matched_loss"][0]
+    ax = grid[1][2]
+    for name in ("adamw", "muon"):
+        color = colors["task lrs", name]
+        ax.plot(view["levels"], view[name]["nds"], color=color, marker="o", label=f"{name} NDS")
+        ax.plot(
+            view["levels"], view[name]["penalty"], ":", color=color, marker=".",
+            label=f"{name} penalty",
+        )  # fmt: skip
+    ax.set_xlabel("validation loss (matched levels)")
+    ax.set_ylabel("NDS, penalty at matched loss")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    for ax in grid.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"NDS and Taylor terms: {layers} x {width} GPT on {lm_task.name}, seed 0")
@@ -588,7 +710,8 @@ def nds(
 
 
 def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
-    """The three verdicts of ``nds`` from the per-seed medians in ``record["arms"]``."""
+    """The verdicts of ``nds``: four from the per-seed medians in ``record["arms"]``, two from
+    ``record["matched_loss"]``."""
 
     def log_ratio(arm: str, key: str) -> list[float]:
         a, m = record["arms"][arm]["adamw"][key], record["arms"][arm]["muon"][key]
@@ -624,7 +747,58 @@ def nds_verdicts(record: dict[str, Any]) -> list[Verdict]:
         outcome[sign_of(matched)],
         f"ln(penalty AdamW / penalty Muon) {fmt(matched)}",
     )
-    return [first, second, third]
+    up, up_norm = log_ratio(UP, "median_penalty"), log_ratio(UP, "median_update_norm")
+    fourth = Verdict(
+        CLAIMS["nds mechanism"],
+        f"[{UP}] " + CRITERIA["nds matched"],
+        outcome[sign_of(up)],
+        f"ln(AdamW / Muon): penalty {fmt(up)}, update norm {fmt(up_norm)}",
+    )
+    return [first, second, third, fourth, *_matched_loss_verdicts(record["matched_loss"])]
+
+
+def _median_finite(values: list[float | None]) -> float:
+    """Median of the finite ``values`` (``None`` is JSON's nan); nan when none is finite."""
+    done = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(done) if done else math.nan
+
+
+def _matched_loss_verdicts(views: list[dict[str, Any]]) -> list[Verdict]:
+    """The matched-loss verdicts of ``nds``: per seed, medians over the loss levels."""
+
+    def log_ratio(key: str, sign: float = 1.0) -> list[float]:
+        out = []
+        for view in views:
+            a, m = (sign * _median_finite(view[n][key]) for n in ("adamw", "muon"))
+            out.append(math.log(a / m) if a > 0 and m > 0 else math.nan)
+        return out
+
+    outcome = {1: "agrees", -1: "disagrees", 0: "inconclusive"}
+    nds_ratio = log_ratio("nds")
+    first = Verdict(
+        CLAIMS["nds"],
+        "[matched loss] " + CRITERIA["nds matched loss"],
+        outcome[sign_of(nds_ratio)],
+        f"ln(NDS AdamW / NDS Muon) {fmt(nds_ratio)}",
+    )
+    decrease = [-v for v in log_ratio("actual", -1.0)]  # ln(decrease Muon / decrease AdamW)
+    penalty = log_ratio("penalty")
+    gain = log_ratio("gain")
+    comparable = all(abs(v) < math.log(2) for v in gain)
+    if sign_of(decrease) == 1 and sign_of(penalty) == 1 and comparable:
+        mechanism = "agrees"
+    elif sign_of(decrease) == -1 or sign_of(penalty) == -1:
+        mechanism = "disagrees"
+    else:
+        mechanism = "inconclusive"
+    second = Verdict(
+        CLAIMS["nds matched loss"],
+        "[matched loss, mechanism] " + CRITERIA["nds matched loss mechanism"],
+        mechanism,
+        f"ln(Muon / AdamW) one-step decrease {fmt(decrease)}; ln(AdamW / Muon): penalty "
+        f"{fmt(penalty)}, gain {fmt(gain)}",
+    )
+    return [first, second]
 
 
 # --------------------------------------------------------------------------------------------
@@ -941,6 +1115,15 @@ CLAIMS: dict[str, str] = {
     "regression": regression.CLAIM,
     "gradient-norms": gradient_norms.CLAIM,
     "batch-size": batch_size.CLAIM,
+    "nds matched loss": "Bergemann et al., arXiv 2606.04662: at matched validation loss Muon "
+    "makes a larger one-step loss decrease than Adam, with a comparable first-order gain and a "
+    "smaller curvature penalty",
+    "amplification": amplification.CLAIM,
+    "layer-split": layer_split.CLAIM,
+    "kronecker-hessian": kronecker_hessian.CLAIMS["energy"],
+    "kronecker-hessian ordering": kronecker_hessian.CLAIMS["ordering"],
+    "kronecker-hessian model": kronecker_hessian.CLAIMS["model"],
+    "grokking": grokking.CLAIM,
 }
 
 CRITERIA: dict[str, str] = {
@@ -965,6 +1148,18 @@ CRITERIA: dict[str, str] = {
     "regression": regression.CRITERION,
     "gradient-norms": gradient_norms.CRITERION,
     "batch-size": f"{batch_size.CRITERION}; {batch_size.CRITERION_FIT}",
+    "nds matched loss": "ln(NDS AdamW / NDS Muon), each the median over validation-loss levels "
+    "both runs reach (interpolated), per seed: clearly > 0 -> agrees, clearly < 0 -> disagrees, "
+    "else inconclusive",
+    "nds matched loss mechanism": "medians over matched validation-loss levels, per seed: "
+    "ln(Muon / AdamW one-step loss decrease) and ln(AdamW / Muon penalty) both clearly > 0 with "
+    "gains within 2x on every seed -> agrees; either clearly < 0 -> disagrees; else inconclusive",
+    "amplification": amplification.CRITERION,
+    "layer-split": layer_split.CRITERION,
+    "kronecker-hessian": kronecker_hessian.CRITERIA["energy"],
+    "kronecker-hessian ordering": kronecker_hessian.CRITERIA["ordering"],
+    "kronecker-hessian model": kronecker_hessian.CRITERIA["model"],
+    "grokking": grokking.CRITERION,
 }
 CLEARLY = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
@@ -985,6 +1180,10 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "regression": regression.regression,
     "gradient-norms": gradient_norms.gradient_norms,
     "batch-size": batch_size.batch_size,
+    "amplification": amplification.amplification,
+    "layer-split": layer_split.layer_split,
+    "kronecker-hessian": kronecker_hessian.kronecker_hessian,
+    "grokking": grokking.grokking,
 }
 
 VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
@@ -996,13 +1195,17 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
     "regression": regression.verdicts,
     "gradient-norms": gradient_norms.verdicts,
     "batch-size": batch_size.verdicts,
+    "amplification": amplification.amplification_verdicts,
+    "layer-split": layer_split.layer_split_verdicts,
+    "kronecker-hessian": kronecker_hessian.kronecker_hessian_verdicts,
+    "grokking": grokking.grokking_verdicts,
 }
 
 #: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores
 QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "schatten-p": {"m": 32, "n": 16, "gpt_steps": 5, "gpt_width": 64, "gpt_layers": 2},
     "low-rank": {"m": 32, "n": 16, "ks": "1,16", "max_steps": 600},
-    "nds": {"steps": 30, "measure_every": 10},
+    "nds": {"steps": 30, "measure_every": 10, "seeds": 3},
     "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
     "implicit-bias": {"steps": 1000},
     "regression": {"samples": 1500, "threshold": 0.03, "max_steps": 1500},
@@ -1015,4 +1218,28 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
         "measure_size": 2000,
     },
     "batch-size": {"batch_sizes": "64,1024", "seeds": 3, "max_steps": 1000, "warmups": "0,5"},
+    "amplification": {
+        "exponents": "0,2",
+        "seeds": 3,
+        "steps": 30,
+        "width": 32,
+        "train_tokens": 20_000,
+    },
+    "layer-split": {"steps": 30, "measure_every": 10, "seeds": 2, "layers": 2, "width": 32},
+    "kronecker-hessian": {
+        "steps": 30,
+        "checkpoints": "1",
+        "seeds": 2,
+        "layers": 1,
+        "width": 8,
+        "hessian_batch": 16,
+    },
+    "grokking": {
+        "steps": 600,
+        "seeds": 3,
+        "modulus": 23,
+        "train_fraction": 0.7,
+        "width": 32,
+        "hidden": 64,
+    },
 }

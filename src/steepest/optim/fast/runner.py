@@ -376,7 +376,9 @@ class FastGroups:
             return cast(torch.Tensor, replay)
 
         view, blocks = group["matrix_view"], group["blocks"]
-        updates = dualizer.map_local(self.stacks, dualize, directions, params, view, blocks, index)
+        updates = dualizer.map_local(
+            self.stacks, dualize, directions, params, view, blocks, index, reuse=True
+        )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))
             graph.run(stage_5, local_params, updates, local_states, group, self.stacks)

@@ -105,11 +105,12 @@ def measure(opt: Any, repeat: int) -> dict[str, Any]:
         opt.step()
     ops: Counter[str] = Counter()
     allocated = collectives = 0
+    main = next(e.thread for e in prof.events() if e.cpu_parent is None)
     for event in prof.events():
         if event.name in COPY_OPS:
             ops[event.name] += 1
         if event.self_cpu_memory_usage > 0:
-            if _in_collective(event):
+            if _in_collective(event, main):
                 collectives += event.self_cpu_memory_usage
             else:
                 allocated += event.self_cpu_memory_usage
@@ -123,15 +124,15 @@ def measure(opt: Any, repeat: int) -> dict[str, Any]:
     }
 
 
-def _in_collective(event: Any) -> bool:
+def _in_collective(event: Any, main: int) -> bool:
     """Whether a profiled op ran inside a torch.distributed collective (gloo's CPU
     collectives allocate their own buffers, which NCCL's do not): on another thread than
-    the step's, or called from torch.distributed's collective functions."""
-    if event.thread != 1:
+    the step's (`main`), or called from torch.distributed's collectives or their wait."""
+    if event.thread != main:
         return True
     parent = event.cpu_parent
     while parent is not None:
-        if "distributed_c10d" in parent.name:
+        if "distributed_c10d" in parent.name or "method wait of" in parent.name:
             return True
         parent = parent.cpu_parent
     return False

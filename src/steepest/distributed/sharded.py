@@ -26,6 +26,7 @@ MuonBP, arXiv 2510.16981 (block-periodic mode).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -140,6 +141,10 @@ class ShardedDualizer:
         self._plans: dict[object, RankPlan] = {}
         #: key -> a received or stacked tensor kept across steps (``_buffer``)
         self._buffers: dict[object, torch.Tensor] = {}
+        #: id(tensor) -> (a weak reference to it, its layout) (``_layout``)
+        self._layouts: dict[int, tuple[weakref.ref[torch.Tensor], _Layout]] = {}
+        #: device -> the lane of its collectives (``_lane``)
+        self._lanes: dict[torch.device, _Lane] = {}
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -219,7 +224,7 @@ class ShardedDualizer:
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         whole = stacks.counted(fn)
-        layouts = [_layout(t) for t in layouts_of]
+        layouts = [self._layout(t) for t in layouts_of]
         if self.check_replicas:
             _check_plan(list(layouts_of), layouts)
         if stacks.steps != self._step:  # a new step: the plans start from idle ranks
@@ -283,6 +288,22 @@ class ShardedDualizer:
             self.plans[key] = plans
         return cast(list[torch.Tensor], out)  # every index is in one group
 
+    def _layout(self, t: torch.Tensor) -> _Layout:
+        """t's layout (``_layout``), found once per tensor (parameters persist)."""
+        entry = self._layouts.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return entry[1]
+        layout = _layout(t)
+        self._layouts[id(t)] = (weakref.ref(t), layout)
+        return layout
+
+    def _lane(self, device: torch.device) -> _Lane:
+        """The lane of the collectives on device (made once: on CUDA it owns a stream)."""
+        lane = self._lanes.get(device)
+        if lane is None:
+            lane = self._lanes[device] = _Lane(device)
+        return lane
+
     def _plan(self, costs: list[list[float]], group: ProcessGroup | None) -> RankPlan:
         """The LPT plan of these items over group's ranks, continuing this step's loads (the
         same costs and loads give the same plan: it is made once and kept)."""
@@ -331,8 +352,14 @@ class ShardedDualizer:
         compute i, issue gather i, compute i + 1, ...; then wait for every gather in order).
         ``reuse``: None, or a key under which the stacks' buffers are kept across steps."""
         rank, world = dist.get_rank(group), dist.get_world_size(group)
-        pieces = [split_matrices(t, view, blocks) for t in tensors]
-        matrices = [m.reshape(-1, *m.shape[-2:]) for ms in pieces for m in ms]
+        # each tensor's matrices as one (k, m, n) view where the view is a reshape
+        reshaped = blocks is None and view != "transposed"
+        if reshaped:
+            pieces = [[t] for t in tensors]
+            matrices = [t.reshape(-1, *matrix_shape(t.shape, view)[-2:]) for t in tensors]
+        else:
+            pieces = [split_matrices(t, view, blocks) for t in tensors]
+            matrices = [m.reshape(-1, *m.shape[-2:]) for ms in pieces for m in ms]
         out_dtypes = [d for ms, d in zip(pieces, dtypes, strict=True) for _ in ms]
         by_shape: dict[tuple[tuple[int, int], torch.dtype, torch.dtype], list[int]] = {}
         for i, (X, d) in enumerate(zip(matrices, out_dtypes, strict=True)):
@@ -343,7 +370,7 @@ class ShardedDualizer:
             stacks.append(self._stack([matrices[i] for i in members], tag))
         plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
-        lane = _Lane(matrices[0].device)
+        lane = self._lane(matrices[0].device)
         gathers = []
         for s, (X, (_, _, d)) in enumerate(zip(stacks, by_shape, strict=True)):
             counts = [len(plan.mine(s, r)) for r in range(world)]
@@ -361,6 +388,9 @@ class ShardedDualizer:
             parts: list[torch.Tensor] = list(results.split(sizes))  # type: ignore[no-untyped-call]
             for i, part in zip(stack_members, parts, strict=True):
                 ordered[i] = part
+        if reshaped:
+            updates = zip(ordered, tensors, strict=True)
+            return [cast(torch.Tensor, u).reshape(t.shape) for u, t in updates]
         out, start = [], 0
         for t, ms in zip(tensors, pieces, strict=True):
             mine = [
@@ -413,7 +443,7 @@ class ShardedDualizer:
             plans.append(plan)
             for j, s in enumerate(members):
                 counts[s] = [len(plan.mine(j, r)) for r in range(len(plan.loads))]
-        lane = _Lane(stacks[0][0].device)
+        lane = self._lane(stacks[0][0].device)
         exchanges = [
             _Exchange(
                 self, ds, likes[s][0], group, counts[s], lane, None if reuse is None else (reuse, s)
@@ -777,7 +807,6 @@ def _consecutive(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
     first = parts[0]
     if first.numel() == 0 or first.dtype != parts[-1].dtype:
         return None
-    storage = first.untyped_storage().data_ptr()
     end = first.data_ptr()
     for p in parts:
         if (
@@ -785,12 +814,14 @@ def _consecutive(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
             or p.dtype != first.dtype
             or p.shape[1:] != first.shape[1:]
             or p.data_ptr() != end
-            or p.untyped_storage().data_ptr() != storage
         ):
             return None
         end += p.numel() * p.element_size()
     if len(parts) == 1:
         return first
+    storage = first.untyped_storage()  # back to back within it: one buffer (storages are
+    if end > storage.data_ptr() + storage.nbytes():  # disjoint), else two that touch
+        return None
     shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
     strides = [1] * len(shape)
     for d in range(len(shape) - 2, -1, -1):

@@ -1,15 +1,18 @@
-"""The sharded step's own cost on CPU: world size 1 (gloo), beside the single-process step.
+"""The sharded step's own cost on CPU (gloo), beside the single-process step.
 
     PYTHONPATH=src python bench/dist_overhead.py [--shapes 512x2048*8] [--dtype float32]
         [--steps 1] [--threads 1] [--frozen] [--json FILE]
+    PYTHONPATH=src torchrun --standalone --nproc_per_node 2 bench/dist_overhead.py ...   # W = 2
 
-At world size 1 nothing crosses a link, so the replicated and FSDP2 layouts' extra time and
-memory traffic over the single process is the cost of the sharded machinery itself (packing,
-exchange buffers, re-stacking, dtype conversions, host-side work), which every world size
-pays. The three layouts run steepest.Muon with the fast path's CPU stand-in of the GPU path:
-local stages compiled (dynamo's eager backend), fused stage 1 and recorded
-(``closure_capture``, which replays the recorded Python on CPU). The polar iteration takes
-``--steps`` steps (default 1, so that the machinery is not hidden under the matrix products).
+At world size 1 (the default without torchrun) nothing crosses a link, so the replicated and
+FSDP2 layouts' extra time and memory traffic over the single process is the cost of the
+sharded machinery itself (packing, exchange buffers, re-stacking, dtype conversions,
+host-side work), which every world size pays. The three layouts run steepest.Muon with the
+fast path's CPU stand-in of the GPU path: local stages compiled (dynamo's eager backend),
+fused stage 1 and recorded (``closure_capture``, which replays the recorded Python on CPU).
+The polar iteration takes ``--steps`` steps (default 1, so that the machinery is not hidden
+under the matrix products). At W > 1 plain tensors are shared by default, so there is no
+single-process row; ratios are to the first row.
 With ``--frozen`` the recordings replay nothing (as a CUDA graph's replay costs the host a
 constant), so a step times only what runs outside them.
 
@@ -161,23 +164,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default="", help="write the rows here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    if "RANK" in os.environ:  # under torchrun: its world
+        dist.init_process_group("gloo")
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(port))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    world, rank = dist.get_world_size(), dist.get_rank()
     shapes, dtype = parse_shapes(args.shapes), getattr(torch, args.dtype)
+    # at W > 1 plain tensors are shared across the ranks by default: no single-process row
+    modes = ("single process", "replicated", "FSDP2") if world == 1 else ("replicated", "FSDP2")
     rows = {
         mode: measure(build(shapes, mode, dtype, args.steps, args.frozen), args.repeat)
-        for mode in ("single process", "replicated", "FSDP2")
+        for mode in modes
     }
     dist.destroy_process_group()
-    single = rows["single process"]
+    if rank != 0:
+        return
+    single = rows[modes[0]]
     replays = "frozen recordings" if args.frozen else "recordings replayed as Python"
-    print(f"shapes {args.shapes} {args.dtype}, polar steps {args.steps}, {replays}, W = 1 (gloo)")
+    print(f"shapes {args.shapes} {args.dtype}, polar steps {args.steps}, {replays}, W = {world}")
     print(
-        f"{'layout':15s} {'ms':>8s} {'vs single':>9s} {'copies':>7s} {'alloc MB':>9s} "
+        f"{'layout':15s} {'ms':>8s} {'vs first':>9s} {'copies':>7s} {'alloc MB':>9s} "
         f"{'in coll.':>9s}  copy ops"
     )
     for mode, row in rows.items():
@@ -191,7 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"paths: {rows['FSDP2']['paths']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"shapes": args.shapes, "dtype": args.dtype, "rows": rows}, f, indent=1)
+            json.dump(
+                {"shapes": args.shapes, "dtype": args.dtype, "world": world, "rows": rows},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

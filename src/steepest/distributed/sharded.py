@@ -581,14 +581,15 @@ class _Exchange:
         their ranks)."""
         recv = self.lane.wait(self.pending)
         r, n = self.rank, self.counts
-        pieces = [
-            p.view(n[r], self.sizes[j], *self.shape[1:])
-            for j, p in enumerate(recv.split(self.out_splits))  # type: ignore[no-untyped-call]
-            if self.sizes[j]
-        ]
-        if len(pieces) == 1:  # one rank holds every row: the received rows are the stack
-            whole = pieces[0]
-        else:
+        if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
+            # one tensor, or one rank holds every row: the received rows are in stack order
+            whole = recv.view(n[r], *self.shape)
+        else:  # rank j's rows of every tensor, then rank j + 1's: reorder by tensor
+            pieces = [
+                p.view(n[r], self.sizes[j], *self.shape[1:])
+                for j, p in enumerate(recv.split(self.out_splits))  # type: ignore[no-untyped-call]
+                if self.sizes[j]
+            ]
             out = self._buffer("whole", (n[r], *self.shape), recv.dtype)
             whole = torch.cat(pieces, dim=1, out=out)
         whole = whole.to(self.dtype)
@@ -602,11 +603,12 @@ class _Exchange:
             if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
                 return updates.reshape(-1).to(dtype)  # already in rank order
             out = self._buffer("send updates", [updates.numel()], dtype)
-            parts = [
-                updates[:, o : o + s].reshape(-1)
-                for o, s in zip(self.offsets, self.sizes, strict=True)
-            ]
-            return torch.cat(parts, out=out)
+            start = 0
+            for o, size in zip(self.offsets, self.sizes, strict=True):
+                rows = updates[:, o : o + size]
+                out[start : start + rows.numel()].view(rows.shape).copy_(rows)
+                start += rows.numel()
+            return out
 
         self.pending = self.lane.all_to_all(
             pack, [updates], recv, out_splits, in_splits, self.group

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -143,8 +144,8 @@ class ShardedDualizer:
         self._buffers: dict[object, torch.Tensor] = {}
         #: id(tensor) -> (a weak reference to it, its layout) (``_layout``)
         self._layouts: dict[int, tuple[weakref.ref[torch.Tensor], _Layout]] = {}
-        #: device -> the lane of its collectives (``_lane``)
-        self._lanes: dict[torch.device, _Lane] = {}
+        #: (device, compute streams) -> the lane of its collectives (``_lane``)
+        self._lanes: dict[tuple[torch.device, int], _Lane] = {}
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -209,6 +210,7 @@ class ShardedDualizer:
         blocks: Sequence[int] | None,
         key: object = None,
         reuse: bool = False,
+        streams: int = 1,
     ) -> list[torch.Tensor]:
         """``map`` on local tensors: ``directions[i]`` is this rank's part (whole when
         replicated, its rows under FSDP2) of a tensor laid out as ``layouts_of[i]`` (the
@@ -220,7 +222,9 @@ class ShardedDualizer:
         path's stages 1-2) are exchanged and dualized as that stack, without copying it.
         ``reuse`` (with a ``key``): the received stacks, and so the updates returned, are
         tensors kept for this key and overwritten by its next call (the fast path's step,
-        whose recordings then find them where they recorded them).
+        whose recordings then find them where they recorded them). ``streams``: on CUDA,
+        stack i is orthogonalized on compute stream i % streams (1: on the current stream),
+        so that stacks overlap.
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         whole = stacks.counted(fn)
@@ -250,7 +254,9 @@ class ShardedDualizer:
             else:
                 dtypes = [layouts_of[i].dtype for i in members]
                 tag = (key, "replicated", id(group)) if reuse and key is not None else None
-                results = self._replicated(whole, local, dtypes, view, blocks, group, plans, tag)
+                results = self._replicated(
+                    whole, local, dtypes, view, blocks, group, plans, tag, streams
+                )
             if self.check_replicas:
                 check_group = None if group == "local" else group
                 _check_same(local, check_group, "directions of replicated parameters")
@@ -277,6 +283,7 @@ class ShardedDualizer:
                     blocks,
                     plans,
                     (key, "sharded") if reuse and key is not None else None,
+                    streams,
                 )
             for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -297,11 +304,12 @@ class ShardedDualizer:
         self._layouts[id(t)] = (weakref.ref(t), layout)
         return layout
 
-    def _lane(self, device: torch.device) -> _Lane:
-        """The lane of the collectives on device (made once: on CUDA it owns a stream)."""
-        lane = self._lanes.get(device)
+    def _lane(self, device: torch.device, streams: int) -> _Lane:
+        """The lane of the collectives on device with `streams` compute streams (made once:
+        on CUDA it owns its streams)."""
+        lane = self._lanes.get((device, streams))
         if lane is None:
-            lane = self._lanes[device] = _Lane(device)
+            lane = self._lanes[device, streams] = _Lane(device, streams)
         return lane
 
     def _plan(self, costs: list[list[float]], group: ProcessGroup | None) -> RankPlan:
@@ -344,6 +352,7 @@ class ShardedDualizer:
         group: ProcessGroup | None,
         plans: list[RankPlan],
         reuse: object,
+        streams: int,
     ) -> list[torch.Tensor]:
         """fn on every stack of replicated tensors' matrices: each rank its planned matrices
         (a consecutive range of the stack), then an all-gather of the results into the stack
@@ -370,15 +379,16 @@ class ShardedDualizer:
             stacks.append(self._stack([matrices[i] for i in members], tag))
         plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
-        lane = self._lane(matrices[0].device)
+        lane = self._lane(matrices[0].device, streams)
         gathers = []
         for s, (X, (_, _, d)) in enumerate(zip(stacks, by_shape, strict=True)):
             counts = [len(plan.mine(s, r)) for r in range(world)]
             start = sum(counts[:rank])
-            Y = fn(X[start : start + counts[rank]]).to(d) if counts[rank] else X[:0].to(d)
             tag = None if reuse is None else (reuse, "gathered", s)
             gathered = self._buffer(tag, X.shape, self.comm_dtype or d, X.device)
-            gathers.append(lane.all_gather(gathered, Y, counts, group))
+            with lane.computing(s):
+                Y = fn(X[start : start + counts[rank]]).to(d) if counts[rank] else X[:0].to(d)
+                gathers.append(lane.all_gather(gathered, Y, counts, group))
         ordered: list[torch.Tensor | None] = [None] * len(matrices)
         for ((_, _, out_dtype), stack_members), gather in zip(
             by_shape.items(), gathers, strict=True
@@ -421,6 +431,7 @@ class ShardedDualizer:
         blocks: Sequence[int] | None,
         plans: list[RankPlan],
         reuse: object,
+        streams: int,
     ) -> list[list[torch.Tensor]]:
         """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
         their planned owners, fn_stack on each owner's (k, *shape) stack of them, all-to-all
@@ -443,7 +454,7 @@ class ShardedDualizer:
             plans.append(plan)
             for j, s in enumerate(members):
                 counts[s] = [len(plan.mine(j, r)) for r in range(len(plan.loads))]
-        lane = self._lane(stacks[0][0].device)
+        lane = self._lane(stacks[0][0].device, streams)
         exchanges = [
             _Exchange(
                 self, ds, likes[s][0], group, counts[s], lane, None if reuse is None else (reuse, s)
@@ -455,7 +466,8 @@ class ShardedDualizer:
         for i, exchange in enumerate(exchanges):
             if i + 1 < len(exchanges):
                 exchanges[i + 1].send_shards()
-            exchange.dualize_and_return(lambda X: _map_stack(fn_stack, X, view, blocks))
+            with lane.computing(i):
+                exchange.dualize_and_return(lambda X: _map_stack(fn_stack, X, view, blocks))
         return [exchange.receive_updates() for exchange in exchanges]
 
 
@@ -631,24 +643,47 @@ class _Pending:
     buffers: list[torch.Tensor]
     work: dist.Work | None
     finish: Callable[[], None] | None = None
+    #: on CUDA: recorded on the side stream right after the collective's issue
+    issued: torch.cuda.Event | None = None
 
 
 class _Lane:
-    """Where the collectives are issued: on CUDA from a side stream, on CPU in order.
+    """Where the collectives are issued and the stacks computed: on CUDA the collectives
+    from a side stream and stack i on compute stream i % streams; on CPU all in order.
 
-    Ordering on CUDA: the side stream first waits for the current (compute) stream, so the
+    Ordering on CUDA: the side stream first waits for the stream that issues the collective
+    (the current one, or the compute stream of the stack whose results it sends), so the
     buffer it packs holds finished results (and a kept receive buffer is no longer read by
-    the previous step); the packing and the collective's issue run on the side stream while
-    the current stream goes on with the next stack; ``wait`` makes the current stream wait
-    for the collective (``Work.wait``) and for the side stream, and marks the buffers as used
-    by the current stream (so the allocator keeps them until its kernels ran). On CPU (gloo)
-    the collective runs on gloo's thread while this one computes.
+    the previous step); the packing and the collective's issue run on the side stream, after
+    which an event is recorded there; ``wait`` makes the waiting stream wait for the
+    collective (``Work.wait``) and for that event (not for later work on the side stream),
+    and marks the buffers as used by it (so the allocator keeps them until its kernels ran).
+    A compute stream first waits for the current stream (the directions are written there).
+    So two stacks' orthogonalizations may overlap, as the single-process step's streams do,
+    and the current stream, which waits for every stack's last collective, follows them all.
+    On CPU (gloo) the collective runs on gloo's thread while this one computes.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, streams: int) -> None:
         self.side = None
+        self.compute: list[torch.cuda.Stream] = []
         if device.type == "cuda":
-            self.side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+            with torch.cuda.device(device):
+                self.side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+                if streams > 1:
+                    self.compute = [torch.cuda.Stream() for _ in range(streams)]  # type: ignore[no-untyped-call]
+
+    @contextmanager
+    def computing(self, stack: int) -> Iterator[None]:
+        """Run the body on stack `stack`'s compute stream (CUDA, several streams), after the
+        current stream's work; elsewhere on the current stream."""
+        if not self.compute:
+            yield
+            return
+        stream = self.compute[stack % len(self.compute)]
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            yield
 
     def _issue(self, run: Callable[[], _Pending], inputs: Sequence[torch.Tensor]) -> _Pending:
         """run() (pack and issue) on the side stream after the current stream's work; the
@@ -659,7 +694,10 @@ class _Lane:
         for t in inputs:
             t.record_stream(self.side)
         with torch.cuda.stream(self.side):
-            return run()
+            pending = run()
+            pending.issued = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            pending.issued.record(self.side)
+        return pending
 
     def all_to_all(
         self,
@@ -721,7 +759,8 @@ class _Lane:
             pending.work.wait()
         if self.side is not None:
             current = torch.cuda.current_stream()
-            current.wait_stream(self.side)
+            if pending.issued is not None:
+                current.wait_event(pending.issued)
             for b in pending.buffers:
                 b.record_stream(current)
         if pending.finish is not None:

@@ -381,7 +381,15 @@ class FastGroups:
 
         view, blocks = group["matrix_view"], group["blocks"]
         updates = dualizer.map_local(
-            self.stacks, dualize, directions, params, view, blocks, index, reuse=True
+            self.stacks,
+            dualize,
+            directions,
+            params,
+            view,
+            blocks,
+            index,
+            reuse=True,
+            streams=self.options.streams,
         )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))

@@ -228,7 +228,8 @@ class ShardedDualizer:
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         whole = stacks.counted(fn)
-        layouts = [self._layout(t) for t in layouts_of]
+        # the fast path's layouts are its parameters: found once; others (new each step) now
+        layouts = [self._layout(t) if reuse else _layout(t) for t in layouts_of]
         if self.check_replicas:
             _check_plan(list(layouts_of), layouts)
         if stacks.steps != self._step:  # a new step: the plans start from idle ranks
@@ -296,7 +297,7 @@ class ShardedDualizer:
         return cast(list[torch.Tensor], out)  # every index is in one group
 
     def _layout(self, t: torch.Tensor) -> _Layout:
-        """t's layout (``_layout``), found once per tensor (parameters persist)."""
+        """t's layout (``_layout``), found once per tensor (for parameters, which persist)."""
         entry = self._layouts.get(id(t))
         if entry is not None and entry[0]() is t:
             return entry[1]

@@ -68,3 +68,15 @@ def test_plans_continue_from_earlier_work():
 def test_bad_world_raises():
     with pytest.raises(ValueError, match="world=0"):
         balance([[1.0]], 0)
+
+
+def test_equal_items_go_to_each_rank_consecutively():
+    """Seven equal items and three unequal ones on 3 ranks, rank 0 busy before (2.0): by
+    hand, LPT gives the 2.0 items to ranks 1 and 2, then the unit items round-robin from
+    rank 0 (3, 2, 2 of them) and the last unit item to rank 1. The equal stack's items are
+    then regrouped so that each rank's are consecutive, in rank order (a rank's share of a
+    stack is one slice of it), with the same counts and loads."""
+    plan = balance([[1.0] * 7, [2.0, 1.0, 2.0]], 3, start=[2.0, 0.0, 0.0])
+    assert plan.owners == ((0, 0, 0, 1, 1, 2, 2), (1, 1, 2))
+    assert plan.loads == (3.0, 5.0, 4.0)
+    assert plan.totals == (5.0, 5.0, 4.0)

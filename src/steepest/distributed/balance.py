@@ -87,7 +87,8 @@ def balance(
 
     Returns:
         the plan; every rank computing it from the same costs gets the same plan (ties go to
-        the lower rank; equal items keep stack order).
+        the lower rank; equal items keep stack order). In a stack of equal items each rank's
+        items are consecutive, in rank order (so its share is a slice of the stack).
     """
     if world < 1:
         raise ValueError(f"balance: world={world}; need an int >= 1")
@@ -107,6 +108,9 @@ def balance(
         owners[s][i] = rank
         loads[rank] += cost
         heapq.heappush(heap, (load + cost, rank))
+    for s, stack in enumerate(costs):  # equal items: each rank's share consecutive
+        if len(set(stack)) == 1:
+            owners[s].sort()
     totals = tuple(a + b for a, b in zip(busy, loads, strict=True))
     return RankPlan(tuple(tuple(o) for o in owners), tuple(loads), totals)
 

@@ -26,7 +26,10 @@ MuonBP, arXiv 2510.16981 (block-periodic mode).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
@@ -135,8 +138,14 @@ class ShardedDualizer:
         #: flops planned so far this step per process group (the plans of later groups of
         #: the step continue from them, so small groups spread over the ranks)
         self._loads: dict[int, list[float]] = {}
-        #: (rows, device) -> rows as an index tensor on device (``_index``)
-        self._indices: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+        #: (group, world, costs, start loads) -> its plan (``_plan``)
+        self._plans: dict[object, RankPlan] = {}
+        #: key -> a received or stacked tensor kept across steps (``_buffer``)
+        self._buffers: dict[object, torch.Tensor] = {}
+        #: id(tensor) -> (a weak reference to it, its layout) (``_layout``)
+        self._layouts: dict[int, tuple[weakref.ref[torch.Tensor], _Layout]] = {}
+        #: (device, compute streams) -> the lane of its collectives (``_lane``)
+        self._lanes: dict[tuple[torch.device, int], _Lane] = {}
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -200,16 +209,27 @@ class ShardedDualizer:
         view: View,
         blocks: Sequence[int] | None,
         key: object = None,
+        reuse: bool = False,
+        streams: int = 1,
     ) -> list[torch.Tensor]:
         """``map`` on local tensors: ``directions[i]`` is this rank's part (whole when
         replicated, its rows under FSDP2) of a tensor laid out as ``layouts_of[i]`` (the
         parameter, a plain tensor or DTensor); returns this rank's part of each update, a
         plain tensor. The fast path's step calls this between its local stages, so the
         collectives stay here, outside its compiled and recorded functions.
+
+        Directions that lie back to back in one buffer (a same-shape stack of the fast
+        path's stages 1-2) are exchanged and dualized as that stack, without copying it.
+        ``reuse`` (with a ``key``): the received stacks, and so the updates returned, are
+        tensors kept for this key and overwritten by its next call (the fast path's step,
+        whose recordings then find them where they recorded them). ``streams``: on CUDA,
+        stack i is orthogonalized on compute stream i % streams (1: on the current stream),
+        so that stacks overlap.
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         whole = stacks.counted(fn)
-        layouts = [_layout(t) for t in layouts_of]
+        # the fast path's layouts are its parameters: found once; others (new each step) now
+        layouts = [self._layout(t) if reuse else _layout(t) for t in layouts_of]
         if self.check_replicas:
             _check_plan(list(layouts_of), layouts)
         if stacks.steps != self._step:  # a new step: the plans start from idle ranks
@@ -230,11 +250,14 @@ class ShardedDualizer:
         plans: list[RankPlan] = []
         for group, members in replicated.items():
             local = [directions[i] for i in members]
-            if group == "local" or _world(group) == 1:
+            if group == "local":
                 results = map_matrices(whole, local, view, blocks)
             else:
                 dtypes = [layouts_of[i].dtype for i in members]
-                results = self._replicated(whole, local, dtypes, view, blocks, group, plans)
+                tag = (key, "replicated", id(group)) if reuse and key is not None else None
+                results = self._replicated(
+                    whole, local, dtypes, view, blocks, group, plans, tag, streams
+                )
             if self.check_replicas:
                 check_group = None if group == "local" else group
                 _check_same(local, check_group, "directions of replicated parameters")
@@ -253,13 +276,15 @@ class ShardedDualizer:
                 ]
             else:
                 updates = self._sharded(
-                    lambda ts: map_matrices(whole, ts, view, blocks),
+                    whole,
                     lists,
                     likes,
                     [layouts[sharded[k][0]][1] for k in keys],
                     view,
                     blocks,
                     plans,
+                    (key, "sharded") if reuse and key is not None else None,
+                    streams,
                 )
             for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -271,38 +296,52 @@ class ShardedDualizer:
             self.plans[key] = plans
         return cast(list[torch.Tensor], out)  # every index is in one group
 
+    def _layout(self, t: torch.Tensor) -> _Layout:
+        """t's layout (``_layout``), found once per tensor (for parameters, which persist)."""
+        entry = self._layouts.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return entry[1]
+        layout = _layout(t)
+        self._layouts[id(t)] = (weakref.ref(t), layout)
+        return layout
+
+    def _lane(self, device: torch.device, streams: int) -> _Lane:
+        """The lane of the collectives on device with `streams` compute streams (made once:
+        on CUDA it owns its streams)."""
+        lane = self._lanes.get((device, streams))
+        if lane is None:
+            lane = self._lanes[device, streams] = _Lane(device, streams)
+        return lane
+
     def _plan(self, costs: list[list[float]], group: ProcessGroup | None) -> RankPlan:
-        """The LPT plan of these items over group's ranks, continuing this step's loads."""
+        """The LPT plan of these items over group's ranks, continuing this step's loads (the
+        same costs and loads give the same plan: it is made once and kept)."""
         world = dist.get_world_size(group)
-        start = self._loads.get(id(group), [0.0] * world)
-        plan = balance(costs, world, start)
+        start = tuple(self._loads.get(id(group), [0.0] * world))
+        key = (id(group), world, tuple(map(tuple, costs)), start)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = balance(costs, world, start)
         self._loads[id(group)] = list(plan.totals)
         return plan
 
-    def _index(self, rows: list[int], device: torch.device) -> torch.Tensor | slice:
-        """rows as a slice where they are consecutive, else as an index tensor on device,
-        made once per (rows, device): a list index would copy it to the device every step,
-        waiting for the device each time."""
-        if rows == list(range(rows[0], rows[0] + len(rows))):
-            return slice(rows[0], rows[0] + len(rows))
-        key = (tuple(rows), device)
-        index = self._indices.get(key)
-        if index is None:
-            index = self._indices[key] = torch.tensor(rows, dtype=torch.int64, device=device)
-        return index
-
-    def _rows(self, X: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        """X's matrices ``rows`` (the ones this rank dualizes), as one contiguous stack."""
-        index = self._index(rows, X.device)
-        return X[index] if isinstance(index, slice) else X.index_select(0, index)
-
-    def _put_rows(self, Y: torch.Tensor, rows: list[int], values: torch.Tensor) -> None:
-        """Y[rows] = values, in place."""
-        index = self._index(rows, Y.device)
-        if isinstance(index, slice):
-            Y[index] = values
-        else:
-            Y.index_copy_(0, index, values)
+    def _buffer(
+        self, key: object, shape: Sequence[int], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """An uninitialized tensor kept for `key` while its shape, dtype and device stay
+        (None key: a new one). Received and gathered stacks go into the same tensors every
+        step, so a recording that reads them finds them where it recorded them (no copy)."""
+        if key is None:
+            return torch.empty(tuple(shape), dtype=dtype, device=device)
+        buffer = self._buffers.get(key)
+        if (
+            buffer is None
+            or buffer.shape != tuple(shape)
+            or buffer.dtype != dtype
+            or buffer.device != device
+        ):
+            buffer = self._buffers[key] = torch.empty(tuple(shape), dtype=dtype, device=device)
+        return buffer
 
     def _replicated(
         self,
@@ -313,67 +352,91 @@ class ShardedDualizer:
         blocks: Sequence[int] | None,
         group: ProcessGroup | None,
         plans: list[RankPlan],
+        reuse: object,
+        streams: int,
     ) -> list[torch.Tensor]:
-        """fn on every stack of replicated tensors' matrices: each rank its planned matrices,
-        then an all-gather of the results (tensor i's update in ``dtypes[i]``, sent in it
-        unless ``comm_dtype``). The all-gather of stack i runs while stack i + 1
-        is dualized (explicit order: compute i, issue gather i, compute i + 1, ...; then
-        wait for every gather in order)."""
-        rank = dist.get_rank(group)
-        pieces = [split_matrices(t, view, blocks) for t in tensors]
-        matrices = [m for ms in pieces for m in ms]
+        """fn on every stack of replicated tensors' matrices: each rank its planned matrices
+        (a consecutive range of the stack), then an all-gather of the results into the stack
+        of updates (tensor i's update in ``dtypes[i]``, sent in it unless ``comm_dtype``).
+        The all-gather of stack i runs while stack i + 1 is dualized (explicit order:
+        compute i, issue gather i, compute i + 1, ...; then wait for every gather in order).
+        ``reuse``: None, or a key under which the stacks' buffers are kept across steps."""
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        # each tensor's matrices as one (k, m, n) view where the view is a reshape
+        reshaped = blocks is None and view != "transposed"
+        if reshaped:
+            pieces = [[t] for t in tensors]
+            matrices = [t.reshape(-1, *matrix_shape(t.shape, view)[-2:]) for t in tensors]
+        else:
+            pieces = [split_matrices(t, view, blocks) for t in tensors]
+            matrices = [m.reshape(-1, *m.shape[-2:]) for ms in pieces for m in ms]
         out_dtypes = [d for ms, d in zip(pieces, dtypes, strict=True) for _ in ms]
         by_shape: dict[tuple[tuple[int, int], torch.dtype, torch.dtype], list[int]] = {}
         for i, (X, d) in enumerate(zip(matrices, out_dtypes, strict=True)):
             by_shape.setdefault(((X.shape[-2], X.shape[-1]), X.dtype, d), []).append(i)
         stacks = []
-        for (mn, _, d), members in by_shape.items():
-            flat = [matrices[i].reshape(-1, *mn) for i in members]
-            stacks.append((members, flat, flat[0] if len(flat) == 1 else torch.cat(flat), d))
-        plan = self._plan(
-            [[polar_flops(*X.shape[-2:])] * X.shape[0] for _, _, X, _ in stacks], group
-        )
+        for s, members in enumerate(by_shape.values()):
+            tag = None if reuse is None else (reuse, "stack", s)
+            stacks.append(self._stack([matrices[i] for i in members], tag))
+        plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
-        lane = _Lane(matrices[0].device)
+        lane = self._lane(matrices[0].device, streams)
         gathers = []
-        for s, (_, _, X, d) in enumerate(stacks):
-            mine = plan.mine(s, rank)
-            counts = [len(plan.mine(s, r)) for r in range(len(plan.loads))]
-            Y = fn(self._rows(X, mine)).to(d) if mine else X[:0].to(d)
-            gathers.append(lane.all_gather(Y, max(counts), self.comm_dtype or d, group))
-        flat_out: list[torch.Tensor | None] = [None] * len(matrices)
-        for s, ((members, flat, X, d), gather) in enumerate(zip(stacks, gathers, strict=True)):
-            parts = lane.wait(gather)
-            Y = torch.empty(X.shape, dtype=d, device=X.device)
-            for r, part in enumerate(parts):
-                owned = plan.mine(s, r)
-                if owned:
-                    self._put_rows(Y, owned, part[: len(owned)].to(d))
-            sizes = [f.shape[0] for f in flat]
-            for i, piece in zip(members, Y.split(sizes), strict=True):  # type: ignore[no-untyped-call]
-                flat_out[i] = piece.reshape(matrices[i].shape)
+        for s, (X, (_, _, d)) in enumerate(zip(stacks, by_shape, strict=True)):
+            counts = [len(plan.mine(s, r)) for r in range(world)]
+            start = sum(counts[:rank])
+            tag = None if reuse is None else (reuse, "gathered", s)
+            gathered = self._buffer(tag, X.shape, self.comm_dtype or d, X.device)
+            with lane.computing(s):
+                Y = fn(X[start : start + counts[rank]]).to(d) if counts[rank] else X[:0].to(d)
+                gathers.append(lane.all_gather(gathered, Y, counts, group))
+        ordered: list[torch.Tensor | None] = [None] * len(matrices)
+        for ((_, _, out_dtype), stack_members), gather in zip(
+            by_shape.items(), gathers, strict=True
+        ):
+            results = lane.wait(gather).to(out_dtype)
+            sizes = [matrices[i].shape[0] for i in stack_members]
+            parts: list[torch.Tensor] = list(results.split(sizes))  # type: ignore[no-untyped-call]
+            for i, part in zip(stack_members, parts, strict=True):
+                ordered[i] = part
+        if reshaped:
+            updates = zip(ordered, tensors, strict=True)
+            return [cast(torch.Tensor, u).reshape(t.shape) for u, t in updates]
         out, start = [], 0
         for t, ms in zip(tensors, pieces, strict=True):
-            out.append(
-                join_matrices(
-                    cast(list[torch.Tensor], flat_out[start : start + len(ms)]), t.shape, view
-                )
-            )
+            mine = [
+                cast(torch.Tensor, ordered[start + j]).reshape(m.shape) for j, m in enumerate(ms)
+            ]
+            out.append(join_matrices(mine, t.shape, view))
             start += len(ms)
         return out
 
+    def _stack(self, parts: list[torch.Tensor], key: object) -> torch.Tensor:
+        """The (k_i, ...) parts concatenated along dim 0: a view where they lie back to back
+        in one contiguous buffer (the fast path's stages 1-2 hand over their stacks so),
+        else one copy (into the buffer kept for `key`)."""
+        view = _consecutive(parts)
+        if view is not None:
+            return view
+        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+        out = self._buffer(key, shape, parts[0].dtype, parts[0].device)
+        return torch.cat(parts, out=out)
+
     def _sharded(
         self,
-        fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+        fn_stack: _StackFn,
         stacks: list[list[torch.Tensor]],
         likes: list[list[DTensor]],
         groups: list[ProcessGroup | None],
         view: View,
         blocks: Sequence[int] | None,
         plans: list[RankPlan],
+        reuse: object,
+        streams: int,
     ) -> list[list[torch.Tensor]]:
         """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
-        their planned owners, fn_tensors on the owned ones, all-to-all the rows back.
+        their planned owners, fn_stack on each owner's (k, *shape) stack of them, all-to-all
+        the rows back.
 
         Explicit order: issue exchange 1 of stack 0; then for each stack i: issue exchange 1
         of stack i + 1, wait for exchange 1 of stack i, dualize it, issue its exchange 2;
@@ -382,7 +445,7 @@ class ShardedDualizer:
         per_group: dict[int, list[int]] = {}
         for s, group in enumerate(groups):
             per_group.setdefault(id(group), []).append(s)
-        owners: list[list[list[int]]] = [[] for _ in stacks]
+        counts: list[list[int]] = [[] for _ in stacks]
         for members in per_group.values():
             group = groups[members[0]]
             costs = [
@@ -391,10 +454,12 @@ class ShardedDualizer:
             plan = self._plan(costs, group)
             plans.append(plan)
             for j, s in enumerate(members):
-                owners[s] = [plan.mine(j, r) for r in range(len(plan.loads))]
-        lane = _Lane(stacks[0][0].device)
+                counts[s] = [len(plan.mine(j, r)) for r in range(len(plan.loads))]
+        lane = self._lane(stacks[0][0].device, streams)
         exchanges = [
-            _Exchange(ds, likes[s][0], group, self.comm_dtype, owners[s], lane)
+            _Exchange(
+                self, ds, likes[s][0], group, counts[s], lane, None if reuse is None else (reuse, s)
+            )
             for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
         ]
         if exchanges:
@@ -402,7 +467,8 @@ class ShardedDualizer:
         for i, exchange in enumerate(exchanges):
             if i + 1 < len(exchanges):
                 exchanges[i + 1].send_shards()
-            exchange.dualize_and_return(fn_tensors)
+            with lane.computing(i):
+                exchange.dualize_and_return(lambda X: _map_stack(fn_stack, X, view, blocks))
         return [exchange.receive_updates() for exchange in exchanges]
 
 
@@ -445,10 +511,6 @@ def _layout(t: torch.Tensor) -> _Layout:
     )
 
 
-def _world(group: ProcessGroup | None) -> int:
-    return dist.get_world_size(group)
-
-
 def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
@@ -463,28 +525,36 @@ def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
 
 
 class _Exchange:
-    """The two all-to-alls of one stack of K same-shape row-sharded tensors; rank j owns the
-    tensors ``owned[j]`` (from the plan) and dualizes them whole. Directions travel in their
-    dtype and updates in ``like``'s (the parameter's), each unless ``comm_dtype``."""
+    """The two all-to-alls of one stack of K same-shape row-sharded tensors; rank j owns
+    ``counts[j]`` consecutive tensors of the stack (ranks in order) and dualizes them whole.
+    Directions travel in their dtype and updates in ``like``'s (the parameter's), each unless
+    the dualizer's ``comm_dtype``. Buffers: a stack of the local rows (a view when they lie
+    back to back), the owner's received rows, whole stack and update rows, and the received
+    update rows, which in stack order are this rank's (K, rows, ...) stack of updates; kept
+    under ``reuse`` across steps (None: new each step)."""
 
     def __init__(
         self,
+        dualizer: ShardedDualizer,
         locals_: list[torch.Tensor],
         like: torch.Tensor,
         group: ProcessGroup | None,
-        comm_dtype: torch.dtype | None,
-        owned: list[list[int]],
+        counts: list[int],
         lane: _Lane,
+        reuse: object,
     ) -> None:
-        self.group, self.comm_dtype, self.lane = group, comm_dtype, lane
+        self.dualizer, self.group, self.lane = dualizer, group, lane
+        self.comm_dtype = dualizer.comm_dtype
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
         self.update_dtype = like.dtype
         self.locals = locals_
+        self.device = locals_[0].device
         self.sizes = shard_rows(self.shape[0], self.world)
         self.offsets = [sum(self.sizes[:j]) for j in range(self.world)]
         self.rest = math.prod(self.shape[1:])
-        self.owned = owned
+        self.counts = counts
+        self.reuse = reuse
         for t in self.locals:
             if t.shape[0] != self.sizes[self.rank]:
                 raise ValueError(
@@ -493,90 +563,130 @@ class _Exchange:
                     "split of dim 0 as FSDP2 does)"
                 )
 
-    def _flat(self, parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        dtype = self.comm_dtype or dtype
-        if not parts:
-            return torch.empty(0, dtype=dtype, device=self.locals[0].device)
-        return torch.cat([p.reshape(-1) for p in parts]).to(dtype)
+    def _buffer(self, name: str, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        key = None if self.reuse is None else (self.reuse, name)
+        return self.dualizer._buffer(key, shape, dtype, self.device)
 
     def send_shards(self) -> None:
-        """Issue all-to-all 1: my rows of every tensor go to that tensor's owner."""
-        r, n = self.rank, [len(o) for o in self.owned]
+        """Issue all-to-all 1: my rows of every tensor go to that tensor's owner (the stack
+        of my rows, in stack order, is the send buffer)."""
+        r, n = self.rank, self.counts
         in_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
+        dtype = self.comm_dtype or self.dtype
+        recv = self._buffer("recv directions", [sum(out_splits)], dtype)
+        rows = (self.sizes[r], *self.shape[1:])
+        parts = [t.reshape(1, *rows) for t in self.locals]
+
+        def pack() -> torch.Tensor:
+            return self.dualizer._stack(parts, self._key("send directions")).reshape(-1).to(dtype)
+
         self.pending = self.lane.all_to_all(
-            lambda: self._flat([self.locals[k] for o in self.owned for k in o], self.dtype),
-            self.locals,
-            out_splits,
-            in_splits,
-            self.group,
+            pack, self.locals, recv, out_splits, in_splits, self.group
         )
         self.out_splits = out_splits
 
-    def dualize_and_return(
-        self, fn_tensors: Callable[[list[torch.Tensor]], list[torch.Tensor]]
-    ) -> None:
-        """Wait for my whole tensors, dualize them, issue all-to-all 2 (rows to their ranks)."""
-        recv = self.lane.wait(self.pending)[0]
-        r, n = self.rank, [len(o) for o in self.owned]
-        pieces = recv.split(self.out_splits)  # type: ignore[no-untyped-call]
-        whole = torch.cat(
-            [p.view(n[r], self.sizes[j], *self.shape[1:]) for j, p in enumerate(pieces)], dim=1
-        ).to(self.dtype)
-        if n[r]:
-            updates = torch.stack(fn_tensors(list(whole.unbind(0)))).to(self.update_dtype)
-        else:
-            updates = whole.to(self.update_dtype)
+    def _key(self, name: str) -> object:
+        return None if self.reuse is None else (self.reuse, name)
+
+    def dualize_and_return(self, fn_stack: _StackFn) -> None:
+        """Wait for my whole tensors, dualize them as one stack, issue all-to-all 2 (rows to
+        their ranks)."""
+        recv = self.lane.wait(self.pending)
+        r, n = self.rank, self.counts
+        if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
+            # one tensor, or one rank holds every row: the received rows are in stack order
+            whole = recv.view(n[r], *self.shape)
+        else:  # rank j's rows of every tensor, then rank j + 1's: reorder by tensor
+            pieces = [
+                p.view(n[r], self.sizes[j], *self.shape[1:])
+                for j, p in enumerate(recv.split(self.out_splits))  # type: ignore[no-untyped-call]
+                if self.sizes[j]
+            ]
+            out = self._buffer("whole", (n[r], *self.shape), recv.dtype)
+            whole = torch.cat(pieces, dim=1, out=out)
+        whole = whole.to(self.dtype)
+        updates = fn_stack(whole).to(self.update_dtype) if n[r] else whole.to(self.update_dtype)
         in_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
+        dtype = self.comm_dtype or self.update_dtype
+        recv = self._buffer("recv updates", [sum(out_splits)], dtype)
+
+        def pack() -> torch.Tensor:
+            if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
+                return updates.reshape(-1).to(dtype)  # already in rank order
+            out = self._buffer("send updates", [updates.numel()], dtype)
+            start = 0
+            for o, size in zip(self.offsets, self.sizes, strict=True):
+                rows = updates[:, o : o + size]
+                out[start : start + rows.numel()].view(rows.shape).copy_(rows)
+                start += rows.numel()
+            return out
+
         self.pending = self.lane.all_to_all(
-            lambda: self._flat(
-                [
-                    updates[:, self.offsets[j] : self.offsets[j] + self.sizes[j]]
-                    for j in range(self.world)
-                ],
-                self.update_dtype,
-            ),
-            [updates],
-            out_splits,
-            in_splits,
-            self.group,
+            pack, [updates], recv, out_splits, in_splits, self.group
         )
-        self.out_splits = out_splits
 
     def receive_updates(self) -> list[torch.Tensor]:
-        """Wait for all-to-all 2; my row shard of every tensor's update, in stack order."""
-        recv = self.lane.wait(self.pending)[0]
-        local_shape = (self.sizes[self.rank], *self.shape[1:])
-        out: list[torch.Tensor | None] = [None] * len(self.locals)
-        for j, piece in enumerate(recv.split(self.out_splits)):  # type: ignore[no-untyped-call]
-            rows = piece.view(len(self.owned[j]), *local_shape).to(self.update_dtype).unbind(0)
-            for k, update in zip(self.owned[j], rows, strict=True):
-                out[k] = update
-        return cast(list[torch.Tensor], out)  # every tensor has one owner
+        """Wait for all-to-all 2; my row shard of every tensor's update, in stack order
+        (views of one received stack)."""
+        recv = self.lane.wait(self.pending)
+        local_shape = (len(self.locals), self.sizes[self.rank], *self.shape[1:])
+        return list(recv.view(local_shape).to(self.update_dtype).unbind(0))
+
+
+@dataclass
+class _Pending:
+    """An issued collective: the buffer it receives into, every buffer it uses (kept for
+    the current stream on ``wait``), its work handle, and what runs after it (or None)."""
+
+    received: torch.Tensor
+    buffers: list[torch.Tensor]
+    work: dist.Work | None
+    finish: Callable[[], None] | None = None
+    #: on CUDA: recorded on the side stream right after the collective's issue
+    issued: torch.cuda.Event | None = None
 
 
 class _Lane:
-    """Where the collectives are issued: on CUDA from a side stream, on CPU in order.
+    """Where the collectives are issued and the stacks computed: on CUDA the collectives
+    from a side stream and stack i on compute stream i % streams; on CPU all in order.
 
-    Ordering on CUDA: the side stream first waits for the current (compute) stream, so the
-    buffer it packs holds finished results; the packing and the collective's issue run on the
-    side stream while the current stream goes on with the next stack; ``wait`` makes the
-    current stream wait for the collective (``Work.wait``) and for the side stream, and marks
-    the received buffers as used by the current stream (so the allocator keeps them until its
-    kernels ran). On CPU (gloo) the collective runs on gloo's thread while this one computes.
+    Ordering on CUDA: the side stream first waits for the stream that issues the collective
+    (the current one, or the compute stream of the stack whose results it sends), so the
+    buffer it packs holds finished results (and a kept receive buffer is no longer read by
+    the previous step); the packing and the collective's issue run on the side stream, after
+    which an event is recorded there; ``wait`` makes the waiting stream wait for the
+    collective (``Work.wait``) and for that event (not for later work on the side stream),
+    and marks the buffers as used by it (so the allocator keeps them until its kernels ran).
+    A compute stream first waits for the current stream (the directions are written there).
+    So two stacks' orthogonalizations may overlap, as the single-process step's streams do,
+    and the current stream, which waits for every stack's last collective, follows them all.
+    On CPU (gloo) the collective runs on gloo's thread while this one computes.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, streams: int) -> None:
         self.side = None
+        self.compute: list[torch.cuda.Stream] = []
         if device.type == "cuda":
-            self.side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+            with torch.cuda.device(device):
+                self.side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+                if streams > 1:
+                    self.compute = [torch.cuda.Stream() for _ in range(streams)]  # type: ignore[no-untyped-call]
 
-    def _issue(
-        self,
-        run: Callable[[], tuple[list[torch.Tensor], dist.Work | None]],
-        inputs: Sequence[torch.Tensor],
-    ) -> tuple[list[torch.Tensor], dist.Work | None]:
+    @contextmanager
+    def computing(self, stack: int) -> Iterator[None]:
+        """Run the body on stack `stack`'s compute stream (CUDA, several streams), after the
+        current stream's work; elsewhere on the current stream."""
+        if not self.compute:
+            yield
+            return
+        stream = self.compute[stack % len(self.compute)]
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            yield
+
+    def _issue(self, run: Callable[[], _Pending], inputs: Sequence[torch.Tensor]) -> _Pending:
         """run() (pack and issue) on the side stream after the current stream's work; the
         inputs it reads are marked as used by the side stream (the allocator keeps them)."""
         if self.side is None:
@@ -585,55 +695,78 @@ class _Lane:
         for t in inputs:
             t.record_stream(self.side)
         with torch.cuda.stream(self.side):
-            return run()
+            pending = run()
+            pending.issued = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            pending.issued.record(self.side)
+        return pending
 
     def all_to_all(
         self,
         pack: Callable[[], torch.Tensor],
         inputs: Sequence[torch.Tensor],
+        recv: torch.Tensor,
         out_splits: list[int],
         in_splits: list[int],
         group: ProcessGroup | None,
-    ) -> tuple[list[torch.Tensor], dist.Work | None]:
-        """Issue an all-to-all of pack()'s flat buffer, packed from `inputs` (async);
-        returns ([recv, send], work)."""
+    ) -> _Pending:
+        """Issue an all-to-all of pack()'s flat buffer, packed from `inputs`, into the flat
+        `recv` (async)."""
 
-        def run() -> tuple[list[torch.Tensor], dist.Work | None]:
+        def run() -> _Pending:
             send = pack()
-            recv = send.new_empty(sum(out_splits))
             work = dist.all_to_all_single(
                 recv, send, out_splits, in_splits, group=group, async_op=True
             )
-            return [recv, send], work
+            return _Pending(recv, [recv, send], work)
 
         return self._issue(run, inputs)
 
     def all_gather(
-        self, Y: torch.Tensor, rows: int, dtype: torch.dtype, group: ProcessGroup | None
-    ) -> tuple[list[torch.Tensor], dist.Work | None]:
-        """Issue an all-gather of Y padded to `rows` rows, in `dtype` (async); returns (one
-        buffer per rank, work)."""
+        self,
+        stack: torch.Tensor,
+        Y: torch.Tensor,
+        counts: list[int],
+        group: ProcessGroup | None,
+    ) -> _Pending:
+        """Issue an all-gather of this rank's results Y (rank j has counts[j] rows) into
+        `stack` (all rows in rank order, in stack's dtype; async). Equal counts gather
+        straight into it; unequal ones are padded to the largest count and cut into it on
+        ``wait``."""
+        world, most = len(counts), max(counts)
 
-        def run() -> tuple[list[torch.Tensor], dist.Work | None]:
-            send = Y.new_zeros((rows, *Y.shape[1:]), dtype=dtype)
+        def run() -> _Pending:
+            if all(c == most for c in counts):
+                send = Y.to(stack.dtype)
+                work = dist.all_gather_into_tensor(stack, send, group=group, async_op=True)
+                return _Pending(stack, [stack, send], work)
+            send = Y.new_zeros((most, *Y.shape[1:]), dtype=stack.dtype)
             send[: Y.shape[0]] = Y
-            parts = [torch.empty_like(send) for _ in range(dist.get_world_size(group))]
-            work = dist.all_gather(parts, send, group=group, async_op=True)
-            return [*parts, send], work
+            padded = send.new_empty((world * most, *Y.shape[1:]))
+            work = dist.all_gather_into_tensor(padded, send, group=group, async_op=True)
+
+            def cut() -> None:
+                start = 0
+                for j, c in enumerate(counts):
+                    stack[start : start + c].copy_(padded[j * most : j * most + c])
+                    start += c
+
+            return _Pending(stack, [stack, padded, send], work, cut)
 
         return self._issue(run, [Y])
 
-    def wait(self, pending: tuple[list[torch.Tensor], dist.Work | None]) -> list[torch.Tensor]:
-        """Wait for an issued collective; its received buffers (the send buffer dropped)."""
-        buffers, work = pending
-        if work is not None:
-            work.wait()
+    def wait(self, pending: _Pending) -> torch.Tensor:
+        """Wait for an issued collective; the buffer it received into."""
+        if pending.work is not None:
+            pending.work.wait()
         if self.side is not None:
             current = torch.cuda.current_stream()
-            current.wait_stream(self.side)
-            for b in buffers:
+            if pending.issued is not None:
+                current.wait_event(pending.issued)
+            for b in pending.buffers:
                 b.record_stream(current)
-        return buffers[:-1]
+        if pending.finish is not None:
+            pending.finish()
+        return pending.received
 
 
 def _tensor_flops(shape: Sequence[int], view: View, blocks: Sequence[int] | None) -> float:
@@ -708,3 +841,42 @@ def _check_same(tensors: list[torch.Tensor], group: ProcessGroup | None, what: s
             f"ShardedDualizer: {what} differ across ranks by up to {gap:.3g}; are gradients "
             "synchronized (DDP / FSDP2) and the same parameters stepped on every rank?"
         )
+
+
+def _consecutive(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The (k_i, ...) parts as one (sum k_i, ...) tensor without copying, if they lie back
+    to back, each contiguous, in one storage (in order); else None."""
+    first = parts[0]
+    if first.numel() == 0 or first.dtype != parts[-1].dtype:
+        return None
+    end = first.data_ptr()
+    for p in parts:
+        if (
+            not p.is_contiguous()
+            or p.dtype != first.dtype
+            or p.shape[1:] != first.shape[1:]
+            or p.data_ptr() != end
+        ):
+            return None
+        end += p.numel() * p.element_size()
+    if len(parts) == 1:
+        return first
+    storage = first.untyped_storage()  # back to back within it: one buffer (storages are
+    if end > storage.data_ptr() + storage.nbytes():  # disjoint), else two that touch
+        return None
+    shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
+    strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        strides[d] = strides[d + 1] * shape[d + 1]
+    return first.as_strided(shape, strides, first.storage_offset())
+
+
+def _map_stack(
+    fn: _StackFn, X: torch.Tensor, view: View, blocks: Sequence[int] | None
+) -> torch.Tensor:
+    """fn on the matrices of a (c, ...) stack of whole tensors read under view and blocks,
+    as one (K, m, n) stack where that is a reshape of X; the (c, ...) results."""
+    if blocks is None and view != "transposed":
+        m, n = matrix_shape(tuple(X.shape[1:]), view)[-2:]
+        return fn(X.reshape(-1, m, n)).reshape(X.shape)
+    return torch.stack(map_matrices(fn, list(X.unbind(0)), view, blocks))

@@ -323,11 +323,15 @@ class FastGroups:
         ]
         lr_t, wd_t = self._live_scalars(index, group, local_params)
         fused = plan.fused and group["momentum"] > 0 and self._fusable(group, grads, states)
-        dtypes = (
-            [stack_dtype(group, g, p.shape) for g, p in zip(local_grads, params, strict=True)]
-            if fused
-            else None
-        )
+        dtypes: list[torch.dtype] | None = None
+        if fused:  # one per shape and gradient dtype
+            chosen: dict[tuple[tuple[int, ...], torch.dtype], torch.dtype] = {}
+            dtypes = []
+            for g, p in zip(local_grads, params, strict=True):
+                kind = (tuple(p.shape), g.dtype)
+                if kind not in chosen:
+                    chosen[kind] = stack_dtype(group, g, p.shape)
+                dtypes.append(chosen[kind])
         limit, kernels = self.options.recompile_limit, self.options.kernels
         first = (
             compiled(plan.backend, local_stages_1_2, limit) if plan.backend else local_stages_1_2
@@ -376,7 +380,17 @@ class FastGroups:
             return cast(torch.Tensor, replay)
 
         view, blocks = group["matrix_view"], group["blocks"]
-        updates = dualizer.map_local(self.stacks, dualize, directions, params, view, blocks, index)
+        updates = dualizer.map_local(
+            self.stacks,
+            dualize,
+            directions,
+            params,
+            view,
+            blocks,
+            index,
+            reuse=True,
+            streams=self.options.streams,
+        )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))
             graph.run(stage_5, local_params, updates, local_states, group, self.stacks)
@@ -468,7 +482,14 @@ class FastGroups:
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local part (the same storage); a plain tensor itself."""
+    """A DTensor's local part (the same storage); a plain tensor itself.
+
+    The DTensor's ``_local_tensor`` where it has one: ``to_local()`` returns a view of it
+    through an autograd function, which costs the host microseconds per tensor, and the
+    step reads every parameter, gradient and state tensor so."""
+    local = getattr(t, "_local_tensor", None)
+    if isinstance(local, torch.Tensor):
+        return local
     to_local = getattr(t, "to_local", None)
     return cast(torch.Tensor, to_local()) if callable(to_local) else t
 

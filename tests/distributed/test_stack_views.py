@@ -1,0 +1,64 @@
+"""The sharded step's stacks without copies (steepest.distributed.sharded helpers), without
+processes: directions that lie back to back in one buffer are read as one stack (a view,
+no copy), anything else is not; a stack of whole tensors is dualized as the matrices the
+single-process engine reads (steepest.matrices.stacking.map_matrices is the oracle)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steepest.distributed.sharded import _consecutive, _map_stack
+from steepest.matrices.stacking import map_matrices
+
+
+def test_back_to_back_parts_are_one_view():
+    D = torch.randn(5, 3, 4)
+    parts = [D[0:2], D[2:3], D[3:5]]
+    stack = _consecutive(parts)
+    assert stack is not None
+    assert stack.data_ptr() == D.data_ptr() and stack.shape == (5, 3, 4)
+    assert torch.equal(stack, torch.cat(parts))
+    D[4, 0, 0] = 7.0  # a view: the write shows through
+    assert stack[4, 0, 0] == 7.0
+
+
+@pytest.mark.parametrize(
+    "case", ["reordered", "separate", "transposed", "other dtype", "other shape"]
+)
+def test_other_parts_are_not_a_view(case):
+    D = torch.randn(4, 3, 3)
+    parts = {
+        "reordered": [D[2:4], D[0:2]],
+        "separate": [torch.randn(2, 3, 3), torch.randn(2, 3, 3)],
+        "transposed": [D[0:2].mT, D[2:4].mT],
+        "other dtype": [D[0:2], D[2:4].double()],
+        "other shape": [D[0:2], D[2:4].reshape(2, 9, 1)],
+    }[case]
+    assert _consecutive(parts) is None
+
+
+def _normalized(X: torch.Tensor) -> torch.Tensor:
+    """A matrix-wise function: each matrix over its Frobenius norm, times its row sums'
+    sign pattern (so a mix-up of matrices or rows shows)."""
+    scaled = X / X.norm(dim=(-2, -1), keepdim=True)
+    return scaled * torch.sign(X.sum(dim=-1, keepdim=True))
+
+
+@pytest.mark.parametrize(
+    ("shape", "view", "blocks"),
+    [
+        ((6, 5), "auto", None),
+        ((3, 6, 7), "auto", None),
+        ((4, 3, 2, 2), "auto", None),
+        ((6, 5), "transposed", None),
+        ((6, 5), "auto", [2, 4]),
+        ((2, 6, 4), (2, 2, 3, 4), None),
+    ],
+)
+def test_a_stack_of_whole_tensors_is_dualized_as_its_matrices(shape, view, blocks):
+    X = torch.randn(3, *shape, dtype=torch.float64)
+    expected = torch.stack(map_matrices(_normalized, list(X.unbind(0)), view, blocks))
+    got = _map_stack(_normalized, X, view, blocks)
+    assert got.shape == X.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)

@@ -21,11 +21,11 @@ import time
 
 import torch
 import torch.distributed as dist
-from steepest.optim.family.muloco import DistributedMuLoCo, MuLoCo
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
 import steepest
+from steepest.optim.family.muloco import DistributedMuLoCo, MuLoCo
 
 
 def dion_gap(shapes: list[tuple[int, int]], method: str, steps: int, device: torch.device):

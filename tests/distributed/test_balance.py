@@ -7,15 +7,26 @@ quintic polar step, not taken from the plan.
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from steepest.distributed import balance, plan_shapes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from common import SETS  # noqa: E402
+
+def _bench_sets() -> dict:
+    """bench/common.py's SETS, loaded by path: bench/ stays off sys.path (its kernels.py
+    would shadow the `kernels` package that transformers imports)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "common.py"
+    spec = importlib.util.spec_from_file_location("steepest_bench_common", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SETS
+
+
+SETS = _bench_sets()
 
 
 def recount(m: int, n: int, steps: int = 5) -> float:

@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -56,7 +56,7 @@ def check_param_items(who: str, items: Sequence[Any]) -> None:
 #: A plain 2-D tensor whose long side exceeds this many times its short side looks like an
 #: embedding table (vocab, d) or an output head (classes, d); hidden matrices of transformers
 #: and MLPs stay within 8 (4 d MLPs, 8/3 d SwiGLU, grouped-query K/V projections).
-HEAD_LIKE_ASPECT = 8
+HEAD_LIKE_ASPECT: Final = 8
 
 
 def warn_head_like(who: str, members: Sequence[Any], algorithm: str) -> None:

@@ -14,7 +14,7 @@ arXiv 2509.14562).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -50,7 +50,7 @@ POLAR_DEFAULTS: dict[str, Any] = {
 #: The lower bound of the Polar Express schedule after AOL preconditioning: of 1e-3, 3e-3,
 #: 1e-2 and 3e-2, 1e-2 gave the lowest float32 error with 4 steps on Gaussian 64 x 64 and
 #: 64 x 256 matrices (tests/polar/test_aol.py).
-AOL_LOWER_BOUND = 1e-2
+AOL_LOWER_BOUND: Final = 1e-2
 
 
 def check_polar(who: str, hp: Group, prefix: str = "") -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import partial
+from typing import Final
 
 import torch
 
@@ -21,7 +22,7 @@ from .device_tables import DeviceTables
 __all__ = ["CHUNK", "all_finite_into"]
 
 #: Entries of one tensor each program of the kernel reads.
-CHUNK = 1 << 16
+CHUNK: Final = 1 << 16
 #: The kernel's dtypes (it sums in float32).
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

@@ -33,7 +33,6 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import statistics
@@ -47,7 +46,7 @@ import torch
 from steepest.diagnostics import muon_advantage_ratio, stable_rank, taylor_check
 from steepest.experiments.optimizers import build_optimizer, default_lrs, split_parameters
 from steepest.experiments.report import _jsonable
-from steepest.experiments.runner import lr_factor, train
+from steepest.experiments.runner import train
 from steepest.experiments.targets import (
     amplification,
     batch_size,
@@ -57,6 +56,7 @@ from steepest.experiments.targets import (
     layer_split,
     regression,
 )
+from steepest.experiments.targets._measured import measured_run
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tune import tune_lr
 from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of, threshold_test
@@ -441,49 +441,18 @@ def _nds_run(
 ) -> dict[str, list[float]]:
     """Train with ``name``; every ``measure_every`` steps, the one-step Taylor decomposition of
     the actual update u (all parameters) on that step's batch: first-order gain -<g, u>,
-    curvature penalty u^T H u / 2, predicted and actual loss change, NDS and ||u||_F."""
-    torch.manual_seed(seed)
-    model = task.build_model()
-    optimizers = build_optimizer(name, model, lr, adamw_lr, routing=task.routing())
-    base = [[g["lr"] for g in opt.param_groups] for opt in optimizers]
-    params = [p for p in model.parameters() if p.requires_grad]
-    batches = task.batches(seed)
-    keys = (
-        "step", "train_loss", "val_loss", "nds", "update_norm", "gain", "penalty", "predicted",
-        "actual",
-    )  # fmt: skip
-    curve: dict[str, list[float]] = {k: [] for k in keys}
-    for step in range(steps):
-        factor = lr_factor(step, steps, task.warmup, task.schedule)
-        for opt, lrs in zip(optimizers, base, strict=True):
-            for group, b in zip(opt.param_groups, lrs, strict=True):
-                group["lr"] = b * factor
-        batch = next(batches)
-        loss = task.loss(model, batch)
-        torch.autograd.backward(loss)
-        measure = step % measure_every == 0 or step == steps - 1
-        before = [p.detach().clone() for p in params] if measure else []
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if not measure:
-            continue
-        after = [p.detach().clone() for p in params]
-        minus_update = [b - a for a, b in zip(after, before, strict=True)]
-        with torch.no_grad():
-            for p, b in zip(params, before, strict=True):
-                p.copy_(b)
-        check = taylor_check(functools.partial(task.loss, model, batch), params, minus_update, 1.0)
-        val_loss = task.evaluate(model)["val_loss"]
-        with torch.no_grad():
-            for p, a in zip(params, after, strict=True):
-                p.copy_(a)
-        for p in params:
-            p.grad = None
-        values = {
-            "step": step,
-            "train_loss": loss.item(),
-            "val_loss": val_loss,
+    curvature penalty u^T H u / 2, predicted and actual loss change, NDS and ||u||_F, and the
+    validation loss before the step."""
+
+    def taylor_terms(
+        model: torch.nn.Module,
+        loss_fn: Callable[[], torch.Tensor],
+        params: list[torch.Tensor],
+        update: list[torch.Tensor],
+    ) -> dict[str, float]:
+        check = taylor_check(loss_fn, params, update, 1.0)
+        return {
+            "val_loss": task.evaluate(model)["val_loss"],
             "nds": check["nds"],
             "update_norm": math.sqrt(check["update_norm_sq"]),
             "gain": check["first_order"],
@@ -491,9 +460,8 @@ def _nds_run(
             "predicted": check["predicted"],
             "actual": check["actual"],
         }
-        for k in keys:
-            curve[k].append(float(values[k]))
-    return curve
+
+    return measured_run(task, name, lr, adamw_lr, steps, measure_every, seed, taylor_terms)
 
 
 #: the ``nds`` arm that raises AdamW's lrs to Muon's update norm

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -68,6 +69,16 @@ def lr_factor(step: int, steps: int, warmup: float, schedule: str) -> float:
     if schedule == "linear":
         return 1.0 - progress
     return 1.0
+
+
+def scale_lrs(
+    optimizers: Sequence[torch.optim.Optimizer], base: Sequence[Sequence[float]], factor: float
+) -> None:
+    """Set every group's lr to its base lr (``base[i][j]`` for optimizer i, group j) times
+    ``factor``."""
+    for opt, lrs in zip(optimizers, base, strict=True):
+        for group, lr in zip(opt.param_groups, lrs, strict=True):
+            group["lr"] = lr * factor
 
 
 def parameter_hash(model: torch.nn.Module) -> str:
@@ -157,10 +168,7 @@ def train(
             diverged = diverged or not math.isfinite(metrics["val_loss"])
         if step == steps or diverged:
             break
-        factor = lr_factor(step, steps, warmup, schedule)
-        for opt, lrs in zip(optimizers, base_lrs, strict=True):
-            for group, base in zip(opt.param_groups, lrs, strict=True):
-                group["lr"] = base * factor
+        scale_lrs(optimizers, base_lrs, lr_factor(step, steps, warmup, schedule))
         batch = next(batches)
         _hash_batch(data_digest, batch)
         _sync(device)

@@ -17,7 +17,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from steepest.experiments.optimizers import build_optimizer
-from steepest.experiments.runner import lr_factor
+from steepest.experiments.runner import lr_factor, scale_lrs
 from steepest.experiments.tasks import Task
 
 __all__ = ["Measure", "measured_run", "transformer_blocks"]
@@ -52,10 +52,7 @@ def measured_run(
     curve: dict[str, list[float]] = {"step": [], "train_loss": []}
     with sdpa_kernel(SDPBackend.MATH):
         for step in range(steps):
-            factor = lr_factor(step, steps, task.warmup, task.schedule)
-            for opt, lrs in zip(optimizers, base, strict=True):
-                for group, b in zip(opt.param_groups, lrs, strict=True):
-                    group["lr"] = b * factor
+            scale_lrs(optimizers, base, lr_factor(step, steps, task.warmup, task.schedule))
             batch = next(batches)
             loss = task.loss(model, batch)
             torch.autograd.backward(loss)

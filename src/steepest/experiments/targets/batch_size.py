@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from steepest.experiments.optimizers import build_optimizer
 from steepest.experiments.report import write_json_record
+from steepest.experiments.runner import scale_lrs
 from steepest.experiments.targets._common import OUTCOME_OF_SIGN, pyplot
 from steepest.experiments.tasks import make_task
 from steepest.experiments.tasks.mnist_mlp import MnistMLP
@@ -119,10 +120,7 @@ def steps_to_target(
         if step == max_steps:
             break
         if step <= warmup:
-            factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            for opt, lrs in zip(optimizers, base, strict=True):
-                for group, b in zip(opt.param_groups, lrs, strict=True):
-                    group["lr"] = b * factor
+            scale_lrs(optimizers, base, min(1.0, (step + 1) / warmup) if warmup else 1.0)
         torch.autograd.backward(task.loss(model, next(batches)))
         for opt in optimizers:
             opt.step()

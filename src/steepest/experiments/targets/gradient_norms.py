@@ -31,7 +31,7 @@ from steepest.diagnostics import (
 )
 from steepest.experiments.optimizers import build_optimizer
 from steepest.experiments.report import write_json_record
-from steepest.experiments.runner import lr_factor
+from steepest.experiments.runner import lr_factor, scale_lrs
 from steepest.experiments.targets._common import OUTCOME_OF_SIGN, pyplot
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.tasks.lm import GPTTask
@@ -131,10 +131,7 @@ def measure_run(
     }
     bar = tqdm(total=steps, desc=f"{optimizer} seed {seed}", leave=False, disable=not progress)
     for step in range(steps):
-        factor = lr_factor(step, steps, task.warmup, task.schedule)
-        for opt, lrs in zip(optimizers, base, strict=True):
-            for group, b in zip(opt.param_groups, lrs, strict=True):
-                group["lr"] = b * factor
+        scale_lrs(optimizers, base, lr_factor(step, steps, task.warmup, task.schedule))
         measure = step % measure_every == 0 or step == steps - 1
         if measure:
             _, g_before = _gradients(measure_loss, matrices)

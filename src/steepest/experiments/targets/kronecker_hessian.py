@@ -30,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from steepest.diagnostics import kronecker_approx, kronecker_sum
 from steepest.experiments.optimizers import build_optimizer
-from steepest.experiments.runner import lr_factor
+from steepest.experiments.runner import lr_factor, scale_lrs
 from steepest.experiments.targets._output import OUTCOME, pyplot, write_record
 from steepest.experiments.tasks import Task, make_task
 from steepest.experiments.verdicts import Verdict, fmt, sign_of, threshold_test
@@ -185,10 +185,7 @@ def _trajectory(
             )
         if step == steps:
             break
-        factor = lr_factor(step, steps, task.warmup, task.schedule)
-        for opt, lrs in zip(optimizers, base, strict=True):
-            for group, b in zip(opt.param_groups, lrs, strict=True):
-                group["lr"] = b * factor
+        scale_lrs(optimizers, base, lr_factor(step, steps, task.warmup, task.schedule))
         torch.autograd.backward(task.loss(model, next(batches)))
         for opt in optimizers:
             opt.step()

@@ -162,3 +162,24 @@ def sample_matrices(count: int, s: int, l: int) -> dict[str, torch.Tensor]:
     low = low @ torch.randn(count, 8, l, dtype=torch.float64)
     gradient = low / low.norm() + 0.01 * gauss / gauss.norm()
     return {"gaussian": gauss, "log spectrum": spread, "rank 8 + noise": gradient}
+
+
+def parameters_in_layout(
+    weights: list[torch.Tensor], grads: list[torch.Tensor], mode: str
+) -> list[torch.nn.Parameter]:
+    """Parameters holding ``weights`` with ``grads`` set: row-sharded DTensors over every
+    rank of the default process group for mode "FSDP2", plain tensors otherwise."""
+    if mode != "FSDP2":
+        params = [torch.nn.Parameter(w) for w in weights]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        return params
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh(weights[0].device.type, (dist.get_world_size(),))
+    params = [torch.nn.Parameter(distribute_tensor(w, mesh, [Shard(0)])) for w in weights]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = distribute_tensor(g, mesh, [Shard(0)])
+    return params

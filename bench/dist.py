@@ -49,8 +49,7 @@ MESSAGE_BYTES = 256 * 2**20
 def build(shapes, mode: str, device: torch.device, world: int):
     """steepest.Muon on the set's parameters in one of the three layouts (or fused AdamW on
     plain tensors), gradients set."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from common import parameters_in_layout
 
     import steepest
     from steepest.distributed import configure
@@ -58,15 +57,7 @@ def build(shapes, mode: str, device: torch.device, world: int):
     gen = torch.Generator(device=device).manual_seed(0)
     weights = [torch.randn(*s, device=device, generator=gen) * 0.02 for s in shapes]
     grads = [torch.randn(*s, device=device, generator=gen) for s in shapes]
-    if mode == "FSDP2":
-        mesh = init_device_mesh(device.type, (world,))
-        params = [torch.nn.Parameter(distribute_tensor(w, mesh, [Shard(0)])) for w in weights]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = distribute_tensor(g, mesh, [Shard(0)])
-    else:
-        params = [torch.nn.Parameter(w) for w in weights]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
+    params = parameters_in_layout(weights, grads, mode)
     if mode == "AdamW (fused)":
         fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
         return torch.optim.AdamW(params, lr=1e-3, **fast)

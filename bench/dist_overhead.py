@@ -60,8 +60,7 @@ def build(
     """steepest.Muon on the shapes in one layout ("single process", "replicated", "FSDP2"),
     gradients set, with the CPU stand-in of the GPU fast path (``frozen``: recordings that
     replay nothing, see frozen_capture)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from common import parameters_in_layout
 
     import steepest
     from steepest.distributed import configure
@@ -70,15 +69,7 @@ def build(
     gen = torch.Generator().manual_seed(0)
     weights = [(torch.randn(*s, generator=gen) * 0.02).to(dtype) for s in shapes]
     grads = [torch.randn(*s, generator=gen).to(dtype) for s in shapes]
-    if mode == "FSDP2":
-        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-        params = [torch.nn.Parameter(distribute_tensor(w, mesh, [Shard(0)])) for w in weights]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = distribute_tensor(g, mesh, [Shard(0)])
-    else:
-        params = [torch.nn.Parameter(w) for w in weights]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
+    params = parameters_in_layout(weights, grads, mode)
     opt = steepest.Muon(
         params,
         lr=0.02,

@@ -62,3 +62,33 @@ def test_a_stack_of_whole_tensors_is_dualized_as_its_matrices(shape, view, block
     got = _map_stack(_normalized, X, view, blocks)
     assert got.shape == X.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+
+
+def test_collectives_get_contiguous_buffers(monkeypatch):
+    """NCCL refuses strided buffers (gloo does not): the lane hands every collective
+    contiguous ones, whatever layout the dualized stack or the packed rows come in."""
+    import torch.distributed as dist
+
+    from steepest.distributed.sharded import _Lane
+
+    seen = []
+
+    def gather(out, send, group=None, async_op=False):
+        seen.append((out.is_contiguous(), send.is_contiguous()))
+        out.view(-1).copy_(send.reshape(-1))  # world size 1
+
+    def to_all(out, send, out_splits, in_splits, group=None, async_op=False):
+        seen.append((out.is_contiguous(), send.is_contiguous()))
+        out.copy_(send)
+
+    monkeypatch.setattr(dist, "all_gather_into_tensor", gather)
+    monkeypatch.setattr(dist, "all_to_all_single", to_all)
+    lane = _Lane(torch.device("cpu"), 1)
+    Y = torch.randn(3, 5, 4).mT  # a transposed result, as a compiled step may return
+    stack = torch.empty(3, 4, 5)
+    assert torch.equal(lane.wait(lane.all_gather(stack, Y, [3], None)), Y)
+    rows = torch.randn(8, 6)[:, 0]  # a strided 1-D pack
+    recv = torch.empty(8)
+    got = lane.wait(lane.all_to_all(lambda: rows, [rows], recv, [8], [8], None))
+    assert torch.equal(got, rows)
+    assert seen == [(True, True), (True, True)]

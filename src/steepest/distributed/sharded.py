@@ -713,7 +713,7 @@ class _Lane:
         `recv` (async)."""
 
         def run() -> _Pending:
-            send = pack()
+            send = pack().contiguous()  # NCCL takes contiguous buffers only
             work = dist.all_to_all_single(
                 recv, send, out_splits, in_splits, group=group, async_op=True
             )
@@ -736,7 +736,7 @@ class _Lane:
 
         def run() -> _Pending:
             if all(c == most for c in counts):
-                send = Y.to(stack.dtype)
+                send = Y.to(stack.dtype).contiguous()  # NCCL takes contiguous buffers only
                 work = dist.all_gather_into_tensor(stack, send, group=group, async_op=True)
                 return _Pending(stack, [stack, send], work)
             send = Y.new_zeros((most, *Y.shape[1:]), dtype=stack.dtype)

@@ -170,3 +170,26 @@ def test_no_subcommand_means_compare(tmp_path):
     ]
     assert main(argv) == 0
     assert json.loads((out / "results.json").read_text())["command"].startswith("steepest --task")
+
+
+def test_footer_names_the_pre_tuning_only_when_its_settings_are_used(tmp_path, capsys):
+    """shakespeare-char's pre-tuned settings: the footer cites their tuning command while
+    some optimizer uses them, and not once every setting is given on the command line."""
+    task = "shakespeare-char"
+    _, record = _run(task, tmp_path / "default")
+    assert record["tuned_by"] == make_task(task).tuned_by
+    every = [
+        f"{flag}={name}={value}"
+        for name in OPTIMIZERS[task].split(",")
+        for flag, value in (
+            ("--lr", 0.01),
+            ("--adamw-lr", 0.003),
+            ("--warmup", 0.1),
+            ("--beta2", 0.95),
+        )
+    ]
+    capsys.readouterr()
+    _, record = _run(task, tmp_path / "given", [a for e in every for a in e.split("=", 1)])
+    assert record["tuned_by"] is None
+    table = capsys.readouterr().out
+    assert "pre-tuned by" not in table and "given on the command line" in table

@@ -282,7 +282,10 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         "steps": steps,
         "eval_every": eval_every,
         "schedule": task.schedule,
-        "tuned_by": None if args.tune else task.tuned_by or None,
+        # the task's pre-tuned settings are in use unless tuning or every setting is given
+        "tuned_by": None
+        if args.tune or all(name in v for v in given_settings.values() for name in optimizers)
+        else task.tuned_by or None,
         "given_settings": {k: v for k, v in given_settings.items() if v},
         "seeds": seeds,
         "tune": args.tune,

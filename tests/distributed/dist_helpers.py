@@ -178,8 +178,9 @@ def single_process(steps: int, **muon) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- spawned ranks
 
 
-def spawn(world: int, outdir: str) -> None:
-    """Run every scenario on `world` gloo ranks. A rank killed by a signal (not a Python
+def spawn(world: int, outdir: str, names: tuple[str, ...] | None = None) -> None:
+    """Run every scenario of SCENARIOS (or those named, "alone" among them) on `world` gloo
+    ranks. A rank killed by a signal (not a Python
     error, which propagates) gets up to two more attempts on a fresh port: on the loaded 2-core
     machine a rank is now and then aborted by a C++ std::terminate ("terminate called without an
     active exception"), twice in a row once, while isolated runs pass."""
@@ -189,19 +190,22 @@ def spawn(world: int, outdir: str) -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         try:
-            mp.spawn(_worker, args=(world, port, outdir), nprocs=world, join=True)
+            mp.spawn(_worker, args=(world, port, outdir, names), nprocs=world, join=True)
             return
         except mp.ProcessExitedException:
             if attempt == attempts - 1:
                 raise
 
 
-def _worker(rank: int, world: int, port: int, outdir: str) -> None:
+def _worker(rank: int, world: int, port: int, outdir: str, names: tuple[str, ...] | None) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
-        results = {name: scenario(rank, world, outdir) for name, scenario in SCENARIOS.items()}
+        chosen = (
+            SCENARIOS if names is None else {n: {**SCENARIOS, "alone": alone}[n] for n in names}
+        )
+        results = {name: scenario(rank, world, outdir) for name, scenario in chosen.items()}
         if rank == 0:
             torch.save(results, os.path.join(outdir, "results.pt"))
     finally:
@@ -677,6 +681,37 @@ def _momenta(opt) -> list[torch.Tensor]:
         for v in state.values():
             if isinstance(v, torch.Tensor):
                 out.append((v.full_tensor() if hasattr(v, "full_tensor") else v).clone())
+    return out
+
+
+def alone(rank, world, outdir):
+    """One rank (world size 1): the fast path's sharded step under FSDP2 and on replicated
+    plain tensors (``configure``) with every collective made to raise: a rank without peers
+    exchanges nothing, and its result is still the single process's."""
+    from unittest import mock
+
+    from steepest.distributed import configure as configure_
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective ran at world size 1")
+
+    out: dict = {}
+    with (
+        mock.patch.object(dist, "all_to_all_single", refuse),
+        mock.patch.object(dist, "all_gather_into_tensor", refuse),
+    ):
+        for config in FAST:
+            net = _fsdp(Net())
+            opt = fast_optimizer(net, config)
+            train(net, opt, 3, rank=rank, world=world)
+            out[f"fsdp-{config}"] = _full(net)
+            out[f"fsdp-paths-{config}"] = [r.sharding for r in opt.fast_path_report()]
+            for comm in (None, torch.bfloat16):
+                net = Net()
+                opt = fast_optimizer(net, config)
+                configure_(opt, comm_dtype=comm)
+                train(net, opt, 3, rank=rank, world=world)
+                out[f"replicated-{config}-{comm}"] = _full(net)
     return out
 
 

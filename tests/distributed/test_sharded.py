@@ -495,3 +495,19 @@ def test_local_counter_and_step_count_round_trip():
     fresh = make_optimizer(Net())
     fresh.load_state_dict(state)
     assert fresh.stacks.steps == 2
+
+
+def test_a_rank_alone_exchanges_nothing_and_equals_single_process(tmp_path):
+    """World size 1: the sharded fast path (FSDP2, and replicated plain tensors with float32
+    and bfloat16 exchange dtypes) runs no collective (each raises in this run) and its 3
+    steps equal the single process's within 1e-6; bfloat16 exchange rounds the update as
+    it would travel, so it differs from float32 (by more than 1e-5), and stays close."""
+    spawn(1, str(tmp_path), ("alone",))
+    case = torch.load(tmp_path / "results.pt", weights_only=False)["alone"]
+    for config in FAST:
+        reference, _ = single_process_fast(config)
+        assert max_gap(case[f"fsdp-{config}"], reference) <= TOL
+        assert case[f"fsdp-paths-{config}"][1].startswith("sharded across ranks: 1 ranks")
+        assert max_gap(case[f"replicated-{config}-None"], reference) <= TOL
+        rounded = max_gap(case[f"replicated-{config}-torch.bfloat16"], reference)
+        assert 1e-5 < rounded <= 0.05

@@ -75,7 +75,7 @@ def test_collectives_get_contiguous_buffers(monkeypatch):
 
     def gather(out, send, group=None, async_op=False):
         seen.append((out.is_contiguous(), send.is_contiguous()))
-        out.view(-1).copy_(send.reshape(-1))  # world size 1
+        out.view(2, -1).copy_(send.reshape(1, -1).expand(2, -1))  # two ranks, equal results
 
     def to_all(out, send, out_splits, in_splits, group=None, async_op=False):
         seen.append((out.is_contiguous(), send.is_contiguous()))
@@ -83,12 +83,36 @@ def test_collectives_get_contiguous_buffers(monkeypatch):
 
     monkeypatch.setattr(dist, "all_gather_into_tensor", gather)
     monkeypatch.setattr(dist, "all_to_all_single", to_all)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
     lane = _Lane(torch.device("cpu"), 1)
     Y = torch.randn(3, 5, 4).mT  # a transposed result, as a compiled step may return
-    stack = torch.empty(3, 4, 5)
-    assert torch.equal(lane.wait(lane.all_gather(stack, Y, [3], None)), Y)
+    got = lane.wait(lane.all_gather(lambda: torch.empty(6, 4, 5), Y, [3, 3], None, Y.dtype))
+    assert torch.equal(got, torch.cat([Y, Y]))
     rows = torch.randn(8, 6)[:, 0]  # a strided 1-D pack
-    recv = torch.empty(8)
-    got = lane.wait(lane.all_to_all(lambda: rows, [rows], recv, [8], [8], None))
+    got = lane.wait(
+        lane.all_to_all(lambda: rows, [rows], lambda: torch.empty(8), [4, 4], [4, 4], None)
+    )
     assert torch.equal(got, rows)
     assert seen == [(True, True), (True, True)]
+
+
+def test_a_rank_without_peers_sends_nothing(monkeypatch):
+    """A group of one rank: no collective runs and nothing is received; the packed buffer
+    (rounded to the exchange dtype, as it would travel) is the result."""
+    import torch.distributed as dist
+
+    from steepest.distributed.sharded import _Lane
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective ran without peers")
+
+    monkeypatch.setattr(dist, "all_gather_into_tensor", refuse)
+    monkeypatch.setattr(dist, "all_to_all_single", refuse)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 1)
+    lane = _Lane(torch.device("cpu"), 1)
+    Y = torch.randn(3, 5, 4).mT
+    got = lane.wait(lane.all_gather(refuse, Y, [3], None, torch.bfloat16))
+    assert got.is_contiguous() and torch.equal(got, Y.to(torch.bfloat16))
+    flat = torch.randn(12)
+    got = lane.wait(lane.all_to_all(lambda: flat, [flat], refuse, [12], [12], None))
+    assert got.data_ptr() == flat.data_ptr()

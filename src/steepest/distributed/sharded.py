@@ -25,6 +25,7 @@ MuonBP, arXiv 2510.16981 (block-periodic mode).
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -386,10 +387,18 @@ class ShardedDualizer:
             counts = [len(plan.mine(s, r)) for r in range(world)]
             start = sum(counts[:rank])
             tag = None if reuse is None else (reuse, "gathered", s)
-            gathered = self._buffer(tag, X.shape, self.comm_dtype or d, X.device)
+            dtype = self.comm_dtype or d
             with lane.computing(s):
                 Y = fn(X[start : start + counts[rank]]).to(d) if counts[rank] else X[:0].to(d)
-                gathers.append(lane.all_gather(gathered, Y, counts, group))
+                gathers.append(
+                    lane.all_gather(
+                        functools.partial(self._buffer, tag, X.shape, dtype, X.device),
+                        Y,
+                        counts,
+                        group,
+                        dtype,
+                    )
+                )
         ordered: list[torch.Tensor | None] = [None] * len(matrices)
         for ((_, _, out_dtype), stack_members), gather in zip(
             by_shape.items(), gathers, strict=True
@@ -574,7 +583,6 @@ class _Exchange:
         in_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         dtype = self.comm_dtype or self.dtype
-        recv = self._buffer("recv directions", [sum(out_splits)], dtype)
         rows = (self.sizes[r], *self.shape[1:])
         parts = [t.reshape(1, *rows) for t in self.locals]
 
@@ -582,7 +590,12 @@ class _Exchange:
             return self.dualizer._stack(parts, self._key("send directions")).reshape(-1).to(dtype)
 
         self.pending = self.lane.all_to_all(
-            pack, self.locals, recv, out_splits, in_splits, self.group
+            pack,
+            self.locals,
+            lambda: self._buffer("recv directions", [sum(out_splits)], dtype),
+            out_splits,
+            in_splits,
+            self.group,
         )
         self.out_splits = out_splits
 
@@ -610,7 +623,6 @@ class _Exchange:
         in_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         dtype = self.comm_dtype or self.update_dtype
-        recv = self._buffer("recv updates", [sum(out_splits)], dtype)
 
         def pack() -> torch.Tensor:
             if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
@@ -624,7 +636,12 @@ class _Exchange:
             return out
 
         self.pending = self.lane.all_to_all(
-            pack, [updates], recv, out_splits, in_splits, self.group
+            pack,
+            [updates],
+            lambda: self._buffer("recv updates", [sum(out_splits)], dtype),
+            out_splits,
+            in_splits,
+            self.group,
         )
 
     def receive_updates(self) -> list[torch.Tensor]:
@@ -704,16 +721,20 @@ class _Lane:
         self,
         pack: Callable[[], torch.Tensor],
         inputs: Sequence[torch.Tensor],
-        recv: torch.Tensor,
+        receive: Callable[[], torch.Tensor],
         out_splits: list[int],
         in_splits: list[int],
         group: ProcessGroup | None,
     ) -> _Pending:
         """Issue an all-to-all of pack()'s flat buffer, packed from `inputs`, into the flat
-        `recv` (async)."""
+        buffer receive() gives (async). Without peers (a group of one rank) nothing is sent:
+        the packed buffer is the result."""
 
         def run() -> _Pending:
             send = pack().contiguous()  # NCCL takes contiguous buffers only
+            if dist.get_world_size(group) == 1:
+                return _Pending(send, [send], None)
+            recv = receive()
             work = dist.all_to_all_single(
                 recv, send, out_splits, in_splits, group=group, async_op=True
             )
@@ -723,26 +744,30 @@ class _Lane:
 
     def all_gather(
         self,
-        stack: torch.Tensor,
+        receive: Callable[[], torch.Tensor],
         Y: torch.Tensor,
         counts: list[int],
         group: ProcessGroup | None,
+        dtype: torch.dtype,
     ) -> _Pending:
-        """Issue an all-gather of this rank's results Y (rank j has counts[j] rows) into
-        `stack` (all rows in rank order, in stack's dtype; async). Equal counts gather
-        straight into it; unequal ones are padded to the largest count and cut into it on
-        ``wait``."""
+        """Issue an all-gather of this rank's results Y (rank j has counts[j] rows) into the
+        stack receive() gives (all rows in rank order, in `dtype`; async). Equal counts
+        gather straight into it; unequal ones are padded to the largest count and cut into it
+        on ``wait``. Without peers nothing is sent: Y (in `dtype`) is the stack."""
         world, most = len(counts), max(counts)
 
         def run() -> _Pending:
+            send = Y.to(dtype).contiguous()  # NCCL takes contiguous buffers only
+            if world == 1:
+                return _Pending(send, [send], None)
+            stack = receive()
             if all(c == most for c in counts):
-                send = Y.to(stack.dtype).contiguous()  # NCCL takes contiguous buffers only
                 work = dist.all_gather_into_tensor(stack, send, group=group, async_op=True)
                 return _Pending(stack, [stack, send], work)
-            send = Y.new_zeros((most, *Y.shape[1:]), dtype=stack.dtype)
-            send[: Y.shape[0]] = Y
+            padded_send = send.new_zeros((most, *Y.shape[1:]))
+            padded_send[: Y.shape[0]] = send
             padded = send.new_empty((world * most, *Y.shape[1:]))
-            work = dist.all_gather_into_tensor(padded, send, group=group, async_op=True)
+            work = dist.all_gather_into_tensor(padded, padded_send, group=group, async_op=True)
 
             def cut() -> None:
                 start = 0
@@ -750,7 +775,7 @@ class _Lane:
                     stack[start : start + c].copy_(padded[j * most : j * most + c])
                     start += c
 
-            return _Pending(stack, [stack, padded, send], work, cut)
+            return _Pending(stack, [stack, padded, padded_send], work, cut)
 
         return self._issue(run, [Y])
 

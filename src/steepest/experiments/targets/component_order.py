@@ -164,11 +164,12 @@ def run(
     lr: float,
     steps: int,
     *,
-    record_every: int = 1,
+    record_at: set[int] | None = None,
     until_dominant: bool = False,
 ) -> Run:
     """Train ``W`` from 0 with optimizer ``name`` at the constant ``lr`` for ``steps`` full-batch
-    steps; stop early once the dominant component is learned if ``until_dominant``."""
+    steps, recording the progress at the steps ``record_at`` (default: every step) and the last;
+    stop early once the dominant component is learned if ``until_dominant``."""
     k, d = comps.cross.shape
     weight = torch.nn.Parameter(torch.zeros(k, d, dtype=torch.float64))
     opt = _optimizer(name, weight, lr)
@@ -183,7 +184,7 @@ def run(
         for j, value in enumerate(p):
             if times[j] is None and value >= FRACTION:
                 times[j] = t
-        if t % record_every == 0 or t == steps:
+        if record_at is None or t in record_at or t == steps:
             result.step.append(t)
             result.progress.append(p)
         if until_dominant and times[0] is not None:
@@ -215,21 +216,22 @@ def measure(
     *,
     steps: int,
     dominant_step: int,
-    points: int = 100,
+    points: int = 60,
 ) -> dict[str, Any]:
     """Every optimizer's calibrated run on one data draw, as a JSON-ready dict: the
     components' ``sigma`` and ``target``, and per optimizer its ``lr``, ``times``, ``order``,
     ``rate_index`` (``ln`` of the first over the last component's first-step move; 0 for equal
-    initial rates) and progress curve (about ``points`` recorded steps)."""
+    initial rates) and progress curve (at about ``points`` log-spaced steps)."""
     if not 1 <= dominant_step < steps:
         raise ValueError(
             f"component order: dominant_step={dominant_step} must be in [1, steps={steps})"
         )
     comps = components(x, labels, classes)
+    record_at = {round(steps ** (i / (points - 1))) for i in range(points)}
     runs: dict[str, Any] = {}
     for name in optimizers:
         lr = calibrate(name, comps, dominant_step)
-        r = run(name, comps, lr, steps, record_every=max(1, steps // points))
+        r = run(name, comps, lr, steps, record_at=record_at)
         first, last = abs(r.first_step[0]), abs(r.first_step[-1])
         rate = math.log(first / last) if first > 0 and last > 0 else math.nan
         runs[name] = {**dataclasses.asdict(r), "order": r.order(), "rate_index": rate}

@@ -13,7 +13,8 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   at the task lrs, at matched update norms and at matched validation loss (Bergemann et al.,
   arXiv 2606.04662).
 * ``imbalance``: balanced accuracy over training of tuned GD, AdamW, Muon and spectral GD on
-  the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
+  the imbalanced Gaussian mixture, and the order in which a linear model learns the class-mean
+  components (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
   norm's exact maximum (Fan et al., arXiv 2502.04664).
 * ``regression``, ``gradient-norms``, ``batch-size``: in :mod:`steepest.experiments.targets`

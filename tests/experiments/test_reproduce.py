@@ -155,9 +155,23 @@ def test_bad_reproduce_arguments_fail_before_writing(argv, needle, tmp_path, cap
 def test_imbalance_tuned_curves(tmp_path):
     record = _reproduce(
         "imbalance", tmp_path, "steps=10", "seeds=3", "classes=3", "dim=4", "train_size=60",
-        "hidden=8", "ratios=1,8", "optimizers=adamw,muon",
+        "hidden=8", "ratios=1,8", "optimizers=adamw,muon", "component_steps=80",
     )  # fmt: skip
     assert record["ratios"] == [1.0, 8.0] and record["tuning_seed"] == 3
+    part = record["components"]  # the learning order: every ratio, 3 data draws, 4 arms
+    assert part["steps"] == 80 and part["dominant_step"] == 2 and part["fraction"] == 0.5
+    assert part["optimizers"] == ["sgd", "adamw", "muon", "specgd"]
+    assert len(part["draws"]) == 2 and all(len(per_ratio) == 3 for per_ratio in part["draws"])
+    for draw in part["draws"][-1]:
+        assert len(draw["sigma"]) == 3 and draw["sigma"] == sorted(draw["sigma"], reverse=True)
+        for run in draw["runs"].values():
+            assert set(run) >= {"lr", "times", "order", "rate_index", "step", "progress"}
+            times = [t or 80 for t in run["times"]]
+            assert run["order"] == pytest.approx(math.log(times[-1] / times[0]))
+    assert [v["criterion"][:14] for v in record["verdicts"][2:]] == [
+        "[GD vs SpecGD,",
+        "[GD vs Muon, r",
+    ]
     for name in ("adamw", "muon"):
         search = record["tuning"][name]
         assert search["best"] == record["lr"][name]

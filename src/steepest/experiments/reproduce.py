@@ -13,7 +13,8 @@ from at least three seeds (:mod:`steepest.experiments.verdicts`):
   at the task lrs, at matched update norms and at matched validation loss (Bergemann et al.,
   arXiv 2606.04662).
 * ``imbalance``: balanced accuracy over training of tuned GD, AdamW, Muon and spectral GD on
-  the imbalanced Gaussian mixture (Vasudeva et al., arXiv 2510.22980).
+  the imbalanced Gaussian mixture, and the order in which a linear model learns the class-mean
+  components (Vasudeva et al., arXiv 2510.22980).
 * ``implicit-bias``: margins of normalized steepest descent in three norms as a ratio to each
   norm's exact maximum (Fan et al., arXiv 2502.04664).
 * ``regression``, ``gradient-norms``, ``batch-size``: in :mod:`steepest.experiments.targets`
@@ -50,6 +51,7 @@ from steepest.experiments.runner import train
 from steepest.experiments.targets import (
     amplification,
     batch_size,
+    component_order,
     gradient_norms,
     grokking,
     kronecker_hessian,
@@ -785,8 +787,11 @@ def imbalance(
     dim: int = 32,
     train_size: int = 2000,
     hidden: int = 64,
+    component_optimizers: str = "sgd,adamw,muon,specgd",
+    component_steps: int = 2000,
 ) -> dict[str, Any]:
-    """Balanced and minority-class accuracy over training, per optimizer and imbalance ratio.
+    """Balanced and minority-class accuracy over training, per optimizer and imbalance ratio,
+    and the order in which a linear model learns the data's principal components.
 
     The ``imbalanced-gmm`` task. Each optimizer's matrix lr is tuned first (log grid widened
     until the best is inside) at the largest ratio on seed ``seeds`` (not reported), by the
@@ -796,6 +801,13 @@ def imbalance(
     ``["imbalance"]`` (at the end and at ``steps / 5``, where the paper's learning-order effect
     should show).
 
+    Learning order (:mod:`steepest.experiments.targets.component_order`): at every ratio, on
+    ``seeds`` data draws (``data_seed`` 0, 1, ...), a linear model trained full batch in float64
+    by each of ``component_optimizers`` for ``component_steps`` steps, its lr set so that the
+    dominant class-mean component is half learned at step ``component_steps / 40``; the step at
+    which each component is half learned. Criterion: :data:`CRITERIA` ``["imbalance
+    components"]``.
+
     References:
         Vasudeva et al., arXiv 2510.22980 (Muon and Adam on imbalanced Gaussian mixtures).
     """
@@ -803,6 +815,14 @@ def imbalance(
     names = [v.strip() for v in optimizers.split(",")]
     if "adamw" not in names or "muon" not in names:
         raise ValueError(f"imbalance: optimizers={optimizers!r} must include adamw and muon")
+    arms = [v.strip() for v in component_optimizers.split(",")]
+    if "sgd" not in arms or not {"muon", "specgd"} & set(arms):
+        raise ValueError(
+            f"imbalance: component_optimizers={component_optimizers!r} must include sgd and "
+            "muon or specgd"
+        )
+    if component_steps < 40:
+        raise ValueError(f"imbalance: component_steps={component_steps} must be >= 40")
     minority = f"class_{classes - 1}_accuracy"
     eval_every = max(1, steps // 10)
 
@@ -859,20 +879,24 @@ def imbalance(
         "tuning": tuning,
         "minority": minority,
         "curves": curves,
+        "components": _component_order(
+            ratio_values, seeds, arms, component_steps, task_options=hard.options()
+        ),
     }
     record["verdicts"] = [dataclasses.asdict(v) for v in imbalance_verdicts(record)]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), dpi=120)
     for name in names:
-        for ax, key in zip(axes, ("balanced_accuracy", minority), strict=True):
+        for ax, key in zip(axes[0], ("balanced_accuracy", minority), strict=True):
             c = curves[name][-1]
             mean = [statistics.fmean(r[key][i] for r in c) for i in range(len(c[0]["step"]))]
             ax.plot(c[0]["step"], mean, marker="o", label=f"{name} (lr {tuning[name].best:.3g})")
-    for ax, ylabel in zip(axes, ("balanced accuracy", "minority-class accuracy"), strict=True):
+    for ax, ylabel in zip(axes[0], ("balanced accuracy", "minority-class accuracy"), strict=True):
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    _plot_component_order(record["components"], axes[1])
     fig.suptitle(f"imbalanced GMM, ratio {max(ratio_values):g}, tuned lrs, {seeds} seeds")
     fig.tight_layout()
     fig.savefig(out / "imbalance.png")
@@ -881,8 +905,77 @@ def imbalance(
     return record
 
 
+def _component_order(
+    ratios: list[float], seeds: int, arms: list[str], steps: int, task_options: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`component_order.measure` at every ratio on data draws ``0 .. seeds - 1``."""
+    draws = []
+    for ratio in ratios:
+        per_ratio = []
+        for seed in range(seeds):
+            options = {**task_options, "imbalance": ratio, "data_seed": seed}
+            t = make_task("imbalanced-gmm", **options)
+            t.setup(torch.device("cpu"))
+            x, y = t.train_x, t.train_y  # type: ignore[attr-defined]
+            per_ratio.append(
+                component_order.measure(
+                    x, y, options["classes"], arms, steps=steps, dominant_step=steps // 40
+                )
+            )
+        draws.append(per_ratio)
+    return {
+        "model": "linear W (classes x dim) from 0, squared loss, full batch, float64, no decay",
+        "fraction": component_order.FRACTION,
+        "steps": steps,
+        "dominant_step": steps // 40,
+        "optimizers": arms,
+        "ratios": ratios,
+        "data_seeds": list(range(seeds)),
+        "draws": draws,
+    }
+
+
+def _plot_component_order(part: dict[str, Any], axes: Any) -> None:
+    """Left: ln(t_j / t_1) per component at the largest ratio (mean, std over draws); right:
+    the components' progress under GD (solid) and the spectral arm (dashed), first draw."""
+    draws = part["draws"][-1]
+    k = len(draws[0]["sigma"])
+
+    def log_times(run: dict[str, Any]) -> list[float]:  # a time not reached: the horizon
+        times = [t or part["steps"] for t in run["times"]]
+        return [math.log(t / times[0]) for t in times]
+
+    for name in part["optimizers"]:
+        logs = [log_times(d["runs"][name]) for d in draws]
+        mean = [statistics.fmean(row[j] for row in logs) for j in range(k)]
+        std = [statistics.pstdev(row[j] for row in logs) for j in range(k)]
+        axes[0].errorbar(range(1, k + 1), mean, yerr=std, marker="o", capsize=3, label=name)
+    axes[0].axhline(0, color="grey", lw=0.8)
+    axes[0].set_xticks(range(1, k + 1))
+    axes[0].set_xlabel("component j (by singular value of the class means, dominant first)")
+    axes[0].set_ylabel(f"ln(t_j / t_1), t_j: {part['fraction']:.0%} learned")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    spectral = "specgd" if "specgd" in part["optimizers"] else "muon"
+    for name, style in (("sgd", "-"), (spectral, "--")):
+        r = draws[0]["runs"][name]
+        for j in range(k):
+            label = f"component {j + 1}" if name == "sgd" else None
+            progress = [p[j] for p in r["progress"]]
+            axes[1].plot(r["step"][1:], progress[1:], style, color=f"C{j}", label=label)
+    axes[1].set_title(f"solid: sgd, dashed: {spectral}", fontsize=9)
+    axes[1].axhline(part["fraction"], color="grey", lw=0.8)
+    axes[1].set_ylim(-0.1, 1.6)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel(f"step (linear model, ratio {part['ratios'][-1]:g}, first draw)")
+    axes[1].set_ylabel("u_j^T W v_j / least-squares value")
+    axes[1].legend(fontsize=7)
+    axes[1].grid(alpha=0.3)
+
+
 def imbalance_verdicts(record: dict[str, Any]) -> list[Verdict]:
-    """Muon minus AdamW balanced accuracy at the largest ratio, at the end and at 1/5."""
+    """Muon minus AdamW balanced accuracy at the largest ratio, at the end and at 1/5; with a
+    ``components`` entry, the learning-order verdicts of :func:`component_order.verdicts`."""
     verdicts = []
     adamw, muon = record["curves"]["adamw"][-1], record["curves"]["muon"][-1]
     steps = adamw[0]["step"]
@@ -901,6 +994,8 @@ def imbalance_verdicts(record: dict[str, Any]) -> list[Verdict]:
                 f"Muon - AdamW balanced accuracy {fmt(gap)}",
             )
         )
+    if "components" in record:
+        verdicts += component_order.verdicts(record["components"])
     return verdicts
 
 
@@ -1092,6 +1187,7 @@ CLAIMS: dict[str, str] = {
     "kronecker-hessian ordering": kronecker_hessian.CLAIMS["ordering"],
     "kronecker-hessian model": kronecker_hessian.CLAIMS["model"],
     "grokking": grokking.CLAIM,
+    "imbalance components": component_order.CLAIM,
 }
 
 CRITERIA: dict[str, str] = {
@@ -1128,6 +1224,7 @@ CRITERIA: dict[str, str] = {
     "kronecker-hessian ordering": kronecker_hessian.CRITERIA["ordering"],
     "kronecker-hessian model": kronecker_hessian.CRITERIA["model"],
     "grokking": grokking.CRITERION,
+    "imbalance components": component_order.CRITERION,
 }
 CLEARLY = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
@@ -1174,7 +1271,12 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "schatten-p": {"m": 32, "n": 16, "gpt_steps": 5, "gpt_width": 64, "gpt_layers": 2},
     "low-rank": {"m": 32, "n": 16, "ks": "1,16", "max_steps": 600},
     "nds": {"steps": 30, "measure_every": 10, "seeds": 3},
-    "imbalance": {"steps": 300, "ratios": "1,64", "optimizers": "adamw,muon"},
+    "imbalance": {
+        "steps": 300,
+        "ratios": "1,64",
+        "optimizers": "adamw,muon",
+        "component_steps": 1000,
+    },
     "implicit-bias": {"steps": 1000},
     "regression": {"samples": 1500, "threshold": 0.03, "max_steps": 1500},
     "gradient-norms": {

@@ -12,4 +12,5 @@ registers in its tables:
 * :mod:`.layer_split`: within- and cross-layer parts of the NDS.
 * :mod:`.kronecker_hessian`: low-rank Kronecker fits of attention Hessians.
 * :mod:`.grokking`: steps to generalize on modular addition, Muon vs AdamW.
+* :mod:`.component_order`: the principal-component learning order, part of ``imbalance``.
 """

@@ -1,8 +1,8 @@
 """``imbalanced-gmm``: Gaussian-mixture classification with a controllable class imbalance.
 
-``classes`` Gaussian clusters in ``dim`` dimensions with unit covariance and means drawn once
-(fixed generator) with norm ``separation``. Training class k has
-``round(train_size * w_k / sum(w))`` examples with ``w_k = imbalance^(-k / (classes - 1))``:
+``classes`` Gaussian clusters in ``dim`` dimensions with unit covariance and means of norm
+``separation``, means and samples drawn from a generator seeded with ``data_seed``. Training
+class k has ``round(train_size * w_k / sum(w))`` examples, ``w_k = imbalance^(-k/(classes-1))``:
 class 0 is the majority, the last class has ``imbalance`` times fewer examples. The held-out
 set is balanced (``val_per_class`` per class), so its accuracy is the balanced accuracy. The
 model is a ReLU MLP ``dim -> hidden -> classes``. Metrics: balanced accuracy and each class's
@@ -47,6 +47,7 @@ class ImbalancedGMM(Task):
     val_per_class: int = 500
     hidden: int = 64
     batch_size: int = 64
+    data_seed: int = 0
 
     name = "imbalanced-gmm"
     steps = 300
@@ -68,9 +69,11 @@ class ImbalancedGMM(Task):
             raise ValueError(f"imbalanced-gmm: option classes={self.classes} must be >= 2")
         if not isinstance(self.imbalance, (int, float)) or self.imbalance < 1:
             raise ValueError(f"imbalanced-gmm: option imbalance={self.imbalance!r} must be >= 1")
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int):
+            raise ValueError(f"imbalanced-gmm: option data_seed={self.data_seed!r} must be an int")
 
     def setup(self, device: torch.device) -> None:
-        gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(self.data_seed)
         means = torch.randn(self.classes, self.dim, generator=gen)
         self.means = self.separation * means / means.norm(dim=1, keepdim=True)
         sizes = class_sizes(self.train_size, self.classes, float(self.imbalance))

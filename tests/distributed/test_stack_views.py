@@ -116,3 +116,26 @@ def test_a_rank_without_peers_sends_nothing(monkeypatch):
     flat = torch.randn(12)
     got = lane.wait(lane.all_to_all(lambda: flat, [flat], refuse, [12], [12], None))
     assert got.data_ptr() == flat.data_ptr()
+
+
+def test_the_owners_updates_are_contiguous_when_compiled():
+    """dualize_directions under a compiling backend (aot_eager functionalizes as Inductor
+    does): a dualization that leaves a transposed stack (as a wide stack's iteration does)
+    still yields a contiguous update, so the exchange and the recorded last stage read it
+    without copying; values equal the eager call's."""
+    from types import SimpleNamespace
+
+    from steepest.optim.fast.sharded_step import dualize_directions
+
+    algorithm = SimpleNamespace(
+        dualize=lambda X, group: (2 * X.mT.contiguous()).mT,  # transposed layout
+        scale=lambda m, n, group: 0.5,
+    )
+    X = torch.randn(3, 4, 6)
+    eager = dualize_directions(algorithm, X, {}, torch.float32, False)
+    torch._dynamo.reset()
+    compiled = torch.compile(dualize_directions, backend="aot_eager", fullgraph=True)
+    got = compiled(algorithm, X, {}, torch.float32, False)
+    torch._dynamo.reset()
+    assert got.is_contiguous() and eager.is_contiguous()
+    assert torch.equal(got, eager) and torch.equal(eager, X)

@@ -108,8 +108,10 @@ def dualize_directions(
         U = algorithm.damp(U, norms, group)
     else:
         U = algorithm.dualize(X, group)
-    out = torch.empty(U.shape, dtype=dtype, device=U.device)
-    return torch.mul(U, algorithm.scale(m, n, group), out=out)
+    # contiguous, whatever layout the iteration left (a wide stack's result is transposed):
+    # compiled, a fresh ``out=`` tensor does not fix the layout, and the exchange and the
+    # recorded last stage then copy the stack
+    return torch.mul(U, algorithm.scale(m, n, group)).to(dtype).contiguous()
 
 
 def local_stages_5(

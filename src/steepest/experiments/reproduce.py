@@ -796,7 +796,8 @@ def imbalance(
     The ``imbalanced-gmm`` task. Each optimizer's matrix lr is tuned first (log grid widened
     until the best is inside) at the largest ratio on seed ``seeds`` (not reported), by the
     final balanced accuracy (ties broken by the validation loss); then every ratio and seed
-    trains ``steps`` steps (cosine) with evaluations every ``steps / 10``. Arms: GD (``sgd``),
+    (seed s on its own data draw, ``data_seed`` s; the tuning seed on draw ``seeds``) trains
+    ``steps`` steps (cosine) with evaluations every ``steps / 10``. Arms: GD (``sgd``),
     AdamW, Muon and exact spectral GD (``specgd``, SVD). Criterion: :data:`CRITERIA`
     ``["imbalance"]`` (at the end and at ``steps / 5``, where the paper's learning-order effect
     should show).
@@ -826,7 +827,7 @@ def imbalance(
     minority = f"class_{classes - 1}_accuracy"
     eval_every = max(1, steps // 10)
 
-    def make(ratio: float) -> Task:
+    def make(ratio: float, data_seed: int) -> Task:
         t = make_task(
             "imbalanced-gmm",
             classes=classes,
@@ -834,6 +835,7 @@ def imbalance(
             train_size=train_size,
             hidden=hidden,
             imbalance=ratio,
+            data_seed=data_seed,
         )
         t.setup(torch.device("cpu"))
         return t
@@ -851,7 +853,7 @@ def imbalance(
             progress=progress,
         )
 
-    hard = make(max(ratio_values))
+    hard = make(max(ratio_values), seeds)  # the tuning seed's own data draw
     tuning: dict[str, Any] = {}
     for name in names:
 
@@ -862,9 +864,9 @@ def imbalance(
         tuning[name] = tune_lr(score, default_lrs(name, hard.default_lrs)[0])
     curves: dict[str, list[list[dict[str, list[float]]]]] = {name: [] for name in names}
     for ratio in ratio_values:
-        t = make(ratio)
+        draws = [make(ratio, seed) for seed in range(seeds)]  # seed s trains on data draw s
         for name in names:
-            runs = [run(t, name, tuning[name].best, seed) for seed in range(seeds)]
+            runs = [run(draws[seed], name, tuning[name].best, seed) for seed in range(seeds)]
             curves[name].append(
                 [{k: r.curve[k] for k in ("step", "balanced_accuracy", minority)} for r in runs]
             )

@@ -67,7 +67,9 @@ def test_torch_muon_rms_shape_rule(monkeypatch):
     w0, grads = start(SHAPES), stream(SHAPES, 4)
     theirs = run(
         lambda ps: torch.optim.Muon(ps, **HP, adjust_lr_fn="match_rms_adamw"),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     ours = run(
         lambda ps: steepest.Muon(ps, **HP, **JORDAN_NS, scale="rms"), w0, grads, torch.float32
@@ -104,12 +106,16 @@ def test_pytorch_optimizer_muon_float32(nesterov, adjusted, monkeypatch):
         lambda ps: po.Muon(
             [dict(params=ps, use_muon=True)], **HP, nesterov=nesterov, use_adjusted_lr=adjusted
         ),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     scale = "rms" if adjusted else "jordan"
     ours = run(
         lambda ps: steepest.Muon(ps, **HP, nesterov=nesterov, **JORDAN_NS, scale=scale),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     assert gap(w0, ours, theirs) < FLOAT32
 
@@ -126,11 +132,15 @@ def test_timm_muon_float32(adjust, scale, monkeypatch):
         lambda ps: muon.Muon(
             ps, **HP, nesterov=True, ns_coefficients="original", adjust_lr_fn=adjust
         ),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     ours = run(
         lambda ps: steepest.Muon(ps, **HP, nesterov=True, **JORDAN_NS, scale=scale),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     assert gap(w0, ours, theirs) < FLOAT32
 
@@ -157,21 +167,34 @@ def test_heavyball_muon_float64_without_nesterov(momentum, tolerance):
     w0, grads = start(SHAPES), stream(SHAPES, 5)
     theirs = run(
         lambda ps: heavyball.Muon(
-            ps, lr=2**-6, betas=(momentum, 0.99), weight_decay=0.0, nesterov=False,
-            compile_step=False, storage_dtype="float64",
+            ps,
+            lr=2**-6,
+            betas=(momentum, 0.99),
+            weight_decay=0.0,
+            nesterov=False,
+            compile_step=False,
+            storage_dtype="float64",
         ),
-        w0, grads, torch.float64,
+        w0,
+        grads,
+        torch.float64,
     )
     ours = run(
         lambda ps: steepest.Muon(
-            ps, lr=2**-6, momentum=momentum, nesterov=False, backend="newton_schulz",
-            coefficients=HEAVYBALL_SCHEDULE, polar_dtype=torch.float64, scale="jordan",
+            ps,
+            lr=2**-6,
+            momentum=momentum,
+            nesterov=False,
+            backend="newton_schulz",
+            coefficients=HEAVYBALL_SCHEDULE,
+            polar_dtype=torch.float64,
+            scale="jordan",
         ),
-        w0, grads, torch.float64,
+        w0,
+        grads,
+        torch.float64,
     )
     assert gap(w0, ours, theirs) < tolerance
-
-
 
 
 def test_three_dimensional_weights_flatten_like_the_peers(monkeypatch):
@@ -186,7 +209,9 @@ def test_three_dimensional_weights_flatten_like_the_peers(monkeypatch):
     w0, grads = start(shapes), stream(shapes, 4)
     theirs = run(
         lambda ps: po.Muon([dict(params=ps, use_muon=True)], **HP, nesterov=True),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
 
     def ours(view):
@@ -195,7 +220,9 @@ def test_three_dimensional_weights_flatten_like_the_peers(monkeypatch):
             lambda ps: steepest.Muon(
                 [{**group, "params": ps}], **HP, nesterov=True, **JORDAN_NS, scale="jordan"
             ),
-            w0, grads, torch.float32,
+            w0,
+            grads,
+            torch.float32,
         )
 
     assert gap(w0, ours("flatten"), theirs) < FLOAT32

@@ -24,16 +24,26 @@ def test_pytorch_optimizer_normuon_preserve_norm(nesterov, monkeypatch):
     w0, grads = start(SHAPES), stream(SHAPES, 6)
     theirs = run(
         lambda ps: po.NorMuon(
-            [dict(params=ps, use_muon=True)], **hp, update_scale="preserve_norm",
+            [dict(params=ps, use_muon=True)],
+            **hp,
+            update_scale="preserve_norm",
             use_adjusted_lr=False,
         ),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     ours = run(
         lambda ps: steepest.NorMuon(
-            ps, **hp, backend="newton_schulz", coefficients="jordan",
-            polar_dtype=torch.float32, scale="jordan",
+            ps,
+            **hp,
+            backend="newton_schulz",
+            coefficients="jordan",
+            polar_dtype=torch.float32,
+            scale="jordan",
         ),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     assert gap(w0, ours, theirs) < FLOAT32

@@ -72,13 +72,21 @@ def test_soap_pytorch_optimizer_float64_first_basis():
     w0, grads = start(SQUARE), stream(SQUARE, 6)
     theirs = run(
         lambda ps: po.SOAP(
-            ps, lr=0.01, betas=(0.9, 0.95), eps=0.0, weight_decay=0.0,
+            ps,
+            lr=0.01,
+            betas=(0.9, 0.95),
+            eps=0.0,
+            weight_decay=0.0,
             precondition_frequency=100,
         ),
-        w0, grads, torch.float64,
+        w0,
+        grads,
+        torch.float64,
     )
     ours = run(
         lambda ps: steepest.SOAP(ps, lr=0.01, betas=(0.9, 0.95), eps=0.0, precondition_every=100),
-        w0, grads, torch.float64,
+        w0,
+        grads,
+        torch.float64,
     )
     assert gap(w0, ours, theirs) < FLOAT64

@@ -41,16 +41,31 @@ def test_pytorch_optimizer_scion_lmo(norm, constrained, monkeypatch):
     w0, grads = start(shapes), stream(shapes, 5)
     theirs = run(
         lambda ps: po.SCION(
-            ps, lr=lr, momentum=0.1, constraint=constrained, scale=radius,
-            norm_type=getattr(scion.LMONorm, po_name), norm_kwargs=kwargs, foreach=False,
+            ps,
+            lr=lr,
+            momentum=0.1,
+            constraint=constrained,
+            scale=radius,
+            norm_type=getattr(scion.LMONorm, po_name),
+            norm_kwargs=kwargs,
+            foreach=False,
         ),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     ours = run(
         lambda ps: steepest.optimizer(
-            "scion" if constrained else "uscion", ps, lr=lr, momentum=0.9, norm=ours_name,
-            radius=radius * factor, **NS,
+            "scion" if constrained else "uscion",
+            ps,
+            lr=lr,
+            momentum=0.9,
+            norm=ours_name,
+            radius=radius * factor,
+            **NS,
         ),
-        w0, grads, torch.float32,
+        w0,
+        grads,
+        torch.float32,
     )
     assert gap(w0, ours, theirs) < FLOAT32

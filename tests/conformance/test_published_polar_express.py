@@ -73,13 +73,21 @@ def test_msign_reproduces_algorithm_1():
     assert ((eight - _algorithm_1(G, 8)).norm() / eight.norm()).item() < FLOAT64
     paper = [_safe(t) for t in PUBLISHED[:5]]
     five = msign(
-        G, lambda X, steps: odd_quintic_iteration(X, paper[:steps]), steps=5, eps=1e-7,
+        G,
+        lambda X, steps: odd_quintic_iteration(X, paper[:steps]),
+        steps=5,
+        eps=1e-7,
         dtype=torch.float64,
     )
     assert ((five - _algorithm_1(G, 5)).norm() / five.norm()).item() < FLOAT64
     p = torch.nn.Parameter(torch.zeros(40, 24, dtype=torch.float64))
     opt = steepest.Muon(
-        [p], lr=1.0, momentum=0.0, nesterov=False, scale=1.0, polar_dtype=torch.float64,
+        [p],
+        lr=1.0,
+        momentum=0.0,
+        nesterov=False,
+        scale=1.0,
+        polar_dtype=torch.float64,
         backend=lambda X, steps: odd_quintic_iteration(X, paper[:steps]),
     )
     p.grad = G[0].clone()

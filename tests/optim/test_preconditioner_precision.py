@@ -84,8 +84,10 @@ def test_shampoo_defaults_train_an_mnist_mlp_without_raising():
     y = torch.from_numpy(labels.astype("int64"))
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(784, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 64), torch.nn.ReLU(),
+        torch.nn.Linear(784, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 64),
+        torch.nn.ReLU(),
         torch.nn.Linear(64, 10),
     )
     opt = steepest.Shampoo(model.parameters())

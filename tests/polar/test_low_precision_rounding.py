@@ -21,7 +21,13 @@ SCHEDULES = {
 }
 # (batch, s, l) with s <= l as the iteration takes it: square, wide, from tall, batched, tiny
 SHAPES = [
-    (1, 48, 48), (1, 64, 256), (1, 64, 256), (4, 32, 96), (8, 16, 16), (2, 5, 7), (1, 100, 300)
+    (1, 48, 48),
+    (1, 64, 256),
+    (1, 64, 256),
+    (4, 32, 96),
+    (8, 16, 16),
+    (2, 5, 7),
+    (1, 100, 300),
 ]
 
 
@@ -37,8 +43,10 @@ def _reference(X, coefficients):
 def _inputs(shape, seed, tall=False):
     batch, s, l = shape
     g = torch.Generator().manual_seed(seed)
-    G = torch.randn(batch, l, s, generator=g, dtype=torch.float64).mT if tall else (
-        torch.randn(batch, s, l, generator=g, dtype=torch.float64)
+    G = (
+        torch.randn(batch, l, s, generator=g, dtype=torch.float64).mT
+        if tall
+        else (torch.randn(batch, s, l, generator=g, dtype=torch.float64))
     )
     X = G / (1.01 * G.norm(dim=(-2, -1), keepdim=True))
     return X.to(torch.bfloat16)

@@ -63,8 +63,10 @@ def inverse_root(
     lam, Q = decomposition
     lam = lam.clamp_min(0)
     keep = lam > lam[..., -1:] * torch.finfo(stored).eps
-    s = torch.ones((), dtype=torch.float64, device=A.device) if scale is None else (
-        scale.squeeze(-1).double().clamp_min(torch.finfo(torch.float64).tiny)
+    s = (
+        torch.ones((), dtype=torch.float64, device=A.device)
+        if scale is None
+        else (scale.squeeze(-1).double().clamp_min(torch.finfo(torch.float64).tiny))
     )
     weights = (lam + epsilon / s.square()) ** (-1.0 / root) * s ** (-2.0 / root)
     weights = torch.where(keep, weights, 0.0)

@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -37,7 +37,7 @@ from steepest.experiments.tasks import TASKS, make_task, parse_key_values, parse
 
 __all__ = ["main", "build_parser"]
 
-DEFAULT_TASK = "shakespeare-char"
+DEFAULT_TASK: Final = "shakespeare-char"
 
 
 def _positive_int(text: str) -> int:

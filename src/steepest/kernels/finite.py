@@ -8,6 +8,8 @@ steepest.optim.fast.finite_check, which builds the tables and sets the chunk siz
 
 from __future__ import annotations
 
+from typing import Final
+
 import torch
 import triton
 import triton.language as tl
@@ -17,7 +19,7 @@ from .momentum import TRITON_TYPES
 __all__ = ["clear_if_nonfinite_triton"]
 
 #: Entries per load.
-BLOCK = 4096
+BLOCK: Final = 4096
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information

@@ -10,6 +10,8 @@ Imported lazily (it imports triton at the top); use steepest.optim.fast.fused_mo
 
 from __future__ import annotations
 
+from typing import Final
+
 import torch
 import triton
 import triton.language as tl
@@ -27,15 +29,19 @@ __all__ = [
 ]
 
 #: torch dtype -> Triton dtype, for the kernels that cast table entries to pointers.
-TRITON_TYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+TRITON_TYPES: Final = {
+    torch.float32: tl.float32,
+    torch.bfloat16: tl.bfloat16,
+    torch.float16: tl.float16,
+}
 
 #: Entries per program (and per partial sum) and warps per program (measured on an H100).
-BLOCK = 4096
-NUM_WARPS = 8
+BLOCK: Final = 4096
+NUM_WARPS: Final = 8
 
 #: Programs per matrix of the fixup kernel: each returns at once unless its matrix needs the
 #: rewrite, then loops over every FIX_PROGRAMS-th block.
-FIX_PROGRAMS = 32
+FIX_PROGRAMS: Final = 32
 
 
 @triton.jit

@@ -183,3 +183,21 @@ def parameters_in_layout(
     for p, g in zip(params, grads, strict=True):
         p.grad = distribute_tensor(g, mesh, [Shard(0)])
     return params
+
+
+def init_rank() -> tuple[int, int, torch.device]:
+    """Join the torchrun process group (NCCL on CUDA, gloo with one thread on CPU); this
+    rank, the world size and this rank's device."""
+    import os
+
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(1)
+    return dist.get_rank(), dist.get_world_size(), device

@@ -118,19 +118,12 @@ def bandwidth(device: torch.device, world: int) -> dict[str, Any]:
 def worker(sets: list[str], out: str, links_only: bool = False) -> None:
     """One torchrun rank: every set in every layout (none with ``links_only``), then the
     links; rank 0 prints and writes JSON."""
-    from common import SETS, write_result
+    from common import SETS, init_rank, write_result
 
     from steepest.distributed import plan_shapes
 
-    cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-        torch.set_num_threads(1)
+    rank, world, device = init_rank()
+    cuda = device.type == "cuda"
     results = []
     for name in [] if links_only else sets:
         shapes = SETS[name]

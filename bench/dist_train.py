@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from common import time_fn, write_result
+from common import init_rank, time_fn, write_result
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -111,16 +111,10 @@ def measure(config: str, name: str, mesh: DeviceMesh, device: torch.device, step
 
 def worker(configs: list[str], steps: int, out: str) -> None:
     """One torchrun rank: every config with each optimizer; rank 0 prints and writes JSON."""
-    cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world, device = init_rank()
+    cuda = device.type == "cuda"
     if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        device = torch.device("cpu")
-        torch.set_num_threads(1)
     mesh = init_device_mesh(device.type, (world,))
     t0 = time.time()
     results: list[Json] = []

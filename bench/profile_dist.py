@@ -10,7 +10,6 @@ category (products, copies, collectives, other) and the kernels that take the mo
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from collections import Counter
@@ -68,12 +67,10 @@ def main() -> None:
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args()
-    from common import SETS
+    from common import SETS, init_rank
     from dist import build
 
-    dist.init_process_group("nccl")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    torch.cuda.set_device(device)
+    _, _, device = init_rank()
     for mode in ("single process", "replicated", "FSDP2"):
         print(f"{args.set} {mode}")
         profile(build(SETS[args.set], mode, device, 1), 5, args.rows)

@@ -238,6 +238,25 @@ def _fsdp(net: Net) -> Net:
     return net
 
 
+def _saved_and_loaded(make, path, rank, world):
+    """DCP round trip: a fresh FSDP2 Net and its optimizer ``make(net)`` train 2 steps and
+    are saved to path, then loaded into another fresh Net and optimizer (before any step of
+    theirs). Returns (the saved optimizer, the loaded Net, the loaded optimizer)."""
+    import torch.distributed.checkpoint as dcp
+
+    first = _fsdp(Net())
+    saved = make(first)
+    train(first, saved, 2, rank=rank, world=world)
+    dcp.save({"model": first.state_dict(), "optim": saved.state_dict()}, checkpoint_id=path)
+    resumed = _fsdp(Net())
+    opt = make(resumed)
+    state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
+    dcp.load(state, checkpoint_id=path)
+    resumed.load_state_dict(state["model"])
+    opt.load_state_dict(state["optim"])
+    return saved, resumed, opt
+
+
 def ddp(rank, world, outdir):
     model = nn.parallel.DistributedDataParallel(Net())
     opt = make_optimizer(model.module)
@@ -269,28 +288,17 @@ def fsdp_accumulate(rank, world, outdir):
 
 
 def fsdp_checkpoint(rank, world, outdir):
-    import torch.distributed.checkpoint as dcp
+    def make(net):
+        opt = make_optimizer(net)
+        configure(opt, block_period=3)
+        return opt
 
-    path = os.path.join(outdir, "dcp")
-    first = _fsdp(Net())
-    opt = make_optimizer(first)
-    configure(opt, block_period=3)
-    train(first, opt, 2, rank=rank, world=world)
-    keys = sorted(opt.state_dict()["state"][0])
-    dcp.save({"model": first.state_dict(), "optim": opt.state_dict()}, checkpoint_id=path)
-    resumed = _fsdp(Net())  # fresh weights, fresh state, before any step
-    opt = make_optimizer(resumed)
-    configure(opt, block_period=3)
-    state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
-    dcp.load(state, checkpoint_id=path)
-    resumed.load_state_dict(state["model"])
-    opt.load_state_dict(state["optim"])
+    saved, resumed, opt = _saved_and_loaded(make, os.path.join(outdir, "dcp"), rank, world)
+    keys = sorted(saved.state_dict()["state"][0])
     steps_after_load = opt.stacks.steps
     train(resumed, opt, 3, start=2, rank=rank, world=world)
     straight = _fsdp(Net())
-    opt = make_optimizer(straight)
-    configure(opt, block_period=3)
-    train(straight, opt, 5, rank=rank, world=world)
+    train(straight, make(straight), 5, rank=rank, world=world)
     all_keys = [None] * world
     dist.all_gather_object(all_keys, keys)
     return {
@@ -384,21 +392,12 @@ def fsdp_family_checkpoint(rank, world, outdir):
     """DCP save after 2 steps, load into fresh FSDP2 models and optimizers, 2 more steps, for
     the members with whole-matrix state (plain tensors, the same on every rank), and Dion
     (its momentum a row-sharded DTensor, its Q replicated)."""
-    import torch.distributed.checkpoint as dcp
-
     gaps = {}
     for name in ("normuon", "shampoo", "soap", "dion"):
         path = os.path.join(outdir, f"dcp-{name}")
-        first = _fsdp(Net())
-        opt = family_optimizer(first, name)
-        train(first, opt, 2, rank=rank, world=world)
-        dcp.save({"model": first.state_dict(), "optim": opt.state_dict()}, checkpoint_id=path)
-        resumed = _fsdp(Net())
-        opt = family_optimizer(resumed, name)
-        state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
-        dcp.load(state, checkpoint_id=path)
-        resumed.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
+        _, resumed, opt = _saved_and_loaded(
+            lambda net, name=name: family_optimizer(net, name), path, rank, world
+        )
         train(resumed, opt, 2, start=2, rank=rank, world=world)
         straight = _fsdp(Net())
         train(straight, family_optimizer(straight, name), 4, rank=rank, world=world)
@@ -588,7 +587,6 @@ def fast_sharded(rank, world, outdir):
     3 steps; micro-batch accumulation; a non-finite gradient on rank 0 ("skip" and "raise");
     a DCP save and resume; the report's plan; the update with float32 and bfloat16
     communication (exact SVD Muon, and the fast path)."""
-    import torch.distributed.checkpoint as dcp
 
     from steepest.distributed import configure as configure_
 
@@ -637,16 +635,9 @@ def fast_sharded(rank, world, outdir):
                 ),
             }
         path = os.path.join(outdir, f"dcp-fast-{config}")
-        first = _fsdp(Net())
-        opt = fast_optimizer(first, config)
-        train(first, opt, 2, rank=rank, world=world)
-        dcp.save({"model": first.state_dict(), "optim": opt.state_dict()}, checkpoint_id=path)
-        resumed = _fsdp(Net())
-        opt = fast_optimizer(resumed, config)
-        state = {"model": resumed.state_dict(), "optim": opt.state_dict()}
-        dcp.load(state, checkpoint_id=path)
-        resumed.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
+        _, resumed, opt = _saved_and_loaded(
+            lambda net, config=config: fast_optimizer(net, config), path, rank, world
+        )
         train(resumed, opt, 2, start=2, rank=rank, world=world)
         out[f"resumed-{config}"] = _full(resumed)
     net = _fsdp(Net())  # bfloat16 polar iterations: float32 updates in both layouts

@@ -49,15 +49,6 @@ def test_schema_png_and_printed_criterion(run, capsys):
     assert len(outcomes) == 2 and set(outcomes) <= {"agrees", "disagrees", "inconclusive"}
 
 
-@pytest.fixture
-def one_thread():
-    """Small products run much faster on one thread of a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("warmup", [0, 5])
 def test_steps_to_target_matches_a_hand_run(one_thread, warmup):
     """torch.optim.AdamW on the task's batches, the loss evaluated every step; the function

@@ -52,17 +52,6 @@ def _oracle_steps(x, y, rule, lr, threshold, max_steps, momentum=0.9):
     return max_steps if ((r**2).sum().item() / (2 * b) - f_star) / f0 <= threshold else None
 
 
-@pytest.fixture
-def one_thread():
-    """The oracle's many small products run much faster on one thread of a shared CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_regression_matches_a_rerun_in_the_original_basis(tmp_path, one_thread):
     out = tmp_path / "regression"
     argv = ["reproduce", "regression", "--out", str(out), "--threads", "1", "--no-progress"]

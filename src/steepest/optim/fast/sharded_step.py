@@ -109,8 +109,9 @@ def dualize_directions(
     else:
         U = algorithm.dualize(X, group)
     # contiguous, whatever layout the iteration left (a wide stack's result is transposed):
-    # compiled, a fresh ``out=`` tensor does not fix the layout, and the exchange and the
-    # recorded last stage then copy the stack
+    # compiled, a fresh ``out=`` tensor does not fix the layout, nor does contiguous() on it
+    # (traced, it already is), and the exchange and the recorded last stage then copy the
+    # stack; compiled, the product, cast and layout are one kernel
     return torch.mul(U, algorithm.scale(m, n, group)).to(dtype).contiguous()
 
 

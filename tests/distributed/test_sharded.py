@@ -365,26 +365,19 @@ def test_sharded_fast_path_nonfinite_gradient_on_one_rank(run, config):
 
 
 def test_sharded_fast_path_with_bf16_iterations(run):
-    """With bfloat16 polar iterations (the fused stage 1 then sends bfloat16 directions)
-    both layouts return float32 updates, so FSDP2 and DDP agree (1e-6). The owner takes each
-    direction's norm from the rounded stack, where one process takes the unrounded one, and
-    the bfloat16 iteration turns that into rounding-level differences: 3 steps stay within
-    twice the gap between one process's bfloat16 and float32 iterations (measured: 5.3% and
-    4.4% of the parameters' change)."""
+    """With bfloat16 polar iterations the fused stage 1 sends bfloat16 directions, and the
+    squared norms of the unrounded directions travel beside them (a row shard's part of its
+    matrix's, added by the owner; a 3-D tensor's whole matrices'), so every owner normalizes
+    as one process does: FSDP2 and DDP equal one process with the same bfloat16 iterations
+    (1e-6) and return float32 updates. An owner that took the norms of the rounded stack
+    instead would move the result by about 5% of the parameters' change (0.7e-2 here)."""
     _, results = run
     case = results["fast_sharded"]
     fsdp, ddp = case["bf16-iterations-fsdp"], case["bf16-iterations-ddp"]
-    assert max_gap(fsdp, ddp) <= TOL
-    start = {n: p.detach() for n, p in Net().named_parameters()}
     one_bf16, _ = single_process_fast("fused", bf16_iterations=True)
-    one_fp32, _ = single_process_fast("fused")
-
-    def relative(a: dict, b: dict) -> float:
-        return max(
-            float((a[n] - b[n]).norm() / (b[n] - start[n]).norm()) for n in b if b[n].ndim >= 2
-        )
-
-    assert relative(fsdp, one_bf16) <= 2 * relative(one_bf16, one_fp32)
+    assert max_gap(fsdp, one_bf16) <= TOL
+    assert max_gap(ddp, one_bf16) <= TOL
+    assert all(p.dtype == torch.float32 for p in fsdp.values())
 
 
 def test_bf16_communication_error_against_float64(run):

@@ -139,3 +139,75 @@ def test_the_owners_updates_are_contiguous_when_compiled():
     torch._dynamo.reset()
     assert got.is_contiguous() and eager.is_contiguous()
     assert torch.equal(got, eager) and torch.equal(eager, X)
+
+
+def _muon_fused_inputs(shapes, seed=0):
+    """Gradients, states and group of a Muon group whose stage 1 runs fused (float32)."""
+    import steepest
+
+    torch.manual_seed(seed)
+    grads = [torch.randn(shape) for shape in shapes]
+    states = [{"momentum_buffer": torch.randn(shape)} for shape in shapes]
+    algorithm = steepest.optim.ALGORITHMS["muon"]
+    group = {**algorithm.defaults, "momentum": 0.9, "nesterov": True}
+    return algorithm, grads, states, group
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [[(3, 5), (3, 5), (2, 5)], [(2, 4, 6), (2, 4, 6)], [(0, 5), (4, 2, 3)], [(2, 3, 2, 2)]],
+    ids=["rows", "3-d", "empty shard", "4-d"],
+)
+def test_fused_stage_1_returns_each_local_matrix_squared_norm(shapes):
+    """local_stages_1_2 (fused, float32 stacks): one float64 squared Frobenius norm per local
+    matrix under the default view (a 3-D tensor's matrices, another tensor as one matrix;
+    none for an empty 3-D shard, one zero for an empty row shard), equal to the float64 sum
+    of squares of the direction it returns, computed here from the buffers (the Nesterov
+    direction (1 - beta) G + beta M' with M' = beta M + (1 - beta) G)."""
+    from steepest.matrices.views import matrix_shape
+    from steepest.optim.fast.sharded_step import local_stages_1_2
+
+    algorithm, grads, states, group = _muon_fused_inputs(shapes)
+    before = [s["momentum_buffer"].double().clone() for s in states]
+    dtypes = [torch.float32] * len(grads)
+    directions, squares = local_stages_1_2(
+        algorithm, grads, states, group, None, dtypes, kernels="torch"
+    )
+    for g, m, d, q in zip(grads, before, directions, squares, strict=True):
+        momentum = 0.9 * m + 0.1 * g.double()
+        expected = 0.1 * g.double() + 0.9 * momentum
+        assert torch.allclose(d.double(), expected, rtol=1e-6, atol=1e-7)
+        *batch, rows, cols = matrix_shape(tuple(g.shape))
+        oracle = expected.reshape(*batch, rows * cols).square().sum(dim=-1).reshape(-1)
+        assert q is not None and q.dtype == torch.float64
+        assert q.shape == oracle.shape and torch.allclose(q, oracle, rtol=1e-6)
+
+
+def test_unfused_stage_1_returns_no_squared_norms():
+    from steepest.optim.fast.sharded_step import local_stages_1_2
+
+    algorithm, grads, states, group = _muon_fused_inputs([(3, 4)])
+    directions, squares = local_stages_1_2(algorithm, grads, states, group, None, None)
+    assert squares == [None] and len(directions) == 1
+
+
+def test_the_owner_uses_the_squared_norms_it_is_given():
+    """dualize_directions with ``squares`` takes the norms from them, not from X: given the
+    exact squared norms it equals the call without (float64 stack, SVD backend); given 4x
+    the squares, Muon's eps-damped update, which depends on the norm, changes accordingly
+    (the oracle: the same call on X scaled by 2 with its own norms)."""
+    import steepest
+    from steepest.optim.fast.sharded_step import dualize_directions
+
+    algorithm = steepest.optim.ALGORITHMS["muon"]
+    group = {**algorithm.defaults, "backend": "svd", "eps": 0.1}
+    torch.manual_seed(1)
+    X = torch.randn(3, 4, 6, dtype=torch.float64) * 1e-3
+    squares = X.square().sum(dim=(-2, -1))
+    plain = dualize_directions(algorithm, X, group, torch.float64, True)
+    given = dualize_directions(algorithm, X, group, torch.float64, True, squares)
+    assert torch.allclose(given, plain, rtol=1e-12, atol=1e-14)
+    doubled = dualize_directions(algorithm, 2 * X, group, torch.float64, True)
+    told = dualize_directions(algorithm, X, group, torch.float64, True, 4 * squares)
+    assert torch.allclose(told, doubled, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(told, plain, rtol=1e-3)

@@ -55,14 +55,15 @@ class Stacks(Protocol):
     steps: int
 
     def counted(
-        self, fn: Callable[[torch.Tensor], torch.Tensor], *, block: bool = False
-    ) -> Callable[[torch.Tensor], torch.Tensor]: ...
+        self, fn: Callable[..., torch.Tensor], *, block: bool = False
+    ) -> Callable[..., torch.Tensor]: ...
 
 
 #: (kind, exchange group, replica group) of one direction; see ``_layout``.
 _Layout = tuple[str, "ProcessGroup | None", "ProcessGroup | None"]
-#: Maps a (K, m, n) stack to its dualized, scaled stack.
-_StackFn = Callable[[torch.Tensor], torch.Tensor]
+#: Maps a (K, m, n) stack to its dualized, scaled stack; ``map_local`` with ``squares``
+#: calls it as fn(X, squares), with the (K,) float64 squared Frobenius norms of X's matrices.
+_StackFn = Callable[..., torch.Tensor]
 
 __all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows"]
 
@@ -212,6 +213,7 @@ class ShardedDualizer:
         key: object = None,
         reuse: bool = False,
         streams: int = 1,
+        squares: Sequence[torch.Tensor | None] | None = None,
     ) -> list[torch.Tensor]:
         """``map`` on local tensors: ``directions[i]`` is this rank's part (whole when
         replicated, its rows under FSDP2) of a tensor laid out as ``layouts_of[i]`` (the
@@ -225,9 +227,14 @@ class ShardedDualizer:
         tensors kept for this key and overwritten by its next call (the fast path's step,
         whose recordings then find them where they recorded them). ``streams``: on CUDA,
         stack i is orthogonalized on compute stream i % streams (1: on the current stream),
-        so that stacks overlap.
+        so that stacks overlap. ``squares``: per direction None or the float64 squared
+        Frobenius norms of its local matrices under the default view (one per matrix; a row
+        shard's part of its matrix's): for the tensors whose directions all come with them
+        (default view, no row blocks), they travel with the directions and an owner calls
+        fn(X, squares of X's matrices) instead of fn(X).
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
+        with_squares = squares is not None and view == "auto" and blocks is None
         whole = stacks.counted(fn)
         # the fast path's layouts are its parameters: found once; others (new each step) now
         layouts = [self._layout(t) if reuse else _layout(t) for t in layouts_of]
@@ -256,8 +263,9 @@ class ShardedDualizer:
             else:
                 dtypes = [layouts_of[i].dtype for i in members]
                 tag = (key, "replicated", id(group)) if reuse and key is not None else None
+                known = _all_known(squares, members) if with_squares else None
                 results = self._replicated(
-                    whole, local, dtypes, view, blocks, group, plans, tag, streams
+                    whole, local, dtypes, view, blocks, group, plans, tag, streams, known
                 )
             if self.check_replicas:
                 check_group = None if group == "local" else group
@@ -286,6 +294,7 @@ class ShardedDualizer:
                     plans,
                     (key, "sharded") if reuse and key is not None else None,
                     streams,
+                    [_all_known(squares, sharded[k]) if with_squares else None for k in keys],
                 )
             for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -355,10 +364,13 @@ class ShardedDualizer:
         plans: list[RankPlan],
         reuse: object,
         streams: int,
+        squares: list[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """fn on every stack of replicated tensors' matrices: each rank its planned matrices
         (a consecutive range of the stack), then an all-gather of the results into the stack
         of updates (tensor i's update in ``dtypes[i]``, sent in it unless ``comm_dtype``).
+        ``squares``: tensor i's matrices' squared norms (reshaped views only), handed to fn
+        with its range.
         The all-gather of stack i runs while stack i + 1 is dualized (explicit order:
         compute i, issue gather i, compute i + 1, ...; then wait for every gather in order).
         ``reuse``: None, or a key under which the stacks' buffers are kept across steps."""
@@ -375,10 +387,13 @@ class ShardedDualizer:
         by_shape: dict[tuple[tuple[int, int], torch.dtype, torch.dtype], list[int]] = {}
         for i, (X, d) in enumerate(zip(matrices, out_dtypes, strict=True)):
             by_shape.setdefault(((X.shape[-2], X.shape[-1]), X.dtype, d), []).append(i)
-        stacks = []
+        stacks, known = [], []
         for s, members in enumerate(by_shape.values()):
             tag = None if reuse is None else (reuse, "stack", s)
             stacks.append(self._stack([matrices[i] for i in members], tag))
+            if squares is not None and reshaped:
+                tag = None if reuse is None else (reuse, "squares", s)
+                known.append(self._stack([squares[i] for i in members], tag))
         plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
         lane = self._lane(matrices[0].device, streams)
@@ -388,8 +403,14 @@ class ShardedDualizer:
             start = sum(counts[:rank])
             tag = None if reuse is None else (reuse, "gathered", s)
             dtype = self.comm_dtype or d
+            owned = slice(start, start + counts[rank])
             with lane.computing(s):
-                Y = fn(X[start : start + counts[rank]]).to(d) if counts[rank] else X[:0].to(d)
+                if not counts[rank]:
+                    Y = X[:0].to(d)
+                elif known:
+                    Y = fn(X[owned], known[s][owned]).to(d)
+                else:
+                    Y = fn(X[owned]).to(d)
                 gathers.append(
                     lane.all_gather(
                         functools.partial(self._buffer, tag, X.shape, dtype, X.device),
@@ -442,10 +463,12 @@ class ShardedDualizer:
         plans: list[RankPlan],
         reuse: object,
         streams: int,
+        squares: list[list[torch.Tensor] | None],
     ) -> list[list[torch.Tensor]]:
         """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
         their planned owners, fn_stack on each owner's (k, *shape) stack of them, all-to-all
-        the rows back.
+        the rows back. ``squares[s]``: stack s's local squared norms (or None), which go to
+        the owners with the rows.
 
         Explicit order: issue exchange 1 of stack 0; then for each stack i: issue exchange 1
         of stack i + 1, wait for exchange 1 of stack i, dualize it, issue its exchange 2;
@@ -467,7 +490,14 @@ class ShardedDualizer:
         lane = self._lane(stacks[0][0].device, streams)
         exchanges = [
             _Exchange(
-                self, ds, likes[s][0], group, counts[s], lane, None if reuse is None else (reuse, s)
+                self,
+                ds,
+                likes[s][0],
+                group,
+                counts[s],
+                lane,
+                None if reuse is None else (reuse, s),
+                squares[s],
             )
             for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
         ]
@@ -477,7 +507,9 @@ class ShardedDualizer:
             if i + 1 < len(exchanges):
                 exchanges[i + 1].send_shards()
             with lane.computing(i):
-                exchange.dualize_and_return(lambda X: _map_stack(fn_stack, X, view, blocks))
+                exchange.dualize_and_return(
+                    lambda X, *known: _map_stack(fn_stack, X, view, blocks, *known)
+                )
         return [exchange.receive_updates() for exchange in exchanges]
 
 
@@ -540,7 +572,10 @@ class _Exchange:
     the dualizer's ``comm_dtype``. Buffers: a stack of the local rows (a view when they lie
     back to back), the owner's received rows, whole stack and update rows, and the received
     update rows, which in stack order are this rank's (K, rows, ...) stack of updates; kept
-    under ``reuse`` across steps (None: new each step)."""
+    under ``reuse`` across steps (None: new each step). ``squares``: the local matrices'
+    squared Frobenius norms of each tensor (default view), sent to the owner with the rows:
+    a 3-D tensor's rows are whole matrices, whose values the owner puts in order; another
+    tensor is one matrix, whose row parts' values the owner adds."""
 
     def __init__(
         self,
@@ -551,8 +586,10 @@ class _Exchange:
         counts: list[int],
         lane: _Lane,
         reuse: object,
+        squares: list[torch.Tensor] | None = None,
     ) -> None:
         self.dualizer, self.group, self.lane = dualizer, group, lane
+        self.squares = squares
         self.comm_dtype = dualizer.comm_dtype
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
@@ -598,6 +635,48 @@ class _Exchange:
             self.group,
         )
         self.out_splits = out_splits
+        if self.squares is not None:
+            self._send_squares()
+
+    def _values(self, rank: int) -> int:
+        """How many squared norms rank `rank` holds of each tensor: one per local matrix."""
+        return self.sizes[rank] if len(self.shape) == 3 else 1
+
+    def _send_squares(self) -> None:
+        """Issue the all-to-all of the squared norms (float64), as the rows go."""
+        r, n = self.rank, self.counts
+        squares = cast(list[torch.Tensor], self.squares)
+        parts = [q.reshape(1, self._values(r)) for q in squares]
+        in_splits = [n[j] * self._values(r) for j in range(self.world)]
+        out_splits = [n[r] * self._values(j) for j in range(self.world)]
+
+        def pack() -> torch.Tensor:
+            return self.dualizer._stack(parts, self._key("send squares")).reshape(-1)
+
+        self.pending_squares = self.lane.all_to_all(
+            pack,
+            squares,
+            lambda: self._buffer("recv squares", [sum(out_splits)], torch.float64),
+            out_splits,
+            in_splits,
+            self.group,
+        )
+        self.squares_splits = out_splits
+
+    def _owned_squares(self) -> torch.Tensor:
+        """Wait for the squared norms; those of my whole tensors' matrices, in stack order."""
+        recv = self.lane.wait(self.pending_squares)
+        r, n = self.rank, self.counts
+        if len(self.shape) != 3:  # each rank's part of each of my matrices: add them
+            return recv if self.world == 1 else recv.view(self.world, n[r]).sum(0)
+        if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
+            return recv  # in stack order already
+        pieces = [
+            p.view(n[r], self.sizes[j])
+            for j, p in enumerate(recv.split(self.squares_splits))  # type: ignore[no-untyped-call]
+            if self.sizes[j]
+        ]
+        return torch.cat(pieces, dim=1).reshape(-1)
 
     def _key(self, name: str) -> object:
         return None if self.reuse is None else (self.reuse, name)
@@ -619,7 +698,12 @@ class _Exchange:
             out = self._buffer("whole", (n[r], *self.shape), recv.dtype)
             whole = torch.cat(pieces, dim=1, out=out)
         whole = whole.to(self.dtype)
-        updates = fn_stack(whole).to(self.update_dtype) if n[r] else whole.to(self.update_dtype)
+        if not n[r]:
+            updates = whole.to(self.update_dtype)
+        elif self.squares is not None:
+            updates = fn_stack(whole, self._owned_squares()).to(self.update_dtype)
+        else:
+            updates = fn_stack(whole).to(self.update_dtype)
         in_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         dtype = self.comm_dtype or self.update_dtype
@@ -897,11 +981,28 @@ def _consecutive(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
 
 
 def _map_stack(
-    fn: _StackFn, X: torch.Tensor, view: View, blocks: Sequence[int] | None
+    fn: _StackFn,
+    X: torch.Tensor,
+    view: View,
+    blocks: Sequence[int] | None,
+    squares: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """fn on the matrices of a (c, ...) stack of whole tensors read under view and blocks,
-    as one (K, m, n) stack where that is a reshape of X; the (c, ...) results."""
+    as one (K, m, n) stack where that is a reshape of X; the (c, ...) results. ``squares``
+    (the reshape case only): the K matrices' squared norms, passed on to fn."""
     if blocks is None and view != "transposed":
         m, n = matrix_shape(tuple(X.shape[1:]), view)[-2:]
+        if squares is not None:
+            return fn(X.reshape(-1, m, n), squares).reshape(X.shape)
         return fn(X.reshape(-1, m, n)).reshape(X.shape)
     return torch.stack(map_matrices(fn, list(X.unbind(0)), view, blocks))
+
+
+def _all_known(
+    squares: Sequence[torch.Tensor | None] | None, members: Sequence[int]
+) -> list[torch.Tensor] | None:
+    """The members' squared norms when every member has them, else None."""
+    if squares is None:
+        return None
+    known = [squares[i] for i in members]
+    return None if any(q is None for q in known) else cast(list[torch.Tensor], known)

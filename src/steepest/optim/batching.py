@@ -48,16 +48,17 @@ class Stacks:
         self.steps += 1
 
     def counted(
-        self, fn: Callable[[torch.Tensor], torch.Tensor], *, block: bool = False
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """fn on a (K, m, n) stack, adding K to the counter (block steps to their own)."""
+        self, fn: Callable[..., torch.Tensor], *, block: bool = False
+    ) -> Callable[..., torch.Tensor]:
+        """fn on a (K, m, n) stack (and any further arguments), adding K to the counter
+        (block steps to their own)."""
 
-        def run(X: torch.Tensor) -> torch.Tensor:
+        def run(X: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
             if block:
                 self.block_orthogonalizations += X.shape[0]
             else:
                 self.orthogonalizations += X.shape[0]
-            return fn(X)
+            return fn(X, *args)
 
         return run
 

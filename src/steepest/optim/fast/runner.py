@@ -136,9 +136,11 @@ class FastGroups:
         #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
-        #: (group index, stack shape, dtype, n-th such stack of the step) -> the recording of
-        #: an owned stack's stages 3-4
-        self.stack_graphs: dict[tuple[int, tuple[int, ...], torch.dtype, int], GroupGraph] = {}
+        #: (group index, stack shape, dtype, n-th such stack of the step, without squared
+        #: norms) -> the recording of an owned stack's stages 3-4
+        self.stack_graphs: dict[
+            tuple[int, tuple[int, ...], torch.dtype, int, bool], GroupGraph
+        ] = {}
 
     def clear(self) -> None:
         """Forget every recording (new state tensors: record again)."""
@@ -343,7 +345,9 @@ class FastGroups:
             else dualize_directions
         )
 
-        def stages_1_2(gs: list[torch.Tensor]) -> list[torch.Tensor]:
+        def stages_1_2(
+            gs: list[torch.Tensor],
+        ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
             return first(algorithm, gs, local_states, group, finite, dtypes, kernels)
 
         def stage_5(us: list[torch.Tensor]) -> None:
@@ -354,25 +358,25 @@ class FastGroups:
             replay = graph.run(
                 stages_1_2, local_params, local_grads, local_states, group, self.stacks
             )
-            directions = cast(list[torch.Tensor], replay)
+            directions, squares = cast(tuple[list[torch.Tensor], list[torch.Tensor | None]], replay)
         else:
-            directions = stages_1_2(local_grads)
+            directions, squares = stages_1_2(local_grads)
         dtype = params[0].dtype
 
         seen: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
 
-        def dualize(X: torch.Tensor) -> torch.Tensor:
+        def dualize(X: torch.Tensor, squared: torch.Tensor | None = None) -> torch.Tensor:
             if not plan.recorded:
-                return owner(algorithm, X, group, dtype, fused)
-            # one recording per owned stack (its input is copied into the recorded one); two
+                return owner(algorithm, X, group, dtype, fused, squared)
+            # one recording per owned stack (its inputs are copied into the recorded ones); two
             # stacks of one shape get two, so that neither overwrites the other's output
             nth = seen[tuple(X.shape), X.dtype] = seen.get((tuple(X.shape), X.dtype), -1) + 1
-            key = (index, tuple(X.shape), X.dtype, nth)
+            key = (index, tuple(X.shape), X.dtype, nth, squared is None)
             graph = self.stack_graphs.setdefault(key, GroupGraph(self.options.capture))
             replay = graph.run(
-                lambda xs: owner(algorithm, xs[0], group, dtype, fused),
+                lambda xs: owner(algorithm, xs[0], group, dtype, fused, *xs[1:]),
                 [],
-                [X],
+                [X] if squared is None else [X, squared],
                 [],
                 group,
                 self.stacks,
@@ -390,6 +394,7 @@ class FastGroups:
             index,
             reuse=True,
             streams=self.options.streams,
+            squares=squares,
         )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))

@@ -5,9 +5,11 @@ identities in stage 2 and in stage 4's rescale) runs as
 
 1. ``local_stages_1_2`` on this rank's part of every tensor (its rows under FSDP2, the whole
    tensor when replicated): the momentum update and the directions, as one fused pass per
-   same-shape stack where the single-process step fuses it; the device-side verdict masks it;
+   same-shape stack where the single-process step fuses it, with the squared Frobenius norms
+   of the directions' local matrices summed on the way; the device-side verdict masks it;
 2. the exchange and dualization of whole matrices (steepest.distributed: collectives), each
-   owned stack through ``dualize_directions``;
+   owned stack through ``dualize_directions``; the squared norms travel with the directions
+   (an owner adds its matrices' row parts), so no owner reads its stack for them;
 3. ``local_stages_5`` on this rank's part: weight decay and the update.
 
 Parts 1 and 3 have no collectives and no host synchronisation, so they are compiled and
@@ -17,6 +19,7 @@ the collectives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -51,8 +54,10 @@ def local_stages_1_2(
     finite: torch.Tensor | None,
     dtypes: Sequence[torch.dtype] | None = None,
     kernels: str = "auto",
-) -> list[torch.Tensor]:
-    """Stages 1-2 on local tensors; returns the directions (local, like the gradients).
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Stages 1-2 on local tensors; returns the directions (local, like the gradients) and,
+    from the fused stage 1, each direction's squared Frobenius norms, one float64 entry per
+    local matrix under the default view (None per direction when unfused).
 
     Args:
         algorithm, grads, states, group: this rank's part of the group's work.
@@ -69,16 +74,19 @@ def local_stages_1_2(
                 for g, s in zip(grads, states, strict=True)
             ]
         directions = algorithm.accumulate(grads, states, group)
-        return algorithm.precondition(directions, states, group)
+        return algorithm.precondition(directions, states, group), [None] * len(grads)
     out: list[torch.Tensor | None] = [None] * len(grads)
+    squares: list[torch.Tensor | None] = [None] * len(grads)
     pieces: dict[tuple[tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
     for i, (g, dtype) in enumerate(zip(grads, dtypes, strict=True)):
         if g.numel() == 0:  # an empty row shard: nothing to accumulate
             out[i] = torch.zeros(g.shape, dtype=dtype, device=g.device)
+            matrices = math.prod(matrix_shape(tuple(g.shape))[:-2])
+            squares[i] = torch.zeros(matrices, dtype=torch.float64, device=g.device)
         else:
             pieces.setdefault((tuple(g.shape), g.dtype, dtype), []).append(i)
     for (shape, _, dtype), members in pieces.items():
-        D, _ = momentum_stack(
+        D, norms = momentum_stack(
             [grads[i] for i in members],
             [states[i]["momentum_buffer"] for i in members],
             group["momentum"],
@@ -89,21 +97,31 @@ def local_stages_1_2(
             kernel=kernels,
         )
         D = D.reshape(len(members), *shape)
+        square = norms.square().reshape(len(members), -1)
         for j, i in enumerate(members):
-            out[i] = D[j]
-    return cast(list[torch.Tensor], out)  # every index is empty or in one piece
+            out[i], squares[i] = D[j], square[j]
+    return cast(list[torch.Tensor], out), squares  # every index is empty or in one piece
 
 
 def dualize_directions(
-    algorithm: Algorithm, X: torch.Tensor, group: Group, dtype: torch.dtype, normed: bool
+    algorithm: Algorithm,
+    X: torch.Tensor,
+    group: Group,
+    dtype: torch.dtype,
+    normed: bool,
+    squares: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stages 3-4 on one owned (K, m, n) stack of whole directions, into a contiguous tensor
-    of ``dtype`` (the parameters'). ``normed``: X is the fused stage 1's stack; its
-    Frobenius norms are taken here (float64 sums of its entries) and the member's
-    ``dualize_normed`` and ``damp`` run as in the fused single-process step."""
+    of ``dtype`` (the parameters'). ``normed``: X is the fused stage 1's stack and the
+    member's ``dualize_normed`` and ``damp`` run as in the fused single-process step, on the
+    Frobenius norms ``squares.sqrt()`` ((K,) float64 squared norms of the unrounded
+    directions, from stage 1) or, without ``squares``, on float64 norms of X's entries."""
     m, n = X.shape[-2:]
     if normed:
-        norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
+        if squares is not None:
+            norms = squares.sqrt()
+        else:
+            norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
         U = algorithm.dualize_normed(X, norms, dtype, group)
         U = algorithm.damp(U, norms, group)
     else:

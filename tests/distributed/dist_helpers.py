@@ -106,6 +106,39 @@ def fast_optimizer(
     return steepest.Steepest(groups, hps, **options, **extra)
 
 
+class ConvNet(nn.Module):
+    """A 4-D weight (6, 3, 2, 2), read as one 6 x 12 matrix whose rows FSDP2 shards (an empty
+    shard on 4 ranks), and a (7, 6) linear layer with a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.kernel = nn.Parameter(torch.randn(6, 3, 2, 2) / 3)
+        self.out = nn.Linear(6, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, 7))  # 5 -> 12 inputs
+        return self.out(torch.tanh(x @ self.kernel.reshape(6, 12).T))
+
+
+def conv_optimizer(net: ConvNet, config: str) -> steepest.Steepest:
+    """Muon on the ConvNet's two matrices with FAST[config]'s options."""
+    options, hp = FAST[config]
+    groups = [
+        {"params": [net.kernel, net.out.weight], "algorithm": "muon"},
+        {"params": [net.out.bias], "algorithm": "adamw"},
+    ]
+    return steepest.Steepest(groups, {"muon": {"lr": LR, **hp}, "adamw": {"lr": 1e-2}}, **options)
+
+
+def single_process_conv(config: str, steps: int = 3):
+    """The oracle of the ConvNet runs: one process, the full batch; (parameters, optimizer)."""
+    net = ConvNet()
+    opt = conv_optimizer(net, config)
+    train(net, opt, steps)
+    return {n: p.detach().clone() for n, p in net.named_parameters()}, opt
+
+
 def single_process_fast(
     config: str, member: str = "muon", steps: int = 3, micro: int = 1, bf16_iterations=False
 ):
@@ -640,6 +673,14 @@ def fast_sharded(rank, world, outdir):
         )
         train(resumed, opt, 2, start=2, rank=rank, world=world)
         out[f"resumed-{config}"] = _full(resumed)
+    for config in FAST:  # a 4-D weight: its row shards' squared norms are added up
+        from torch.distributed.fsdp import fully_shard
+
+        net = fully_shard(ConvNet())
+        opt = conv_optimizer(net, config)
+        train(net, opt, 3, rank=rank, world=world)
+        out[f"conv-{config}"] = _full(net)
+        out[f"conv-paths-{config}"] = [r.path for r in opt.fast_path_report()]
     net = _fsdp(Net())  # bfloat16 polar iterations: float32 updates in both layouts
     train(net, fast_optimizer(net, "fused", bf16_iterations=True), 3, rank=rank, world=world)
     out["bf16-iterations-fsdp"] = _full(net)

@@ -31,6 +31,7 @@ from dist_helpers import (
     muloco_closure,
     muloco_start,
     single_process,
+    single_process_conv,
     single_process_dion,
     single_process_family,
     single_process_fast,
@@ -362,6 +363,17 @@ def test_sharded_fast_path_nonfinite_gradient_on_one_rank(run, config):
         assert "non-finite gradient" in error and "(7, 7)" in error and skipped == 0
     for outcome in (skip, raised):
         assert outcome["param_gap"] == 0 and outcome["state_gap"] == 0
+
+
+@pytest.mark.parametrize("config", sorted(FAST))
+def test_sharded_fast_path_with_a_4d_weight(run, config):
+    """A 4-D weight read as one matrix whose rows FSDP2 shards (empty on 4 ranks): 3 steps
+    equal one process (1e-6); "fused" adds up the row shards' squared norms at the owner."""
+    _, results = run
+    case = results["fast_sharded"]
+    reference, single = single_process_conv(config)
+    assert max_gap(case[f"conv-{config}"], reference) <= TOL
+    assert case[f"conv-paths-{config}"] == [r.path for r in single.fast_path_report()]
 
 
 def test_sharded_fast_path_with_bf16_iterations(run):

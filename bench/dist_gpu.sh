@@ -13,7 +13,9 @@
 #      stands in for it;
 #   4. pytest -m cuda tests/distributed: the sharded fast path on CUDA (compiled, recorded,
 #      side stream) against the single-process one;
-#   5. bench/dist_model.py: the step predicted at W = 2, 4, 8 from run 1 and the bandwidth.
+#   5. bench/dist_model.py: the step predicted at W = 2, 4, 8 from run 1 and the bandwidth;
+#   6. if fewer than 420 s have passed: bench/profile_dist.py on GPT-2 small (where the sharded
+#      step's kernel time goes; $OUT/profile_dist.log).
 # Logs and JSON go to $OUT (default runs/dist-gpu); a short table is printed last.
 #
 #   OUT=$OUT bash bench/dist_gpu.sh
@@ -75,6 +77,12 @@ if [[ -n "$result" ]]; then
     timeout 60 python bench/dist_model.py "$result" "${bandwidth[@]}" \
         --json "$OUT/dist_model.json" > "$OUT/dist_model.log" 2>&1
     model_rc=$?
+fi
+
+# 6. the kernel table of the sharded step, while the call has time left
+if [[ "${SMOKE:-0}" != "1" ]] && (( SECONDS < 420 )); then
+    timeout 120 $RUN --nproc_per_node 1 bench/profile_dist.py --set "$CONFIG" \
+        > "$OUT/profile_dist.log" 2>&1
 fi
 
 echo "== device"; cat "$OUT/device.txt"

@@ -26,7 +26,7 @@ from steepest.experiments.tune import tune_choice
 
 
 def test_tune_choice_widens_to_a_best_off_the_first_grid():
-    # Allowed 0 .. 0.5; start 0.05 -> first grid {0.02, 0.05, 0.1}, best 0.1 on its edge; the
+    # Allowed 0 .. 0.8; start 0.05 -> first grid {0.02, 0.05, 0.1}, best 0.1 on its edge; the
     # minimum of (v - 0.31)^2 is 0.3, reached only after adding 0.2, 0.3 and 0.4.
     calls = []
 

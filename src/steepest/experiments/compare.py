@@ -50,7 +50,7 @@ __all__ = [
 #: optimizers whose matrix rule is the AdamW itself, so that its beta2 is theirs to tune
 ADAM_STYLE = ("adamw",)
 #: the allowed warmup fractions and AdamW beta2 values of the tuner
-WARMUP_CHOICES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+WARMUP_CHOICES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 BETA2_CHOICES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 

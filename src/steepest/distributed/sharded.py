@@ -667,8 +667,12 @@ class _Exchange:
         """Wait for the squared norms; those of my whole tensors' matrices, in stack order."""
         recv = self.lane.wait(self.pending_squares)
         r, n = self.rank, self.counts
+        # into a kept buffer, so that a recording of the owner's stack reads it in place
         if len(self.shape) != 3:  # each rank's part of each of my matrices: add them
-            return recv if self.world == 1 else recv.view(self.world, n[r]).sum(0)
+            if self.world == 1:
+                return recv
+            out = self._buffer("owned squares", [n[r]], torch.float64)
+            return torch.sum(recv.view(self.world, n[r]), dim=0, out=out)
         if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
             return recv  # in stack order already
         pieces = [
@@ -676,7 +680,8 @@ class _Exchange:
             for j, p in enumerate(recv.split(self.squares_splits))  # type: ignore[no-untyped-call]
             if self.sizes[j]
         ]
-        return torch.cat(pieces, dim=1).reshape(-1)
+        out = self._buffer("owned squares", [n[r], self.shape[0]], torch.float64)
+        return torch.cat(pieces, dim=1, out=out).reshape(-1)
 
     def _key(self, name: str) -> object:
         return None if self.reuse is None else (self.reuse, name)
@@ -699,6 +704,8 @@ class _Exchange:
             whole = torch.cat(pieces, dim=1, out=out)
         whole = whole.to(self.dtype)
         if not n[r]:
+            if self.squares is not None:  # its collective is waited for like every other
+                self.lane.wait(self.pending_squares)
             updates = whole.to(self.update_dtype)
         elif self.squares is not None:
             updates = fn_stack(whole, self._owned_squares()).to(self.update_dtype)

@@ -184,11 +184,17 @@ def test_fused_stage_1_returns_each_local_matrix_squared_norm(shapes):
 
 
 def test_unfused_stage_1_returns_no_squared_norms():
+    """Unfused (no stack dtypes): the member's own stages 1-2 give the Nesterov direction
+    (float64 oracle from the buffers) and no squared norms, so owners compute them."""
     from steepest.optim.fast.sharded_step import local_stages_1_2
 
     algorithm, grads, states, group = _muon_fused_inputs([(3, 4)])
+    before = states[0]["momentum_buffer"].double().clone()
     directions, squares = local_stages_1_2(algorithm, grads, states, group, None, None)
-    assert squares == [None] and len(directions) == 1
+    momentum = 0.9 * before + 0.1 * grads[0].double()
+    expected = 0.1 * grads[0].double() + 0.9 * momentum
+    assert squares == [None]
+    assert torch.allclose(directions[0].double(), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_the_owner_uses_the_squared_norms_it_is_given():

@@ -673,15 +673,30 @@ class _Exchange:
                 return recv
             out = self._buffer("owned squares", [n[r]], torch.float64)
             return torch.sum(recv.view(self.world, n[r]), dim=0, out=out)
-        if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
-            return recv  # in stack order already
+        order = self._in_tensor_order(recv, self.squares_splits, (), "owned squares")
+        return order.reshape(-1)  # a 3-D tensor's rows are its matrices
+
+    def _rank_order_is_tensor_order(self) -> bool:
+        """Whether rows in rank order are rows in tensor order for this owner: it owns at
+        most one tensor of the stack, or one rank holds every row."""
+        return self.counts[self.rank] <= 1 or sum(1 for s in self.sizes if s) == 1
+
+    def _in_tensor_order(
+        self, recv: torch.Tensor, splits: list[int], rest: Sequence[int], name: str
+    ) -> torch.Tensor:
+        """What this owner received, rank j's rows of each of its tensors before rank
+        j + 1's, as (tensors, rows, *rest) in tensor order: a view where it already is (one
+        tensor, or one rank holds every row), else reordered into the buffer kept as `name`."""
+        r, n = self.rank, self.counts
+        if self._rank_order_is_tensor_order():
+            return recv.view(n[r], self.shape[0], *rest)
         pieces = [
-            p.view(n[r], self.sizes[j])
-            for j, p in enumerate(recv.split(self.squares_splits))  # type: ignore[no-untyped-call]
+            p.view(n[r], self.sizes[j], *rest)
+            for j, p in enumerate(recv.split(splits))  # type: ignore[no-untyped-call]
             if self.sizes[j]
         ]
-        out = self._buffer("owned squares", [n[r], self.shape[0]], torch.float64)
-        return torch.cat(pieces, dim=1, out=out).reshape(-1)
+        out = self._buffer(name, (n[r], self.shape[0], *rest), recv.dtype)
+        return torch.cat(pieces, dim=1, out=out)
 
     def _key(self, name: str) -> object:
         return None if self.reuse is None else (self.reuse, name)
@@ -691,17 +706,7 @@ class _Exchange:
         their ranks)."""
         recv = self.lane.wait(self.pending)
         r, n = self.rank, self.counts
-        if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
-            # one tensor, or one rank holds every row: the received rows are in stack order
-            whole = recv.view(n[r], *self.shape)
-        else:  # rank j's rows of every tensor, then rank j + 1's: reorder by tensor
-            pieces = [
-                p.view(n[r], self.sizes[j], *self.shape[1:])
-                for j, p in enumerate(recv.split(self.out_splits))  # type: ignore[no-untyped-call]
-                if self.sizes[j]
-            ]
-            out = self._buffer("whole", (n[r], *self.shape), recv.dtype)
-            whole = torch.cat(pieces, dim=1, out=out)
+        whole = self._in_tensor_order(recv, self.out_splits, self.shape[1:], "whole")
         whole = whole.to(self.dtype)
         if not n[r]:
             if self.squares is not None:  # its collective is waited for like every other
@@ -716,7 +721,7 @@ class _Exchange:
         dtype = self.comm_dtype or self.update_dtype
 
         def pack() -> torch.Tensor:
-            if n[r] <= 1 or sum(1 for s in self.sizes if s) == 1:
+            if self._rank_order_is_tensor_order():
                 return updates.reshape(-1).to(dtype)  # already in rank order
             out = self._buffer("send updates", [updates.numel()], dtype)
             start = 0

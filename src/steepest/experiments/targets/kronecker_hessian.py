@@ -23,7 +23,7 @@ import functools
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -47,14 +47,14 @@ __all__ = [
 ]
 
 #: the attention matrices of a block: name -> (parameter, row slice in units of width)
-MATRICES = {"W_Q": ("qkv", 0), "W_K": ("qkv", 1), "W_V": ("qkv", 2), "W_O": ("proj", 0)}
+MATRICES: Final = {"W_Q": ("qkv", 0), "W_K": ("qkv", 1), "W_V": ("qkv", 2), "W_O": ("proj", 0)}
 #: the paper's reported rank-4 energy for three of the four attention matrices
-ENERGY_LEVEL = 0.87
+ENERGY_LEVEL: Final = 0.87
 #: the NDS model error the criterion allows
-MODEL_ERROR = 0.2
-RANK = 4
+MODEL_ERROR: Final = 0.2
+RANK: Final = 4
 
-CLAIMS = {
+CLAIMS: Final = {
     "energy": "Bergemann et al., arXiv 2606.04662 (Assumption 5.1, Fig. 5): the Hessian of an "
     "attention matrix is close to a low-rank Kronecker sum; rank 4 captures >= 0.87 of its "
     "Frobenius energy for three of W_Q, W_K, W_V, W_O",
@@ -63,7 +63,7 @@ CLAIMS = {
     "model": "Bergemann et al., arXiv 2606.04662 (Sec. 5): the rank-4 Kronecker model of a "
     "layer's Hessian carries the NDS of the directions G and msign(G) that the analysis compares",
 }
-CRITERIA = {
+CRITERIA: Final = {
     "energy": "per seed and matrix, the rank-4 energy fraction (median over checkpoints and "
     "blocks) against 0.87: clearly above for at least three of the four matrices -> agrees; "
     "clearly below for at least two -> disagrees; else inconclusive",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -29,18 +29,18 @@ from steepest.experiments.verdicts import Verdict, fmt, mean_std, sign_of
 
 __all__ = ["CLAIM", "CRITERION", "FEATURES", "Problem", "make_problem", "regression", "verdicts"]
 
-CLAIM = (
+CLAIM: Final = (
     "Shen et al., arXiv 2505.23737 (Fig. 2): real features (MNIST) have a concentrated "
     "spectrum, on which Muon beats GD at least squares; on Gaussian features it does not"
 )
-CRITERION = (
+CRITERION: Final = (
     "ln(GD steps / Muon steps) on MNIST features minus on Gaussian features, per data draw (a "
     "GD count short of the threshold enters as its lower bound max_steps; a draw where Muon "
     "falls short has none): clearly > 0 -> agrees, clearly < 0 -> disagrees, else inconclusive"
 )
-FEATURES = ("mnist", "gaussian")
+FEATURES: Final = ("mnist", "gaussian")
 #: a run whose gap f - f* grows past this multiple of its start has diverged
-DIVERGED = 1e6
+DIVERGED: Final = 1e6
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from steepest.experiments.tasks.lm import GPTTask
 
 __all__ = ["TokensBin", "read_shard", "write_shard", "MAGIC_DTYPES", "HEADER_INTS"]
 
-HEADER_INTS = 256
-MAGIC_DTYPES = {20240520: np.uint16, 20240801: np.uint32}
+HEADER_INTS: Final = 256
+MAGIC_DTYPES: Final = {20240520: np.uint16, 20240801: np.uint32}
 
 
 def read_shard(path: str | Path) -> np.ndarray:

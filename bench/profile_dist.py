@@ -4,14 +4,18 @@ replicated and FSDP2 steps beside the single-process fast path (torch.profiler).
     torchrun --standalone --nproc_per_node 1 bench/profile_dist.py [--set gpt2-small] [--rows 15]
 
 Per layout: the pipelined ms of 10 steps, the kernel time per step, the time per step by
-category (products, copies, collectives, other) and the kernels that take the most time.
+category (products, copies, collectives, other) and the kernels that take the most time;
+with --host, the host ms of issuing a step and the Python functions that take it (cProfile).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import re
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +38,7 @@ def category(name: str) -> str:
     return "other"
 
 
-def profile(opt, steps: int, rows: int) -> None:
+def profile(opt, steps: int, rows: int, host: bool) -> None:
     from common import pipelined
 
     for _ in range(4):
@@ -60,12 +64,29 @@ def profile(opt, steps: int, rows: int) -> None:
     )
     for k, v in table.most_common(rows):
         print(f"    {v:8.3f} ms {calls[k]:4d}x  {category(k):11s} {k[:90]}")
+    if host:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            opt.step()
+        host_ms = (time.perf_counter() - start) * 1e3 / steps
+        torch.cuda.synchronize()
+        print(f"  host {host_ms:.3f} ms/step (issuing the step, no synchronization)")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(steps):
+            opt.step()
+        profiler.disable()
+        torch.cuda.synchronize()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(rows)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(2 * rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--host", action="store_true", help="host ms and cProfile of the step")
     args = parser.parse_args()
     from common import SETS, init_rank
     from dist import build
@@ -73,7 +94,7 @@ def main() -> None:
     _, _, device = init_rank()
     for mode in ("single process", "replicated", "FSDP2"):
         print(f"{args.set} {mode}")
-        profile(build(SETS[args.set], mode, device, 1), 5, args.rows)
+        profile(build(SETS[args.set], mode, device, 1), 5, args.rows, args.host)
         torch.cuda.empty_cache()
     dist.destroy_process_group()
 

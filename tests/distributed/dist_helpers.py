@@ -747,7 +747,37 @@ def alone(rank, world, outdir):
     return out
 
 
+def adamw_local(rank, world, outdir):
+    """The "adamw" member on FSDP2 parameters (every tensor of a Net, uneven and empty
+    shards) steps their local parts: the same parameters as torch.optim.AdamW, which steps
+    the DTensors through DTensor's dispatch, after 3 steps; and the parts it steps are plain
+    tensors."""
+    from steepest.optim.family.adamw import _local_parts
+
+    hp = {"lr": 1e-2, "betas": (0.9, 0.95), "weight_decay": 0.1}
+    mine = _fsdp(Net())
+    groups = [{"params": list(mine.parameters()), "algorithm": "adamw"}]
+    opt = steepest.Steepest(groups, {"adamw": hp})
+    theirs = _fsdp(Net())
+    reference = torch.optim.AdamW(theirs.parameters(), **hp)
+    train(mine, opt, 3, rank=rank, world=world)
+    train(theirs, reference, 3, rank=rank, world=world)
+    loss_fn(mine, *_share(batch(3), rank, world)).backward()
+    params = [p for p in mine.parameters() if p.grad is not None]
+    states = [opt.state[p] for p in params]
+    local = _local_parts(params, [p.grad for p in params], states)
+    plain = all(type(t) is torch.Tensor for ts in local[:2] for t in ts)
+    mine_full, theirs_full, start = _full(mine), _full(theirs), _full(_fsdp(Net()))
+    return {
+        "gap": max(float((mine_full[n] - theirs_full[n]).abs().max()) for n in mine_full),
+        "change": min(float((theirs_full[n] - v).abs().max()) for n, v in start.items()),
+        "plain": plain,
+        "moments_plain": all(type(s["exp_avg"]) is torch.Tensor for s in local[2]),
+    }
+
+
 SCENARIOS = {
+    "adamw_local": adamw_local,
     "fast_sharded": fast_sharded,
     "dion_sharded": dion_sharded,
     "dion_sync_factors": dion_sync_factors,

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from steepest.matrices.stacking import map_matrices
-from steepest.matrices.views import join_matrices, matrix_shape, split_matrices
+from steepest.matrices.views import join_matrices, local_part, matrix_shape, split_matrices
 
 from .balance import RankPlan, balance, polar_flops
 
@@ -148,6 +148,8 @@ class ShardedDualizer:
         self._layouts: dict[int, tuple[weakref.ref[torch.Tensor], _Layout]] = {}
         #: (device, compute streams) -> the lane of its collectives (``_lane``)
         self._lanes: dict[tuple[torch.device, int], _Lane] = {}
+        #: process group -> (its size, this rank in it) (``world_and_rank``)
+        self._ranks: dict[object, tuple[int, int]] = {}
 
     def is_block_step(self, step: int) -> bool:
         """True if step (1-based) dualizes local shards only (MuonBP mode)."""
@@ -198,7 +200,7 @@ class ShardedDualizer:
             view, blocks: the group's matrix view (views.py).
             key: names the plan in ``plans`` (the fast path passes its param group index).
         """
-        local = [_local(t) for t in tensors]
+        local = [local_part(t) for t in tensors]
         updates = self.map_local(stacks, fn, local, tensors, view, blocks, key)
         return [_like(t, u) for t, u in zip(tensors, updates, strict=True)]
 
@@ -306,6 +308,15 @@ class ShardedDualizer:
             self.plans[key] = plans
         return cast(list[torch.Tensor], out)  # every index is in one group
 
+    def world_and_rank(self, group: ProcessGroup | None) -> tuple[int, int]:
+        """The size of `group` (None: the default group) and this rank in it, looked up once
+        per group (torch.distributed's lookups cost the host microseconds per call)."""
+        key = group if group is not None else dist.group.WORLD
+        known = self._ranks.get(key)
+        if known is None:
+            known = self._ranks[key] = (dist.get_world_size(group), dist.get_rank(group))
+        return known
+
     def _layout(self, t: torch.Tensor) -> _Layout:
         """t's layout (``_layout``), found once per tensor (for parameters, which persist)."""
         entry = self._layouts.get(id(t))
@@ -326,7 +337,7 @@ class ShardedDualizer:
     def _plan(self, costs: list[list[float]], group: ProcessGroup | None) -> RankPlan:
         """The LPT plan of these items over group's ranks, continuing this step's loads (the
         same costs and loads give the same plan: it is made once and kept)."""
-        world = dist.get_world_size(group)
+        world, _ = self.world_and_rank(group)
         start = tuple(self._loads.get(id(group), [0.0] * world))
         key = (id(group), world, tuple(map(tuple, costs)), start)
         plan = self._plans.get(key)
@@ -374,7 +385,7 @@ class ShardedDualizer:
         The all-gather of stack i runs while stack i + 1 is dualized (explicit order:
         compute i, issue gather i, compute i + 1, ...; then wait for every gather in order).
         ``reuse``: None, or a key under which the stacks' buffers are kept across steps."""
-        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        world, rank = self.world_and_rank(group)
         # each tensor's matrices as one (k, m, n) view where the view is a reshape
         reshaped = blocks is None and view != "transposed"
         if reshaped:
@@ -552,10 +563,6 @@ def _layout(t: torch.Tensor) -> _Layout:
     )
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
 def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     """`local` as a tensor of t's kind: a DTensor with t's mesh, placements, shape, stride."""
     if not isinstance(t, DTensor):
@@ -591,7 +598,7 @@ class _Exchange:
         self.dualizer, self.group, self.lane = dualizer, group, lane
         self.squares = squares
         self.comm_dtype = dualizer.comm_dtype
-        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        self.world, self.rank = dualizer.world_and_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
         self.update_dtype = like.dtype
         self.locals = locals_
@@ -779,6 +786,7 @@ class _Lane:
     """
 
     def __init__(self, device: torch.device, streams: int) -> None:
+        self.device = device
         self.side = None
         self.compute: list[torch.cuda.Stream] = []
         if device.type == "cuda":
@@ -787,6 +795,28 @@ class _Lane:
                 if streams > 1:
                     self.compute = [torch.cuda.Stream() for _ in range(streams)]  # type: ignore[no-untyped-call]
 
+    def _current(self) -> torch.cuda.Stream:
+        """The lane's device's current stream (naming the device skips the lookup of the
+        current one, which costs the host microseconds on every call)."""
+        return torch.cuda.current_stream(self.device)
+
+    @contextmanager
+    def _on(self, stream: torch.cuda.Stream) -> Iterator[None]:
+        """The body on `stream` (of the lane's device), which first waits for the current
+        stream's work: torch.cuda.stream's switch without its device lookups, where the
+        lane's device is the current device (else torch.cuda.stream)."""
+        previous = self._current()
+        stream.wait_stream(previous)
+        if torch.cuda.current_device() != previous.device_index:
+            with torch.cuda.stream(stream):
+                yield
+            return
+        torch.cuda.set_stream(stream)
+        try:
+            yield
+        finally:
+            torch.cuda.set_stream(previous)
+
     @contextmanager
     def computing(self, stack: int) -> Iterator[None]:
         """Run the body on stack `stack`'s compute stream (CUDA, several streams), after the
@@ -794,9 +824,7 @@ class _Lane:
         if not self.compute:
             yield
             return
-        stream = self.compute[stack % len(self.compute)]
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        with self._on(self.compute[stack % len(self.compute)]):
             yield
 
     def _issue(self, run: Callable[[], _Pending], inputs: Sequence[torch.Tensor]) -> _Pending:
@@ -804,10 +832,9 @@ class _Lane:
         inputs it reads are marked as used by the side stream (the allocator keeps them)."""
         if self.side is None:
             return run()
-        self.side.wait_stream(torch.cuda.current_stream())
         for t in inputs:
             t.record_stream(self.side)
-        with torch.cuda.stream(self.side):
+        with self._on(self.side):
             pending = run()
             pending.issued = torch.cuda.Event()  # type: ignore[no-untyped-call]
             pending.issued.record(self.side)
@@ -828,7 +855,7 @@ class _Lane:
 
         def run() -> _Pending:
             send = pack().contiguous()  # NCCL takes contiguous buffers only
-            if dist.get_world_size(group) == 1:
+            if len(out_splits) == 1:  # a group of one rank
                 return _Pending(send, [send], None)
             recv = receive()
             work = dist.all_to_all_single(
@@ -880,7 +907,7 @@ class _Lane:
         if pending.work is not None:
             pending.work.wait()
         if self.side is not None:
-            current = torch.cuda.current_stream()
+            current = self._current()
             if pending.issued is not None:
                 current.wait_event(pending.issued)
             for b in pending.buffers:

@@ -3,7 +3,7 @@ optimizers, the parameter routing, the distributed dualizer and the diagnostics.
 
 Public API:
     views: VIEWS, View, matrix_shape, as_matrices, from_matrices, split_matrices,
-           join_matrices, check_view
+           join_matrices, check_view, local_part
     stacking: map_stacked, map_matrices, matrix_count
 """
 
@@ -15,6 +15,7 @@ from .views import (
     check_view,
     from_matrices,
     join_matrices,
+    local_part,
     matrix_shape,
     split_matrices,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "check_view",
     "from_matrices",
     "join_matrices",
+    "local_part",
     "map_matrices",
     "map_stacked",
     "matrix_count",

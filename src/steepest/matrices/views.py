@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -31,6 +32,7 @@ __all__ = [
     "check_view",
     "from_matrices",
     "join_matrices",
+    "local_part",
     "matrix_shape",
     "split_matrices",
 ]
@@ -115,3 +117,17 @@ def join_matrices(
     (pass the same `view`: a "transposed" view is transposed back)."""
     X = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
     return from_matrices(X, shape, view)
+
+
+def local_part(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor (its local tensor, the same storage); a plain tensor
+    itself.
+
+    The DTensor's ``_local_tensor`` where it has one: ``to_local()`` returns a view of it
+    through an autograd function, which costs the host microseconds per tensor, and an
+    optimizer step reads every parameter, gradient and state tensor so."""
+    local = getattr(t, "_local_tensor", None)
+    if isinstance(local, torch.Tensor):
+        return local
+    to_local = getattr(t, "to_local", None)
+    return cast(torch.Tensor, to_local()) if callable(to_local) else t

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from steepest.matrices.stacking import map_matrices
-from steepest.matrices.views import View
+from steepest.matrices.views import View, local_part
 
 __all__ = ["Stacks", "finite_each", "uses_distributed", "whole_matrix"]
 
@@ -105,7 +105,7 @@ class Stacks:
         smallest bad index, so that all of them skip (or raise) together.
         """
         distributed = uses_distributed(grads)
-        local = [_local(g) for g in grads] if distributed else grads
+        local = [local_part(g) for g in grads] if distributed else grads
         by_device: dict[torch.device, list[int]] = defaultdict(list)
         for i, g in enumerate(local):
             if g.numel():
@@ -138,12 +138,6 @@ def finite_each(tensors: list[torch.Tensor]) -> torch.Tensor:
     if len({x.dtype for x in peaks}) > 1:
         peaks = [x.float() for x in peaks]
     return torch.stack(peaks).isfinite()
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local shard; a plain tensor itself."""
-    to_local = getattr(t, "to_local", None)
-    return to_local() if callable(to_local) else t
 
 
 def whole_matrix(

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw
 
+from steepest.matrices.views import local_part
+
 from ..checks import check_flag, check_nonnegative, check_unit_interval
 from ..precision import work_dtype
 from ..registry import Algorithm, register
@@ -86,7 +88,9 @@ class AdamWAlgorithm(Algorithm):
         states: list[dict[str, Any]],
         group: Mapping[str, Any],
     ) -> None:
-        """One AdamW step; 16-bit parameters step on float32 copies, cast back once."""
+        """One AdamW step; 16-bit parameters step on float32 copies, cast back once. DTensors
+        step as their local parts where that is the same step (``_local_parts``)."""
+        params, grads, states = _local_parts(params, grads, states)
         same = [i for i, s in enumerate(states) if s["exp_avg"].dtype == params[i].dtype]
         widened = [i for i, s in enumerate(states) if s["exp_avg"].dtype != params[i].dtype]
         if same:
@@ -102,6 +106,39 @@ class AdamWAlgorithm(Algorithm):
             wide_grads = [grads[i].to(states[i]["exp_avg"].dtype) for i in widened]
             _adamw(copies, wide_grads, [states[i] for i in widened], group)
             torch._foreach_copy_(targets, copies)
+
+
+def _local_parts(
+    params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, Any]]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[dict[str, Any]]]:
+    """The local parts of the parameters, gradients and moments when every one is a DTensor
+    laid out as its parameter is and none is a pending sum (Partial): AdamW is elementwise,
+    so each rank stepping its part in place is the step DTensor's dispatch would run, without
+    that dispatch's host time per tensor (FSDP2's Shard(0) parameters and gradients);
+    otherwise the tensors themselves."""
+    for p, g, s in zip(params, grads, states, strict=True):
+        if not _same_layout(p, g):
+            return params, grads, states
+        moments = (v for v in s.values() if isinstance(v, torch.Tensor) and v.ndim)
+        if not all(_same_layout(p, m) for m in moments):
+            return params, grads, states
+    local_states = [
+        {k: local_part(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+        for s in states
+    ]
+    return [local_part(p) for p in params], [local_part(g) for g in grads], local_states
+
+
+def _same_layout(p: torch.Tensor, t: torch.Tensor) -> bool:
+    """Whether p and t are DTensors of one mesh, placements and shape, none Partial."""
+    mesh, placements = getattr(p, "device_mesh", None), getattr(p, "placements", None)
+    if mesh is None or placements is None or any(q.is_partial() for q in placements):
+        return False
+    return (
+        getattr(t, "device_mesh", None) == mesh
+        and getattr(t, "placements", None) == placements
+        and t.shape == p.shape
+    )
 
 
 def _adamw(

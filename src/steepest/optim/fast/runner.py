@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import torch
 
 from steepest.matrices.stacking import matrix_count
-from steepest.matrices.views import matrix_shape
+from steepest.matrices.views import local_part, matrix_shape
 
 from ..batching import Stacks, uses_distributed
 from ..registry import Algorithm, Group, State
@@ -317,10 +317,10 @@ class FastGroups:
         recording; each owned stack's stages 3-4 compiled and recorded as planned), then
         stage 5 on this rank's parts (compiled, recorded as planned)."""
         dualizer = self.stacks.sharing()
-        local_params = [_local(p) for p in params]
-        local_grads = [_local(g) for g in grads]
+        local_params = [local_part(p) for p in params]
+        local_grads = [local_part(g) for g in grads]
         local_states = [
-            {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            {k: local_part(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
             for s in states
         ]
         lr_t, wd_t = self._live_scalars(index, group, local_params)
@@ -464,7 +464,7 @@ class FastGroups:
         torch.distributed the ranks' flags are then combined on the device (an all-reduce of
         the flag, steepest.distributed), so every rank reads the same verdict."""
         shared = uses_distributed(grads)
-        local = [_local(g) for g in grads]
+        local = [local_part(g) for g in grads]
         device = local[0].device
         local = [g for g in local if g.numel()]
         flag = self._finite.get(device)
@@ -484,19 +484,6 @@ class FastGroups:
         event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch stub: untyped
         event.record()
         return flag, host, event
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local part (the same storage); a plain tensor itself.
-
-    The DTensor's ``_local_tensor`` where it has one: ``to_local()`` returns a view of it
-    through an autograd function, which costs the host microseconds per tensor, and the
-    step reads every parameter, gradient and state tensor so."""
-    local = getattr(t, "_local_tensor", None)
-    if isinstance(local, torch.Tensor):
-        return local
-    to_local = getattr(t, "to_local", None)
-    return cast(torch.Tensor, to_local()) if callable(to_local) else t
 
 
 def _matrix_count(grads: list[torch.Tensor], group: Group) -> int:

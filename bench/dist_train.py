@@ -1,7 +1,7 @@
 """FSDP2 training throughput: steepest.Muon against AdamW on the same GPT (issue 8).
 
     torchrun --standalone --nproc_per_node W bench/dist_train.py [--config gpt2-small,gpt-1b]
-        [--steps 10] [--out bench/results]
+        [--steps 10] [--rounds 3] [--out bench/results]
     python bench/dist_train.py --nproc W ...      # launches torchrun itself, as bench/dist.py does
 
 Every rank builds the experiments' GPT from seed 0, wraps each block and then the root in
@@ -10,10 +10,13 @@ fixed batch of random tokens (throughput does not depend on the data), once with
 torch.optim.AdamW on every parameter (fused on CUDA, foreach on CPU) and once with
 steepest.Muon on ``steepest.param_groups`` (fused AdamW groups on CUDA), from the same initial
 weights and with the same tokens per step. A step is forward, backward, optimizer step and
-zero_grad; after 3 warm-up steps the median step time over --steps steps is taken (CUDA events
-on GPU). tokens/s is summed over ranks; peak memory is per rank. Rank 0 prints a table and
-writes JSON (dist_train-W{W}-<device>.json) to --out. NCCL on CUDA, gloo on CPU ("tiny" is the
-CPU smoke-test config).
+zero_grad. Both models stay built; after 3 warm-up steps each, their steps are timed in
+--rounds alternating rounds of --steps steps (median step time per round, CUDA events on GPU),
+so that a drift of the machine's speed reaches both alike: the step time is the median over
+rounds, and Muon's tokens/s against AdamW's the median of the ratio within a round. tokens/s
+is summed over ranks; peak memory is per rank, what each run's model, optimizer and warm-up
+added. Rank 0 prints a table and writes JSON (dist_train-W{W}-<device>.json) to --out. NCCL on
+CUDA, gloo on CPU ("tiny" is the CPU smoke-test config).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +76,18 @@ def build_optimizer(name: str, model: GPT, device: torch.device) -> torch.optim.
     return steepest.Muon(groups, lr=0.02, adamw_lr=1e-3, adamw_fused=cuda or None)
 
 
-def measure(config: str, name: str, mesh: DeviceMesh, device: torch.device, steps: int) -> Json:
-    """One optimizer's training run: this rank's median step ms, tokens/s and peak memory."""
+def prepare(
+    config: str, name: str, mesh: DeviceMesh, device: torch.device
+) -> tuple[Callable[[], None], Json]:
+    """One optimizer's training step on a fresh model (same weights and tokens for every
+    optimizer), warmed up; its facts: initial loss and the peak memory its model, optimizer
+    and warm-up steps added on this rank."""
     cfg, sequences = CONFIGS[config]
-    gc.collect()  # the previous run's FSDP model and optimizer state (reference cycles)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if cuda else 0
     model = build_model(cfg, mesh, device)
     opt = build_optimizer(name, model, device)
     gen = torch.Generator().manual_seed(1000 + dist.get_rank())
@@ -96,20 +106,39 @@ def measure(config: str, name: str, mesh: DeviceMesh, device: torch.device, step
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step_ms = time_fn(train_step, warmup=WARMUP, repeat=steps)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    for _ in range(WARMUP):
+        train_step()
+    peak = None
+    if cuda:
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**30
     stacks = getattr(opt, "stacks", None)
-    orthogonalized = float(stacks.orthogonalizations) if stacks is not None else 0.0
-    return {
-        "initial_loss": initial_loss,
-        "orthogonalized": orthogonalized,
-        "step_ms": step_ms,
-        "tokens_per_s": sequences * cfg.context / (step_ms * 1e-3),
-        "peak_gib": peak,
-    }
+    counted = float(stacks.orthogonalizations) / WARMUP if stacks is not None else 0.0
+    facts = {"initial_loss": initial_loss, "peak_gib": peak, "orthogonalized": counted}
+    return train_step, facts
 
 
-def worker(configs: list[str], steps: int, out: str) -> None:
+def measure(
+    config: str, mesh: DeviceMesh, device: torch.device, steps: int, rounds: int
+) -> dict[str, Json]:
+    """Every optimizer's run on this rank: both models stay built and their steps are timed
+    in alternating rounds (median step ms of ``steps`` steps per round), so that a drift of
+    the machine's speed during the run reaches every optimizer alike."""
+    steps_of, runs = {}, {}
+    for name in OPTIMIZERS:
+        steps_of[name], runs[name] = prepare(config, name, mesh, device)
+        runs[name]["round_ms"] = []
+    for _ in range(rounds):
+        for name in OPTIMIZERS:
+            runs[name]["round_ms"].append(time_fn(steps_of[name], warmup=1, repeat=steps))
+    cfg, sequences = CONFIGS[config]
+    for run in runs.values():
+        run["step_ms"] = statistics.median(run["round_ms"])
+        run["tokens_per_s"] = sequences * cfg.context / (run["step_ms"] * 1e-3)
+    return runs
+
+
+def worker(configs: list[str], steps: int, rounds: int, out: str) -> None:
     """One torchrun rank: every config with each optimizer; rank 0 prints and writes JSON."""
     rank, world, device = init_rank()
     cuda = device.type == "cuda"
@@ -119,21 +148,29 @@ def worker(configs: list[str], steps: int, out: str) -> None:
     t0 = time.time()
     results: list[Json] = []
     for config in configs:
+        gc.collect()  # the previous config's models and optimizers (reference cycles)
+        if cuda:
+            torch.cuda.empty_cache()
+        mine = measure(config, mesh, device, steps, rounds)
+        every: list[dict[str, Json]] = [{} for _ in range(world)]
+        dist.all_gather_object(every, mine)
         runs: dict[str, Json] = {}
         for name in OPTIMIZERS:
-            mine = measure(config, name, mesh, device, steps)
-            every: list[Json] = [{} for _ in range(world)]
-            dist.all_gather_object(every, mine)
-            step_ms = [r["step_ms"] for r in every]
+            ranks = [r[name] for r in every]
+            # a round's step is as slow as its slowest rank
+            round_ms = [max(r["round_ms"][k] for r in ranks) for k in range(rounds)]
             runs[name] = {
-                "tokens_per_s": sum(r["tokens_per_s"] for r in every),
-                "step_ms": max(step_ms),
-                "step_ms_per_rank": step_ms,
-                "peak_gib_per_rank": [r["peak_gib"] for r in every],
-                "initial_loss": mine["initial_loss"],
-                "matrices_orthogonalized_per_step": sum(r["orthogonalized"] for r in every)
-                / (WARMUP + steps),
+                "tokens_per_s": sum(r["tokens_per_s"] for r in ranks),
+                "step_ms": max(r["step_ms"] for r in ranks),
+                "step_ms_per_rank": [r["step_ms"] for r in ranks],
+                "round_ms": round_ms,
+                "peak_gib_per_rank": [r["peak_gib"] for r in ranks],
+                "initial_loss": mine[name]["initial_loss"],
+                "matrices_orthogonalized_per_step": sum(r["orthogonalized"] for r in ranks),
             }
+        base = runs[OPTIMIZERS[0]]["round_ms"]
+        for run in runs.values():  # tokens/s against AdamW's in the same round
+            run["vs_adamw_per_round"] = [b / m for b, m in zip(base, run["round_ms"], strict=True)]
         cfg, sequences = CONFIGS[config]
         results.append(
             {
@@ -146,31 +183,34 @@ def worker(configs: list[str], steps: int, out: str) -> None:
         )
     if rank == 0:
         report(results, world)
-        payload = {"world": world, "steps": steps, "configs": results}
+        payload = {"world": world, "steps": steps, "rounds": rounds, "configs": results}
         payload["seconds"] = time.time() - t0
         print(f"wrote {write_result(f'dist_train-W{world}', payload, out)}")
     dist.destroy_process_group()
 
 
 def report(results: list[Json], world: int) -> None:
-    """The table: config, W, optimizer, tokens/s, step ms, peak GiB, Muon/AdamW tokens/s."""
-    head = ("config", "W", "optimizer", "tokens/s", "step ms", "peak GiB", "vs AdamW")
-    print("\n{:12s} {:>2s} {:14s} {:>11s} {:>9s} {:>9s} {:>9s}".format(*head))
+    """The table: config, W, optimizer, tokens/s, step ms, peak GiB, and tokens/s against
+    AdamW's: the median over rounds of the ratio within a round, with its range."""
+    head = ("config", "W", "optimizer", "tokens/s", "step ms", "peak GiB", "vs AdamW", "range")
+    print("\n{:12s} {:>2s} {:14s} {:>11s} {:>9s} {:>9s} {:>9s} {:>13s}".format(*head))
     for r in results:
-        base = r["runs"]["AdamW"]["tokens_per_s"]
         for name, run in r["runs"].items():
             peaks = [p for p in run["peak_gib_per_rank"] if p is not None]
             peak = max(peaks) if peaks else float("nan")  # nan: no CUDA peak on CPU
+            ratios = run["vs_adamw_per_round"]
             print(
                 f"{r['config']:12s} {world:2d} {name:14s} {run['tokens_per_s']:11.0f} "
-                f"{run['step_ms']:9.2f} {peak:9.2f} {run['tokens_per_s'] / base:9.3f}"
+                f"{run['step_ms']:9.2f} {peak:9.2f} {statistics.median(ratios):9.3f} "
+                f"{min(ratios):6.3f}-{max(ratios):.3f}"
             )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="gpt2-small,gpt-1b", help="comma-separated")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--nproc", type=int, default=None, help="launch torchrun with W ranks")
     args = parser.parse_args(argv)
@@ -178,15 +218,17 @@ def main(argv: list[str] | None = None) -> None:
     for config in configs:
         if config not in CONFIGS:
             raise ValueError(f"--config: {config!r} is unknown; use one of {sorted(CONFIGS)}")
-    if args.steps < 1:
-        raise ValueError(f"--steps: {args.steps} must be at least 1")
+    for flag, value in (("--steps", args.steps), ("--rounds", args.rounds)):
+        if value < 1:
+            raise ValueError(f"{flag}: {value} must be at least 1")
     if "RANK" in os.environ:
-        worker(configs, args.steps, args.out)
+        worker(configs, args.steps, args.rounds, args.out)
         return
     nproc = args.nproc or max(torch.cuda.device_count(), 2)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc_per_node={nproc}", str(HERE / "dist_train.py")]
-    cmd += ["--config", args.config, "--steps", str(args.steps), "--out", args.out]
+    cmd += ["--config", args.config, "--steps", str(args.steps), "--rounds", str(args.rounds)]
+    cmd += ["--out", args.out]
     path = os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": path})
 

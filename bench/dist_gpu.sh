@@ -7,7 +7,7 @@
 #      sharded row within 1.1x of the single process, pipelined); then the links: at W = 1
 #      the device copy bandwidth and the degenerate NCCL collectives (no link is used);
 #   2. bench/dist_train.py: FSDP2 training of GPT-2 small, steepest.Muon against AdamW in the
-#      same run (target: Muon's tokens/s at least 0.95 of AdamW's);
+#      same run, alternating rounds (target: Muon's tokens/s at least 0.95 of AdamW's);
 #   3. the NCCL bus bandwidth over all visible GPUs when there are two or more
 #      (bench/dist.py --links-only); with one GPU, BUS_GBPS=... (default 300, an assumption)
 #      stands in for it;
@@ -31,9 +31,9 @@ mkdir -p "$OUT"
 } > "$OUT/device.txt" 2>&1
 GPUS=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 if [[ "${SMOKE:-0}" == "1" ]]; then
-    SETS=tiny; CONFIG=tiny; STEPS=3; LINKS_W=2; T_DIST=240; T_TRAIN=180; T_TEST=300
+    SETS=tiny; CONFIG=tiny; STEPS=3; ROUNDS=2; LINKS_W=2; T_DIST=240; T_TRAIN=180; T_TEST=300
 else
-    SETS=gpt2-small,1.3b; CONFIG=gpt2-small; STEPS=20; LINKS_W=$GPUS
+    SETS=gpt2-small,1.3b; CONFIG=gpt2-small; STEPS=10; ROUNDS=5; LINKS_W=$GPUS
     T_DIST=250; T_TRAIN=140; T_TEST=120
 fi
 RUN="python -m torch.distributed.run --standalone"
@@ -46,7 +46,7 @@ dist_rc=$?
 
 # 2. FSDP2 training throughput, Muon against AdamW
 timeout $T_TRAIN $RUN --nproc_per_node 1 bench/dist_train.py --config "$CONFIG" \
-    --steps "$STEPS" --out "$OUT" > "$OUT/dist_train.log" 2>&1
+    --steps "$STEPS" --rounds "$ROUNDS" --out "$OUT" > "$OUT/dist_train.log" 2>&1
 train_rc=$?
 
 # 3. the link bandwidth across GPUs, if there are several

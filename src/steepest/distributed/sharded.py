@@ -148,7 +148,7 @@ class ShardedDualizer:
         self._layouts: dict[int, tuple[weakref.ref[torch.Tensor], _Layout]] = {}
         #: (device, compute streams) -> the lane of its collectives (``_lane``)
         self._lanes: dict[tuple[torch.device, int], _Lane] = {}
-        #: process group -> (its size, this rank in it) (``world_and_rank``)
+        #: process group -> (its size, this rank in it) (``_world_and_rank``)
         self._ranks: dict[object, tuple[int, int]] = {}
 
     def is_block_step(self, step: int) -> bool:
@@ -308,7 +308,7 @@ class ShardedDualizer:
             self.plans[key] = plans
         return cast(list[torch.Tensor], out)  # every index is in one group
 
-    def world_and_rank(self, group: ProcessGroup | None) -> tuple[int, int]:
+    def _world_and_rank(self, group: ProcessGroup | None) -> tuple[int, int]:
         """The size of `group` (None: the default group) and this rank in it, looked up once
         per group (torch.distributed's lookups cost the host microseconds per call)."""
         key = group if group is not None else dist.group.WORLD
@@ -337,7 +337,7 @@ class ShardedDualizer:
     def _plan(self, costs: list[list[float]], group: ProcessGroup | None) -> RankPlan:
         """The LPT plan of these items over group's ranks, continuing this step's loads (the
         same costs and loads give the same plan: it is made once and kept)."""
-        world, _ = self.world_and_rank(group)
+        world, _ = self._world_and_rank(group)
         start = tuple(self._loads.get(id(group), [0.0] * world))
         key = (id(group), world, tuple(map(tuple, costs)), start)
         plan = self._plans.get(key)
@@ -385,7 +385,7 @@ class ShardedDualizer:
         The all-gather of stack i runs while stack i + 1 is dualized (explicit order:
         compute i, issue gather i, compute i + 1, ...; then wait for every gather in order).
         ``reuse``: None, or a key under which the stacks' buffers are kept across steps."""
-        world, rank = self.world_and_rank(group)
+        world, rank = self._world_and_rank(group)
         # each tensor's matrices as one (k, m, n) view where the view is a reshape
         reshaped = blocks is None and view != "transposed"
         if reshaped:
@@ -598,7 +598,7 @@ class _Exchange:
         self.dualizer, self.group, self.lane = dualizer, group, lane
         self.squares = squares
         self.comm_dtype = dualizer.comm_dtype
-        self.world, self.rank = dualizer.world_and_rank(group)
+        self.world, self.rank = dualizer._world_and_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
         self.update_dtype = like.dtype
         self.locals = locals_

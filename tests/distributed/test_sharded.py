@@ -82,6 +82,19 @@ def test_adamw_member_keeps_plain_tensors():
     assert out[0] is params and out[1] is grads and out[2] is states
 
 
+def test_local_part_of_a_plain_tensor_is_itself_and_else_its_local_tensor():
+    from steepest.matrices import local_part
+
+    t = torch.randn(3, 2)
+    assert local_part(t) is t
+
+    class Wrapped:  # a tensor subclass without ``_local_tensor`` falls back to to_local()
+        def to_local(self) -> torch.Tensor:
+            return t
+
+    assert local_part(Wrapped()) is t  # type: ignore[arg-type]
+
+
 def test_ddp_equals_single_process(run, oracle_3_steps):
     world, results = run
     reference, _ = oracle_3_steps

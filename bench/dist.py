@@ -46,9 +46,9 @@ HERE = Path(__file__).resolve().parent
 MESSAGE_BYTES = 256 * 2**20
 
 
-def build(shapes, mode: str, device: torch.device, world: int):
-    """steepest.Muon on the set's parameters in one of the three layouts (or fused AdamW on
-    plain tensors), gradients set."""
+def build(shapes, mode: str, device: torch.device, world: int, **options):
+    """steepest.Muon (with these constructor options) on the set's parameters in one of the
+    three layouts (or fused AdamW on plain tensors), gradients set."""
     from common import parameters_in_layout
 
     import steepest
@@ -61,7 +61,7 @@ def build(shapes, mode: str, device: torch.device, world: int):
     if mode == "AdamW (fused)":
         fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
         return torch.optim.AdamW(params, lr=1e-3, **fast)
-    opt = steepest.Muon(params, lr=0.02)
+    opt = steepest.Muon(params, lr=0.02, **options)
     if mode == "replicated":
         configure(opt)
     return opt

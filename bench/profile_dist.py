@@ -5,7 +5,9 @@ replicated and FSDP2 steps beside the single-process fast path (torch.profiler).
 
 Per layout: the pipelined ms of 10 steps, the kernel time per step, the time per step by
 category (products, copies, collectives, other) and the kernels that take the most time;
-with --host, the host ms of issuing a step and the Python functions that take it (cProfile).
+with --host, the Python functions that take the host's time (cProfile) and whether the step
+waits for the host: the host's ms to issue steps back to back without reading the device-side
+verdict (nonfinite="ignore"), against their pipelined ms.
 """
 
 from __future__ import annotations
@@ -65,13 +67,6 @@ def profile(opt, steps: int, rows: int, host: bool) -> None:
     for k, v in table.most_common(rows):
         print(f"    {v:8.3f} ms {calls[k]:4d}x  {category(k):11s} {k[:90]}")
     if host:
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            opt.step()
-        host_ms = (time.perf_counter() - start) * 1e3 / steps
-        torch.cuda.synchronize()
-        print(f"  host {host_ms:.3f} ms/step (issuing the step, no synchronization)")
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(steps):
@@ -80,6 +75,29 @@ def profile(opt, steps: int, rows: int, host: bool) -> None:
         torch.cuda.synchronize()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(rows)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(2 * rows)
+
+
+def host_bound(opt, steps: int = 8) -> None:
+    """Whether the step waits for the host: the host's ms to issue `steps` steps back to back
+    (an optimizer with nonfinite="ignore", so no step reads a device-side verdict and the
+    host never waits for the GPU; few enough steps that their launches fit CUDA's queue),
+    against the pipelined ms of the same steps."""
+    from common import pipelined
+
+    for _ in range(4):
+        opt.step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    issue_ms = (time.perf_counter() - start) * 1e3 / steps
+    torch.cuda.synchronize()
+    ms = pipelined(opt.step, steps=steps, rounds=3)
+    verdict = "host-bound" if issue_ms > 0.9 * ms else "GPU-bound"
+    print(
+        f"  nonfinite='ignore': host issues a step in {issue_ms:.3f} ms, pipelined "
+        f"{ms:.3f} ms ({verdict})"
+    )
 
 
 def main() -> None:
@@ -95,6 +113,8 @@ def main() -> None:
     for mode in ("single process", "replicated", "FSDP2"):
         print(f"{args.set} {mode}")
         profile(build(SETS[args.set], mode, device, 1), 5, args.rows, args.host)
+        if args.host:
+            host_bound(build(SETS[args.set], mode, device, 1, nonfinite="ignore"))
         torch.cuda.empty_cache()
     dist.destroy_process_group()
 

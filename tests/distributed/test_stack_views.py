@@ -23,6 +23,28 @@ def test_back_to_back_parts_are_one_view():
     assert stack[4, 0, 0] == 7.0
 
 
+def test_a_stack_of_tensors_is_kept_as_a_view_while_the_same_tensors_come():
+    from steepest.distributed import ShardedDualizer
+
+    dualizer = ShardedDualizer()
+    buffer = torch.arange(24.0).reshape(4, 3, 2)
+    tensors = list(buffer.unbind(0))
+    first = dualizer._stack_tensors(tensors, "k")
+    again = dualizer._stack_tensors(tensors, "k")  # rebuilt from the kept place
+    assert first.data_ptr() == again.data_ptr() == buffer.data_ptr()
+    assert torch.equal(again, torch.stack(tensors))
+    buffer.add_(1.0)  # a view: what the tensors hold now
+    assert torch.equal(dualizer._stack_tensors(tensors, "k"), torch.stack(tensors))
+    # other tensors under the same key: found anew; apart, they are copied (every call)
+    apart = [torch.full((3, 2), float(i)) for i in range(4)]
+    copied = dualizer._stack_tensors(apart, "k")
+    assert torch.equal(copied, torch.stack(apart))
+    apart[0].fill_(7.0)
+    assert torch.equal(dualizer._stack_tensors(apart, "k"), torch.stack(apart))
+    # the same tensors once more, after the copies: a view again
+    assert dualizer._stack_tensors(tensors, "k").data_ptr() == buffer.data_ptr()
+
+
 @pytest.mark.parametrize(
     "case", ["reordered", "separate", "transposed", "other dtype", "other shape"]
 )

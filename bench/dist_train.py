@@ -66,13 +66,23 @@ def build_model(cfg: GPTConfig, mesh: DeviceMesh, device: torch.device) -> GPT:
     return model
 
 
-def build_optimizer(name: str, model: GPT, device: torch.device) -> torch.optim.Optimizer:
-    """torch.optim.AdamW on every parameter, or steepest.Muon on param_groups' routing."""
+def build_optimizer(
+    name: str, model: GPT, device: torch.device, split_qkv: bool = True
+) -> torch.optim.Optimizer:
+    """torch.optim.AdamW on every parameter, or steepest.Muon on param_groups' routing (each
+    attention qkv weight as three row blocks unless ``split_qkv`` is False)."""
     cuda = device.type == "cuda"
     if name == "AdamW":
         fast = {"fused": True} if cuda else {"foreach": True}
         return torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), **fast)
     groups, _ = steepest.param_groups(model, blocks={"*.qkv.weight": [model.cfg.width] * 3})
+    if not split_qkv:  # the qkv weights join the other hidden matrices' group
+        split = [g for g in groups if g.get("blocks")]
+        whole = next(g for g in groups if g["algorithm"] == "muon" and not g.get("blocks"))
+        for g in split:
+            whole["params"] = g["params"] + whole["params"]
+            whole["param_names"] = g["param_names"] + whole["param_names"]
+        groups = [g for g in groups if not g.get("blocks")]
     return steepest.Muon(groups, lr=0.02, adamw_lr=1e-3, adamw_fused=cuda or None)
 
 

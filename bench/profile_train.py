@@ -32,8 +32,6 @@ from common import init_rank  # noqa: E402
 from dist_train import CONFIGS, OPTIMIZERS, build_model, build_optimizer  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 
-import steepest  # noqa: E402
-
 #: steepest.Muon with each attention qkv weight one matrix (not three row blocks): one
 #: Muon group instead of two
 UNSPLIT = "Muon-unsplit"
@@ -47,8 +45,7 @@ def run(
     torch.cuda.empty_cache()
     model = build_model(cfg, mesh, device)
     if name == UNSPLIT:
-        groups, _ = steepest.param_groups(model)
-        opt = steepest.Muon(groups, lr=0.02, adamw_lr=1e-3, adamw_fused=True)
+        opt = build_optimizer("steepest.Muon", model, device, split_qkv=False)
     else:
         opt = build_optimizer(name, model, device)
     gen = torch.Generator().manual_seed(1000 + dist.get_rank())

@@ -151,7 +151,7 @@ class ShardedDualizer:
         #: key -> (weak references to the tensors, and the place of their stacked view)
         #: (``_stack_tensors``)
         self._stacked: dict[
-            object, tuple[list[weakref.ref[torch.Tensor]], torch.Size, tuple[int, ...], int]
+            object, tuple[list[weakref.ref[torch.Tensor]], tuple[int, ...], tuple[int, ...], int]
         ] = {}
         #: process group -> (its size, this rank in it) (``_world_and_rank``)
         self._ranks: dict[object, tuple[int, int]] = {}
@@ -473,12 +473,13 @@ class ShardedDualizer:
         parts = [t.reshape(1, *t.shape) for t in tensors]
         view = _consecutive(parts)
         if view is None:
-            shape = (len(parts), *parts[0].shape[1:])
-            out = self._buffer(key, shape, parts[0].dtype, parts[0].device)
+            stacked = (len(parts), *parts[0].shape[1:])
+            out = self._buffer(key, stacked, parts[0].dtype, parts[0].device)
             return torch.cat(parts, out=out)
         if key is not None:
             refs = [weakref.ref(t) for t in tensors]
-            self._stacked[key] = (refs, view.shape, view.stride(), view.storage_offset())
+            place = (tuple(view.shape), view.stride(), int(view.storage_offset()))
+            self._stacked[key] = (refs, *place)
         return view
 
     def _stack(self, parts: list[torch.Tensor], key: object) -> torch.Tensor:

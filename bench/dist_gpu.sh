@@ -97,4 +97,8 @@ grep -E "^(FAILED|ERROR)" "$OUT/pytest_cuda.log" | head -10
 tail -n 1 "$OUT/pytest_cuda.log"
 echo "== bench/dist_model.py (exit $model_rc)"
 cat "$OUT/dist_model.log" 2>/dev/null
+if [[ -f "$OUT/profile_dist.log" ]]; then
+    echo "== bench/profile_dist.py --host: kernel time, and whether each step waits for the host"
+    grep -E "^gpt2|^tiny|pipelined|nonfinite='ignore'" "$OUT/profile_dist.log"
+fi
 exit $(( dist_rc != 0 || train_rc != 0 || links_rc != 0 || test_rc != 0 || model_rc != 0 ))

@@ -2,6 +2,7 @@
 of each kind, returns each outcome; the rule itself by hand; the --all table."""
 
 import pytest
+import torch
 
 from steepest.experiments import cli
 from steepest.experiments.reproduce import CRITERIA, VERDICTS
@@ -168,7 +169,7 @@ def test_each_outcome_from_synthetic_results(target):
     assert outcomes == {AGREE, DISAGREE, UNCLEAR}
 
 
-def test_all_prints_the_criteria_and_a_verdict_table(monkeypatch, tmp_path, capsys):
+def test_all_prints_the_criteria_and_a_verdict_table(tmp_path, capsys):
     def fake(name, outcome):
         def target(out, *, progress, size=1):
             assert size == 2  # the quick options reach the target
@@ -178,10 +179,15 @@ def test_all_prints_the_criteria_and_a_verdict_table(monkeypatch, tmp_path, caps
         return target
 
     targets = {"a": fake("a", AGREE), "b": fake("b", UNCLEAR)}
-    monkeypatch.setattr(cli, "TARGETS", targets)
-    monkeypatch.setattr(cli, "QUICK_OPTIONS", {"a": {"size": 2}, "b": {"size": 2}})
+    quick = {"a": {"size": 2}, "b": {"size": 2}}
     argv = ["reproduce", "--all", "--quick", "--out", str(tmp_path), "--no-progress"]
-    assert cli.main([*argv, "--threads", "1"]) == 0
+    argv += ["--threads", "1"]
+    parser = cli.build_parser()
+    threads = torch.get_num_threads()
+    try:
+        assert cli._reproduce(parser, parser.parse_args(argv), argv, targets, quick) == 0
+    finally:
+        torch.set_num_threads(threads)
     text = capsys.readouterr().out
     assert text.count(CRITERIA["nds"]) == 2
     assert "\na  agrees" in text and "\nb  inconclusive" in text

@@ -473,9 +473,7 @@ class ShardedDualizer:
         parts = [t.reshape(1, *t.shape) for t in tensors]
         view = _consecutive(parts)
         if view is None:
-            stacked = (len(parts), *parts[0].shape[1:])
-            out = self._buffer(key, stacked, parts[0].dtype, parts[0].device)
-            return torch.cat(parts, out=out)
+            return self._concatenated(parts, key)
         if key is not None:
             refs = [weakref.ref(t) for t in tensors]
             place = (tuple(view.shape), view.stride(), int(view.storage_offset()))
@@ -487,8 +485,11 @@ class ShardedDualizer:
         in one contiguous buffer (the fast path's stages 1-2 hand over their stacks so),
         else one copy (into the buffer kept for `key`)."""
         view = _consecutive(parts)
-        if view is not None:
-            return view
+        return view if view is not None else self._concatenated(parts, key)
+
+    def _concatenated(self, parts: list[torch.Tensor], key: object) -> torch.Tensor:
+        """The (k_i, ...) parts copied into one (sum k_i, ...) tensor, the buffer kept for
+        `key`."""
         shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
         out = self._buffer(key, shape, parts[0].dtype, parts[0].device)
         return torch.cat(parts, out=out)

@@ -17,6 +17,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -316,10 +317,18 @@ def _compare(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     return 0
 
 
-def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+def _reproduce(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: list[str],
+    targets: Mapping[str, Callable[..., dict[str, Any]]] = TARGETS,
+    quick_options: Mapping[str, dict[str, Any]] = QUICK_OPTIONS,
+) -> int:
+    """``steepest reproduce``: the named target or every one of ``targets`` (name -> the
+    function that runs it; ``quick_options``: its --quick keyword arguments)."""
     if (args.name is None) == (not args.all):
         parser.error("reproduce: give one target NAME or --all (not both)")
-    names = list(TARGETS) if args.all else [args.name]
+    names = list(targets) if args.all else [args.name]
     if args.all and args.option:
         parser.error("reproduce --all: --option applies to one target; drop it or name one")
     try:
@@ -332,8 +341,8 @@ def _reproduce(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: 
     table = []
     for name in names:
         start = time.perf_counter()
-        kwargs = {**(QUICK_OPTIONS[name] if args.quick else {}), **options}
-        record = TARGETS[name](out, progress=not args.no_progress, **kwargs)
+        kwargs = {**(quick_options[name] if args.quick else {}), **options}
+        record = targets[name](out, progress=not args.no_progress, **kwargs)
         seconds = time.perf_counter() - start
         record.update(_provenance(["steepest", *argv], seconds))
         write_json_record(record, out / f"{name}.json")

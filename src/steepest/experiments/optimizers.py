@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import nn
@@ -45,9 +45,9 @@ __all__ = [
     "split_parameters",
 ]
 
-ADAMW_BETAS = (0.9, 0.95)
+ADAMW_BETAS: Final = (0.9, 0.95)
 #: the AdamW groups' learning rate on a task that names none
-DEFAULT_ADAMW_LR = 3e-3
+DEFAULT_ADAMW_LR: Final = 3e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Member:
 
 
 #: name -> member, in the order of the docs' tables
-OPTIMIZERS: dict[str, Member] = {
+OPTIMIZERS: Final[dict[str, Member]] = {
     "adamw": Member("AdamW on the matrices too (the reference)", 3e-3),
     "muon": Member(
         "Muon: Nesterov 0.95, Polar Express msign, spectral scale",

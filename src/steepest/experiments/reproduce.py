@@ -40,7 +40,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -467,10 +467,10 @@ def _nds_run(
 
 
 #: the ``nds`` arm that raises AdamW's lrs to Muon's update norm
-UP = "matched update norm, AdamW up"
+UP: Final = "matched update norm, AdamW up"
 
 #: the Taylor terms compared at matched validation loss
-MATCHED_KEYS = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
+MATCHED_KEYS: Final = ("nds", "update_norm", "gain", "penalty", "predicted", "actual")
 
 
 def _at_loss(curve: dict[str, list[float]], level: float, key: str) -> float:
@@ -1005,7 +1005,7 @@ def imbalance_verdicts(record: dict[str, Any]) -> list[Verdict]:
 # implicit-bias
 
 #: the norms of ``implicit-bias``: margin key, the method that is steepest descent in it
-BIAS_NORMS = {"l2_margin": "ngd", "spectral_margin": "specgd", "max_norm_margin": "signgd"}
+BIAS_NORMS: Final = {"l2_margin": "ngd", "spectral_margin": "specgd", "max_norm_margin": "signgd"}
 
 
 def max_margins(x: Any, y: Any, classes: int) -> dict[str, float]:
@@ -1164,7 +1164,7 @@ def implicit_bias_verdicts(record: dict[str, Any]) -> list[Verdict]:
 # --------------------------------------------------------------------------------------------
 # claims and criteria, fixed before any run
 
-CLAIMS: dict[str, str] = {
+CLAIMS: Final[dict[str, str]] = {
     "schatten-p": "Cesista (2025, Sec. 4.3): Schatten-p dualization approaches the spectral "
     "norm's quickly in p; at p = 32 it is already very close",
     "low-rank": "Shen et al., arXiv 2505.23737: Muon's advantage over GD grows as the Hessian's "
@@ -1192,7 +1192,7 @@ CLAIMS: dict[str, str] = {
     "imbalance components": component_order.CLAIM,
 }
 
-CRITERIA: dict[str, str] = {
+CRITERIA: Final[dict[str, str]] = {
     "schatten-p": "every family at p = 32: spread std/mean clearly < 0.1 and stable rank / "
     "spectral's clearly > 0.9 -> agrees; either clearly on the wrong side for some family -> "
     "disagrees; else inconclusive",
@@ -1228,17 +1228,17 @@ CRITERIA: dict[str, str] = {
     "grokking": grokking.CRITERION,
     "imbalance components": component_order.CRITERION,
 }
-CLEARLY = (
+CLEARLY: Final = (
     "'clearly' means: every seed on that side and |mean| > 2 standard errors "
     "(steepest.experiments.verdicts.sign_of)"
 )
 
 # Allowed values of the targets' string options.
-TARGET_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+TARGET_CHOICES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "nds": {"task": ("shakespeare-char", "zipf-pcfg")},
 }
 
-TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
+TARGETS: Final[dict[str, Callable[..., dict[str, Any]]]] = {
     "schatten-p": schatten_p,
     "low-rank": low_rank,
     "nds": nds,
@@ -1253,7 +1253,7 @@ TARGETS: dict[str, Callable[..., dict[str, Any]]] = {
     "grokking": grokking.grokking,
 }
 
-VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
+VERDICTS: Final[dict[str, Callable[[dict[str, Any]], list[Verdict]]]] = {
     "schatten-p": schatten_p_verdicts,
     "low-rank": low_rank_verdicts,
     "nds": nds_verdicts,
@@ -1269,7 +1269,7 @@ VERDICTS: dict[str, Callable[[dict[str, Any]], list[Verdict]]] = {
 }
 
 #: options of ``steepest reproduce --all --quick``: every target in minutes on two CPU cores
-QUICK_OPTIONS: dict[str, dict[str, Any]] = {
+QUICK_OPTIONS: Final[dict[str, dict[str, Any]]] = {
     "schatten-p": {"m": 32, "n": 16, "gpt_steps": 5, "gpt_width": 64, "gpt_layers": 2},
     "low-rank": {"m": 32, "n": 16, "ks": "1,16", "max_steps": 600},
     "nds": {"steps": 30, "measure_every": 10, "seeds": 3},

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch.nn import functional as F
@@ -61,14 +61,14 @@ __all__ = [
 ]
 
 #: a component is learned once its progress u_j^T W v_j / a*_j reaches this fraction
-FRACTION = 0.5
+FRACTION: Final = 0.5
 
-CLAIM = (
+CLAIM: Final = (
     "Vasudeva et al., arXiv 2510.22980: on imbalanced Gaussian-mixture data GD learns the "
     "principal components dominant first, one after another, while spectral GD (and Muon) "
     "learns them at equal rates"
 )
-CRITERION = (
+CRITERION: Final = (
     "linear model, squared loss, full batch, float64, each lr set so the dominant component "
     "reaches 50% of its least-squares value at one common step; order index ln(t_last / "
     "t_first) of the class-mean components' 50% times (a component short of 50% at the horizon "

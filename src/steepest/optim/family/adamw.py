@@ -117,10 +117,11 @@ def _local_parts(
     that dispatch's host time per tensor (FSDP2's Shard(0) parameters and gradients);
     otherwise the tensors themselves."""
     for p, g, s in zip(params, grads, states, strict=True):
-        if not _same_layout(p, g):
+        layout = _layout(p)
+        if layout is None or any(q.is_partial() for q in layout[1]):
             return params, grads, states
-        moments = (v for v in s.values() if isinstance(v, torch.Tensor) and v.ndim)
-        if not all(_same_layout(p, m) for m in moments):
+        moments = [v for v in s.values() if isinstance(v, torch.Tensor) and v.ndim]
+        if any(_layout(t) != layout or t.shape != p.shape for t in (g, *moments)):
             return params, grads, states
     local_states = [
         {k: local_part(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
@@ -129,16 +130,10 @@ def _local_parts(
     return [local_part(p) for p in params], [local_part(g) for g in grads], local_states
 
 
-def _same_layout(p: torch.Tensor, t: torch.Tensor) -> bool:
-    """Whether p and t are DTensors of one mesh, placements and shape, none Partial."""
-    mesh, placements = getattr(p, "device_mesh", None), getattr(p, "placements", None)
-    if mesh is None or placements is None or any(q.is_partial() for q in placements):
-        return False
-    return (
-        getattr(t, "device_mesh", None) == mesh
-        and getattr(t, "placements", None) == placements
-        and t.shape == p.shape
-    )
+def _layout(t: torch.Tensor) -> tuple[Any, Any] | None:
+    """A DTensor's (device mesh, placements); None for a plain tensor."""
+    placements = getattr(t, "placements", None)
+    return None if placements is None else (getattr(t, "device_mesh", None), placements)
 
 
 def _adamw(

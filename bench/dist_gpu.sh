@@ -14,8 +14,8 @@
 #   4. pytest -m cuda tests/distributed: the sharded fast path on CUDA (compiled, recorded,
 #      side stream) against the single-process one;
 #   5. bench/dist_model.py: the step predicted at W = 2, 4, 8 from run 1 and the bandwidth;
-#   6. if fewer than 400 s have passed: bench/profile_dist.py --host on GPT-2 small (where the
-#      sharded step's kernel and host time go; $OUT/profile_dist.log).
+#   6. if fewer than PROFILE_UNTIL (default 400) s have passed: bench/profile_dist.py --host
+#      on GPT-2 small (where the sharded step's kernel and host time go; $OUT/profile_dist.log).
 # Logs and JSON go to $OUT (default runs/dist-gpu); a short table is printed last.
 #
 #   OUT=$OUT bash bench/dist_gpu.sh
@@ -80,7 +80,7 @@ if [[ -n "$result" ]]; then
 fi
 
 # 6. the kernel table of the sharded step, while the call has time left
-if [[ "${SMOKE:-0}" != "1" ]] && (( SECONDS < 400 )); then
+if [[ "${SMOKE:-0}" != "1" ]] && (( SECONDS < ${PROFILE_UNTIL:-400} )); then
     timeout 170 $RUN --nproc_per_node 1 bench/profile_dist.py --set "$CONFIG" --host \
         > "$OUT/profile_dist.log" 2>&1
 fi

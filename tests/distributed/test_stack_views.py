@@ -111,9 +111,7 @@ def test_collectives_get_contiguous_buffers(monkeypatch):
     got = lane.wait(lane.all_gather(lambda: torch.empty(6, 4, 5), Y, [3, 3], None, Y.dtype))
     assert torch.equal(got, torch.cat([Y, Y]))
     rows = torch.randn(8, 6)[:, 0]  # a strided 1-D pack
-    got = lane.wait(
-        lane.all_to_all(lambda: rows, [rows], lambda: torch.empty(8), [4, 4], [4, 4], None)
-    )
+    got = lane.wait(lane.all_to_all(rows, lambda: torch.empty(8), [4, 4], [4, 4], None))
     assert torch.equal(got, rows)
     assert seen == [(True, True), (True, True)]
 
@@ -136,7 +134,7 @@ def test_a_rank_without_peers_sends_nothing(monkeypatch):
     got = lane.wait(lane.all_gather(refuse, Y, [3], None, torch.bfloat16))
     assert got.is_contiguous() and torch.equal(got, Y.to(torch.bfloat16))
     flat = torch.randn(12)
-    got = lane.wait(lane.all_to_all(lambda: flat, [flat], refuse, [12], [12], None))
+    got = lane.wait(lane.all_to_all(flat, refuse, [12], [12], None))
     assert got.data_ptr() == flat.data_ptr()
 
 

@@ -658,14 +658,9 @@ class _Exchange:
         in_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         out_splits = [n[r] * self.sizes[j] * self.rest for j in range(self.world)]
         dtype = self.comm_dtype or self.dtype
-
-        def pack() -> torch.Tensor:
-            stack = self.dualizer._stack_tensors(self.locals, self._key("send directions"))
-            return stack.reshape(-1).to(dtype)
-
+        stack = self.dualizer._stack_tensors(self.locals, self._key("send directions"))
         self.pending = self.lane.all_to_all(
-            pack,
-            self.locals,
+            stack.reshape(-1).to(dtype),
             lambda: self._buffer("recv directions", [sum(out_splits)], dtype),
             out_splits,
             in_splits,
@@ -685,13 +680,9 @@ class _Exchange:
         squares = cast(list[torch.Tensor], self.squares)
         in_splits = [n[j] * self._values(r) for j in range(self.world)]
         out_splits = [n[r] * self._values(j) for j in range(self.world)]
-
-        def pack() -> torch.Tensor:
-            return self.dualizer._stack_tensors(squares, self._key("send squares")).reshape(-1)
-
+        stack = self.dualizer._stack_tensors(squares, self._key("send squares"))
         self.pending_squares = self.lane.all_to_all(
-            pack,
-            squares,
+            stack.reshape(-1),
             lambda: self._buffer("recv squares", [sum(out_splits)], torch.float64),
             out_splits,
             in_splits,
@@ -756,20 +747,17 @@ class _Exchange:
         out_splits = [n[j] * self.sizes[r] * self.rest for j in range(self.world)]
         dtype = self.comm_dtype or self.update_dtype
 
-        def pack() -> torch.Tensor:
-            if self._rank_order_is_tensor_order():
-                return updates.reshape(-1).to(dtype)  # already in rank order
-            out = self._buffer("send updates", [updates.numel()], dtype)
+        if self._rank_order_is_tensor_order():
+            send = updates.reshape(-1).to(dtype)  # already in rank order
+        else:
+            send = self._buffer("send updates", [updates.numel()], dtype)
             start = 0
             for o, size in zip(self.offsets, self.sizes, strict=True):
                 rows = updates[:, o : o + size]
-                out[start : start + rows.numel()].view(rows.shape).copy_(rows)
+                send[start : start + rows.numel()].view(rows.shape).copy_(rows)
                 start += rows.numel()
-            return out
-
         self.pending = self.lane.all_to_all(
-            pack,
-            [updates],
+            send,
             lambda: self._buffer("recv updates", [sum(out_splits)], dtype),
             out_splits,
             in_splits,
@@ -786,14 +774,16 @@ class _Exchange:
 
 @dataclass
 class _Pending:
-    """An issued collective: the buffer it receives into, every buffer it uses (kept for
-    the current stream on ``wait``), its work handle, and what runs after it (or None)."""
+    """An issued collective: the buffer it receives into, the buffers it allocated on the
+    side stream (kept for the waiting stream on ``wait``), its work handle, and what runs
+    after it (or None)."""
 
     received: torch.Tensor
     buffers: list[torch.Tensor]
     work: dist.Work | None
     finish: Callable[[], None] | None = None
-    #: on CUDA: recorded on the side stream right after the collective's issue
+    #: on CUDA: recorded on the side stream right after the collective's issue (without
+    #: peers: on the stream that packed the send buffer)
     issued: torch.cuda.Event | None = None
 
 
@@ -801,42 +791,55 @@ class _Lane:
     """Where the collectives are issued and the stacks computed: on CUDA the collectives
     from a side stream and stack i on compute stream i % streams; on CPU all in order.
 
-    Ordering on CUDA: the side stream first waits for the stream that issues the collective
-    (the current one, or the compute stream of the stack whose results it sends), so the
-    buffer it packs holds finished results (and a kept receive buffer is no longer read by
-    the previous step); the packing and the collective's issue run on the side stream, after
-    which an event is recorded there; ``wait`` makes the waiting stream wait for the
-    collective (``Work.wait``) and for that event (not for later work on the side stream),
-    and marks the buffers as used by it (so the allocator keeps them until its kernels ran).
-    A compute stream first waits for the current stream (the directions are written there).
-    So two stacks' orthogonalizations may overlap, as the single-process step's streams do,
-    and the current stream, which waits for every stack's last collective, follows them all.
-    On CPU (gloo) the collective runs on gloo's thread while this one computes.
+    Ordering on CUDA: the caller packs the send buffer on its current stream (the main one,
+    or the compute stream of the stack whose results it sends); the side stream waits for
+    that stream, so the buffer holds finished results (and a kept receive buffer is no
+    longer read by the previous step), issues the collective and records an event; ``wait``
+    makes the waiting stream wait for that event (not for later work on the side stream)
+    and marks the receive buffers as used by it (so the allocator keeps them until its
+    kernels ran). A compute stream first waits for the current stream (the directions are
+    written there). So two stacks' orthogonalizations may overlap, as the single-process
+    step's streams do, and the current stream, which waits for every stack's last
+    collective, follows them all. A collective of a one-rank group sends nothing: its
+    result is the send buffer, which ``wait`` orders after the stream that packed it (no
+    side stream is involved). On CPU (gloo) the collective runs on gloo's thread while this
+    one computes.
+
+    The host issues a handful of CUDA calls per collective: one event orders a stream after
+    another (recorded again for each wait: a stream's wait holds the record made just
+    before it), and the events of collectives already waited for are recorded again by
+    later issues.
     """
 
     def __init__(self, device: torch.device, streams: int) -> None:
         self.device = device
         self.side = None
         self.compute: list[torch.cuda.Stream] = []
+        self._signal: torch.cuda.Event | None = None
+        self._spare: list[torch.cuda.Event] = []
         if device.type == "cuda":
-            with torch.cuda.device(device):
+            #: the device's index (an int: the current-stream lookup skips parsing a device)
+            self.index = device.index if device.index is not None else torch.cuda.current_device()
+            with torch.cuda.device(self.index):
                 self.side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
                 if streams > 1:
                     self.compute = [torch.cuda.Stream() for _ in range(streams)]  # type: ignore[no-untyped-call]
+            self._signal = torch.cuda.Event()  # type: ignore[no-untyped-call]
 
     def _current(self) -> torch.cuda.Stream:
-        """The lane's device's current stream (naming the device skips the lookup of the
-        current one, which costs the host microseconds on every call)."""
-        return torch.cuda.current_stream(self.device)
+        """The lane's device's current stream."""
+        return torch.cuda.current_stream(self.index)
 
     @contextmanager
     def _on(self, stream: torch.cuda.Stream) -> Iterator[None]:
         """The body on `stream` (of the lane's device), which first waits for the current
-        stream's work: torch.cuda.stream's switch without its device lookups, where the
-        lane's device is the current device (else torch.cuda.stream)."""
+        stream's work: torch.cuda.stream's switch without its device lookups and new event,
+        where the lane's device is the current device (else torch.cuda.stream)."""
         previous = self._current()
-        stream.wait_stream(previous)
-        if torch.cuda.current_device() != previous.device_index:
+        signal = cast(torch.cuda.Event, self._signal)
+        signal.record(previous)
+        stream.wait_event(signal)
+        if torch.cuda.current_device() != self.index:
             with torch.cuda.stream(stream):
                 yield
             return
@@ -856,43 +859,53 @@ class _Lane:
         with self._on(self.compute[stack % len(self.compute)]):
             yield
 
-    def _issue(self, run: Callable[[], _Pending], inputs: Sequence[torch.Tensor]) -> _Pending:
-        """run() (pack and issue) on the side stream after the current stream's work; the
-        inputs it reads are marked as used by the side stream (the allocator keeps them)."""
+    def _event(self) -> torch.cuda.Event:
+        """An event of a collective already waited for, or a new one."""
+        return self._spare.pop() if self._spare else torch.cuda.Event()  # type: ignore[no-untyped-call]
+
+    def _without_peers(self, send: torch.Tensor) -> _Pending:
+        """The collective of a one-rank group: `send` is the result, ready (on CUDA) when the
+        current stream's work so far is."""
+        pending = _Pending(send, [send], None)
+        if self.side is not None:
+            pending.issued = self._event()
+            pending.issued.record(self._current())
+        return pending
+
+    def _issue(self, send: torch.Tensor, run: Callable[[], _Pending]) -> _Pending:
+        """run() (the collective of the packed `send`) on the side stream after the current
+        stream's work; `send` is marked as used by the side stream (the allocator keeps it)."""
         if self.side is None:
             return run()
-        for t in inputs:
-            t.record_stream(self.side)
+        send.record_stream(self.side)
         with self._on(self.side):
             pending = run()
-            pending.issued = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            pending.issued = self._event()
             pending.issued.record(self.side)
         return pending
 
     def all_to_all(
         self,
-        pack: Callable[[], torch.Tensor],
-        inputs: Sequence[torch.Tensor],
+        send: torch.Tensor,
         receive: Callable[[], torch.Tensor],
         out_splits: list[int],
         in_splits: list[int],
         group: ProcessGroup | None,
     ) -> _Pending:
-        """Issue an all-to-all of pack()'s flat buffer, packed from `inputs`, into the flat
-        buffer receive() gives (async). Without peers (a group of one rank) nothing is sent:
-        the packed buffer is the result."""
+        """Issue an all-to-all of the flat buffer `send` into the flat buffer receive() gives
+        (async). Without peers (a group of one rank) nothing is sent: `send` is the result."""
+        send = send.contiguous()  # NCCL takes contiguous buffers only
+        if len(out_splits) == 1:  # a group of one rank
+            return self._without_peers(send)
 
         def run() -> _Pending:
-            send = pack().contiguous()  # NCCL takes contiguous buffers only
-            if len(out_splits) == 1:  # a group of one rank
-                return _Pending(send, [send], None)
             recv = receive()
             work = dist.all_to_all_single(
                 recv, send, out_splits, in_splits, group=group, async_op=True
             )
-            return _Pending(recv, [recv, send], work)
+            return _Pending(recv, [recv], work)
 
-        return self._issue(run, inputs)
+        return self._issue(send, run)
 
     def all_gather(
         self,
@@ -907,15 +920,15 @@ class _Lane:
         gather straight into it; unequal ones are padded to the largest count and cut into it
         on ``wait``. Without peers nothing is sent: Y (in `dtype`) is the stack."""
         world, most = len(counts), max(counts)
+        send = Y.to(dtype).contiguous()  # NCCL takes contiguous buffers only
+        if world == 1:
+            return self._without_peers(send)
 
         def run() -> _Pending:
-            send = Y.to(dtype).contiguous()  # NCCL takes contiguous buffers only
-            if world == 1:
-                return _Pending(send, [send], None)
             stack = receive()
             if all(c == most for c in counts):
                 work = dist.all_gather_into_tensor(stack, send, group=group, async_op=True)
-                return _Pending(stack, [stack, send], work)
+                return _Pending(stack, [stack], work)
             padded_send = send.new_zeros((most, *Y.shape[1:]))
             padded_send[: Y.shape[0]] = send
             padded = send.new_empty((world * most, *Y.shape[1:]))
@@ -929,16 +942,17 @@ class _Lane:
 
             return _Pending(stack, [stack, padded, padded_send], work, cut)
 
-        return self._issue(run, [Y])
+        return self._issue(send, run)
 
     def wait(self, pending: _Pending) -> torch.Tensor:
         """Wait for an issued collective; the buffer it received into."""
         if pending.work is not None:
             pending.work.wait()
-        if self.side is not None:
+        if pending.issued is not None:
             current = self._current()
-            if pending.issued is not None:
-                current.wait_event(pending.issued)
+            current.wait_event(pending.issued)
+            self._spare.append(pending.issued)  # recorded again by a later issue
+            pending.issued = None
             for b in pending.buffers:
                 b.record_stream(current)
         if pending.finish is not None:

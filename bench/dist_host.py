@@ -1,23 +1,35 @@
-"""The host time of the sharded exchange's bookkeeping: ShardedDualizer.map_local at world size
-1 on CPU (gloo) with a dualization that returns its input, so that nothing but the grouping,
-stacking, planning and (degenerate) exchange of the stacks is timed.
+"""The host time of the sharded step on CPU (gloo, world size 1), where the GPU's work is taken
+away, so that what remains is what the host spends issuing a step.
 
-    torchrun --standalone --nproc_per_node 1 bench/dist_host.py [--set gpt2-small] [--steps 500]
+    torchrun --standalone --nproc_per_node 1 bench/dist_host.py [--set gpt2-small] [--steps 300]
         [--rounds 5] [--out bench/results]
 
-The directions are the fast path's: FSDP2 row shards of the set's shapes divided by 32 (the
-bookkeeping does not depend on sizes), each same-shape stack back to back in one buffer, with
-their squared norms, and the same tensors every step (as the recorded stages 1-2 hand them
-over on a GPU). Prints the median over --rounds rounds of the ms per step and writes
-dist_host-<device>.json to --out.
+Two measurements on the set's shapes divided by 32 (the host's work does not depend on sizes):
+
+* exchange: ShardedDualizer.map_local alone, with a dualization that returns its input, on
+  FSDP2 row shards that lie back to back per same-shape stack with their squared norms, the
+  same tensors every step (as the recorded stages 1-2 hand them over on a GPU): the grouping,
+  stacking, planning and (degenerate) exchange of the stacks.
+* step: steepest.Muon's whole step in each layout (single process, replicated, FSDP2) on the
+  fast path's recorded route, with a recorder whose replay returns the recorded outputs
+  without running anything (as a CUDA graph's replay costs the host almost nothing), and
+  nonfinite="ignore" (no verdict is read). The CUDA-only host work (streams, events) is not
+  in it. Each sharded layout is also given as a ratio to the single process, measured side
+  by side.
+
+Prints the median over --rounds rounds of the ms per step and Python calls per step, and
+writes dist_host-<device>.json to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,20 +39,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import SETS, init_rank, parameters_in_layout, write_result  # noqa: E402
 
-from steepest.distributed import ShardedDualizer  # noqa: E402
+import steepest  # noqa: E402
+from steepest.distributed import ShardedDualizer, configure  # noqa: E402
 from steepest.optim.batching import Stacks  # noqa: E402
+from steepest.optim.fast import FastPath  # noqa: E402
+
+LAYOUTS = ("single process", "replicated", "FSDP2")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="gpt2-small", choices=sorted(SETS))
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default="bench/results")
-    args = parser.parse_args()
-    init_rank()
-    torch.manual_seed(0)
-    shapes = [(max(m // 32, 1), max(n // 32, 1)) for m, n in SETS[args.set]]
+def replay_nothing(fn: Callable[[], object]) -> Callable[[], object]:
+    """A recorder whose replay returns the recorded outputs and runs nothing."""
+    outputs = fn()
+    return lambda: outputs
+
+
+def timed(step: Callable[[], None], steps: int, rounds: int) -> tuple[float, list[float], float]:
+    """(median ms per step over rounds, the rounds, Python calls per step)."""
+    for _ in range(5):
+        step()
+    rounds_ms = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rounds_ms.append((time.perf_counter() - start) * 1e3 / steps)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(10):
+        step()
+    profiler.disable()
+    calls = pstats.Stats(profiler).total_calls / 10  # type: ignore[attr-defined]
+    return statistics.median(rounds_ms), rounds_ms, calls
+
+
+def exchange_step(shapes: list[tuple[int, int]]) -> Callable[[], None]:
+    """map_local alone on FSDP2 row shards, each same-shape stack back to back."""
     params = parameters_in_layout(
         [torch.randn(*s) for s in shapes], [torch.randn(*s) for s in shapes], "FSDP2"
     )
@@ -64,17 +97,57 @@ def main() -> None:
             reuse=True, squares=squares,
         )  # fmt: skip
 
-    for _ in range(5):
-        step()
-    rounds = []
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        rounds.append((time.perf_counter() - start) * 1e3 / args.steps)
-    ms = statistics.median(rounds)
-    print(f"{args.set}: {len(params)} tensors in {len(members)} stacks; {ms:.3f} ms per step")
-    payload = {"set": args.set, "stacks": len(members), "ms_per_step": ms, "rounds_ms": rounds}
+    return step
+
+
+def optimizer_step(shapes: list[tuple[int, int]], layout: str) -> Callable[[], None]:
+    """steepest.Muon's step in `layout` on the recorded route, replays running nothing."""
+    weights = [torch.randn(*s) for s in shapes]
+    params = parameters_in_layout(weights, [torch.randn(*s) for s in shapes], layout)
+    opt = steepest.Muon(
+        params, lr=0.02, compile="eager", cuda_graph=True, nonfinite="ignore",
+        fast=FastPath(capture=replay_nothing),
+    )  # fmt: skip
+    if layout == "replicated":
+        configure(opt)
+    opt.step()
+    path = opt.fast_path_report()[0].path
+    if path != "compiled+recorded":
+        raise RuntimeError(f"{layout}: the step took the {path!r} route, not the recorded one")
+    return opt.step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="gpt2-small", choices=sorted(SETS))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    init_rank()
+    torch.manual_seed(0)
+    shapes = [(max(m // 32, 1), max(n // 32, 1)) for m, n in SETS[args.set]]
+    stacks = len(set(shapes))
+    ms, rounds, calls = timed(exchange_step(shapes), args.steps, args.rounds)
+    print(f"{args.set}: {len(shapes)} tensors in {stacks} stacks")
+    print(f"{'measured':26s} {'ms/step':>8s} {'calls':>6s} {'vs single':>9s}")
+    print(f"{'exchange (map_local)':26s} {ms:8.3f} {calls:6.0f}")
+    payload: dict = {
+        "set": args.set,
+        "stacks": stacks,
+        "exchange": {"ms_per_step": ms, "rounds_ms": rounds, "calls_per_step": calls},
+        "step": {},
+    }
+    for layout in LAYOUTS:
+        ms, rounds, calls = timed(optimizer_step(shapes, layout), args.steps, args.rounds)
+        single = payload["step"].get("single process", {}).get("ms_per_step", ms)
+        payload["step"][layout] = {
+            "ms_per_step": ms,
+            "rounds_ms": rounds,
+            "calls_per_step": calls,
+            "vs_single": ms / single,
+        }
+        print(f"{'step, ' + layout:26s} {ms:8.3f} {calls:6.0f} {ms / single:9.2f}")
     print(f"wrote {write_result('dist_host', payload, args.out)}")
     dist.destroy_process_group()
 

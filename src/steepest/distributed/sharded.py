@@ -61,6 +61,12 @@ class Stacks(Protocol):
 
 #: (kind, exchange group, replica group) of one direction; see ``_layout``.
 _Layout = tuple[str, "ProcessGroup | None", "ProcessGroup | None"]
+#: (layouts, replicated indices by group, sharded indices by kind); see ``_grouped``.
+_Grouping = tuple[
+    list[_Layout],
+    dict[Any, list[int]],
+    dict[tuple[int, tuple[int, ...], torch.dtype, torch.dtype], list[int]],
+]
 #: Maps a (K, m, n) stack to its dualized, scaled stack; ``map_local`` with ``squares``
 #: calls it as fn(X, squares), with the (K,) float64 squared Frobenius norms of X's matrices.
 _StackFn = Callable[..., torch.Tensor]
@@ -144,8 +150,11 @@ class ShardedDualizer:
         self._plans: dict[object, RankPlan] = {}
         #: key -> a received or stacked tensor kept across steps (``_buffer``)
         self._buffers: dict[object, torch.Tensor] = {}
-        #: id(tensor) -> (a weak reference to it, its layout) (``_layout``)
-        self._layouts: dict[int, tuple[weakref.ref[torch.Tensor], _Layout]] = {}
+        #: key -> (weak references to the layout tensors, the direction dtypes, their
+        #: grouping) (``_grouped``)
+        self._groupings: dict[
+            object, tuple[list[weakref.ref[torch.Tensor]], tuple[torch.dtype, ...], _Grouping]
+        ] = {}
         #: (device, compute streams) -> the lane of its collectives (``_lane``)
         self._lanes: dict[tuple[torch.device, int], _Lane] = {}
         #: key -> (weak references to the tensors, and the place of their stacked view)
@@ -243,25 +252,11 @@ class ShardedDualizer:
         out: list[torch.Tensor | None] = [None] * len(directions)
         with_squares = squares is not None and view == "auto" and blocks is None
         whole = stacks.counted(fn)
-        # the fast path's layouts are its parameters: found once; others (new each step) now
-        layouts = [self._layout(t) if reuse else _layout(t) for t in layouts_of]
+        layouts, replicated, sharded = self._grouped(directions, layouts_of, key if reuse else None)
         if self.check_replicas:
             _check_plan(list(layouts_of), layouts)
         if stacks.steps != self._step:  # a new step: the plans start from idle ranks
             self._step, self._loads = stacks.steps, {}
-        # an update has its layout's dtype (the parameter's, or the direction's in ``map``),
-        # whichever dtype the exchange and the dualization used: the same on every rank
-        replicated: dict[Any, list[int]] = {}
-        sharded: dict[tuple[int, tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
-        for i, (t, (kind, group, _)) in enumerate(zip(layouts_of, layouts, strict=True)):
-            if kind == "plain":
-                use = (self.process_group or dist.group.WORLD) if self.share_replicated else "local"
-                replicated.setdefault(use, []).append(i)
-            elif kind == "replicate":
-                replicated.setdefault(group if group is not None else "local", []).append(i)
-            else:
-                key_ = (id(group), tuple(t.shape), directions[i].dtype, t.dtype)
-                sharded.setdefault(key_, []).append(i)
         plans: list[RankPlan] = []
         for group, members in replicated.items():
             local = [directions[i] for i in members]
@@ -322,14 +317,39 @@ class ShardedDualizer:
             known = self._ranks[key] = (dist.get_world_size(group), dist.get_rank(group))
         return known
 
-    def _layout(self, t: torch.Tensor) -> _Layout:
-        """t's layout (``_layout``), found once per tensor (for parameters, which persist)."""
-        entry = self._layouts.get(id(t))
-        if entry is not None and entry[0]() is t:
-            return entry[1]
-        layout = _layout(t)
-        self._layouts[id(t)] = (weakref.ref(t), layout)
-        return layout
+    def _grouped(
+        self, directions: list[torch.Tensor], layouts_of: Sequence[torch.Tensor], key: object
+    ) -> _Grouping:
+        """Each tensor's layout, and the indices of the replicated tensors by the group they
+        share (or "local") and of the sharded ones by (exchange group, shape, direction and
+        update dtype). Kept for `key` (not None) while the same layout tensors (the fast
+        path's parameters) and direction dtypes come again."""
+        dtypes = tuple(d.dtype for d in directions)
+        kept = self._groupings.get(key) if key is not None else None
+        if (
+            kept is not None
+            and kept[1] == dtypes
+            and len(kept[0]) == len(layouts_of)
+            and all(r() is t for r, t in zip(kept[0], layouts_of, strict=True))
+        ):
+            return kept[2]
+        layouts = [_layout(t) for t in layouts_of]
+        # an update has its layout's dtype (the parameter's, or the direction's in ``map``),
+        # whichever dtype the exchange and the dualization used: the same on every rank
+        replicated: dict[Any, list[int]] = {}
+        sharded: dict[tuple[int, tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
+        for i, (t, (kind, group, _)) in enumerate(zip(layouts_of, layouts, strict=True)):
+            if kind == "plain":
+                use = (self.process_group or dist.group.WORLD) if self.share_replicated else "local"
+                replicated.setdefault(use, []).append(i)
+            elif kind == "replicate":
+                replicated.setdefault(group if group is not None else "local", []).append(i)
+            else:
+                sharded.setdefault((id(group), tuple(t.shape), dtypes[i], t.dtype), []).append(i)
+        grouping = (layouts, replicated, sharded)
+        if key is not None:
+            self._groupings[key] = ([weakref.ref(t) for t in layouts_of], dtypes, grouping)
+        return grouping
 
     def _lane(self, device: torch.device, streams: int) -> _Lane:
         """The lane of the collectives on device with `streams` compute streams (made once:
@@ -393,26 +413,32 @@ class ShardedDualizer:
         world, rank = self._world_and_rank(group)
         # each tensor's matrices as one (k, m, n) view where the view is a reshape
         reshaped = blocks is None and view != "transposed"
-        if reshaped:
+        if reshaped:  # each tensor's matrices are a (k, m, n) reshape of it
             pieces = [[t] for t in tensors]
-            matrices = [t.reshape(-1, *matrix_shape(t.shape, view)[-2:]) for t in tensors]
+            items = tensors
+            units = [matrix_shape(t.shape, view)[-2:] for t in tensors]
         else:
             pieces = [split_matrices(t, view, blocks) for t in tensors]
-            matrices = [m.reshape(-1, *m.shape[-2:]) for ms in pieces for m in ms]
+            items = [m.reshape(-1, *m.shape[-2:]) for ms in pieces for m in ms]
+            units = [X.shape[-2:] for X in items]
+        sizes = [X.numel() // math.prod(u) for X, u in zip(items, units, strict=True)]
         out_dtypes = [d for ms, d in zip(pieces, dtypes, strict=True) for _ in ms]
-        by_shape: dict[tuple[tuple[int, int], torch.dtype, torch.dtype], list[int]] = {}
-        for i, (X, d) in enumerate(zip(matrices, out_dtypes, strict=True)):
-            by_shape.setdefault(((X.shape[-2], X.shape[-1]), X.dtype, d), []).append(i)
+        by_shape: dict[tuple[tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
+        for i, (X, u, d) in enumerate(zip(items, units, out_dtypes, strict=True)):
+            by_shape.setdefault((tuple(u), X.dtype, d), []).append(i)
         stacks, known = [], []
-        for s, members in enumerate(by_shape.values()):
+        for s, ((unit, _, _), members) in enumerate(by_shape.items()):
             tag = None if reuse is None else (reuse, "stack", s)
-            stacks.append(self._stack([matrices[i] for i in members], tag))
+            if reshaped:  # kept place: the same tensors come again every step
+                stacks.append(self._stack_tensors([items[i] for i in members], tag, unit))
+            else:
+                stacks.append(self._stack([items[i] for i in members], tag))
             if squares is not None and reshaped:
                 tag = None if reuse is None else (reuse, "squares", s)
-                known.append(self._stack([squares[i] for i in members], tag))
+                known.append(self._stack_tensors([squares[i] for i in members], tag, ()))
         plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
-        lane = self._lane(matrices[0].device, streams)
+        lane = self._lane(items[0].device, streams)
         gathers = []
         for s, (X, (_, _, d)) in enumerate(zip(stacks, by_shape, strict=True)):
             counts = [len(plan.mine(s, r)) for r in range(world)]
@@ -436,13 +462,13 @@ class ShardedDualizer:
                         dtype,
                     )
                 )
-        ordered: list[torch.Tensor | None] = [None] * len(matrices)
+        ordered: list[torch.Tensor | None] = [None] * len(items)
         for ((_, _, out_dtype), stack_members), gather in zip(
             by_shape.items(), gathers, strict=True
         ):
             results = lane.wait(gather).to(out_dtype)
-            sizes = [matrices[i].shape[0] for i in stack_members]
-            parts: list[torch.Tensor] = list(results.split(sizes))  # type: ignore[no-untyped-call]
+            split = [sizes[i] for i in stack_members]
+            parts: list[torch.Tensor] = list(results.split(split))  # type: ignore[no-untyped-call]
             for i, part in zip(stack_members, parts, strict=True):
                 ordered[i] = part
         if reshaped:
@@ -457,12 +483,15 @@ class ShardedDualizer:
             start += len(ms)
         return out
 
-    def _stack_tensors(self, tensors: Sequence[torch.Tensor], key: object) -> torch.Tensor:
-        """The same-shape tensors stacked along a new dim 0 (``_stack`` of (1, ...) views
-        of them). Where the stack is a view and `key` names it, the view's place is kept
-        while the same tensor objects come again (the fast path's recorded stages 1-2 return
-        theirs every step), so that a step rebuilds it with one call instead of checking
-        every tensor's place."""
+    def _stack_tensors(
+        self, tensors: Sequence[torch.Tensor], key: object, unit: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """The tensors' items of shape `unit` concatenated along dim 0 (``_stack`` of their
+        (-1, *unit) views); unit None: the same-shape tensors stacked along a new dim 0.
+        Where the result is a view and `key` names it, the view's place is kept while the
+        same tensor objects come again (the fast path's recorded stages 1-2 return theirs
+        every step), so that a step rebuilds it with one call instead of checking every
+        tensor's place."""
         known = self._stacked.get(key) if key is not None else None
         if known is not None:
             refs, shape, strides, offset = known
@@ -470,7 +499,10 @@ class ShardedDualizer:
                 r() is t for r, t in zip(refs, tensors, strict=True)
             ):
                 return tensors[0].as_strided(shape, strides, offset)
-        parts = [t.reshape(1, *t.shape) for t in tensors]
+        if unit is None:
+            parts = [t.reshape(1, *t.shape) for t in tensors]
+        else:
+            parts = [t.reshape(-1, *unit) for t in tensors]
         view = _consecutive(parts)
         if view is None:
             return self._concatenated(parts, key)

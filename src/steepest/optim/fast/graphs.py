@@ -76,6 +76,14 @@ def _signature(group: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in group.items() if k not in LIVE_KEYS))
 
 
+def recording_key(
+    group: Mapping[str, Any], params: list[torch.Tensor], states: list[dict[str, Any]]
+) -> _Key:
+    """What a recording of these stages depends on: the group's baked-in keys and the
+    parameters' and states' storages (``GroupGraph.run`` re-records when it changes)."""
+    return _signature(group), _storages(params), _storages(_state_tensors(states))
+
+
 class GroupGraph:
     """The stages of one param group, run eagerly for ``warmup`` steps, then recorded once
     and replayed.
@@ -107,6 +115,7 @@ class GroupGraph:
         states: list[dict[str, Any]],
         group: Mapping[str, Any],
         counters: Any,
+        key: _Key | None = None,
     ) -> object:
         """Run the stages for these gradients (eagerly, recording, or from the recording);
         returns what they return (a replay: what the recorded call returned).
@@ -116,8 +125,11 @@ class GroupGraph:
             params, grads, states, group: the group's work for this step.
             counters: the optimizer's ``Stacks``; its orthogonalization counters advance on
                 every replay as they would eagerly.
+            key: ``recording_key(group, params, states)`` when the caller has it (several
+                recordings of one group's step share it).
         """
-        key = (_signature(group), _storages(params), _storages(_state_tensors(states)))
+        if key is None:
+            key = recording_key(group, params, states)
         if key != self._key:
             self._key, self._eager_steps, self._replay = key, 0, None
         if self._eager_steps < self.warmup:

@@ -24,7 +24,7 @@ from ..batching import Stacks, uses_distributed
 from ..registry import Algorithm, Group, State
 from ..stages import Dualize, run_stages, same_shape
 from .finite_check import all_finite_into
-from .graphs import GroupGraph, cuda_capture
+from .graphs import GroupGraph, cuda_capture, recording_key
 from .options import FastPath
 from .sharded_step import dualize_directions, local_stages_1_2, local_stages_5, stack_dtype
 
@@ -353,10 +353,14 @@ class FastGroups:
         def stage_5(us: list[torch.Tensor]) -> None:
             last(local_params, us, group, lr_t, wd_t, finite)
 
+        # what the recordings of this step depend on, found once (the owners' read no
+        # parameter or state)
+        key = recording_key(group, local_params, local_states) if plan.recorded else None
+        owner_key = None if key is None else (key[0], (), ())
         if plan.recorded:
             graph = self.graphs.setdefault(index, GroupGraph(self.options.capture))
             replay = graph.run(
-                stages_1_2, local_params, local_grads, local_states, group, self.stacks
+                stages_1_2, local_params, local_grads, local_states, group, self.stacks, key
             )
             directions, squares = cast(tuple[list[torch.Tensor], list[torch.Tensor | None]], replay)
         else:
@@ -380,6 +384,7 @@ class FastGroups:
                 [],
                 group,
                 self.stacks,
+                owner_key,
             )
             return cast(torch.Tensor, replay)
 
@@ -398,7 +403,7 @@ class FastGroups:
         )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))
-            graph.run(stage_5, local_params, updates, local_states, group, self.stacks)
+            graph.run(stage_5, local_params, updates, local_states, group, self.stacks, key)
         else:
             stage_5(updates)
 

@@ -45,6 +45,42 @@ def test_a_stack_of_tensors_is_kept_as_a_view_while_the_same_tensors_come():
     assert dualizer._stack_tensors(tensors, "k").data_ptr() == buffer.data_ptr()
 
 
+def test_tensors_of_several_matrices_stack_as_their_matrices():
+    """unit=(m, n): each tensor's (k_i, m, n) matrices, concatenated (torch.cat of the
+    reshapes is the oracle); unit=(): their entries, as the squared norms travel."""
+    from steepest.distributed import ShardedDualizer
+
+    dualizer = ShardedDualizer()
+    buffer = torch.arange(60.0)
+    tensors = [buffer[:12].view(3, 2, 2), buffer[12:16].view(2, 2), buffer[16:60].view(11, 2, 2)]
+    want = torch.cat([t.reshape(-1, 2, 2) for t in tensors])
+    first = dualizer._stack_tensors(tensors, "m", (2, 2))
+    again = dualizer._stack_tensors(tensors, "m", (2, 2))  # from the kept place
+    assert first.data_ptr() == again.data_ptr() == buffer.data_ptr()
+    assert torch.equal(again, want) and again.shape == (15, 2, 2)
+    norms = [buffer[:3], buffer[3:4], buffer[4:15]]
+    assert torch.equal(dualizer._stack_tensors(norms, "q", ()), buffer[:15])
+    apart = [torch.randn(3, 2, 2), torch.randn(2, 2)]
+    copied = dualizer._stack_tensors(apart, "m", (2, 2))
+    assert torch.equal(copied, torch.cat([apart[0], apart[1][None]]))
+
+
+def test_the_grouping_is_kept_while_the_same_parameters_and_dtypes_come():
+    """ShardedDualizer._grouped with a key: the kept grouping equals a fresh one for the same
+    tensors, and is found anew for other parameters or another direction dtype."""
+    from steepest.distributed import ShardedDualizer
+
+    dualizer = ShardedDualizer(share_replicated=False)
+    params = [torch.randn(4, 3), torch.randn(2, 2), torch.randn(4, 3)]
+    directions = [torch.randn_like(p) for p in params]
+    kept = dualizer._grouped(directions, params, "g")
+    assert kept == ShardedDualizer(share_replicated=False)._grouped(directions, params, None)
+    assert dualizer._grouped(directions, params, "g") is kept
+    assert dualizer._grouped([d.double() for d in directions], params, "g") is not kept
+    other = [torch.randn(4, 3)]
+    assert dualizer._grouped(directions[:1], other, "g")[1] == {"local": [0]}
+
+
 @pytest.mark.parametrize(
     "case", ["reordered", "separate", "transposed", "other dtype", "other shape"]
 )

@@ -14,7 +14,9 @@
 #   4. pytest -m cuda tests/distributed: the sharded fast path on CUDA (compiled, recorded,
 #      side stream) against the single-process one;
 #   5. bench/dist_model.py: the step predicted at W = 2, 4, 8 from run 1 and the bandwidth;
-#   6. if fewer than PROFILE_UNTIL (default 400) s have passed: bench/profile_dist.py --host
+#   6. bench/host_issue.py on GPT-2 small: the host's issue of steps against their pipelined
+#      time per layout (whether the sharded step waits for the host);
+#   7. if fewer than PROFILE_UNTIL (default 400) s have passed: bench/profile_dist.py --host
 #      on GPT-2 small (where the sharded step's kernel and host time go; $OUT/profile_dist.log).
 # Logs and JSON go to $OUT (default runs/dist-gpu); a short table is printed last.
 #
@@ -79,7 +81,15 @@ if [[ -n "$result" ]]; then
     model_rc=$?
 fi
 
-# 6. the kernel table of the sharded step, while the call has time left
+# 6. whether each layout's step waits for the host
+issue_rc=0
+if [[ "${SMOKE:-0}" != "1" ]]; then
+    timeout 150 $RUN --nproc_per_node 1 bench/host_issue.py --set "$CONFIG" --out "$OUT" \
+        > "$OUT/host_issue.log" 2>&1
+    issue_rc=$?
+fi
+
+# 7. the kernel table of the sharded step, while the call has time left
 if [[ "${SMOKE:-0}" != "1" ]] && (( SECONDS < ${PROFILE_UNTIL:-400} )); then
     timeout 170 $RUN --nproc_per_node 1 bench/profile_dist.py --set "$CONFIG" --host \
         > "$OUT/profile_dist.log" 2>&1
@@ -97,8 +107,13 @@ grep -E "^(FAILED|ERROR)" "$OUT/pytest_cuda.log" | head -10
 tail -n 1 "$OUT/pytest_cuda.log"
 echo "== bench/dist_model.py (exit $model_rc)"
 cat "$OUT/dist_model.log" 2>/dev/null
-if [[ -f "$OUT/profile_dist.log" ]]; then
-    echo "== bench/profile_dist.py --host: kernel time, and whether each step waits for the host"
-    grep -E "^gpt2|^tiny|pipelined|nonfinite='ignore'" "$OUT/profile_dist.log"
+if [[ -f "$OUT/host_issue.log" ]]; then
+    echo "== bench/host_issue.py (exit $issue_rc): ms per step, host issue against pipelined"
+    sed -n '/^layout /,/^wrote/p' "$OUT/host_issue.log"
 fi
-exit $(( dist_rc != 0 || train_rc != 0 || links_rc != 0 || test_rc != 0 || model_rc != 0 ))
+if [[ -f "$OUT/profile_dist.log" ]]; then
+    echo "== bench/profile_dist.py --host: kernel time per layout"
+    grep -E "^gpt2|^tiny|pipelined" "$OUT/profile_dist.log"
+fi
+exit $(( dist_rc != 0 || train_rc != 0 || links_rc != 0 || test_rc != 0 || model_rc != 0 \
+    || issue_rc != 0 ))

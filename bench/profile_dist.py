@@ -5,9 +5,8 @@ replicated and FSDP2 steps beside the single-process fast path (torch.profiler).
 
 Per layout: the pipelined ms of 10 steps, the kernel time per step, the time per step by
 category (products, copies, collectives, other) and the kernels that take the most time;
-with --host, the Python functions that take the host's time (cProfile) and whether the step
-waits for the host: the host's ms to issue steps back to back without reading the device-side
-verdict (nonfinite="ignore"), against their pipelined ms.
+with --host, the Python functions that take the host's time (cProfile). Whether the step
+waits for the host: bench/host_issue.py.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import cProfile
 import pstats
 import re
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -77,34 +75,11 @@ def profile(opt, steps: int, rows: int, host: bool) -> None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(2 * rows)
 
 
-def host_bound(opt, steps: int = 8) -> None:
-    """Whether the step waits for the host: the host's ms to issue `steps` steps back to back
-    (an optimizer with nonfinite="ignore", so no step reads a device-side verdict and the
-    host never waits for the GPU; few enough steps that their launches fit CUDA's queue),
-    against the pipelined ms of the same steps."""
-    from common import pipelined
-
-    for _ in range(4):
-        opt.step()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        opt.step()
-    issue_ms = (time.perf_counter() - start) * 1e3 / steps
-    torch.cuda.synchronize()
-    ms = pipelined(opt.step, steps=steps, rounds=3)
-    verdict = "host-bound" if issue_ms > 0.9 * ms else "GPU-bound"
-    print(
-        f"  nonfinite='ignore': host issues a step in {issue_ms:.3f} ms, pipelined "
-        f"{ms:.3f} ms ({verdict})"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="gpt2-small")
     parser.add_argument("--rows", type=int, default=15)
-    parser.add_argument("--host", action="store_true", help="host ms and cProfile of the step")
+    parser.add_argument("--host", action="store_true", help="cProfile of the step")
     args = parser.parse_args()
     from common import SETS, init_rank
     from dist import build
@@ -113,8 +88,6 @@ def main() -> None:
     for mode in ("single process", "replicated", "FSDP2"):
         print(f"{args.set} {mode}")
         profile(build(SETS[args.set], mode, device, 1), 5, args.rows, args.host)
-        if args.host:
-            host_bound(build(SETS[args.set], mode, device, 1, nonfinite="ignore"))
         torch.cuda.empty_cache()
     dist.destroy_process_group()
 

@@ -95,6 +95,19 @@ def test_local_part_of_a_plain_tensor_is_itself_and_else_its_local_tensor():
     assert local_part(Wrapped()) is t  # type: ignore[arg-type]
 
 
+def test_local_state_replaces_each_tensor_by_its_local_part_and_keeps_the_rest():
+    from steepest.matrices import local_state
+
+    class Sharded(torch.Tensor):  # stands for a DTensor: only its local tensor is read
+        pass
+
+    t, local = torch.randn(3, 2), torch.randn(2, 2)
+    shard = torch.randn(4, 2).as_subclass(Sharded)
+    shard._local_tensor = local  # type: ignore[attr-defined]
+    got = local_state({"momentum_buffer": t, "exp_avg": shard, "step": 4})
+    assert got["momentum_buffer"] is t and got["exp_avg"] is local and got["step"] == 4
+
+
 def test_ddp_equals_single_process(run, oracle_3_steps):
     world, results = run
     reference, _ = oracle_3_steps

@@ -16,12 +16,13 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["RankPlan", "balance", "plan_shapes", "polar_flops"]
 
 #: Steps of the polar iteration counted per matrix (Polar Express' default; the plan only
 #: compares items, so the count scales every cost alike).
-PLAN_STEPS = 5
+PLAN_STEPS: Final = 5
 
 
 def polar_flops(m: int, n: int, steps: int = PLAN_STEPS) -> float:

@@ -3,7 +3,7 @@ optimizers, the parameter routing, the distributed dualizer and the diagnostics.
 
 Public API:
     views: VIEWS, View, matrix_shape, as_matrices, from_matrices, split_matrices,
-           join_matrices, check_view, local_part
+           join_matrices, check_view, local_part, local_state
     stacking: map_stacked, map_matrices, matrix_count
 """
 
@@ -16,6 +16,7 @@ from .views import (
     from_matrices,
     join_matrices,
     local_part,
+    local_state,
     matrix_shape,
     split_matrices,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "from_matrices",
     "join_matrices",
     "local_part",
+    "local_state",
     "map_matrices",
     "map_stacked",
     "matrix_count",

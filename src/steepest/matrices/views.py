@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 
@@ -33,6 +33,7 @@ __all__ = [
     "from_matrices",
     "join_matrices",
     "local_part",
+    "local_state",
     "matrix_shape",
     "split_matrices",
 ]
@@ -131,3 +132,9 @@ def local_part(t: torch.Tensor) -> torch.Tensor:
         return local
     to_local = getattr(t, "to_local", None)
     return cast(torch.Tensor, to_local()) if callable(to_local) else t
+
+
+def local_state(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state with every tensor replaced by its ``local_part`` (other values
+    kept): the state of this rank's part of a parameter."""
+    return {k: local_part(v) if isinstance(v, torch.Tensor) else v for k, v in state.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -30,25 +30,25 @@ __all__ = [
 ]
 
 #: The backend names msign accepts (a callable (X, steps) -> X is accepted too).
-BACKENDS = ("svd", "newton_schulz", "polar_express")
+BACKENDS: Final = ("svd", "newton_schulz", "polar_express")
 
 #: Polar Express (and callable backends) first divide G by NORMALIZATION_SAFETY * ||G||_F
 #: (+ eps). Since ||G||_F >= ||G||_2 this puts every singular value in [0, 1 / 1.01], leaving
 #: room for round-off in low precision (arXiv 2505.16932, Algorithm 1; §4.3 for u = 1).
 #: Newton-Schulz divides by ||G||_F (+ eps) as Cesista (2025) Alg. 2 states, so that its
 #: trajectory matches the reference Muon (and torch.optim.Muon) exactly.
-NORMALIZATION_SAFETY = 1.01
+NORMALIZATION_SAFETY: Final = 1.01
 
 #: How the iterative backends evaluate their steps: "direct" (on X), "gram" (on the small Gram
 #: matrix X X^T, steepest.polar.gram) or "auto" (gram where long side >= GRAM_MIN_ASPECT * short
 #: and the compute dtype is not an explicit bfloat16).
-FORMS = ("direct", "gram", "auto")
+FORMS: Final = ("direct", "gram", "auto")
 
 #: "auto" takes the Gram form from this aspect ratio on: at 2:1 it needs 0.88 of the direct
 #: form's flops with one restart, at 4:1 0.67 (gram_flop_ratio).
-GRAM_MIN_ASPECT = 2
+GRAM_MIN_ASPECT: Final = 2
 
-_COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+_COMPUTE_DTYPES: Final = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 
 
 def default_compute_dtype(device: torch.device) -> torch.dtype:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Final
 
 import numpy as np
 
@@ -29,17 +30,17 @@ __all__ = [
 #: Coefficient safety factor: each p(x) is replaced by p(x / 1.01), so singular values pushed
 #: slightly above the current upper bound by round-off cannot grow over the steps
 #: (arXiv 2505.16932, §4.4, first change; Algorithm 1).
-PAPER_SAFETY = 1.01
+PAPER_SAFETY: Final = 1.01
 
 #: Cushion: each step is fitted on [max(l, cushion * u), u] instead of [l, u], which bounds
 #: p(x) / x from below and avoids the loss of precision of strongly non-monotone steps in bfloat16
 #: (arXiv 2505.16932, §4.4, second change; the value is the one used in App. G).
-PAPER_CUSHION = 0.02407327424182761
+PAPER_CUSHION: Final = 0.02407327424182761
 
 # Above this ratio l / u the minimax quintic equals the degree-5 Newton-Schulz (Pade) quintic
 # (15 x - 10 x^3 + 3 x^5) / 8 to float64 accuracy, and the exchange system is ill-conditioned.
-_NARROW_INTERVAL = 1.0 - 1e-6
-_PADE_QUINTIC = (15.0 / 8.0, -10.0 / 8.0, 3.0 / 8.0)
+_NARROW_INTERVAL: Final = 1.0 - 1e-6
+_PADE_QUINTIC: Final = (15.0 / 8.0, -10.0 / 8.0, 3.0 / 8.0)
 
 
 def _interior_extrema(a: float, b: float, c: float) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw
 
-from steepest.matrices.views import local_part
+from steepest.matrices.views import local_part, local_state
 
 from ..checks import check_flag, check_nonnegative, check_unit_interval
 from ..precision import work_dtype
@@ -123,10 +123,7 @@ def _local_parts(
         moments = [v for v in s.values() if isinstance(v, torch.Tensor) and v.ndim]
         if any(_layout(t) != layout or t.shape != p.shape for t in (g, *moments)):
             return params, grads, states
-    local_states = [
-        {k: local_part(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-        for s in states
-    ]
+    local_states = [local_state(s) for s in states]
     return [local_part(p) for p in params], [local_part(g) for g in grads], local_states
 
 

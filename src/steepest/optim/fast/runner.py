@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import torch
 
 from steepest.matrices.stacking import matrix_count
-from steepest.matrices.views import local_part, matrix_shape
+from steepest.matrices.views import local_part, local_state, matrix_shape
 
 from ..batching import Stacks, uses_distributed
 from ..registry import Algorithm, Group, State
@@ -319,10 +319,7 @@ class FastGroups:
         dualizer = self.stacks.sharing()
         local_params = [local_part(p) for p in params]
         local_grads = [local_part(g) for g in grads]
-        local_states = [
-            {k: local_part(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-            for s in states
-        ]
+        local_states = [local_state(s) for s in states]
         lr_t, wd_t = self._live_scalars(index, group, local_params)
         fused = plan.fused and group["momentum"] > 0 and self._fusable(group, grads, states)
         dtypes: list[torch.dtype] | None = None

@@ -30,8 +30,8 @@ entry):
 
 The bandwidth comes from --bus-gbps (state it as an assumption until measured) or from a
 bench/dist.py file of W > 1 (--links); a W = 1 file has none (no link is used). On CUDA the
-fused stage 1 sends bfloat16 directions (d = 2) and updates travel in float32 (u = 4; 2 with
-comm_dtype=torch.bfloat16): --direction-bytes, --update-bytes.
+fused stage 1 sends 16-bit directions (d = 2) and its owners return 16-bit updates (u = 2;
+an unfused group's travel in float32, u = 4): --direction-bytes, --update-bytes.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--bus-gbps", type=float, default=None, help="bus bandwidth, GB/s")
     parser.add_argument("--links", default=None, help="a bench/dist.py JSON of W > 1")
     parser.add_argument("--direction-bytes", type=float, default=2.0)
-    parser.add_argument("--update-bytes", type=float, default=4.0)
+    parser.add_argument("--update-bytes", type=float, default=2.0)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.bus_gbps is not None and args.bus_gbps <= 0:

@@ -91,7 +91,12 @@ FAST_MEMBERS = tuple(
 
 
 def fast_optimizer(
-    net: Net, config: str, member: str = "muon", bf16_iterations: bool = False, **extra
+    net: Net,
+    config: str,
+    member: str = "muon",
+    bf16_iterations: bool = False,
+    fp16_iterations: bool = False,
+    **extra,
 ) -> steepest.Steepest:
     """Member `member` on the Net's matrices with FAST[config]'s options (qkv in row blocks,
     so its stage 1 is unfused; the others fused where the config compiles); with
@@ -99,6 +104,8 @@ def fast_optimizer(
     options, hp = FAST[config]
     if bf16_iterations:
         hp = {k: v for k, v in hp.items() if k != "polar_dtype"}
+    if fp16_iterations:  # float16 iterations: the fused stage 1 prescales where it can
+        hp = {**hp, "polar_dtype": torch.float16}
     groups = param_groups(net)
     for group in groups[:2]:
         group["algorithm"] = member
@@ -140,11 +147,16 @@ def single_process_conv(config: str, steps: int = 3):
 
 
 def single_process_fast(
-    config: str, member: str = "muon", steps: int = 3, micro: int = 1, bf16_iterations=False
+    config: str,
+    member: str = "muon",
+    steps: int = 3,
+    micro: int = 1,
+    bf16_iterations=False,
+    fp16_iterations=False,
 ):
     """The oracle of fast_sharded: one process, the full batch, the same options."""
     net = Net()
-    opt = fast_optimizer(net, config, member, bf16_iterations)
+    opt = fast_optimizer(net, config, member, bf16_iterations, fp16_iterations)
     train(net, opt, steps, micro=micro)
     return {n: p.detach().clone() for n, p in net.named_parameters()}, opt
 
@@ -681,13 +693,20 @@ def fast_sharded(rank, world, outdir):
         train(net, opt, 3, rank=rank, world=world)
         out[f"conv-{config}"] = _full(net)
         out[f"conv-paths-{config}"] = [r.path for r in opt.fast_path_report()]
-    net = _fsdp(Net())  # bfloat16 polar iterations: float32 updates in both layouts
-    train(net, fast_optimizer(net, "fused", bf16_iterations=True), 3, rank=rank, world=world)
-    out["bf16-iterations-fsdp"] = _full(net)
-    model = nn.parallel.DistributedDataParallel(Net())
-    opt = fast_optimizer(model.module, "fused", bf16_iterations=True)
-    train(model, opt, 3, rank=rank, world=world)
-    out["bf16-iterations-ddp"] = _full(model.module)
+    for steps in (1, 3):  # bfloat16 polar iterations: bfloat16 updates in both layouts
+        net = _fsdp(Net())
+        opt = fast_optimizer(net, "fused", bf16_iterations=True)
+        train(net, opt, steps, rank=rank, world=world)
+        out[f"bf16-iterations-fsdp-{steps}"] = _full(net)
+        model = nn.parallel.DistributedDataParallel(Net())
+        opt = fast_optimizer(model.module, "fused", bf16_iterations=True)
+        train(model, opt, steps, rank=rank, world=world)
+        out[f"bf16-iterations-ddp-{steps}"] = _full(model.module)
+    model = nn.parallel.DistributedDataParallel(Net())  # float16: a prescaled stage 1
+    opt = fast_optimizer(model.module, "fused", fp16_iterations=True)
+    train(model, opt, 1, rank=rank, world=world)
+    out["fp16-iterations-ddp"] = _full(model.module)
+    out["fp16-iterations-ddp-prescaled"] = sorted(len(p) for p in opt._fast._prescales.values())
     for comm in (None, torch.bfloat16):  # one step of exact Muon: the update's error
         net = _fsdp(Net())
         opt = make_optimizer(net)

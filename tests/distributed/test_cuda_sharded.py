@@ -69,6 +69,7 @@ def _run(layout: str, device: torch.device, world: int, **muon) -> dict:
         "skipped": opt.skipped_steps,
         "paths": [r.path for r in opt.fast_path_report()],
         "sharding": [r.sharding for r in opt.fast_path_report()],
+        "prescaled": sorted(len(p) for p in opt._fast._prescales.values()),
     }
 
 
@@ -84,7 +85,7 @@ def run_rank(rank: int, world: int, port: int, path: str) -> None:
         results = {}
         for layout in ("single process", "replicated", "FSDP2"):
             results[layout, "float32"] = _run(layout, device, world, polar_dtype=torch.float32)
-        for layout in ("single process", "FSDP2"):
+        for layout in ("single process", "replicated", "FSDP2"):
             results[layout, "default"] = _run(layout, device, world)
         if rank == 0:
             torch.save(results, path)
@@ -133,14 +134,19 @@ def test_sharded_fast_path_on_cuda_equals_single_process(results):
 
 @pytest.mark.cuda
 def test_sharded_fast_path_on_cuda_with_bf16_iterations(results):
-    """Default options (bfloat16 polar iterations): FSDP2 against one process within twice
-    the gap between one process's bfloat16 and float32 iterations (the owner takes each
-    direction's norm from the rounded stack; see test_sharded.py)."""
+    """Default options (16-bit polar iterations; the replicated layout's float16 stacks
+    prescaled as in one process, FSDP2's row shards in bfloat16; 16-bit updates): each
+    layout against one process within twice the gap between one process's 16-bit and
+    float32 iterations (see test_sharded.py)."""
     start = results["single process", "default"]["start"]
     one, one32 = results["single process", "default"], results["single process", "float32"]
-    fsdp = results["FSDP2", "default"]
     noise = _relative(one["params"], one32["params"], start)
-    assert _relative(fsdp["params"], one["params"], start) <= 2 * noise
+    for layout in ("replicated", "FSDP2"):
+        case = results[layout, "default"]
+        assert _relative(case["params"], one["params"], start) <= 2 * noise, layout
+    # the replicated layout prescales the stacks one process prescales; row shards do not
+    assert one["prescaled"] and results["replicated", "default"]["prescaled"] == one["prescaled"]
+    assert results["FSDP2", "default"]["prescaled"] == []
 
 
 @pytest.mark.cuda

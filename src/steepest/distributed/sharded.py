@@ -230,6 +230,8 @@ class ShardedDualizer:
         reuse: bool = False,
         streams: int = 1,
         squares: Sequence[torch.Tensor | None] | None = None,
+        update_dtypes: Sequence[torch.dtype] | None = None,
+        scales: Sequence[torch.Tensor | None] | None = None,
     ) -> list[torch.Tensor]:
         """``map`` on local tensors: ``directions[i]`` is this rank's part (whole when
         replicated, its rows under FSDP2) of a tensor laid out as ``layouts_of[i]`` (the
@@ -247,7 +249,12 @@ class ShardedDualizer:
         Frobenius norms of its local matrices under the default view (one per matrix; a row
         shard's part of its matrix's): for the tensors whose directions all come with them
         (default view, no row blocks), they travel with the directions and an owner calls
-        fn(X, squares of X's matrices) instead of fn(X).
+        fn(X, squares of X's matrices) instead of fn(X). ``update_dtypes``: per direction,
+        the dtype fn returns its update in, which travels in it (unless ``comm_dtype``) and
+        comes back in it; default its layout's (the parameter's). ``scales``: per direction
+        None or the power of two each of its matrices is stored times (the fused stage 1's
+        prescale; only for tensors that ``shares_whole``), which travels with its squares:
+        an owner then calls fn(X, squares, scales).
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         with_squares = squares is not None and view == "auto" and blocks is None
@@ -263,11 +270,15 @@ class ShardedDualizer:
             if group == "local":
                 results = map_matrices(whole, local, view, blocks)
             else:
-                dtypes = [layouts_of[i].dtype for i in members]
+                dtypes = [
+                    update_dtypes[i] if update_dtypes is not None else layouts_of[i].dtype
+                    for i in members
+                ]
                 tag = (key, "replicated", id(group)) if reuse and key is not None else None
                 known = _all_known(squares, members) if with_squares else None
+                scaled = [scales[i] for i in members] if known and scales is not None else None
                 results = self._replicated(
-                    whole, local, dtypes, view, blocks, group, plans, tag, streams, known
+                    whole, local, dtypes, view, blocks, group, plans, tag, streams, known, scaled
                 )
             if self.check_replicas:
                 check_group = None if group == "local" else group
@@ -297,6 +308,12 @@ class ShardedDualizer:
                     (key, "sharded") if reuse and key is not None else None,
                     streams,
                     [_all_known(squares, sharded[k]) if with_squares else None for k in keys],
+                    [
+                        update_dtypes[sharded[k][0]]
+                        if update_dtypes is not None
+                        else layouts_of[sharded[k][0]].dtype
+                        for k in keys
+                    ],
                 )
             for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -307,6 +324,16 @@ class ShardedDualizer:
         if key is not None and plans:
             self.plans[key] = plans
         return cast(list[torch.Tensor], out)  # every index is in one group
+
+    def shares_whole(self, t: torch.Tensor) -> bool:
+        """Whether map_local dualizes `t` (a parameter) as a replicated tensor shared across
+        ranks: each rank holds it whole and the owner of each matrix is planned across
+        the group, so values of whole matrices kept by every rank (a prescale) can go
+        with its directions (``scales``)."""
+        kind, group, _ = _layout(t)
+        if kind == "plain":
+            return self.share_replicated
+        return kind == "replicate" and group is not None
 
     def _world_and_rank(self, group: ProcessGroup | None) -> tuple[int, int]:
         """The size of `group` (None: the default group) and this rank in it, looked up once
@@ -401,12 +428,14 @@ class ShardedDualizer:
         reuse: object,
         streams: int,
         squares: list[torch.Tensor] | None = None,
+        scales: list[torch.Tensor | None] | None = None,
     ) -> list[torch.Tensor]:
         """fn on every stack of replicated tensors' matrices: each rank its planned matrices
         (a consecutive range of the stack), then an all-gather of the results into the stack
         of updates (tensor i's update in ``dtypes[i]``, sent in it unless ``comm_dtype``).
         ``squares``: tensor i's matrices' squared norms (reshaped views only), handed to fn
-        with its range.
+        with its range; so are ``scales`` (tensor i's matrices' prescales or None), with
+        the squares of stacks whose every tensor has them.
         The all-gather of stack i runs while stack i + 1 is dualized (explicit order:
         compute i, issue gather i, compute i + 1, ...; then wait for every gather in order).
         ``reuse``: None, or a key under which the stacks' buffers are kept across steps."""
@@ -427,6 +456,7 @@ class ShardedDualizer:
         for i, (X, u, d) in enumerate(zip(items, units, out_dtypes, strict=True)):
             by_shape.setdefault((tuple(u), X.dtype, d), []).append(i)
         stacks, known = [], []
+        scaled: list[torch.Tensor | None] = []
         for s, ((unit, _, _), members) in enumerate(by_shape.items()):
             tag = None if reuse is None else (reuse, "stack", s)
             if reshaped:  # kept place: the same tensors come again every step
@@ -436,6 +466,12 @@ class ShardedDualizer:
             if squares is not None and reshaped:
                 tag = None if reuse is None else (reuse, "squares", s)
                 known.append(self._stack_tensors([squares[i] for i in members], tag, ()))
+            given = [scales[i] for i in members] if scales is not None else [None]
+            if squares is not None and reshaped and all(g is not None for g in given):
+                tag = None if reuse is None else (reuse, "scales", s)
+                scaled.append(self._stack_tensors(cast(list[torch.Tensor], given), tag, ()))
+            else:
+                scaled.append(None)
         plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
         lane = self._lane(items[0].device, streams)
@@ -449,6 +485,9 @@ class ShardedDualizer:
             with lane.computing(s):
                 if not counts[rank]:
                     Y = X[:0].to(d)
+                elif known and scaled[s] is not None:
+                    scale = cast(torch.Tensor, scaled[s])
+                    Y = fn(X[owned], known[s][owned], scale[owned]).to(d)
                 elif known:
                     Y = fn(X[owned], known[s][owned]).to(d)
                 else:
@@ -538,11 +577,12 @@ class ShardedDualizer:
         reuse: object,
         streams: int,
         squares: list[list[torch.Tensor] | None],
+        update_dtypes: list[torch.dtype],
     ) -> list[list[torch.Tensor]]:
         """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
         their planned owners, fn_stack on each owner's (k, *shape) stack of them, all-to-all
         the rows back. ``squares[s]``: stack s's local squared norms (or None), which go to
-        the owners with the rows.
+        the owners with the rows; ``update_dtypes[s]``: the dtype of its updates.
 
         Explicit order: issue exchange 1 of stack 0; then for each stack i: issue exchange 1
         of stack i + 1, wait for exchange 1 of stack i, dualize it, issue its exchange 2;
@@ -572,6 +612,7 @@ class ShardedDualizer:
                 lane,
                 None if reuse is None else (reuse, s),
                 squares[s],
+                update_dtypes[s],
             )
             for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
         ]
@@ -638,11 +679,12 @@ def _like(t: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
 class _Exchange:
     """The two all-to-alls of one stack of K same-shape row-sharded tensors; rank j owns
     ``counts[j]`` consecutive tensors of the stack (ranks in order) and dualizes them whole.
-    Directions travel in their dtype and updates in ``like``'s (the parameter's), each unless
-    the dualizer's ``comm_dtype``. Buffers: a stack of the local rows (a view when they lie
-    back to back), the owner's received rows, whole stack and update rows, and the received
-    update rows, which in stack order are this rank's (K, rows, ...) stack of updates; kept
-    under ``reuse`` across steps (None: new each step). ``squares``: the local matrices'
+    Directions travel in their dtype and updates in ``update_dtype`` (default ``like``'s, the
+    parameter's), each unless the dualizer's ``comm_dtype``. Buffers: a stack of the local
+    rows (a view when they lie back to back), the owner's received rows, whole stack and
+    update rows, and the received update rows, which in stack order are this rank's
+    (K, rows, ...) stack of updates; kept under ``reuse`` across steps (None: new each
+    step). ``squares``: the local matrices'
     squared Frobenius norms of each tensor (default view), sent to the owner with the rows:
     a 3-D tensor's rows are whole matrices, whose values the owner puts in order; another
     tensor is one matrix, whose row parts' values the owner adds."""
@@ -657,13 +699,14 @@ class _Exchange:
         lane: _Lane,
         reuse: object,
         squares: list[torch.Tensor] | None = None,
+        update_dtype: torch.dtype | None = None,
     ) -> None:
         self.dualizer, self.group, self.lane = dualizer, group, lane
         self.squares = squares
         self.comm_dtype = dualizer.comm_dtype
         self.world, self.rank = dualizer._world_and_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
-        self.update_dtype = like.dtype
+        self.update_dtype = like.dtype if update_dtype is None else update_dtype
         self.locals = locals_
         self.device = locals_[0].device
         self.sizes = shard_rows(self.shape[0], self.world)

@@ -26,7 +26,13 @@ from ..stages import Dualize, run_stages, same_shape
 from .finite_check import all_finite_into
 from .graphs import GroupGraph, cuda_capture, recording_key
 from .options import FastPath
-from .sharded_step import dualize_directions, local_stages_1_2, local_stages_5, stack_dtype
+from .sharded_step import (
+    dualize_directions,
+    local_stages_1_2,
+    local_stages_5,
+    stack_dtype,
+    stage_pieces,
+)
 
 __all__ = ["FastGroups", "Plan", "compiled"]
 
@@ -137,9 +143,9 @@ class FastGroups:
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
         #: (group index, stack shape, dtype, n-th such stack of the step, without squared
-        #: norms) -> the recording of an owned stack's stages 3-4
+        #: norms, without prescales) -> the recording of an owned stack's stages 3-4
         self.stack_graphs: dict[
-            tuple[int, tuple[int, ...], torch.dtype, int, bool], GroupGraph
+            tuple[int, tuple[int, ...], torch.dtype, int, bool, bool], GroupGraph
         ] = {}
 
     def clear(self) -> None:
@@ -323,14 +329,20 @@ class FastGroups:
         lr_t, wd_t = self._live_scalars(index, group, local_params)
         fused = plan.fused and group["momentum"] > 0 and self._fusable(group, grads, states)
         dtypes: list[torch.dtype] | None = None
-        if fused:  # one per shape and gradient dtype
-            chosen: dict[tuple[tuple[int, ...], torch.dtype], torch.dtype] = {}
+        prescales: list[torch.Tensor | None] = []
+        scales: list[torch.Tensor | None] | None = None
+        if fused:  # one per shape, gradient dtype and whether prescaled
+            # a prescaled float16 stack, as in one process, where every rank holds the
+            # tensor whole (each matrix's scale is kept where its direction is made)
+            may_prescale = self.options.prescaled_stacks and algorithm.scale_invariant
+            chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
             dtypes = []
             for g, p in zip(local_grads, params, strict=True):
-                kind = (tuple(p.shape), g.dtype)
+                kind = (tuple(p.shape), g.dtype, may_prescale and dualizer.shares_whole(p))
                 if kind not in chosen:
-                    chosen[kind] = stack_dtype(group, g, p.shape)
+                    chosen[kind] = stack_dtype(group, g, p.shape, kind[2])
                 dtypes.append(chosen[kind])
+            prescales, scales = self._sharded_prescales(index, local_grads, dtypes)
         limit, kernels = self.options.recompile_limit, self.options.kernels
         first = (
             compiled(plan.backend, local_stages_1_2, limit) if plan.backend else local_stages_1_2
@@ -345,7 +357,7 @@ class FastGroups:
         def stages_1_2(
             gs: list[torch.Tensor],
         ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-            return first(algorithm, gs, local_states, group, finite, dtypes, kernels)
+            return first(algorithm, gs, local_states, group, finite, dtypes, kernels, prescales)
 
         def stage_5(us: list[torch.Tensor]) -> None:
             last(local_params, us, group, lr_t, wd_t, finite)
@@ -362,22 +374,31 @@ class FastGroups:
             directions, squares = cast(tuple[list[torch.Tensor], list[torch.Tensor | None]], replay)
         else:
             directions, squares = stages_1_2(local_grads)
+        # a fused group's update leaves its owner in the directions' dtype (the polar
+        # iteration's, 16 bits on CUDA): half the bytes to send and for stage 5 to read than
+        # the parameters' float32, at one rounding of the scaled polar factor
         dtype = params[0].dtype
+
+        def update_dtype(X: torch.Tensor) -> torch.dtype:
+            return X.dtype if fused else dtype
 
         seen: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
 
-        def dualize(X: torch.Tensor, squared: torch.Tensor | None = None) -> torch.Tensor:
+        def dualize(
+            X: torch.Tensor, squared: torch.Tensor | None = None, scale: torch.Tensor | None = None
+        ) -> torch.Tensor:
             if not plan.recorded:
-                return owner(algorithm, X, group, dtype, fused, squared)
+                return owner(algorithm, X, group, update_dtype(X), fused, squared, scale)
             # one recording per owned stack (its inputs are copied into the recorded ones); two
             # stacks of one shape get two, so that neither overwrites the other's output
             nth = seen[tuple(X.shape), X.dtype] = seen.get((tuple(X.shape), X.dtype), -1) + 1
-            key = (index, tuple(X.shape), X.dtype, nth, squared is None)
+            key = (index, tuple(X.shape), X.dtype, nth, squared is None, scale is None)
+            known = [t for t in (squared, scale) if t is not None]
             graph = self.stack_graphs.setdefault(key, GroupGraph(self.options.capture))
             replay = graph.run(
-                lambda xs: owner(algorithm, xs[0], group, dtype, fused, *xs[1:]),
+                lambda xs: owner(algorithm, xs[0], group, update_dtype(xs[0]), fused, *xs[1:]),
                 [],
-                [X] if squared is None else [X, squared],
+                [X, *known],
                 [],
                 group,
                 self.stacks,
@@ -397,6 +418,8 @@ class FastGroups:
             reuse=True,
             streams=self.options.streams,
             squares=squares,
+            update_dtypes=dtypes,
+            scales=scales,
         )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))
@@ -426,6 +449,24 @@ class FastGroups:
             prescale = torch.zeros(rows, dtype=torch.float32, device=grads[0].device)
             self._prescales[key] = prescale
         return prescale
+
+    def _sharded_prescales(
+        self, index: int, grads: list[torch.Tensor], dtypes: list[torch.dtype]
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """A sharded group's prescales: one per stage_pieces stack (its ``_prescale`` where the
+        stack is float16, else None), and per tensor the view of its matrices' entries (or
+        None)."""
+        prescales: list[torch.Tensor | None] = []
+        scales: list[torch.Tensor | None] = [None] * len(grads)
+        for piece in stage_pieces(grads, dtypes):
+            if dtypes[piece[0]] != torch.float16:
+                prescales.append(None)
+                continue
+            prescale = self._prescale(index, piece, grads)
+            prescales.append(prescale)
+            for i, view in zip(piece, prescale.view(len(piece), -1), strict=True):
+                scales[i] = view
+        return prescales, scales
 
     def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
         """``options.streams`` streams on device, made once (a recording forks into them)."""

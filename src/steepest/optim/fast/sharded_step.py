@@ -33,17 +33,38 @@ from ..registry import Algorithm, Group, State
 from ..stages import Scalar, apply_update
 from .fused_momentum import momentum_stack
 
-__all__ = ["dualize_directions", "local_stages_1_2", "local_stages_5", "stack_dtype"]
+__all__ = [
+    "dualize_directions",
+    "local_stages_1_2",
+    "local_stages_5",
+    "stack_dtype",
+    "stage_pieces",
+]
 
 
-def stack_dtype(group: Group, grad: torch.Tensor, shape: Sequence[int]) -> torch.dtype:
-    """The dtype of the fused stage 1's directions for a tensor of global `shape`: bfloat16
-    where the polar iteration computes in 16 bits, else the iteration's dtype (as in
-    stages.fused_stages_1_to_4 without a prescale)."""
+def stack_dtype(
+    group: Group, grad: torch.Tensor, shape: Sequence[int], prescaled: bool = False
+) -> torch.dtype:
+    """The dtype of the fused stage 1's directions for a tensor of global `shape`, as in
+    stages.fused_stages_1_to_4: float16 where the polar iteration computes in float16 and
+    the stack may be ``prescaled``; else bfloat16 where it computes in 16 bits, else the
+    iteration's dtype."""
     m, n = matrix_shape(tuple(shape))[-2:]
     form = group.get("polar_form", "direct")
     compute = iteration_dtype(m, n, grad.device, compute_dtype(group, grad), form)
+    if compute == torch.float16 and prescaled:
+        return torch.float16
     return torch.bfloat16 if compute in (torch.bfloat16, torch.float16) else compute
+
+
+def stage_pieces(grads: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype]) -> list[list[int]]:
+    """The fused stage 1's same-shape stacks: indices of the non-empty tensors by (shape,
+    dtype, stack dtype), in order of first appearance (a float16 stack is prescaled)."""
+    pieces: dict[tuple[tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
+    for i, (g, dtype) in enumerate(zip(grads, dtypes, strict=True)):
+        if g.numel():
+            pieces.setdefault((tuple(g.shape), g.dtype, dtype), []).append(i)
+    return list(pieces.values())
 
 
 def local_stages_1_2(
@@ -54,6 +75,7 @@ def local_stages_1_2(
     finite: torch.Tensor | None,
     dtypes: Sequence[torch.dtype] | None = None,
     kernels: str = "auto",
+    prescales: Sequence[torch.Tensor | None] = (),
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Stages 1-2 on local tensors; returns the directions (local, like the gradients) and,
     from the fused stage 1, each direction's squared Frobenius norms, one float64 entry per
@@ -66,6 +88,9 @@ def local_stages_1_2(
         dtypes: the fused stage 1 (``momentum_stack``), one stack dtype per tensor
             (``stack_dtype``); None runs the member's ``accumulate`` and ``precondition``.
         kernels: momentum_stack's kernel choice.
+        prescales: with ``dtypes``, one per stage_pieces stack: momentum_stack's prescale of a
+            float16 stack (updated in place), else None; the squared norms are then those
+            of the scaled directions.
     """
     if dtypes is None:
         if finite is not None:
@@ -77,15 +102,13 @@ def local_stages_1_2(
         return algorithm.precondition(directions, states, group), [None] * len(grads)
     out: list[torch.Tensor | None] = [None] * len(grads)
     squares: list[torch.Tensor | None] = [None] * len(grads)
-    pieces: dict[tuple[tuple[int, ...], torch.dtype, torch.dtype], list[int]] = {}
     for i, (g, dtype) in enumerate(zip(grads, dtypes, strict=True)):
         if g.numel() == 0:  # an empty row shard: nothing to accumulate
             out[i] = torch.zeros(g.shape, dtype=dtype, device=g.device)
             matrices = math.prod(matrix_shape(tuple(g.shape))[:-2])
             squares[i] = torch.zeros(matrices, dtype=torch.float64, device=g.device)
-        else:
-            pieces.setdefault((tuple(g.shape), g.dtype, dtype), []).append(i)
-    for (shape, _, dtype), members in pieces.items():
+    for k, members in enumerate(stage_pieces(grads, dtypes)):
+        shape, dtype = tuple(grads[members[0]].shape), dtypes[members[0]]
         D, norms = momentum_stack(
             [grads[i] for i in members],
             [states[i]["momentum_buffer"] for i in members],
@@ -95,6 +118,7 @@ def local_stages_1_2(
             finite,
             matrix=matrix_shape(shape)[-2:],  # type: ignore[arg-type]
             kernel=kernels,
+            prescale=prescales[k] if prescales else None,
         )
         D = D.reshape(len(members), *shape)
         square = norms.square().reshape(len(members), -1)
@@ -110,20 +134,28 @@ def dualize_directions(
     dtype: torch.dtype,
     normed: bool,
     squares: torch.Tensor | None = None,
+    prescale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stages 3-4 on one owned (K, m, n) stack of whole directions, into a contiguous tensor
-    of ``dtype`` (the parameters'). ``normed``: X is the fused stage 1's stack and the
-    member's ``dualize_normed`` and ``damp`` run as in the fused single-process step, on the
-    Frobenius norms ``squares.sqrt()`` ((K,) float64 squared norms of the unrounded
-    directions, from stage 1) or, without ``squares``, on float64 norms of X's entries."""
+    of ``dtype`` (the parameters', or for a fused group the directions', rounded once after
+    the factors, which apply in at least float32). ``normed``: X is the fused stage 1's
+    stack and the member's ``dualize_normed`` and ``damp`` run as in the fused
+    single-process step, on the Frobenius norms ``squares.sqrt()`` ((K,) float64 squared
+    norms of the unrounded directions, from stage 1) or, without ``squares``, on float64
+    norms of X's entries. ``prescale``: X's matrices are stored times these powers of two
+    (a prescaled float16 stack; ``squares`` are the scaled ones), so msign folds the
+    normalization into its first products and ``damp`` takes the updated prescale's
+    reciprocals, as in one process."""
     m, n = X.shape[-2:]
     if normed:
         if squares is not None:
             norms = squares.sqrt()
         else:
             norms = torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float64)
-        U = algorithm.dualize_normed(X, norms, dtype, group)
-        U = algorithm.damp(U, norms, group)
+        wide = torch.promote_types(dtype, torch.float32)
+        scaled = prescale is not None
+        U = algorithm.dualize_normed(X, norms, wide, group, unit_scaled=scaled)
+        U = algorithm.damp(U, norms if prescale is None else prescale.reciprocal(), group)
     else:
         U = algorithm.dualize(X, group)
     # contiguous, whatever layout the iteration left (a wide stack's result is transposed):
@@ -142,7 +174,9 @@ def local_stages_5(
     finite: torch.Tensor | None,
 ) -> None:
     """Stage 5 on local tensors (a False ``finite`` makes lr and weight decay 0: no write
-    changes a parameter)."""
+    changes a parameter); updates in another dtype than their parameters' (a fused group's
+    16-bit ones) are cast in the same pass."""
+    updates = [u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
     if finite is not None:
         lr = torch.where(finite, lr, 0.0)
         weight_decay = torch.where(finite, weight_decay, 0.0)

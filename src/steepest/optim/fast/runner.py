@@ -139,6 +139,8 @@ class FastGroups:
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}
         self._prescales: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        #: id of a sharded group's prescale -> (it, each tensor's view of its entries)
+        self._scale_views: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
@@ -464,7 +466,11 @@ class FastGroups:
                 continue
             prescale = self._prescale(index, piece, grads)
             prescales.append(prescale)
-            for i, view in zip(piece, prescale.view(len(piece), -1), strict=True):
+            kept = self._scale_views.get(id(prescale))
+            if kept is None or kept[0] is not prescale:  # the same views every step
+                views = list(prescale.view(len(piece), -1).unbind(0))
+                kept = self._scale_views[id(prescale)] = (prescale, views)
+            for i, view in zip(piece, kept[1], strict=True):
                 scales[i] = view
         return prescales, scales
 

@@ -14,8 +14,8 @@
 #   4. pytest -m cuda tests/distributed: the sharded fast path on CUDA (compiled, recorded,
 #      side stream) against the single-process one;
 #   5. bench/dist_model.py: the step predicted at W = 2, 4, 8 from run 1 and the bandwidth;
-#   6. bench/host_issue.py on GPT-2 small: the host's issue of steps against their pipelined
-#      time per layout (whether the sharded step waits for the host);
+#   6. unless HOST_ISSUE=0: bench/host_issue.py on GPT-2 small, the host's issue of steps
+#      against their pipelined time per layout (whether the sharded step waits for the host);
 #   7. if fewer than PROFILE_UNTIL (default 400) s have passed: bench/profile_dist.py --host
 #      on GPT-2 small (where the sharded step's kernel and host time go; $OUT/profile_dist.log).
 # Logs and JSON go to $OUT (default runs/dist-gpu); a short table is printed last.
@@ -83,7 +83,7 @@ fi
 
 # 6. whether each layout's step waits for the host
 issue_rc=0
-if [[ "${SMOKE:-0}" != "1" ]]; then
+if [[ "${SMOKE:-0}" != "1" && "${HOST_ISSUE:-1}" != "0" ]]; then
     timeout 150 $RUN --nproc_per_node 1 bench/host_issue.py --set "$CONFIG" --out "$OUT" \
         > "$OUT/host_issue.log" 2>&1
     issue_rc=$?

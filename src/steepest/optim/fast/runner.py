@@ -333,17 +333,9 @@ class FastGroups:
         dtypes: list[torch.dtype] | None = None
         prescales: list[torch.Tensor | None] = []
         scales: list[torch.Tensor | None] | None = None
-        if fused:  # one per shape, gradient dtype and whether prescaled
-            # a prescaled float16 stack, as in one process, where every rank holds the
-            # tensor whole (each matrix's scale is kept where its direction is made)
-            may_prescale = self.options.prescaled_stacks and algorithm.scale_invariant
-            chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
-            dtypes = []
-            for g, p in zip(local_grads, params, strict=True):
-                kind = (tuple(p.shape), g.dtype, may_prescale and dualizer.shares_whole(p))
-                if kind not in chosen:
-                    chosen[kind] = stack_dtype(group, g, p.shape, kind[2])
-                dtypes.append(chosen[kind])
+        if fused:
+            shares_whole = [dualizer.shares_whole(p) for p in params]
+            dtypes = self._stack_dtypes(group, algorithm, params, local_grads, shares_whole)
             prescales, scales = self._sharded_prescales(index, local_grads, dtypes)
         limit, kernels = self.options.recompile_limit, self.options.kernels
         first = (
@@ -451,6 +443,27 @@ class FastGroups:
             prescale = torch.zeros(rows, dtype=torch.float32, device=grads[0].device)
             self._prescales[key] = prescale
         return prescale
+
+    def _stack_dtypes(
+        self,
+        group: Group,
+        algorithm: Algorithm,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        shares_whole: list[bool],
+    ) -> list[torch.dtype]:
+        """A sharded fused group's stage-1 dtype per tensor (one per shape, gradient dtype and
+        whether prescaled): a prescaled float16 stack, as in one process, where every rank
+        holds the tensor whole (each matrix's scale is kept where its direction is made)."""
+        may_prescale = self.options.prescaled_stacks and algorithm.scale_invariant
+        chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
+        dtypes = []
+        for g, p, whole in zip(grads, params, shares_whole, strict=True):
+            kind = (tuple(p.shape), g.dtype, may_prescale and whole)
+            if kind not in chosen:
+                chosen[kind] = stack_dtype(group, g, p.shape, kind[2])
+            dtypes.append(chosen[kind])
+        return dtypes
 
     def _sharded_prescales(
         self, index: int, grads: list[torch.Tensor], dtypes: list[torch.dtype]

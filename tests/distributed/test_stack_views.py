@@ -273,3 +273,30 @@ def test_the_owner_uses_the_squared_norms_it_is_given():
     told = dualize_directions(algorithm, X, group, torch.float64, True, 4 * squares)
     assert torch.allclose(told, doubled, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(told, plain, rtol=1e-3)
+
+
+def test_the_stage_1_layout_is_kept_while_the_same_parameters_and_options_come():
+    """The fast path's sharded stage-1 layout of a fused group (dtypes, prescales, their
+    per-tensor views): with float16 iterations the tensors that every rank holds whole get a
+    prescaled float16 stack (one prescale entry per matrix, each tensor's view of its own),
+    the same layout object while the same parameters and options come again, and a fresh one
+    for other parameters or another polar dtype."""
+    import steepest
+
+    params = [torch.nn.Parameter(torch.randn(8, 3)) for _ in range(2)]
+    params.append(torch.nn.Parameter(torch.randn(2, 5, 4)))
+    opt = steepest.Muon(params, lr=0.02, polar_dtype=torch.float16)
+    runner, group = opt._fast, opt.param_groups[0]
+    algorithm = steepest.optim.ALGORITHMS[group["algorithm"]]
+    grads = [torch.randn_like(p) for p in params]
+    dtypes, prescales, scales = layout = runner._stage_1_layout(0, group, algorithm, params, grads)
+    assert dtypes == [torch.float16] * 3
+    assert [None if p is None else tuple(p.shape) for p in prescales] == [(2,), (2,)]
+    assert [tuple(s.shape) for s in scales] == [(1,), (1,), (2,)]
+    assert scales[1].data_ptr() == prescales[0].data_ptr() + 4  # the second matrix's entry
+    assert runner._stage_1_layout(0, group, algorithm, params, grads) is layout
+    group["polar_dtype"] = torch.bfloat16
+    dtypes, prescales, scales = runner._stage_1_layout(0, group, algorithm, params, grads)
+    assert dtypes == [torch.bfloat16] * 3 and prescales == [None, None] and scales == [None] * 3
+    others = [torch.nn.Parameter(torch.randn(8, 3))]
+    assert runner._stage_1_layout(0, group, algorithm, others, grads[:1])[0] == [torch.bfloat16]

@@ -11,6 +11,7 @@ verdict on the device. Which group takes which path, and why, is ``FastGroups.pl
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -37,6 +38,8 @@ from .sharded_step import (
 __all__ = ["FastGroups", "Plan", "compiled"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: a sharded fused group's stage-1 dtypes, prescales and per-tensor prescale views
+StageOneLayout = tuple[list[torch.dtype], list[torch.Tensor | None], list[torch.Tensor | None]]
 
 #: (backend, function name) -> its torch.compile; (backend, name, limit) -> the call wrapper.
 _COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -139,8 +142,11 @@ class FastGroups:
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}
         self._prescales: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-        #: id of a sharded group's prescale -> (it, each tensor's view of its entries)
-        self._scale_views: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        #: param group index -> (weak references to its parameters, the options it was made
+        #: for, its sharded stage-1 layout) (``_stage_1_layout``)
+        self._stage_1_layouts: dict[
+            int, tuple[list[weakref.ref[torch.Tensor]], tuple[Any, ...], StageOneLayout]
+        ] = {}
         #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
@@ -334,9 +340,9 @@ class FastGroups:
         prescales: list[torch.Tensor | None] = []
         scales: list[torch.Tensor | None] | None = None
         if fused:
-            shares_whole = [dualizer.shares_whole(p) for p in params]
-            dtypes = self._stack_dtypes(group, algorithm, params, local_grads, shares_whole)
-            prescales, scales = self._sharded_prescales(index, local_grads, dtypes)
+            dtypes, prescales, scales = self._stage_1_layout(
+                index, group, algorithm, params, local_grads
+            )
         limit, kernels = self.options.recompile_limit, self.options.kernels
         first = (
             compiled(plan.backend, local_stages_1_2, limit) if plan.backend else local_stages_1_2
@@ -444,33 +450,43 @@ class FastGroups:
             self._prescales[key] = prescale
         return prescale
 
-    def _stack_dtypes(
+    def _stage_1_layout(
         self,
+        index: int,
         group: Group,
         algorithm: Algorithm,
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        shares_whole: list[bool],
-    ) -> list[torch.dtype]:
+    ) -> StageOneLayout:
         """A sharded fused group's stage-1 dtype per tensor (one per shape, gradient dtype and
-        whether prescaled): a prescaled float16 stack, as in one process, where every rank
-        holds the tensor whole (each matrix's scale is kept where its direction is made)."""
+        whether prescaled: a prescaled float16 stack, as in one process, where every rank
+        holds the tensor whole, so each matrix's scale is kept where its direction is made),
+        its prescales (one per stage_pieces stack: ``_prescale`` where the stack is float16,
+        else None) and per tensor the view of its matrices' prescale entries (or None). Kept
+        while the same parameters, gradient dtypes and polar options come again."""
+        options = (
+            tuple(g.dtype for g in grads),
+            group["polar_dtype"],
+            group.get("polar_form", "direct"),
+            self.options.prescaled_stacks,
+        )
+        kept = self._stage_1_layouts.get(index)
+        if (
+            kept is not None
+            and kept[1] == options
+            and len(kept[0]) == len(params)
+            and all(r() is p for r, p in zip(kept[0], params, strict=True))
+        ):
+            return kept[2]
+        dualizer = self.stacks.sharing()
         may_prescale = self.options.prescaled_stacks and algorithm.scale_invariant
         chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
         dtypes = []
-        for g, p, whole in zip(grads, params, shares_whole, strict=True):
-            kind = (tuple(p.shape), g.dtype, may_prescale and whole)
+        for g, p in zip(grads, params, strict=True):
+            kind = (tuple(p.shape), g.dtype, may_prescale and dualizer.shares_whole(p))
             if kind not in chosen:
                 chosen[kind] = stack_dtype(group, g, p.shape, kind[2])
             dtypes.append(chosen[kind])
-        return dtypes
-
-    def _sharded_prescales(
-        self, index: int, grads: list[torch.Tensor], dtypes: list[torch.dtype]
-    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
-        """A sharded group's prescales: one per stage_pieces stack (its ``_prescale`` where the
-        stack is float16, else None), and per tensor the view of its matrices' entries (or
-        None)."""
         prescales: list[torch.Tensor | None] = []
         scales: list[torch.Tensor | None] = [None] * len(grads)
         for piece in stage_pieces(grads, dtypes):
@@ -479,13 +495,11 @@ class FastGroups:
                 continue
             prescale = self._prescale(index, piece, grads)
             prescales.append(prescale)
-            kept = self._scale_views.get(id(prescale))
-            if kept is None or kept[0] is not prescale:  # the same views every step
-                views = list(prescale.view(len(piece), -1).unbind(0))
-                kept = self._scale_views[id(prescale)] = (prescale, views)
-            for i, view in zip(piece, kept[1], strict=True):
+            for i, view in zip(piece, prescale.view(len(piece), -1).unbind(0), strict=True):
                 scales[i] = view
-        return prescales, scales
+        layout = (dtypes, prescales, scales)
+        self._stage_1_layouts[index] = ([weakref.ref(p) for p in params], options, layout)
+        return layout
 
     def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
         """``options.streams`` streams on device, made once (a recording forks into them)."""

@@ -300,3 +300,28 @@ def test_the_stage_1_layout_is_kept_while_the_same_parameters_and_options_come()
     assert dtypes == [torch.bfloat16] * 3 and prescales == [None, None] and scales == [None] * 3
     others = [torch.nn.Parameter(torch.randn(8, 3))]
     assert runner._stage_1_layout(0, group, algorithm, others, grads[:1])[0] == [torch.bfloat16]
+
+
+def test_kept_values_are_found_only_for_the_same_tensors_and_signature():
+    """KeptForTensors: a value is found for the very tensor objects it was kept for, in
+    order, with an equal signature; not for an equal copy, another order, another length,
+    another signature or another key; it holds its tensors weakly (keeps none alive)."""
+    import weakref
+
+    from steepest.matrices.kept import KeptForTensors
+
+    kept: KeptForTensors[str] = KeptForTensors()
+    a, b = torch.zeros(2), torch.ones(3)
+    assert kept.put("k", [a, b], "v", (torch.float32,)) == "v"
+    assert kept.get("k", [a, b], (torch.float32,)) == "v"
+    assert kept.get("k", [a.clone(), b], (torch.float32,)) is None
+    assert kept.get("k", [b, a], (torch.float32,)) is None
+    assert kept.get("k", [a], (torch.float32,)) is None
+    assert kept.get("k", [a, b], (torch.float64,)) is None
+    assert kept.get("other", [a, b], (torch.float32,)) is None
+    c = torch.ones(3)
+    alive = weakref.ref(c)
+    kept.put("k", [a, c], "w")
+    assert kept.get("k", [a, c]) == "w" and kept.get("k", [a, b]) is None
+    del c
+    assert alive() is None

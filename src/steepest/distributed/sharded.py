@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
+from steepest.matrices.kept import KeptForTensors
 from steepest.matrices.stacking import map_matrices
 from steepest.matrices.views import join_matrices, local_part, matrix_shape, split_matrices
 
@@ -150,18 +150,15 @@ class ShardedDualizer:
         self._plans: dict[object, RankPlan] = {}
         #: key -> a received or stacked tensor kept across steps (``_buffer``)
         self._buffers: dict[object, torch.Tensor] = {}
-        #: key -> (weak references to the layout tensors, the direction dtypes, their
-        #: grouping) (``_grouped``)
-        self._groupings: dict[
-            object, tuple[list[weakref.ref[torch.Tensor]], tuple[torch.dtype, ...], _Grouping]
-        ] = {}
+        #: key -> the grouping of its layout tensors with their direction dtypes (``_grouped``)
+        self._groupings: KeptForTensors[_Grouping] = KeptForTensors()
         #: (device, compute streams) -> the lane of its collectives (``_lane``)
         self._lanes: dict[tuple[torch.device, int], _Lane] = {}
-        #: key -> (weak references to the tensors, and the place of their stacked view)
+        #: key -> the place (shape, strides, offset) of its tensors' stacked view
         #: (``_stack_tensors``)
-        self._stacked: dict[
-            object, tuple[list[weakref.ref[torch.Tensor]], tuple[int, ...], tuple[int, ...], int]
-        ] = {}
+        self._stacked: KeptForTensors[tuple[tuple[int, ...], tuple[int, ...], int]] = (
+            KeptForTensors()
+        )
         #: process group -> (its size, this rank in it) (``_world_and_rank``)
         self._ranks: dict[object, tuple[int, int]] = {}
 
@@ -352,14 +349,9 @@ class ShardedDualizer:
         update dtype). Kept for `key` (not None) while the same layout tensors (the fast
         path's parameters) and direction dtypes come again."""
         dtypes = tuple(d.dtype for d in directions)
-        kept = self._groupings.get(key) if key is not None else None
-        if (
-            kept is not None
-            and kept[1] == dtypes
-            and len(kept[0]) == len(layouts_of)
-            and all(r() is t for r, t in zip(kept[0], layouts_of, strict=True))
-        ):
-            return kept[2]
+        kept = self._groupings.get(key, layouts_of, dtypes) if key is not None else None
+        if kept is not None:
+            return kept
         layouts = [_layout(t) for t in layouts_of]
         # an update has its layout's dtype (the parameter's, or the direction's in ``map``),
         # whichever dtype the exchange and the dualization used: the same on every rank
@@ -375,7 +367,7 @@ class ShardedDualizer:
                 sharded.setdefault((id(group), tuple(t.shape), dtypes[i], t.dtype), []).append(i)
         grouping = (layouts, replicated, sharded)
         if key is not None:
-            self._groupings[key] = ([weakref.ref(t) for t in layouts_of], dtypes, grouping)
+            self._groupings.put(key, layouts_of, grouping, dtypes)
         return grouping
 
     def _lane(self, device: torch.device, streams: int) -> _Lane:
@@ -466,12 +458,9 @@ class ShardedDualizer:
             if squares is not None and reshaped:
                 tag = None if reuse is None else (reuse, "squares", s)
                 known.append(self._stack_tensors([squares[i] for i in members], tag, ()))
-            given = [scales[i] for i in members] if scales is not None else [None]
-            if squares is not None and reshaped and all(g is not None for g in given):
-                tag = None if reuse is None else (reuse, "scales", s)
-                scaled.append(self._stack_tensors(cast(list[torch.Tensor], given), tag, ()))
-            else:
-                scaled.append(None)
+            given = _all_known(scales, members) if squares is not None and reshaped else None
+            tag = None if reuse is None else (reuse, "scales", s)
+            scaled.append(None if given is None else self._stack_tensors(given, tag, ()))
         plan = self._plan([[polar_flops(*X.shape[-2:])] * X.shape[0] for X in stacks], group)
         plans.append(plan)
         lane = self._lane(items[0].device, streams)
@@ -531,13 +520,9 @@ class ShardedDualizer:
         same tensor objects come again (the fast path's recorded stages 1-2 return theirs
         every step), so that a step rebuilds it with one call instead of checking every
         tensor's place."""
-        known = self._stacked.get(key) if key is not None else None
-        if known is not None:
-            refs, shape, strides, offset = known
-            if len(refs) == len(tensors) and all(
-                r() is t for r, t in zip(refs, tensors, strict=True)
-            ):
-                return tensors[0].as_strided(shape, strides, offset)
+        place = self._stacked.get(key, tensors) if key is not None else None
+        if place is not None:
+            return tensors[0].as_strided(*place)
         if unit is None:
             parts = [t.reshape(1, *t.shape) for t in tensors]
         else:
@@ -546,9 +531,8 @@ class ShardedDualizer:
         if view is None:
             return self._concatenated(parts, key)
         if key is not None:
-            refs = [weakref.ref(t) for t in tensors]
             place = (tuple(view.shape), view.stride(), int(view.storage_offset()))
-            self._stacked[key] = (refs, *place)
+            self._stacked.put(key, tensors, place)
         return view
 
     def _stack(self, parts: list[torch.Tensor], key: object) -> torch.Tensor:
@@ -1156,10 +1140,11 @@ def _map_stack(
 
 
 def _all_known(
-    squares: Sequence[torch.Tensor | None] | None, members: Sequence[int]
+    values: Sequence[torch.Tensor | None] | None, members: Sequence[int]
 ) -> list[torch.Tensor] | None:
-    """The members' squared norms when every member has them, else None."""
-    if squares is None:
+    """The members' values (squared norms, prescales) when every member has them, else
+    None."""
+    if values is None:
         return None
-    known = [squares[i] for i in members]
+    known = [values[i] for i in members]
     return None if any(q is None for q in known) else cast(list[torch.Tensor], known)

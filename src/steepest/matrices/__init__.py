@@ -5,6 +5,7 @@ Public API:
     views: VIEWS, View, matrix_shape, as_matrices, from_matrices, split_matrices,
            join_matrices, check_view, local_part, local_state
     stacking: map_stacked, map_matrices, matrix_count
+    kept (internal): KeptForTensors, values kept across steps while the same tensors come
 """
 
 from .stacking import map_matrices, map_stacked, matrix_count

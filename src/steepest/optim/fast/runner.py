@@ -11,13 +11,13 @@ verdict on the device. Which group takes which path, and why, is ``FastGroups.pl
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import torch
 
+from steepest.matrices.kept import KeptForTensors
 from steepest.matrices.stacking import matrix_count
 from steepest.matrices.views import local_part, local_state, matrix_shape
 
@@ -142,11 +142,9 @@ class FastGroups:
         self._finite: dict[torch.device, torch.Tensor] = {}
         self._finite_host: dict[torch.device, torch.Tensor] = {}
         self._prescales: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-        #: param group index -> (weak references to its parameters, the options it was made
-        #: for, its sharded stage-1 layout) (``_stage_1_layout``)
-        self._stage_1_layouts: dict[
-            int, tuple[list[weakref.ref[torch.Tensor]], tuple[Any, ...], StageOneLayout]
-        ] = {}
+        #: param group index -> its sharded stage-1 layout, kept for its parameters and the
+        #: options it was made for (``_stage_1_layout``)
+        self._stage_1_layouts: KeptForTensors[StageOneLayout] = KeptForTensors()
         #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
@@ -470,14 +468,9 @@ class FastGroups:
             group.get("polar_form", "direct"),
             self.options.prescaled_stacks,
         )
-        kept = self._stage_1_layouts.get(index)
-        if (
-            kept is not None
-            and kept[1] == options
-            and len(kept[0]) == len(params)
-            and all(r() is p for r, p in zip(kept[0], params, strict=True))
-        ):
-            return kept[2]
+        kept = self._stage_1_layouts.get(index, params, options)
+        if kept is not None:
+            return kept
         dualizer = self.stacks.sharing()
         may_prescale = self.options.prescaled_stacks and algorithm.scale_invariant
         chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
@@ -497,9 +490,7 @@ class FastGroups:
             prescales.append(prescale)
             for i, view in zip(piece, prescale.view(len(piece), -1).unbind(0), strict=True):
                 scales[i] = view
-        layout = (dtypes, prescales, scales)
-        self._stage_1_layouts[index] = ([weakref.ref(p) for p in params], options, layout)
-        return layout
+        return self._stage_1_layouts.put(index, params, (dtypes, prescales, scales), options)
 
     def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
         """``options.streams`` streams on device, made once (a recording forks into them)."""

@@ -128,9 +128,12 @@ class ConvNet(nn.Module):
         return self.out(torch.tanh(x @ self.kernel.reshape(6, 12).T))
 
 
-def conv_optimizer(net: ConvNet, config: str) -> steepest.Steepest:
-    """Muon on the ConvNet's two matrices with FAST[config]'s options."""
+def conv_optimizer(net: ConvNet, config: str, fp16_iterations: bool = False) -> steepest.Steepest:
+    """Muon on the ConvNet's two matrices with FAST[config]'s options (float16 polar
+    iterations with ``fp16_iterations``)."""
     options, hp = FAST[config]
+    if fp16_iterations:
+        hp = {**hp, "polar_dtype": torch.float16}
     groups = [
         {"params": [net.kernel, net.out.weight], "algorithm": "muon"},
         {"params": [net.out.bias], "algorithm": "adamw"},
@@ -138,10 +141,10 @@ def conv_optimizer(net: ConvNet, config: str) -> steepest.Steepest:
     return steepest.Steepest(groups, {"muon": {"lr": LR, **hp}, "adamw": {"lr": 1e-2}}, **options)
 
 
-def single_process_conv(config: str, steps: int = 3):
+def single_process_conv(config: str, steps: int = 3, fp16_iterations: bool = False):
     """The oracle of the ConvNet runs: one process, the full batch; (parameters, optimizer)."""
     net = ConvNet()
-    opt = conv_optimizer(net, config)
+    opt = conv_optimizer(net, config, fp16_iterations)
     train(net, opt, steps)
     return {n: p.detach().clone() for n, p in net.named_parameters()}, opt
 
@@ -707,6 +710,19 @@ def fast_sharded(rank, world, outdir):
     train(model, opt, 1, rank=rank, world=world)
     out["fp16-iterations-ddp"] = _full(model.module)
     out["fp16-iterations-ddp-prescaled"] = sorted(len(p) for p in opt._fast._prescales.values())
+    net = _fsdp(Net())  # FSDP2: the row parts of each matrix share its prescale
+    train(net, fast_optimizer(net, "fused", fp16_iterations=True), 1, rank=rank, world=world)
+    out["fp16-iterations-fsdp"] = _full(net)
+    for steps in (1, 3):  # every tensor one matrix: all of them prescaled
+        from torch.distributed.fsdp import fully_shard
+
+        net = fully_shard(ConvNet())
+        opt = conv_optimizer(net, "fused", fp16_iterations=True)
+        train(net, opt, steps, rank=rank, world=world)
+        out[f"fp16-iterations-conv-{steps}"] = _full(net)
+        every: list = [None] * world  # each rank's prescales
+        dist.all_gather_object(every, [p.tolist() for p in opt._fast._prescales.values()])
+        out[f"fp16-iterations-conv-prescales-{steps}"] = every
     for comm in (None, torch.bfloat16):  # one step of exact Muon: the update's error
         net = _fsdp(Net())
         opt = make_optimizer(net)

@@ -25,6 +25,7 @@ from dist_helpers import (
     MULOCO_H,
     MULOCO_HP,
     MULOCO_STEPS,
+    ConvNet,
     Net,
     batch,
     make_optimizer,
@@ -465,6 +466,43 @@ def test_replicated_fast_path_with_prescaled_fp16_stacks(run):
     for n in start:
         change = float((one[n] - start[n]).abs().max())
         assert float((ddp[n] - one[n]).abs().max()) <= 2**-10 * change + TOL, n
+
+
+def test_fsdp2_fast_path_with_shared_fp16_prescales(run):
+    """float16 polar iterations under FSDP2: each rank stores its rows of a matrix in float16
+    times the matrix's shared power of two (its own where none is known yet, as on the first
+    step; the owner brings the parts to one scale), and every rank sets the next prescale
+    from the whole matrix's norm, so the ranks holding rows of a matrix agree on it, and it
+    is the power of two one process keeps. After one step FSDP2 is one process's parameters
+    within the float16 rounding of the update (bound 2^-10 of each entry's change, as DDP's;
+    the Net's experts, a 3-D tensor whose rows are whole matrices, take bfloat16 directions
+    and are left out); the ConvNet (both weights one matrix, an empty shard on 4 ranks)
+    after three steps within twice the gap between one process's float16 and float32
+    iterations."""
+    world, results = run
+    case = results["fast_sharded"]
+    one, _ = single_process_fast("fused", steps=1, fp16_iterations=True)
+    one_conv, _ = single_process_conv("fused", steps=1, fp16_iterations=True)
+    starts = (
+        ({n: p.detach().clone() for n, p in Net().named_parameters()}, one, "fsdp"),
+        ({n: p.detach().clone() for n, p in ConvNet().named_parameters()}, one_conv, "conv-1"),
+    )
+    for start, reference, name in starts:
+        got = case[f"fp16-iterations-{name}"]
+        for n in (n for n in start if n != "experts"):
+            change = float((reference[n] - start[n]).abs().max())
+            assert float((got[n] - reference[n]).abs().max()) <= 2**-10 * change + TOL, n
+    one_3, opt_3 = single_process_conv("fused", fp16_iterations=True)
+    one_fp32, _ = single_process_conv("fused")
+    assert max_gap(case["fp16-iterations-conv-3"], one_3) <= 2 * max_gap(one_fp32, one_3)
+    # the prescales: one per matrix, equal on every rank holding rows of it (rank 3 of 4 has
+    # no rows of the kernel), and after the last step one process's
+    expected = sorted(p.tolist() for p in opt_3._fast._prescales.values())
+    for steps in (1, 3):
+        every = case[f"fp16-iterations-conv-prescales-{steps}"]
+        held = every[: min(world, 3)]
+        assert all(rank == every[0] and len(rank) == 2 for rank in held)
+    assert sorted(every[0]) == expected
 
 
 def test_bf16_communication_error_against_float64(run):

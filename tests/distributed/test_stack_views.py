@@ -289,14 +289,16 @@ def test_the_stage_1_layout_is_kept_while_the_same_parameters_and_options_come()
     runner, group = opt._fast, opt.param_groups[0]
     algorithm = steepest.optim.ALGORITHMS[group["algorithm"]]
     grads = [torch.randn_like(p) for p in params]
-    dtypes, prescales, scales = layout = runner._stage_1_layout(0, group, algorithm, params, grads)
-    assert dtypes == [torch.float16] * 3
+    dtypes, prescales, scales, shared = layout = runner._stage_1_layout(
+        0, group, algorithm, params, grads
+    )
+    assert dtypes == [torch.float16] * 3 and not shared  # plain tensors: held whole
     assert [None if p is None else tuple(p.shape) for p in prescales] == [(2,), (2,)]
     assert [tuple(s.shape) for s in scales] == [(1,), (1,), (2,)]
     assert scales[1].data_ptr() == prescales[0].data_ptr() + 4  # the second matrix's entry
     assert runner._stage_1_layout(0, group, algorithm, params, grads) is layout
     group["polar_dtype"] = torch.bfloat16
-    dtypes, prescales, scales = runner._stage_1_layout(0, group, algorithm, params, grads)
+    dtypes, prescales, scales, _ = runner._stage_1_layout(0, group, algorithm, params, grads)
     assert dtypes == [torch.bfloat16] * 3 and prescales == [None, None] and scales == [None] * 3
     others = [torch.nn.Parameter(torch.randn(8, 3))]
     assert runner._stage_1_layout(0, group, algorithm, others, grads[:1])[0] == [torch.bfloat16]
@@ -325,3 +327,24 @@ def test_kept_values_are_found_only_for_the_same_tensors_and_signature():
     assert kept.get("k", [a, c]) == "w" and kept.get("k", [a, b]) is None
     del c
     assert alive() is None
+
+
+def test_row_scales_bring_parts_to_the_smallest_scale_and_agree_on_the_next():
+    """_RowScales on a hand-built table of 3 ranks (rows 2, 1, 0) and 3 matrices: parts stored
+    at one scale; at two scales (first step); a zero part (scale 0) beside a stored one; the
+    empty rank's entries are ignored whatever they hold."""
+    from steepest.distributed.sharded import _RowScales
+
+    q = torch.tensor([[4.0 * 4, 4.0 * 0.25, 0.0], [9.0 * 4, 1.0 * 16, 2.25 * 1], [7.0, 7.0, 7.0]])
+    a = torch.tensor([[2.0, 0.5, 0.0], [2.0, 4.0, 1.0], [8.0, 8.0, 8.0]])
+    table = torch.stack((q, a), dim=-1).double()  # unscaled squares (4, 9), (4, 1), (0, 2.25)
+    scales = _RowScales(table, [2, 1, 0])
+    # at the common scales 2, 1/2 and 1: 4 (4 + 9); 1 + 16 / 64; 2.25
+    assert torch.equal(scales.squares, torch.tensor([52.0, 1.25, 2.25]).double())
+    norms = torch.tensor([13.0, 5.0, 2.25]).double().sqrt()  # 3.61, 2.24, 1.5
+    assert torch.equal(scales.following, torch.tensor([0.25, 0.25, 0.5]).double())
+    assert torch.all((norms * scales.following >= 0.5) & (norms * scales.following < 1))
+    factors = scales.factors(slice(0, 3))
+    assert factors.dtype == torch.float32 and factors.shape == (3, 3)
+    assert torch.equal(factors, torch.tensor([[1.0, 1, 1], [1, 1, 0.125], [1, 1, 1]]))
+    assert torch.equal(scales.factors(slice(1, 2)), factors[1:2])

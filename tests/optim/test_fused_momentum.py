@@ -211,7 +211,7 @@ def test_interpreted_op_matches_float64_also_compiled(compiled):
     op = torch.ops.steepest.momentum_stack_triton
 
     def run(grads, buffers):
-        return op(grads, buffers, 0.9, True, torch.float32, None, 3, 700, None)
+        return op(grads, buffers, 0.9, True, torch.float32, None, 3, 700, None, False)
 
     fn = torch.compile(run, fullgraph=True, backend="eager") if compiled else run
     stack, got = fn(grads, buffers)
@@ -268,7 +268,7 @@ def test_prescaled_stack_follows_the_rule_across_steps(kernel):
                 grads, buffers, 0.9, True, torch.float16, finite, kernel="torch", prescale=prescale
             )
         op = torch.ops.steepest.momentum_stack_triton
-        return op(grads, buffers, 0.9, True, torch.float16, finite, 33, 150, prescale)
+        return op(grads, buffers, 0.9, True, torch.float16, finite, 33, 150, prescale, False)
 
     grads, buffers = inputs(5, (33, 150), seed=3)
     grads[2], buffers[2] = grads[2] * 1e-30, buffers[2] * 1e-30
@@ -313,7 +313,7 @@ def test_interpreted_op_with_prescale_also_compiled(nesterov, finite):
 
     def run(grads, buffers, prescale):
         op = torch.ops.steepest.momentum_stack_triton
-        return op(grads, buffers, 0.9, nesterov, torch.float16, flag, 3, 700, prescale)
+        return op(grads, buffers, 0.9, nesterov, torch.float16, flag, 3, 700, prescale, False)
 
     before = prescale.clone()
     stack, got = torch.compile(run, fullgraph=True, backend="eager")(grads, buffers, prescale)
@@ -328,6 +328,39 @@ def test_interpreted_op_with_prescale_also_compiled(nesterov, finite):
     assert applied[1] != before[1] and applied[2] != before[2]  # the two rewritten rows
 
 
+@pytest.mark.parametrize("kernel", ["torch", "interpreted op"])
+@pytest.mark.parametrize("finite", [None, False])
+def test_a_shared_prescale_is_kept_unless_zero_or_overflowing(kernel, finite):
+    """``shared``: rows stored times the given prescale even far below the window (a row
+    part of a larger matrix), rewritten with their own power of two where the prescale is
+    zero or would take the row's norm above 8; on return the prescale holds the scale each
+    row was stored times; stack and norms against the float64 reference."""
+    if kernel != "torch" and not INTERPRETED:
+        pytest.skip("needs triton and TRITON_INTERPRET=1 (tests/conftest.py, no GPU)")
+    import steepest.optim.fast.fused_momentum  # noqa: F401  (registers the op)
+
+    grads, buffers = inputs(5, (3, 40), seed=4)
+    flag = None if finite is None else torch.tensor(finite)
+    _, D, norms = reference(grads, buffers, 0.9, True, finite is not False)
+    own = torch.tensor([2.0 ** -torch.frexp(x)[1].item() for x in norms], dtype=torch.float32)
+    # kept (in the window), kept (1/64 of the window's lower end), zero, overflowing, kept
+    given = torch.stack([own[0], own[1] / 2**8, own[2] * 0, own[3] * 2**6, own[4] * 4])
+    prescale = given.clone()
+    if kernel == "torch":
+        stack, got = momentum_stack(
+            grads, buffers, 0.9, True, torch.float16, flag, kernel="torch", prescale=prescale,
+            shared=True,
+        )  # fmt: skip
+    else:
+        op = torch.ops.steepest.momentum_stack_triton
+        stack, got = op(grads, buffers, 0.9, True, torch.float16, flag, 3, 40, prescale, True)
+    applied = torch.stack([given[0], given[1], own[2], own[3], given[4]]).double()
+    assert torch.equal(prescale.double(), applied)
+    assert_near(got, norms * applied)
+    for row in range(5):
+        assert_near(stack[row], D[row] * applied[row], 2**-10)
+
+
 def test_prescale_is_checked():
     grads, buffers = inputs(2, (4, 6))
     before = [m.clone() for m in buffers]
@@ -335,6 +368,8 @@ def test_prescale_is_checked():
         ValueError, match=r"prescale is \(\(3,\), torch.float32\); need a contiguous \(2,\)"
     ):
         momentum_stack(grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(3))
+    with pytest.raises(ValueError, match="shared=True needs a prescale"):
+        momentum_stack(grads, buffers, 0.9, True, torch.float16, shared=True)
     with pytest.raises(ValueError, match="prescale is"):
         momentum_stack(
             grads, buffers, 0.9, True, torch.float16, prescale=torch.zeros(2, dtype=torch.float64)
@@ -344,16 +379,20 @@ def test_prescale_is_checked():
 
 @needs_cuda
 @pytest.mark.parametrize("finite", [None, True, False])
-def test_cuda_prescaled_stack_matches_the_torch_path(finite):
+@pytest.mark.parametrize("shared", [False, True])
+def test_cuda_prescaled_stack_matches_the_torch_path(finite, shared):
     """The one-launch kernel, the row kernel and the table fixup against the torch path: one
-    row kept, one far past the window (rewritten), a zero matrix, two matrices per tensor."""
+    row kept, one far past the window (rewritten), a zero matrix, two matrices per tensor;
+    ``shared``: also a zero prescale (rewritten) and one far below the window (kept)."""
     grads, buffers = inputs(3, (2, 300, 1111), device="cuda")
     grads[2].zero_(), buffers[2].zero_()
     twins = [m.clone() for m in buffers]
     flag = None if finite is None else torch.tensor(finite, device="cuda")
     prescale = torch.tensor([1e-3, 2.0**30, 1.0, 2.0**-10, 0.5, 0.5], device="cuda")
+    if shared:
+        prescale[4:] = torch.tensor([0.0, 2.0**-40])
     prescale_twin = prescale.clone()
-    common = dict(matrix=(300, 1111))
+    common = dict(matrix=(300, 1111), shared=shared)
     stack, norms = momentum_stack(
         grads,
         buffers,

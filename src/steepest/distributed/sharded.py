@@ -249,9 +249,14 @@ class ShardedDualizer:
         fn(X, squares of X's matrices) instead of fn(X). ``update_dtypes``: per direction,
         the dtype fn returns its update in, which travels in it (unless ``comm_dtype``) and
         comes back in it; default its layout's (the parameter's). ``scales``: per direction
-        None or the power of two each of its matrices is stored times (the fused stage 1's
-        prescale; only for tensors that ``shares_whole``), which travels with its squares:
-        an owner then calls fn(X, squares, scales).
+        None or a view of its matrices' entries of the fused stage 1's prescale, which
+        travel with its squares. For a tensor that ``shares_whole``: the next step's
+        prescale, and an owner calls fn(X, squares, scales). For one that ``shares_rows``:
+        the power of two each rank's rows were stored times (a shared prescale); every rank
+        of the exchange gets every part's squares and scale, the owner brings its stack's
+        parts to one scale per matrix and calls fn(X, squares, next prescales, row factors)
+        (``_RowScales``), and every rank sets its views to the next step's prescale, from
+        the whole matrix's norm, the same on every rank that holds rows of it.
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         with_squares = squares is not None and view == "auto" and blocks is None
@@ -311,6 +316,7 @@ class ShardedDualizer:
                         else layouts_of[sharded[k][0]].dtype
                         for k in keys
                     ],
+                    [_all_known(scales, sharded[k]) if with_squares else None for k in keys],
                 )
             for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -331,6 +337,17 @@ class ShardedDualizer:
         if kind == "plain":
             return self.share_replicated
         return kind == "replicate" and group is not None
+
+    def shards_rows(self, t: torch.Tensor) -> bool:
+        """Whether map_local exchanges `t` (a parameter) by rows: a Shard(0) DTensor (FSDP2,
+        HSDP) whose rows the ranks hold."""
+        return _layout(t)[0] == "shard"
+
+    def shares_rows(self, t: torch.Tensor) -> bool:
+        """Whether `t` (a parameter) is one matrix whose rows are sharded over ranks (a
+        Shard(0) DTensor that is not 3-D), so that one power of two per matrix, the same on
+        every rank, can scale its row parts (map_local's ``scales``)."""
+        return self.shards_rows(t) and t.ndim != 3
 
     def _world_and_rank(self, group: ProcessGroup | None) -> tuple[int, int]:
         """The size of `group` (None: the default group) and this rank in it, looked up once
@@ -562,11 +579,13 @@ class ShardedDualizer:
         streams: int,
         squares: list[list[torch.Tensor] | None],
         update_dtypes: list[torch.dtype],
+        scales: list[list[torch.Tensor] | None],
     ) -> list[list[torch.Tensor]]:
         """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
         their planned owners, fn_stack on each owner's (k, *shape) stack of them, all-to-all
         the rows back. ``squares[s]``: stack s's local squared norms (or None), which go to
-        the owners with the rows; ``update_dtypes[s]``: the dtype of its updates.
+        the owners with the rows; ``update_dtypes[s]``: the dtype of its updates;
+        ``scales[s]``: None or its row parts' shared prescales (map_local's ``scales``).
 
         Explicit order: issue exchange 1 of stack 0; then for each stack i: issue exchange 1
         of stack i + 1, wait for exchange 1 of stack i, dualize it, issue its exchange 2;
@@ -597,6 +616,7 @@ class ShardedDualizer:
                 None if reuse is None else (reuse, s),
                 squares[s],
                 update_dtypes[s],
+                scales[s] if squares[s] is not None else None,
             )
             for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
         ]
@@ -671,7 +691,10 @@ class _Exchange:
     step). ``squares``: the local matrices'
     squared Frobenius norms of each tensor (default view), sent to the owner with the rows:
     a 3-D tensor's rows are whole matrices, whose values the owner puts in order; another
-    tensor is one matrix, whose row parts' values the owner adds."""
+    tensor is one matrix, whose row parts' values the owner adds. ``scales`` (with squares,
+    tensors of one matrix): each tensor's row part was stored times this power of two (a
+    view of a shared prescale); then every rank gets every part's squares and scale
+    (``_RowScales``) and sets the views to the next step's prescale."""
 
     def __init__(
         self,
@@ -684,9 +707,10 @@ class _Exchange:
         reuse: object,
         squares: list[torch.Tensor] | None = None,
         update_dtype: torch.dtype | None = None,
+        scales: list[torch.Tensor] | None = None,
     ) -> None:
         self.dualizer, self.group, self.lane = dualizer, group, lane
-        self.squares = squares
+        self.squares, self.scales = squares, scales
         self.comm_dtype = dualizer.comm_dtype
         self.world, self.rank = dualizer._world_and_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
@@ -726,8 +750,42 @@ class _Exchange:
             self.group,
         )
         self.out_splits = out_splits
-        if self.squares is not None:
+        if self.scales is not None:
+            self._send_table()
+        elif self.squares is not None:
             self._send_squares()
+
+    def _send_table(self) -> None:
+        """Issue the all-gather of every tensor's (squared norm, scale) of its row part
+        (float64, (K, 2) per rank), as the rows go."""
+        squares = cast(list[torch.Tensor], self.squares)
+        scales = cast(list[torch.Tensor], self.scales)
+        sent = [
+            self.dualizer._stack_tensors(values, self._key(name)).reshape(-1).to(torch.float64)
+            for values, name in ((squares, "send squares"), (scales, "send scales"))
+        ]
+        k = len(self.locals)
+        self.pending_squares = self.lane.all_gather(
+            lambda: self._buffer("recv table", [self.world * k, 2], torch.float64),
+            torch.stack(sent, dim=1),
+            [k] * self.world,
+            self.group,
+            torch.float64,
+        )
+
+    def _row_scales(self) -> _RowScales:
+        """Wait for the table of every part's squares and scale; the next step's prescales
+        are set on this rank's views."""
+        table = self.lane.wait(self.pending_squares).view(self.world, len(self.locals), 2)
+        scales = _RowScales(table, self.sizes)
+        targets = [t.reshape(-1) for t in cast(list[torch.Tensor], self.scales)]
+        stacked = _consecutive(targets)
+        following = scales.following.to(torch.float32)
+        if stacked is not None:
+            stacked.copy_(following)
+        else:
+            torch._foreach_copy_(targets, list(following.view(-1, 1).unbind(0)))
+        return scales
 
     def _values(self, rank: int) -> int:
         """How many squared norms rank `rank` holds of each tensor: one per local matrix."""
@@ -794,10 +852,16 @@ class _Exchange:
         r, n = self.rank, self.counts
         whole = self._in_tensor_order(recv, self.out_splits, self.shape[1:], "whole")
         whole = whole.to(self.dtype)
+        if self.scales is not None:  # every rank sets its next prescales
+            scales = self._row_scales()
         if not n[r]:
-            if self.squares is not None:  # its collective is waited for like every other
+            if self.squares is not None and self.scales is None:  # waited for like any other
                 self.lane.wait(self.pending_squares)
             updates = whole.to(self.update_dtype)
+        elif self.scales is not None:
+            owned = slice(sum(n[:r]), sum(n[: r + 1]))
+            known = (scales.squares[owned], scales.following[owned], scales.factors(owned))
+            updates = fn_stack(whole, *known).to(self.update_dtype)
         elif self.squares is not None:
             updates = fn_stack(whole, self._owned_squares()).to(self.update_dtype)
         else:
@@ -829,6 +893,38 @@ class _Exchange:
         recv = self.lane.wait(self.pending)
         local_shape = (len(self.locals), self.sizes[self.rank], *self.shape[1:])
         return list(recv.view(local_shape).to(self.update_dtype).unbind(0))
+
+
+class _RowScales:
+    """From the (W, K, 2) table of every rank's (squared norm, scale) of its row part of K
+    matrices (rows split by ``sizes``; a part stored times scale a has squared norm q, and a
+    zero a marks a zero part): each matrix's common scale c, the smallest a of its parts
+    (a power of two, so the parts' factors c / a <= 1 are exact); ``squares``, its squared
+    norm at that scale; ``following``, the next step's prescale, 2^-e for the whole norm
+    f 2^e, f in [1/2, 1) (0 for a zero or non-finite norm: each part then takes its own);
+    ``factors(owned)``, the (n, rows) row factors of the owned matrices. The same arithmetic
+    on the same table on every rank: every rank holding rows of a matrix gets one value."""
+
+    def __init__(self, table: torch.Tensor, sizes: list[int]) -> None:
+        held = [j for j, size in enumerate(sizes) if size]
+        if len(held) < len(sizes):
+            table = table[held]
+        self.sizes = [sizes[j] for j in held]
+        q, a = table.unbind(-1)
+        stored = a > 0
+        common = torch.where(stored, a, math.inf).amin(dim=0)
+        self.factor = torch.where(stored, common / a, 1.0)  # (parts, K)
+        self.squares = (q * self.factor.square()).sum(dim=0)
+        norms = torch.where(stored, q / a.square(), 0.0).sum(dim=0).sqrt()
+        _, exponent = torch.frexp(norms)
+        exact = torch.ldexp(torch.ones_like(norms), -exponent.clamp(-126, 126))
+        self.following = torch.where((norms > 0) & norms.isfinite(), exact, 0.0)
+
+    def factors(self, owned: slice) -> torch.Tensor:
+        """The owned matrices' factor per row, (n, rows) float32."""
+        parts = self.factor[:, owned].to(torch.float32).T
+        rows = [parts[:, j : j + 1].expand(-1, size) for j, size in enumerate(self.sizes)]
+        return torch.cat(rows, dim=1)
 
 
 @dataclass
@@ -1122,20 +1218,15 @@ def _consecutive(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
 
 
 def _map_stack(
-    fn: _StackFn,
-    X: torch.Tensor,
-    view: View,
-    blocks: Sequence[int] | None,
-    squares: torch.Tensor | None = None,
+    fn: _StackFn, X: torch.Tensor, view: View, blocks: Sequence[int] | None, *known: torch.Tensor
 ) -> torch.Tensor:
     """fn on the matrices of a (c, ...) stack of whole tensors read under view and blocks,
-    as one (K, m, n) stack where that is a reshape of X; the (c, ...) results. ``squares``
-    (the reshape case only): the K matrices' squared norms, passed on to fn."""
+    as one (K, m, n) stack where that is a reshape of X; the (c, ...) results. ``known``
+    (the reshape case only): the K matrices' squared norms and what goes with them, passed
+    on to fn."""
     if blocks is None and view != "transposed":
         m, n = matrix_shape(tuple(X.shape[1:]), view)[-2:]
-        if squares is not None:
-            return fn(X.reshape(-1, m, n), squares).reshape(X.shape)
-        return fn(X.reshape(-1, m, n)).reshape(X.shape)
+        return fn(X.reshape(-1, m, n), *known).reshape(X.shape)
     return torch.stack(map_matrices(fn, list(X.unbind(0)), view, blocks))
 
 

@@ -170,11 +170,15 @@ def _prescale_rows_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads t
     low,
     high,
     HAS_FINITE: tl.constexpr,
+    SHARED: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
     # program r: matrix r's norm from its partial sums; the scale its stored row carries (the
     # prescale where norm * prescale lies in [low, high], else 2^-e for norm = f 2^e with f in
-    # [1/2, 1)); whether the row must be rewritten; the next step's prescale, 2^-e
+    # [1/2, 1)); whether the row must be rewritten; the next step's prescale, 2^-e. SHARED
+    # (the row is part of a matrix whose other rows other ranks hold): the prescale is kept
+    # unless it is zero or norm * prescale exceeds high, and the prescale's entry becomes
+    # the scale applied (the caller sets the next one from the whole matrix's norm)
     r = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_P)
     acc = tl.zeros((BLOCK_P,), dtype=tl.float64)
@@ -190,15 +194,21 @@ def _prescale_rows_kernel(  # type: ignore[no-untyped-def]  # triton.jit reads t
     old = tl.load(prescale_ptr + r)
     ratio = norm * old.to(tl.float64)
     finite_norm = norm * 0.0 == 0.0
-    ok = ((ratio >= low) & (ratio <= high)) | (norm == 0.0) | (finite_norm == 0)
+    if SHARED:
+        ok = ((old > 0.0) & (ratio <= high)) | (norm == 0.0) | (finite_norm == 0)
+    else:
+        ok = ((ratio >= low) & (ratio <= high)) | (norm == 0.0) | (finite_norm == 0)
     applied = tl.where(ok, old, exact)
     tl.store(norm_ptr + r, norm * applied.to(tl.float64))
     tl.store(applied_ptr + r, applied)
     tl.store(fix_ptr + r, tl.where(ok, 0, 1).to(tl.int32))
-    update = (norm > 0.0) & finite_norm
-    if HAS_FINITE:  # a masked (non-finite) step leaves the prescale as it was
-        update = update & (tl.load(finite_ptr) != 0)
-    tl.store(prescale_ptr + r, tl.where(update, exact, old))
+    if SHARED:
+        tl.store(prescale_ptr + r, applied)
+    else:
+        update = (norm > 0.0) & finite_norm
+        if HAS_FINITE:  # a masked (non-finite) step leaves the prescale as it was
+            update = update & (tl.load(finite_ptr) != 0)
+        tl.store(prescale_ptr + r, tl.where(update, exact, old))
 
 
 @triton.jit  # type: ignore[untyped-decorator]  # triton ships no type information
@@ -369,10 +379,12 @@ def prescale_rows_triton(
     prescale: torch.Tensor,
     finite: torch.Tensor | None,
     window: tuple[float, float],
+    shared: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From the (rows, blocks) float64 partial sums: the stored matrices' norms (float64),
     the scale each row carries (float32) and the rows to rewrite (int32, 1 = rewrite);
-    prescale (rows,) float32 is updated in place for the next step. One program per row."""
+    prescale (rows,) float32 is updated in place for the next step, or with ``shared``
+    holds the scale each row carries. One program per row."""
     rows, blocks = partials.shape
     norms = torch.empty(rows, dtype=torch.float64, device=partials.device)
     applied = torch.empty(rows, dtype=torch.float32, device=partials.device)
@@ -388,6 +400,7 @@ def prescale_rows_triton(
         float(window[0]),
         float(window[1]),
         HAS_FINITE=finite is not None,
+        SHARED=bool(shared),
         BLOCK_P=min(triton.next_power_of_2(blocks), 1024),
     )
     return norms, applied, fix

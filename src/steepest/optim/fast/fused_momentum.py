@@ -57,6 +57,7 @@ def momentum_stack(
     matrix: tuple[int, int] | None = None,
     kernel: str = "auto",
     prescale: torch.Tensor | None = None,
+    shared: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update the momentum buffers of K same-shape tensors and stack their directions' matrices.
 
@@ -84,6 +85,12 @@ def momentum_stack(
             step's prescale is each norm's 2^-e (kept for zero or non-finite norms and on a
             False ``finite``). Exponents are clamped to [-126, 126] (norms from about 1e-38
             to 1e38 are stored exactly scaled).
+        shared: with ``prescale``, each matrix is a row part of a matrix whose other rows
+            other ranks hold, and the prescale is the scale every part uses, set by the
+            caller from the whole matrix's norm (zeros when unknown). A part keeps it unless
+            it is zero or the part's norm times it exceeds PRESCALE_WINDOW's upper end (then
+            it takes its own 2^-e, as above, and the parts differ); on return the prescale
+            holds the scale each part was stored times.
 
     Returns:
         (D, norms): the directions as one (K b, m, n) tensor in ``dtype`` and the Frobenius
@@ -97,6 +104,8 @@ def momentum_stack(
     """
     if kernel not in KERNELS:
         raise ValueError(f"momentum_stack: kernel={kernel!r} is unknown; use one of {KERNELS}")
+    if shared and prescale is None:
+        raise ValueError("momentum_stack: shared=True needs a prescale")
     if not grads or len(grads) != len(buffers):
         raise ValueError(
             f"momentum_stack: got {len(grads)} gradients and {len(buffers)} buffers; need "
@@ -135,11 +144,12 @@ def momentum_stack(
         raise ValueError(f"momentum_stack: kernel='triton' cannot run: {reason}")
     if reason:
         return _momentum_stack_torch(
-            grads, buffers, beta, nesterov, dtype, finite, (m, n), prescale
+            grads, buffers, beta, nesterov, dtype, finite, (m, n), prescale, shared
         )
     stack, norms = torch.ops.steepest.momentum_stack_triton(
-        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n, prescale
-    )
+        list(grads), list(buffers), float(beta), bool(nesterov), dtype, finite, m, n, prescale,
+        bool(shared),
+    )  # fmt: skip
     return stack, norms
 
 
@@ -147,7 +157,7 @@ def momentum_stack(
     "steepest::momentum_stack_triton",
     mutates_args=("buffers", "prescale"),
     schema="(Tensor[] grads, Tensor(a!)[] buffers, float beta, bool nesterov, ScalarType dtype, "
-    "Tensor? finite, int m, int n, Tensor(b!)? prescale) -> (Tensor, Tensor)",
+    "Tensor? finite, int m, int n, Tensor(b!)? prescale, bool shared) -> (Tensor, Tensor)",
 )
 def _momentum_stack_triton(
     grads: list[torch.Tensor],
@@ -159,6 +169,7 @@ def _momentum_stack_triton(
     m: int,
     n: int,
     prescale: torch.Tensor | None,
+    shared: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Triton path of momentum_stack as one opaque op for torch.compile: the buffers are
     declared mutated, so Inductor neither clones them nor the stack around the launches (as it
@@ -185,7 +196,9 @@ def _momentum_stack_triton(
             )  # fmt: skip
     if prescale is None:
         return stack, partials.sum(dim=-1).sqrt()
-    norms, applied, fix = kernels.prescale_rows_triton(partials, prescale, finite, PRESCALE_WINDOW)
+    norms, applied, fix = kernels.prescale_rows_triton(
+        partials, prescale, finite, PRESCALE_WINDOW, shared
+    )
     if tables is not None:
         kernels.fixup_stack_table_triton(
             *tables, stack, fix, applied, beta, nesterov, finite, per, size
@@ -238,6 +251,7 @@ def _momentum_stack_triton_fake(
     m: int,
     n: int,
     prescale: torch.Tensor | None,
+    shared: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = len(grads) * (grads[0].numel() // (m * n))
     return (
@@ -255,6 +269,7 @@ def _momentum_stack_torch(
     finite: torch.Tensor | None,
     matrix: tuple[int, int],
     prescale: torch.Tensor | None = None,
+    shared: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """momentum_stack in torch ops (CPU, and wherever the kernel cannot run)."""
     grads = list(grads)
@@ -266,23 +281,28 @@ def _momentum_stack_torch(
     norms = torch.linalg.vector_norm(D, dim=(-2, -1), dtype=torch.float64)
     if prescale is None:
         return D.to(dtype), norms
-    applied = _prescale_rows_torch(norms, prescale, finite)
+    applied = _prescale_rows_torch(norms, prescale, finite, shared)
     D = D.to(torch.float32) * applied[:, None, None]
     return D.to(dtype), norms * applied.to(torch.float64)
 
 
 def _prescale_rows_torch(
-    norms: torch.Tensor, prescale: torch.Tensor, finite: torch.Tensor | None
+    norms: torch.Tensor, prescale: torch.Tensor, finite: torch.Tensor | None, shared: bool
 ) -> torch.Tensor:
     """The scale each row carries, as the Triton row kernel picks it (momentum_stack's
-    ``prescale``); prescale is updated in place for the next step."""
+    ``prescale`` and ``shared``); prescale is updated in place for the next step, or with
+    ``shared`` set to the scale each row carries."""
     _, exponent = torch.frexp(norms)
     exact = torch.ldexp(torch.ones_like(prescale), -exponent.clamp(-126, 126))
     ratio = norms * prescale.to(torch.float64)
     finite_norm = torch.isfinite(norms)
     low, high = PRESCALE_WINDOW
-    keep = ((ratio >= low) & (ratio <= high)) | (norms == 0) | ~finite_norm
+    in_window = (prescale > 0) & (ratio <= high) if shared else (ratio >= low) & (ratio <= high)
+    keep = in_window | (norms == 0) | ~finite_norm
     applied = torch.where(keep, prescale, exact)
+    if shared:
+        prescale.copy_(applied)
+        return applied
     update = (norms > 0) & finite_norm
     if finite is not None:
         update = update & finite

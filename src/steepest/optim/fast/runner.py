@@ -39,7 +39,9 @@ __all__ = ["FastGroups", "Plan", "compiled"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: a sharded fused group's stage-1 dtypes, prescales and per-tensor prescale views
-StageOneLayout = tuple[list[torch.dtype], list[torch.Tensor | None], list[torch.Tensor | None]]
+StageOneLayout = tuple[
+    list[torch.dtype], list[torch.Tensor | None], list[torch.Tensor | None], bool
+]
 
 #: (backend, function name) -> its torch.compile; (backend, name, limit) -> the call wrapper.
 _COMPILED: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -148,11 +150,10 @@ class FastGroups:
         #: param group index -> the recording of a sharded group's stage 5 (its stages 1-2
         #: are ``graphs[index]``)
         self.apply_graphs: dict[int, GroupGraph] = {}
-        #: (group index, stack shape, dtype, n-th such stack of the step, without squared
-        #: norms, without prescales) -> the recording of an owned stack's stages 3-4
-        self.stack_graphs: dict[
-            tuple[int, tuple[int, ...], torch.dtype, int, bool, bool], GroupGraph
-        ] = {}
+        #: (group index, stack shape, dtype, n-th such stack of the step, how many values
+        #: come with it: squared norms, prescales, row factors) -> the recording of an owned
+        #: stack's stages 3-4
+        self.stack_graphs: dict[tuple[int, tuple[int, ...], torch.dtype, int, int], GroupGraph] = {}
 
     def clear(self) -> None:
         """Forget every recording (new state tensors: record again)."""
@@ -337,8 +338,9 @@ class FastGroups:
         dtypes: list[torch.dtype] | None = None
         prescales: list[torch.Tensor | None] = []
         scales: list[torch.Tensor | None] | None = None
+        shared = False
         if fused:
-            dtypes, prescales, scales = self._stage_1_layout(
+            dtypes, prescales, scales, shared = self._stage_1_layout(
                 index, group, algorithm, params, local_grads
             )
         limit, kernels = self.options.recompile_limit, self.options.kernels
@@ -355,7 +357,9 @@ class FastGroups:
         def stages_1_2(
             gs: list[torch.Tensor],
         ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-            return first(algorithm, gs, local_states, group, finite, dtypes, kernels, prescales)
+            return first(
+                algorithm, gs, local_states, group, finite, dtypes, kernels, prescales, shared
+            )
 
         def stage_5(us: list[torch.Tensor]) -> None:
             last(local_params, us, group, lr_t, wd_t, finite)
@@ -382,16 +386,14 @@ class FastGroups:
 
         seen: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
 
-        def dualize(
-            X: torch.Tensor, squared: torch.Tensor | None = None, scale: torch.Tensor | None = None
-        ) -> torch.Tensor:
+        def dualize(X: torch.Tensor, *given: torch.Tensor) -> torch.Tensor:
             if not plan.recorded:
-                return owner(algorithm, X, group, update_dtype(X), fused, squared, scale)
+                return owner(algorithm, X, group, update_dtype(X), fused, *given)
             # one recording per owned stack (its inputs are copied into the recorded ones); two
             # stacks of one shape get two, so that neither overwrites the other's output
             nth = seen[tuple(X.shape), X.dtype] = seen.get((tuple(X.shape), X.dtype), -1) + 1
-            key = (index, tuple(X.shape), X.dtype, nth, squared is None, scale is None)
-            known = [t for t in (squared, scale) if t is not None]
+            key = (index, tuple(X.shape), X.dtype, nth, len(given))
+            known = list(given)
             graph = self.stack_graphs.setdefault(key, GroupGraph(self.options.capture))
             replay = graph.run(
                 lambda xs: owner(algorithm, xs[0], group, update_dtype(xs[0]), fused, *xs[1:]),
@@ -458,10 +460,13 @@ class FastGroups:
     ) -> StageOneLayout:
         """A sharded fused group's stage-1 dtype per tensor (one per shape, gradient dtype and
         whether prescaled: a prescaled float16 stack, as in one process, where every rank
-        holds the tensor whole, so each matrix's scale is kept where its direction is made),
-        its prescales (one per stage_pieces stack: ``_prescale`` where the stack is float16,
-        else None) and per tensor the view of its matrices' prescale entries (or None). Kept
-        while the same parameters, gradient dtypes and polar options come again."""
+        holds the tensor whole, so each matrix's scale is kept where its direction is made,
+        or, in a group exchanged by rows (``shared``), where a tensor is one matrix, whose
+        row parts share one scale), its prescales (one per stage_pieces stack:
+        ``_prescale`` where the stack is float16, else None), per tensor the view of its
+        matrices' prescale entries (or None; an empty row part of a shared one gets its own
+        zero) and ``shared``. Kept while the same parameters, gradient dtypes and polar
+        options come again."""
         options = (
             tuple(g.dtype for g in grads),
             group["polar_dtype"],
@@ -473,10 +478,14 @@ class FastGroups:
             return kept
         dualizer = self.stacks.sharing()
         may_prescale = self.options.prescaled_stacks and algorithm.scale_invariant
+        # a group exchanged by rows prescales its single matrices (their row parts share
+        # scales); any other prescales what every rank holds whole
+        shared = may_prescale and all(dualizer.shards_rows(p) for p in params)
+        share = dualizer.shares_rows if shared else dualizer.shares_whole
         chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
         dtypes = []
         for g, p in zip(grads, params, strict=True):
-            kind = (tuple(p.shape), g.dtype, may_prescale and dualizer.shares_whole(p))
+            kind = (tuple(p.shape), g.dtype, may_prescale and share(p))
             if kind not in chosen:
                 chosen[kind] = stack_dtype(group, g, p.shape, kind[2])
             dtypes.append(chosen[kind])
@@ -490,7 +499,12 @@ class FastGroups:
             prescales.append(prescale)
             for i, view in zip(piece, prescale.view(len(piece), -1).unbind(0), strict=True):
                 scales[i] = view
-        return self._stage_1_layouts.put(index, params, (dtypes, prescales, scales), options)
+        if shared:  # every rank sends a scale for every tensor, with rows or not
+            for i, g in enumerate(grads):
+                if g.numel() == 0 and dtypes[i] == torch.float16:
+                    scales[i] = torch.zeros(1, dtype=torch.float32, device=g.device)
+        layout = (dtypes, prescales, scales, shared)
+        return self._stage_1_layouts.put(index, params, layout, options)
 
     def _side_streams(self, device: torch.device) -> list[torch.cuda.Stream]:
         """``options.streams`` streams on device, made once (a recording forks into them)."""

@@ -32,6 +32,7 @@ from ..polar_step import compute_dtype
 from ..registry import Algorithm, Group, State
 from ..stages import Scalar, apply_update
 from .fused_momentum import momentum_stack
+from .row_scales import rescale_rows
 
 __all__ = [
     "dualize_directions",
@@ -76,6 +77,7 @@ def local_stages_1_2(
     dtypes: Sequence[torch.dtype] | None = None,
     kernels: str = "auto",
     prescales: Sequence[torch.Tensor | None] = (),
+    shared: bool = False,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Stages 1-2 on local tensors; returns the directions (local, like the gradients) and,
     from the fused stage 1, each direction's squared Frobenius norms, one float64 entry per
@@ -91,6 +93,8 @@ def local_stages_1_2(
         prescales: with ``dtypes``, one per stage_pieces stack: momentum_stack's prescale of a
             float16 stack (updated in place), else None; the squared norms are then those
             of the scaled directions.
+        shared: the prescales are shared by the row parts of each matrix across ranks
+            (momentum_stack's ``shared``: on return they hold the scale each part carries).
     """
     if dtypes is None:
         if finite is not None:
@@ -119,6 +123,7 @@ def local_stages_1_2(
             matrix=matrix_shape(shape)[-2:],  # type: ignore[arg-type]
             kernel=kernels,
             prescale=prescales[k] if prescales else None,
+            shared=shared and bool(prescales) and prescales[k] is not None,
         )
         D = D.reshape(len(members), *shape)
         square = norms.square().reshape(len(members), -1)
@@ -135,6 +140,7 @@ def dualize_directions(
     normed: bool,
     squares: torch.Tensor | None = None,
     prescale: torch.Tensor | None = None,
+    row_factors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stages 3-4 on one owned (K, m, n) stack of whole directions, into a contiguous tensor
     of ``dtype`` (the parameters', or for a fused group the directions', rounded once after
@@ -145,8 +151,13 @@ def dualize_directions(
     norms of X's entries. ``prescale``: X's matrices are stored times these powers of two
     (a prescaled float16 stack; ``squares`` are the scaled ones), so msign folds the
     normalization into its first products and ``damp`` takes the updated prescale's
-    reciprocals, as in one process."""
+    reciprocals, as in one process. ``row_factors``: (K, m) float32, X's row parts were
+    stored times different powers of two (a shared prescale that some part could not use),
+    which these factors bring to one scale per matrix, in place, before all else (``squares``
+    are those at that scale)."""
     m, n = X.shape[-2:]
+    if row_factors is not None:
+        X = rescale_rows(X, row_factors)
     if normed:
         if squares is not None:
             norms = squares.sqrt()

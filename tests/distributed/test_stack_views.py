@@ -330,21 +330,24 @@ def test_kept_values_are_found_only_for_the_same_tensors_and_signature():
 
 
 def test_row_scales_bring_parts_to_the_smallest_scale_and_agree_on_the_next():
-    """_RowScales on a hand-built table of 3 ranks (rows 2, 1, 0) and 3 matrices: parts stored
-    at one scale; at two scales (first step); a zero part (scale 0) beside a stored one; the
-    empty rank's entries are ignored whatever they hold."""
-    from steepest.distributed.sharded import _RowScales
+    """shared_row_scales on a hand-built table of 3 ranks (rows 2, 1, 0) and 3 matrices: parts
+    stored at one scale; at two scales (a first step); a zero part (scale 0) beside a stored
+    one; the empty rank's entries are ignored whatever they hold."""
+    from steepest.distributed import shared_row_scales
 
     q = torch.tensor([[4.0 * 4, 4.0 * 0.25, 0.0], [9.0 * 4, 1.0 * 16, 2.25 * 1], [7.0, 7.0, 7.0]])
     a = torch.tensor([[2.0, 0.5, 0.0], [2.0, 4.0, 1.0], [8.0, 8.0, 8.0]])
     table = torch.stack((q, a), dim=-1).double()  # unscaled squares (4, 9), (4, 1), (0, 2.25)
-    scales = _RowScales(table, [2, 1, 0])
+    prescales = torch.full((3,), 7.0)
+    squares, following, factors = shared_row_scales(table, [2, 1, 0], (0, 3), prescales)
     # at the common scales 2, 1/2 and 1: 4 (4 + 9); 1 + 16 / 64; 2.25
-    assert torch.equal(scales.squares, torch.tensor([52.0, 1.25, 2.25]).double())
+    assert torch.equal(squares, torch.tensor([52.0, 1.25, 2.25]).double())
     norms = torch.tensor([13.0, 5.0, 2.25]).double().sqrt()  # 3.61, 2.24, 1.5
-    assert torch.equal(scales.following, torch.tensor([0.25, 0.25, 0.5]).double())
-    assert torch.all((norms * scales.following >= 0.5) & (norms * scales.following < 1))
-    factors = scales.factors(slice(0, 3))
+    assert torch.equal(following, torch.tensor([0.25, 0.25, 0.5]).double())
+    assert torch.all((norms * following >= 0.5) & (norms * following < 1))
+    assert torch.equal(prescales, following.float())
     assert factors.dtype == torch.float32 and factors.shape == (3, 3)
     assert torch.equal(factors, torch.tensor([[1.0, 1, 1], [1, 1, 0.125], [1, 1, 1]]))
-    assert torch.equal(scales.factors(slice(1, 2)), factors[1:2])
+    squares, following, factors = shared_row_scales(table, [2, 1, 0], (1, 2), prescales)
+    assert squares.tolist() == [1.25] and following.tolist() == [0.25]
+    assert torch.equal(factors, torch.tensor([[1.0, 1, 0.125]]))

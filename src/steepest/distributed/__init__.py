@@ -11,6 +11,8 @@ Public API:
               share_replicated=True, process_group=None) -> ShardedDualizer
     ShardedDualizer(...)        the options above; ``optimizer.stacks.distributed``
     shard_rows(rows, world)     rows per rank under torch.chunk (FSDP2) sharding
+    shared_row_scales(...)      the prescales shared by a row-sharded matrix's row parts
+                                (the fast path's float16 stage 1 under FSDP2)
     RowShards(rows, group)      a row-sharded matrix's collectives (Dion's power iteration:
                                 all-reduces of its small factors, no whole-matrix gather)
     all_reduce_mean(tensors)    the mean over ranks, in place (MuLoCo's outer gradient)
@@ -32,7 +34,7 @@ the state is eager, so its keys are the same on every rank and before the first 
 from .averaging import all_reduce_mean, broadcast_
 from .balance import RankPlan, balance, plan_shapes, polar_flops
 from .row_shards import RowShards
-from .sharded import COMM_DTYPES, ShardedDualizer, configure, shard_rows
+from .sharded import COMM_DTYPES, ShardedDualizer, configure, shard_rows, shared_row_scales
 from .whole import whole
 
 __all__ = [
@@ -47,5 +49,6 @@ __all__ = [
     "plan_shapes",
     "polar_flops",
     "shard_rows",
+    "shared_row_scales",
     "whole",
 ]

@@ -70,8 +70,11 @@ _Grouping = tuple[
 #: Maps a (K, m, n) stack to its dualized, scaled stack; ``map_local`` with ``squares``
 #: calls it as fn(X, squares), with the (K,) float64 squared Frobenius norms of X's matrices.
 _StackFn = Callable[..., torch.Tensor]
+#: shared_row_scales or a compilation of it
+_RowScalesFn = Callable[..., tuple[torch.Tensor, ...]]
 
-__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows"]
+
+__all__ = ["COMM_DTYPES", "ShardedDualizer", "configure", "shard_rows", "shared_row_scales"]
 
 #: Dtypes that a ShardedDualizer may send (None keeps each tensor's own dtype).
 COMM_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -82,6 +85,39 @@ def shard_rows(rows: int, world: int) -> list[int]:
     does: ceil(rows / world) each, the last ranks short or empty."""
     chunk = -(-rows // world)
     return [max(0, min(chunk, rows - j * chunk)) for j in range(world)]
+
+
+def shared_row_scales(
+    table: torch.Tensor, sizes: Sequence[int], owned: tuple[int, int], prescales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The shared prescales of a stack of K row-sharded matrices, from the (W, K, 2) float64
+    table of every rank's (squared norm q, scale a) of its row part (rows split by ``sizes``;
+    a part stored times a has squared norm q; a = 0 marks a zero part). Each matrix's common
+    scale c is the smallest a of its parts (powers of two, so the factors c / a <= 1 are
+    exact); the next step's prescale is 2^-e for the whole norm f 2^e, f in [1/2, 1) (0 for a
+    zero or non-finite norm: each part then takes its own), written into ``prescales`` (this
+    rank's (K,) float32 entries). Returns, for the owned matrices ``owned`` = (start, stop):
+    their squared norms at the common scale, their next prescales and their (n, rows)
+    float32 row factors. The same arithmetic on the same table on every rank, so every rank
+    holding rows of a matrix sets one value; map_local's ``row_scales`` (the fast path passes
+    it compiled)."""
+    held = [j for j, size in enumerate(sizes) if size]
+    if len(held) < len(sizes):
+        table = table[held]
+    q, a = table.unbind(-1)
+    stored = a > 0
+    common = torch.where(stored, a, math.inf).amin(dim=0)
+    factor = torch.where(stored, common / a, 1.0)  # (parts, K)
+    squares = (q * factor.square()).sum(dim=0)
+    norms = torch.where(stored, q / a.square(), 0.0).sum(dim=0).sqrt()
+    _, exponent = torch.frexp(norms)
+    exact = torch.ldexp(torch.ones_like(norms), -exponent.clamp(-126, 126))
+    following = torch.where((norms > 0) & norms.isfinite(), exact, 0.0)
+    prescales.copy_(following)
+    start, stop = owned
+    parts = factor[:, start:stop].to(torch.float32).T
+    rows = [parts[:, j : j + 1].expand(-1, sizes[h]) for j, h in enumerate(held)]
+    return squares[start:stop], following[start:stop], torch.cat(rows, dim=1)
 
 
 class ShardedDualizer:
@@ -229,6 +265,7 @@ class ShardedDualizer:
         squares: Sequence[torch.Tensor | None] | None = None,
         update_dtypes: Sequence[torch.dtype] | None = None,
         scales: Sequence[torch.Tensor | None] | None = None,
+        row_scales: _RowScalesFn = shared_row_scales,
     ) -> list[torch.Tensor]:
         """``map`` on local tensors: ``directions[i]`` is this rank's part (whole when
         replicated, its rows under FSDP2) of a tensor laid out as ``layouts_of[i]`` (the
@@ -254,9 +291,10 @@ class ShardedDualizer:
         prescale, and an owner calls fn(X, squares, scales). For one that ``shares_rows``:
         the power of two each rank's rows were stored times (a shared prescale); every rank
         of the exchange gets every part's squares and scale, the owner brings its stack's
-        parts to one scale per matrix and calls fn(X, squares, next prescales, row factors)
-        (``_RowScales``), and every rank sets its views to the next step's prescale, from
-        the whole matrix's norm, the same on every rank that holds rows of it.
+        parts to one scale per matrix and calls fn(X, squares, next prescales, row factors),
+        and every rank sets its views to the next step's prescale, from the whole matrix's
+        norm, the same on every rank that holds rows of it (``row_scales``:
+        ``shared_row_scales`` or a compilation of it).
         """
         out: list[torch.Tensor | None] = [None] * len(directions)
         with_squares = squares is not None and view == "auto" and blocks is None
@@ -317,6 +355,7 @@ class ShardedDualizer:
                         for k in keys
                     ],
                     [_all_known(scales, sharded[k]) if with_squares else None for k in keys],
+                    row_scales,
                 )
             for k, rs in zip(keys, updates, strict=True):
                 replica_group = layouts[sharded[k][0]][2]
@@ -580,6 +619,7 @@ class ShardedDualizer:
         squares: list[list[torch.Tensor] | None],
         update_dtypes: list[torch.dtype],
         scales: list[list[torch.Tensor] | None],
+        row_scales: _RowScalesFn,
     ) -> list[list[torch.Tensor]]:
         """Per stack of same-shape Shard(0) tensors (local rows): all-to-all whole tensors to
         their planned owners, fn_stack on each owner's (k, *shape) stack of them, all-to-all
@@ -617,6 +657,7 @@ class ShardedDualizer:
                 squares[s],
                 update_dtypes[s],
                 scales[s] if squares[s] is not None else None,
+                row_scales,
             )
             for s, (ds, group) in enumerate(zip(stacks, groups, strict=True))
         ]
@@ -693,8 +734,9 @@ class _Exchange:
     a 3-D tensor's rows are whole matrices, whose values the owner puts in order; another
     tensor is one matrix, whose row parts' values the owner adds. ``scales`` (with squares,
     tensors of one matrix): each tensor's row part was stored times this power of two (a
-    view of a shared prescale); then every rank gets every part's squares and scale
-    (``_RowScales``) and sets the views to the next step's prescale."""
+    view of a shared prescale); then every rank gets every part's squares and scale and
+    ``row_scales`` (``shared_row_scales`` or its compilation) sets the views to the next
+    step's prescale."""
 
     def __init__(
         self,
@@ -708,9 +750,10 @@ class _Exchange:
         squares: list[torch.Tensor] | None = None,
         update_dtype: torch.dtype | None = None,
         scales: list[torch.Tensor] | None = None,
+        row_scales: _RowScalesFn = shared_row_scales,
     ) -> None:
         self.dualizer, self.group, self.lane = dualizer, group, lane
-        self.squares, self.scales = squares, scales
+        self.squares, self.scales, self.row_scales = squares, scales, row_scales
         self.comm_dtype = dualizer.comm_dtype
         self.world, self.rank = dualizer._world_and_rank(group)
         self.shape, self.dtype = tuple(like.shape), locals_[0].dtype
@@ -773,19 +816,19 @@ class _Exchange:
             torch.float64,
         )
 
-    def _row_scales(self) -> _RowScales:
-        """Wait for the table of every part's squares and scale; the next step's prescales
-        are set on this rank's views."""
-        table = self.lane.wait(self.pending_squares).view(self.world, len(self.locals), 2)
-        scales = _RowScales(table, self.sizes)
+    def _row_scales(self, owned: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Wait for the table of every part's squares and scale; set this rank's next
+        prescales; the owned matrices' squares, next prescales and row factors
+        (``shared_row_scales``)."""
+        k = len(self.locals)
+        table = self.lane.wait(self.pending_squares).view(self.world, k, 2)
         targets = [t.reshape(-1) for t in cast(list[torch.Tensor], self.scales)]
         stacked = _consecutive(targets)
-        following = scales.following.to(torch.float32)
-        if stacked is not None:
-            stacked.copy_(following)
-        else:
-            torch._foreach_copy_(targets, list(following.view(-1, 1).unbind(0)))
-        return scales
+        into = stacked if stacked is not None else self._buffer("next scales", [k], torch.float32)
+        known = self.row_scales(table, self.sizes, owned, into)
+        if stacked is None:
+            torch._foreach_copy_(targets, list(into.view(k, 1).unbind(0)))
+        return known
 
     def _values(self, rank: int) -> int:
         """How many squared norms rank `rank` holds of each tensor: one per local matrix."""
@@ -853,14 +896,12 @@ class _Exchange:
         whole = self._in_tensor_order(recv, self.out_splits, self.shape[1:], "whole")
         whole = whole.to(self.dtype)
         if self.scales is not None:  # every rank sets its next prescales
-            scales = self._row_scales()
+            known = self._row_scales((sum(n[:r]), sum(n[: r + 1])))
         if not n[r]:
             if self.squares is not None and self.scales is None:  # waited for like any other
                 self.lane.wait(self.pending_squares)
             updates = whole.to(self.update_dtype)
         elif self.scales is not None:
-            owned = slice(sum(n[:r]), sum(n[: r + 1]))
-            known = (scales.squares[owned], scales.following[owned], scales.factors(owned))
             updates = fn_stack(whole, *known).to(self.update_dtype)
         elif self.squares is not None:
             updates = fn_stack(whole, self._owned_squares()).to(self.update_dtype)
@@ -893,38 +934,6 @@ class _Exchange:
         recv = self.lane.wait(self.pending)
         local_shape = (len(self.locals), self.sizes[self.rank], *self.shape[1:])
         return list(recv.view(local_shape).to(self.update_dtype).unbind(0))
-
-
-class _RowScales:
-    """From the (W, K, 2) table of every rank's (squared norm, scale) of its row part of K
-    matrices (rows split by ``sizes``; a part stored times scale a has squared norm q, and a
-    zero a marks a zero part): each matrix's common scale c, the smallest a of its parts
-    (a power of two, so the parts' factors c / a <= 1 are exact); ``squares``, its squared
-    norm at that scale; ``following``, the next step's prescale, 2^-e for the whole norm
-    f 2^e, f in [1/2, 1) (0 for a zero or non-finite norm: each part then takes its own);
-    ``factors(owned)``, the (n, rows) row factors of the owned matrices. The same arithmetic
-    on the same table on every rank: every rank holding rows of a matrix gets one value."""
-
-    def __init__(self, table: torch.Tensor, sizes: list[int]) -> None:
-        held = [j for j, size in enumerate(sizes) if size]
-        if len(held) < len(sizes):
-            table = table[held]
-        self.sizes = [sizes[j] for j in held]
-        q, a = table.unbind(-1)
-        stored = a > 0
-        common = torch.where(stored, a, math.inf).amin(dim=0)
-        self.factor = torch.where(stored, common / a, 1.0)  # (parts, K)
-        self.squares = (q * self.factor.square()).sum(dim=0)
-        norms = torch.where(stored, q / a.square(), 0.0).sum(dim=0).sqrt()
-        _, exponent = torch.frexp(norms)
-        exact = torch.ldexp(torch.ones_like(norms), -exponent.clamp(-126, 126))
-        self.following = torch.where((norms > 0) & norms.isfinite(), exact, 0.0)
-
-    def factors(self, owned: slice) -> torch.Tensor:
-        """The owned matrices' factor per row, (n, rows) float32."""
-        parts = self.factor[:, owned].to(torch.float32).T
-        rows = [parts[:, j : j + 1].expand(-1, size) for j, size in enumerate(self.sizes)]
-        return torch.cat(rows, dim=1)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 import torch
 
+from steepest.distributed import shared_row_scales
 from steepest.matrices.kept import KeptForTensors
 from steepest.matrices.stacking import matrix_count
 from steepest.matrices.views import local_part, local_state, matrix_shape
@@ -353,6 +354,9 @@ class FastGroups:
             if plan.backend
             else dualize_directions
         )
+        row_scales = (
+            compiled(plan.backend, shared_row_scales, limit) if plan.backend else shared_row_scales
+        )
 
         def stages_1_2(
             gs: list[torch.Tensor],
@@ -420,6 +424,7 @@ class FastGroups:
             squares=squares,
             update_dtypes=dtypes,
             scales=scales,
+            row_scales=row_scales,
         )
         if plan.recorded:
             graph = self.apply_graphs.setdefault(index, GroupGraph(self.options.capture))

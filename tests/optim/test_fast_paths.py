@@ -737,3 +737,31 @@ def test_a_step_inside_the_callers_torch_compile_runs_the_stages_eagerly():
     for p, q in zip(ps, qs, strict=True):
         torch.testing.assert_close(p, q, atol=1e-12, rtol=0)
     torch._dynamo.reset()
+
+
+def test_a_replay_copies_only_the_inputs_at_another_place(monkeypatch):
+    """GroupGraph.run after recording: an input at its recorded place is read there (not
+    copied onto itself: for a kept stack that would be a pass over it), one at another place
+    is copied into the recorded tensor; the replay sees the new values."""
+    from types import SimpleNamespace
+
+    from steepest.optim.fast.graphs import GroupGraph
+
+    kept, fresh = torch.zeros(3), torch.zeros(2)
+    graph = GroupGraph(closure_capture, warmup=0)
+    counters_ = SimpleNamespace(orthogonalizations=0, block_orthogonalizations=0)
+
+    def stages(xs):
+        return torch.cat(xs).sum()
+
+    assert float(graph.run(stages, [], [kept, fresh], [], {}, counters_)) == 0  # records
+    copies = []
+    original = torch._foreach_copy_
+    monkeypatch.setattr(
+        torch, "_foreach_copy_", lambda dst, src: (copies.append(len(dst)), original(dst, src))
+    )
+    kept.fill_(1.0)  # in place: read where recorded
+    assert float(graph.run(stages, [], [kept, torch.full((2,), 5.0)], [], {}, counters_)) == 13
+    assert copies == [1] and torch.equal(fresh, torch.full((2,), 5.0))
+    assert float(graph.run(stages, [], [kept, fresh], [], {}, counters_)) == 13
+    assert copies == [1]

@@ -9,8 +9,8 @@ What the recording assumes, and how each assumption is kept:
 
 * The same tensors every step. Parameters and optimizer state are fixed tensors; a change of
   their storage (``load_state_dict``, ``p.data = ...``) is detected and the group re-recorded.
-  Gradients may be new tensors each step (``zero_grad(set_to_none=True)``): they are copied
-  into the recorded gradient tensors when their storage differs.
+  Gradients may be new tensors each step (``zero_grad(set_to_none=True)``): each one whose
+  storage differs is copied into its recorded tensor.
 * The same hyperparameters. Every group key except ``lr`` and ``weight_decay`` is baked into
   the recording; when one changes (a momentum schedule) the group is re-recorded.
 * No host synchronisation and no Python-side state in the stages: only groups whose
@@ -66,6 +66,11 @@ def closure_capture(fn: Callable[[], object]) -> Callable[[], object]:
 
 def _storages(tensors: list[torch.Tensor]) -> tuple[int, ...]:
     return tuple(map(torch.Tensor.data_ptr, tensors))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether b is where the recorded a is."""
+    return a.data_ptr() == b.data_ptr()
 
 
 def _state_tensors(states: list[dict[str, Any]]) -> list[torch.Tensor]:
@@ -144,8 +149,10 @@ class GroupGraph:
             self._count = (after[0] - before[0], after[1] - before[1])
             counters.orthogonalizations, counters.block_orthogonalizations = before
             self.recordings += 1
-        elif _storages(grads) != _storages(self._grads):
-            torch._foreach_copy_(self._grads, grads)
+        else:  # only inputs at another place are copied (a kept one would copy onto itself)
+            moved = [(r, g) for r, g in zip(self._grads, grads, strict=True) if not _same(r, g)]
+            if moved:
+                torch._foreach_copy_([r for r, _ in moved], [g for _, g in moved])
         counters.orthogonalizations += self._count[0]
         counters.block_orthogonalizations += self._count[1]
         return self._replay()

@@ -113,6 +113,7 @@ def local_stages_1_2(
             squares[i] = torch.zeros(matrices, dtype=torch.float64, device=g.device)
     for k, members in enumerate(stage_pieces(grads, dtypes)):
         shape, dtype = tuple(grads[members[0]].shape), dtypes[members[0]]
+        prescale = prescales[k] if prescales else None
         D, norms = momentum_stack(
             [grads[i] for i in members],
             [states[i]["momentum_buffer"] for i in members],
@@ -122,8 +123,8 @@ def local_stages_1_2(
             finite,
             matrix=matrix_shape(shape)[-2:],  # type: ignore[arg-type]
             kernel=kernels,
-            prescale=prescales[k] if prescales else None,
-            shared=shared and bool(prescales) and prescales[k] is not None,
+            prescale=prescale,
+            shared=shared and prescale is not None,
         )
         D = D.reshape(len(members), *shape)
         square = norms.square().reshape(len(members), -1)

@@ -801,13 +801,13 @@ class _Exchange:
     def _send_table(self) -> None:
         """Issue the all-gather of every tensor's (squared norm, scale) of its row part
         (float64, (K, 2) per rank), as the rows go."""
-        squares = cast(list[torch.Tensor], self.squares)
-        scales = cast(list[torch.Tensor], self.scales)
-        sent = [
-            self.dualizer._stack_tensors(values, self._key(name)).reshape(-1).to(torch.float64)
-            for values, name in ((squares, "send squares"), (scales, "send scales"))
-        ]
+        stack = self.dualizer._stack_tensors
+        squares = stack(cast(list[torch.Tensor], self.squares), self._key("send squares"))
+        #: this rank's scales as one (k,) tensor: a view of its prescale entries where they lie
+        #: back to back (the next ones are written into it), else a copy
+        self.scale_stack = stack(cast(list[torch.Tensor], self.scales), self._key("send scales"))
         k = len(self.locals)
+        sent = [squares.reshape(-1), self.scale_stack.reshape(-1).to(torch.float64)]
         self.pending_squares = self.lane.all_gather(
             lambda: self._buffer("recv table", [self.world * k, 2], torch.float64),
             torch.stack(sent, dim=1),
@@ -822,11 +822,10 @@ class _Exchange:
         (``shared_row_scales``)."""
         k = len(self.locals)
         table = self.lane.wait(self.pending_squares).view(self.world, k, 2)
-        targets = [t.reshape(-1) for t in cast(list[torch.Tensor], self.scales)]
-        stacked = _consecutive(targets)
-        into = stacked if stacked is not None else self._buffer("next scales", [k], torch.float32)
+        into = self.scale_stack.view(k)
         known = self.row_scales(table, self.sizes, owned, into)
-        if stacked is None:
+        targets = cast(list[torch.Tensor], self.scales)
+        if into.data_ptr() != targets[0].data_ptr():  # a copy: write the entries back
             torch._foreach_copy_(targets, list(into.view(k, 1).unbind(0)))
         return known
 

@@ -155,12 +155,16 @@ class FastGroups:
         #: come with it: squared norms, prescales, row factors) -> the recording of an owned
         #: stack's stages 3-4
         self.stack_graphs: dict[tuple[int, tuple[int, ...], torch.dtype, int, int], GroupGraph] = {}
+        #: (group index, n-th stack of the step with shared row scales) -> the recording of
+        #: its scales' arithmetic (steepest.distributed.shared_row_scales)
+        self.scale_graphs: dict[tuple[int, int], GroupGraph] = {}
 
     def clear(self) -> None:
         """Forget every recording (new state tensors: record again)."""
         self.graphs.clear()
         self.apply_graphs.clear()
         self.stack_graphs.clear()
+        self.scale_graphs.clear()
 
     # -- which path ---------------------------------------------------------------------------
 
@@ -354,7 +358,7 @@ class FastGroups:
             if plan.backend
             else dualize_directions
         )
-        row_scales = (
+        scales_of = (
             compiled(plan.backend, shared_row_scales, limit) if plan.backend else shared_row_scales
         )
 
@@ -409,6 +413,29 @@ class FastGroups:
                 owner_key,
             )
             return cast(torch.Tensor, replay)
+
+        scale_stacks: list[int] = []  # the stacks whose shared row scales came so far
+
+        def row_scales(
+            table: torch.Tensor, sizes: list[int], owned: tuple[int, int], into: torch.Tensor
+        ) -> tuple[torch.Tensor, ...]:
+            if not plan.recorded:
+                return cast(tuple[torch.Tensor, ...], scales_of(table, sizes, owned, into))
+            # recorded, one per stack (a compiled call costs the host more than a replay);
+            # the next prescales are written into ``into``, which stays in place
+            key = (index, len(scale_stacks))
+            scale_stacks.append(key[1])
+            graph = self.scale_graphs.setdefault(key, GroupGraph(self.options.capture))
+            replay = graph.run(
+                lambda xs: scales_of(xs[0], sizes, owned, xs[1]),
+                [],
+                [table, into],
+                [],
+                group,
+                self.stacks,
+                owner_key,
+            )
+            return cast(tuple[torch.Tensor, ...], replay)
 
         view, blocks = group["matrix_view"], group["blocks"]
         updates = dualizer.map_local(

@@ -100,13 +100,15 @@ def exchange_step(shapes: list[tuple[int, int]]) -> Callable[[], None]:
     return step
 
 
-def optimizer_step(shapes: list[tuple[int, int]], layout: str) -> Callable[[], None]:
+def optimizer_step(
+    shapes: list[tuple[int, int]], layout: str, polar_dtype: torch.dtype | None
+) -> Callable[[], None]:
     """steepest.Muon's step in `layout` on the recorded route, replays running nothing."""
     weights = [torch.randn(*s) for s in shapes]
     params = parameters_in_layout(weights, [torch.randn(*s) for s in shapes], layout)
     opt = steepest.Muon(
         params, lr=0.02, compile="eager", cuda_graph=True, nonfinite="ignore",
-        fast=FastPath(capture=replay_nothing),
+        fast=FastPath(capture=replay_nothing), polar_dtype=polar_dtype,
     )  # fmt: skip
     if layout == "replicated":
         configure(opt)
@@ -123,7 +125,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument(
+        "--float16",
+        action="store_true",
+        help="float16 polar iterations: prescaled float16 stacks, as on CUDA (FSDP2: shared)",
+    )
     args = parser.parse_args()
+    polar_dtype = torch.float16 if args.float16 else None
     init_rank()
     torch.manual_seed(0)
     shapes = [(max(m // 32, 1), max(n // 32, 1)) for m, n in SETS[args.set]]
@@ -134,12 +142,14 @@ def main() -> None:
     print(f"{'exchange (map_local)':26s} {ms:8.3f} {calls:6.0f}")
     payload: dict = {
         "set": args.set,
+        "polar_dtype": str(polar_dtype),
         "stacks": stacks,
         "exchange": {"ms_per_step": ms, "rounds_ms": rounds, "calls_per_step": calls},
         "step": {},
     }
     for layout in LAYOUTS:
-        ms, rounds, calls = timed(optimizer_step(shapes, layout), args.steps, args.rounds)
+        step = optimizer_step(shapes, layout, polar_dtype)
+        ms, rounds, calls = timed(step, args.steps, args.rounds)
         single = payload["step"].get("single process", {}).get("ms_per_step", ms)
         payload["step"][layout] = {
             "ms_per_step": ms,
@@ -148,7 +158,8 @@ def main() -> None:
             "vs_single": ms / single,
         }
         print(f"{'step, ' + layout:26s} {ms:8.3f} {calls:6.0f} {ms / single:9.2f}")
-    print(f"wrote {write_result('dist_host', payload, args.out)}")
+    name = "dist_host-float16" if args.float16 else "dist_host"
+    print(f"wrote {write_result(name, payload, args.out)}")
     dist.destroy_process_group()
 
 

@@ -808,9 +808,11 @@ class _Exchange:
         self.scale_stack = stack(cast(list[torch.Tensor], self.scales), self._key("send scales"))
         k = len(self.locals)
         sent = [squares.reshape(-1), self.scale_stack.reshape(-1).to(torch.float64)]
+        # into a kept buffer: without peers it is the table a recording reads in place
+        table = torch.stack(sent, dim=1, out=self._buffer("send table", [k, 2], torch.float64))
         self.pending_squares = self.lane.all_gather(
             lambda: self._buffer("recv table", [self.world * k, 2], torch.float64),
-            torch.stack(sent, dim=1),
+            table,
             [k] * self.world,
             self.group,
             torch.float64,

@@ -149,10 +149,10 @@ class GroupGraph:
             self._count = (after[0] - before[0], after[1] - before[1])
             counters.orthogonalizations, counters.block_orthogonalizations = before
             self.recordings += 1
-        else:  # only inputs at another place are copied (a kept one would copy onto itself)
+        elif _storages(grads) != _storages(self._grads):
+            # only inputs at another place are copied (a kept one would copy onto itself)
             moved = [(r, g) for r, g in zip(self._grads, grads, strict=True) if not _same(r, g)]
-            if moved:
-                torch._foreach_copy_([r for r, _ in moved], [g for _, g in moved])
+            torch._foreach_copy_([r for r, _ in moved], [g for _, g in moved])
         counters.orthogonalizations += self._count[0]
         counters.block_orthogonalizations += self._count[1]
         return self._replay()

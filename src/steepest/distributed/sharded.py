@@ -100,7 +100,7 @@ def shared_row_scales(
     their squared norms at the common scale, their next prescales and their (n, rows)
     float32 row factors. The same arithmetic on the same table on every rank, so every rank
     holding rows of a matrix sets one value; map_local's ``row_scales`` (the fast path passes
-    it compiled)."""
+    it compiled and records it per stack)."""
     held = [j for j, size in enumerate(sizes) if size]
     if len(held) < len(sizes):
         table = table[held]
@@ -288,8 +288,8 @@ class ShardedDualizer:
         comes back in it; default its layout's (the parameter's). ``scales``: per direction
         None or a view of its matrices' entries of the fused stage 1's prescale, which
         travel with its squares. For a tensor that ``shares_whole``: the next step's
-        prescale, and an owner calls fn(X, squares, scales). For one that ``shares_rows``:
-        the power of two each rank's rows were stored times (a shared prescale); every rank
+        prescale, and an owner calls fn(X, squares, scales). For one that
+        ``shares_row_scale``: the power of two each rank's rows were stored times; every rank
         of the exchange gets every part's squares and scale, the owner brings its stack's
         parts to one scale per matrix and calls fn(X, squares, next prescales, row factors),
         and every rank sets its views to the next step's prescale, from the whole matrix's
@@ -382,7 +382,7 @@ class ShardedDualizer:
         HSDP) whose rows the ranks hold."""
         return _layout(t)[0] == "shard"
 
-    def shares_rows(self, t: torch.Tensor) -> bool:
+    def shares_row_scale(self, t: torch.Tensor) -> bool:
         """Whether `t` (a parameter) is one matrix whose rows are sharded over ranks (a
         Shard(0) DTensor that is not 3-D), so that one power of two per matrix, the same on
         every rank, can scale its row parts (map_local's ``scales``)."""

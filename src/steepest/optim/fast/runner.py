@@ -513,7 +513,7 @@ class FastGroups:
         # a group exchanged by rows prescales its single matrices (their row parts share
         # scales); any other prescales what every rank holds whole
         shared = may_prescale and all(dualizer.shards_rows(p) for p in params)
-        share = dualizer.shares_rows if shared else dualizer.shares_whole
+        share = dualizer.shares_row_scale if shared else dualizer.shares_whole
         chosen: dict[tuple[tuple[int, ...], torch.dtype, bool], torch.dtype] = {}
         dtypes = []
         for g, p in zip(grads, params, strict=True):

@@ -713,7 +713,7 @@ def fast_sharded(rank, world, outdir):
     net = _fsdp(Net())  # FSDP2: the row parts of each matrix share its prescale
     train(net, fast_optimizer(net, "fused", fp16_iterations=True), 1, rank=rank, world=world)
     out["fp16-iterations-fsdp"] = _full(net)
-    for steps in (1, 3):  # every tensor one matrix: all of them prescaled
+    for steps in (1, 5):  # every tensor one matrix: all prescaled; steps 4-5 replay
         from torch.distributed.fsdp import fully_shard
 
         net = fully_shard(ConvNet())

@@ -394,23 +394,28 @@ class FastGroups:
 
         seen: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
 
+        def replayed(
+            graphs: dict[Any, GroupGraph],
+            key: Any,
+            fn: Callable[[list[torch.Tensor]], object],
+            inputs: list[torch.Tensor],
+        ) -> object:
+            # a recording of a function of tensors between the collectives (reads no state)
+            graph = graphs.setdefault(key, GroupGraph(self.options.capture))
+            return graph.run(fn, [], inputs, [], group, self.stacks, owner_key)
+
         def dualize(X: torch.Tensor, *given: torch.Tensor) -> torch.Tensor:
             if not plan.recorded:
                 return owner(algorithm, X, group, update_dtype(X), fused, *given)
-            # one recording per owned stack (its inputs are copied into the recorded ones); two
+            # one recording per owned stack (inputs that moved are copied into the recorded); two
             # stacks of one shape get two, so that neither overwrites the other's output
             nth = seen[tuple(X.shape), X.dtype] = seen.get((tuple(X.shape), X.dtype), -1) + 1
             key = (index, tuple(X.shape), X.dtype, nth, len(given))
-            known = list(given)
-            graph = self.stack_graphs.setdefault(key, GroupGraph(self.options.capture))
-            replay = graph.run(
+            replay = replayed(
+                self.stack_graphs,
+                key,
                 lambda xs: owner(algorithm, xs[0], group, update_dtype(xs[0]), fused, *xs[1:]),
-                [],
-                [X, *known],
-                [],
-                group,
-                self.stacks,
-                owner_key,
+                [X, *given],
             )
             return cast(torch.Tensor, replay)
 
@@ -425,15 +430,11 @@ class FastGroups:
             # the next prescales are written into ``into``, which stays in place
             key = (index, len(scale_stacks))
             scale_stacks.append(key[1])
-            graph = self.scale_graphs.setdefault(key, GroupGraph(self.options.capture))
-            replay = graph.run(
+            replay = replayed(
+                self.scale_graphs,
+                key,
                 lambda xs: scales_of(xs[0], sizes, owned, xs[1]),
-                [],
                 [table, into],
-                [],
-                group,
-                self.stacks,
-                owner_key,
             )
             return cast(tuple[torch.Tensor, ...], replay)
 

@@ -7,12 +7,14 @@
 #      sharded row within 1.1x of the single process, pipelined); then the links: at W = 1
 #      the device copy bandwidth and the degenerate NCCL collectives (no link is used);
 #   2. bench/dist_train.py: FSDP2 training of GPT-2 small, steepest.Muon against AdamW in the
-#      same run, alternating rounds (target: Muon's tokens/s at least 0.95 of AdamW's);
+#      same run, alternating 100 rounds of 2 steps (target: Muon's tokens/s at least 0.95 of
+#      AdamW's);
 #   3. the NCCL bus bandwidth over all visible GPUs when there are two or more
 #      (bench/dist.py --links-only); with one GPU, BUS_GBPS=... (default 300, an assumption)
 #      stands in for it;
-#   4. pytest -m cuda tests/distributed: the sharded fast path on CUDA (compiled, recorded,
-#      side stream) against the single-process one;
+#   4. pytest -m cuda on tests/distributed and the stage-1 kernels it uses (fused momentum,
+#      row rescale): the sharded fast path on CUDA (compiled, recorded, side stream) against
+#      the single-process one;
 #   5. bench/dist_model.py: the step predicted at W = 2, 4, 8 from run 1 and the bandwidth;
 #   6. unless HOST_ISSUE=0: bench/host_issue.py on GPT-2 small, the host's issue of steps
 #      against their pipelined time per layout (whether the sharded step waits for the host);
@@ -35,8 +37,8 @@ GPUS=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null ||
 if [[ "${SMOKE:-0}" == "1" ]]; then
     SETS=tiny; CONFIG=tiny; STEPS=3; ROUNDS=2; LINKS_W=2; T_DIST=240; T_TRAIN=180; T_TEST=300
 else
-    SETS=gpt2-small,1.3b; CONFIG=gpt2-small; STEPS=10; ROUNDS=5; LINKS_W=$GPUS
-    T_DIST=250; T_TRAIN=140; T_TEST=120
+    SETS=gpt2-small,1.3b; CONFIG=gpt2-small; STEPS=2; ROUNDS=100; LINKS_W=$GPUS
+    T_DIST=250; T_TRAIN=140; T_TEST=150
 fi
 RUN="python -m torch.distributed.run --standalone"
 
@@ -63,6 +65,7 @@ fi
 
 # 4. the CUDA tests of the sharded fast path (on CPU: collected, then skipped)
 timeout $T_TEST python -m pytest -q -p no:cacheprovider -m cuda tests/distributed \
+    tests/optim/test_fused_momentum.py tests/optim/test_row_scales.py \
     > "$OUT/pytest_cuda.log" 2>&1
 test_rc=$?
 (( test_rc == 5 )) && test_rc=0  # no test collected: nothing failed
@@ -102,7 +105,7 @@ echo "== bench/dist_train.py (exit $train_rc)"
 sed -n '/^config /,/^wrote/p' "$OUT/dist_train.log"
 echo "== links (exit $links_rc): ${links:-one GPU, none measured; BUS_GBPS=${BUS_GBPS:-300} assumed}"
 [[ -n "$links" ]] && grep '^links' "$OUT/dist_links.log"
-echo "== pytest -m cuda tests/distributed (exit $test_rc)"
+echo "== pytest -m cuda tests/distributed and stage-1 kernels (exit $test_rc)"
 grep -E "^(FAILED|ERROR)" "$OUT/pytest_cuda.log" | head -10
 tail -n 1 "$OUT/pytest_cuda.log"
 echo "== bench/dist_model.py (exit $model_rc)"

@@ -17,7 +17,7 @@ from .checks import check_flag, check_nonnegative, check_unit_interval
 from .quantize import dequantize, quantize, quantized_zeros
 from .registry import Algorithm, Group, State
 
-__all__ = ["MOMENTUM_DEFAULTS", "MomentumAlgorithm"]
+__all__ = ["MOMENTUM_DEFAULTS", "MomentumAlgorithm", "lerp_all"]
 
 #: The keys every momentum member reads (its own defaults override the values).
 MOMENTUM_DEFAULTS: dict[str, Any] = {
@@ -97,9 +97,16 @@ class MomentumAlgorithm(Algorithm):
         buffers = self.update_momentum(grads, states, group, beta)
         if not group["nesterov"]:
             return buffers
-        if not uses_distributed(grads):  # one pass: lerp(G, M, beta)
-            return list(torch._foreach_lerp(grads, buffers, beta))
-        # (1 - beta) G + beta M as mul + add: DTensor has no rule for out-of-place foreach lerp
-        directions = list(torch._foreach_mul(grads, 1.0 - beta))  # foreach returns a tuple
-        torch._foreach_add_(directions, buffers, alpha=beta)
-        return directions
+        return lerp_all(grads, buffers, beta)
+
+
+def lerp_all(
+    starts: list[torch.Tensor], ends: list[torch.Tensor], weight: float
+) -> list[torch.Tensor]:
+    """New tensors (1 - weight) start + weight end: one foreach lerp, or for DTensors (which
+    have no rule for the out-of-place foreach lerp, torch 2.11) a foreach mul and add."""
+    if not uses_distributed(starts):
+        return list(torch._foreach_lerp(starts, ends, weight))  # foreach returns a tuple
+    out = list(torch._foreach_mul(starts, 1.0 - weight))
+    torch._foreach_add_(out, ends, alpha=weight)
+    return out

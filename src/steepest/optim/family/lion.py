@@ -10,7 +10,7 @@ import torch
 from steepest.norms import Norm, Sign
 
 from ..checks import check_flag, check_nonnegative, check_unit_interval
-from ..momentum import MomentumAlgorithm
+from ..momentum import MomentumAlgorithm, lerp_all
 from ..presets import Preset, preset
 from ..quantize import dequantize
 from ..registry import Group, State, register
@@ -63,7 +63,7 @@ class LionAlgorithm(MomentumAlgorithm):
             ]
         else:
             olds = [s["momentum_buffer"] for s in states]
-        directions = list(torch._foreach_lerp(grads, olds, beta1))
+        directions = lerp_all(grads, olds, beta1)
         self.update_momentum(grads, states, group, beta2)
         return directions
 

@@ -91,7 +91,7 @@ def gram_quintic_iteration(
     _check_known_gram(scale, gram)
     steps = list(coefficients)
     cuts = sorted({0, len(steps), *(r for r in restarts if 0 < r < len(steps))})
-    for start, stop in zip(cuts, cuts[1:], strict=False):
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
         X = _segment(X, steps[start:stop], kernel, scale, gram)
         scale = gram = None
     return X
@@ -108,7 +108,7 @@ def gram_flop_ratio(
     direct = steps * (4 * s * s * l + 2 * s**3)
     cuts = sorted({0, steps, *(r for r in restarts if 0 < r < steps)})
     gram = 0
-    for start, stop in zip(cuts, cuts[1:], strict=False):
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
         k = stop - start
         # X X^T and Q X; per step R^2; Q P on every step but the first; P R P on all but the last
         gram += 4 * s * s * l + 2 * s**3 * (k + (k - 1) + 2 * (k - 1))

@@ -68,11 +68,6 @@ def _storages(tensors: list[torch.Tensor]) -> tuple[int, ...]:
     return tuple(map(torch.Tensor.data_ptr, tensors))
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether b is where the recorded a is."""
-    return a.data_ptr() == b.data_ptr()
-
-
 def _state_tensors(states: list[dict[str, Any]]) -> list[torch.Tensor]:
     return [v for s in states for v in s.values() if isinstance(v, torch.Tensor)]
 
@@ -110,6 +105,8 @@ class GroupGraph:
         self._eager_steps = 0
         self._replay: Callable[[], object] | None = None
         self._grads: list[torch.Tensor] = []
+        #: where the recorded gradient tensors lie (fixed while the recording lives)
+        self._places: tuple[int, ...] = ()
         self._count = (0, 0)
 
     def run(
@@ -142,6 +139,7 @@ class GroupGraph:
             return stages(grads)
         if self._replay is None:
             self._grads = list(grads)
+            self._places = _storages(self._grads)
             before = (counters.orthogonalizations, counters.block_orthogonalizations)
             recorded = self._grads
             self._replay = self.capture(lambda: stages(recorded))
@@ -149,9 +147,13 @@ class GroupGraph:
             self._count = (after[0] - before[0], after[1] - before[1])
             counters.orthogonalizations, counters.block_orthogonalizations = before
             self.recordings += 1
-        elif _storages(grads) != _storages(self._grads):
+        elif (places := _storages(grads)) != self._places:
             # only inputs at another place are copied (a kept one would copy onto itself)
-            moved = [(r, g) for r, g in zip(self._grads, grads, strict=True) if not _same(r, g)]
+            moved = [
+                (r, g)
+                for r, g, now, then in zip(self._grads, grads, places, self._places, strict=True)
+                if now != then
+            ]
             torch._foreach_copy_([r for r, _ in moved], [g for _, g in moved])
         counters.orthogonalizations += self._count[0]
         counters.block_orthogonalizations += self._count[1]

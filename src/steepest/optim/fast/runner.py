@@ -10,6 +10,7 @@ verdict on the device. Which group takes which path, and why, is ``FastGroups.pl
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -419,7 +420,7 @@ class FastGroups:
             )
             return cast(torch.Tensor, replay)
 
-        scale_stacks: list[int] = []  # the stacks whose shared row scales came so far
+        scale_stacks = itertools.count()  # numbers the stacks with shared row scales in order
 
         def row_scales(
             table: torch.Tensor, sizes: list[int], owned: tuple[int, int], into: torch.Tensor
@@ -428,11 +429,9 @@ class FastGroups:
                 return cast(tuple[torch.Tensor, ...], scales_of(table, sizes, owned, into))
             # recorded, one per stack (a compiled call costs the host more than a replay);
             # the next prescales are written into ``into``, which stays in place
-            key = (index, len(scale_stacks))
-            scale_stacks.append(key[1])
             replay = replayed(
                 self.scale_graphs,
-                key,
+                (index, next(scale_stacks)),
                 lambda xs: scales_of(xs[0], sizes, owned, xs[1]),
                 [table, into],
             )
